@@ -1,0 +1,46 @@
+# swiftlib — `make demo` and `make test` are the two set-up commands; both create .venv
+# when it is missing (idempotent: a stamp file skips the install when nothing changed).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip -q --disable-pip-version-check
+STAMP := $(VENV)/.swiftlib-installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test bench science lab lint venv clean-venv
+
+venv: $(STAMP)
+
+# torch first (the CPU wheel: an unpinned torch pulls a multi-GB CUDA build), then DeepSpeed
+# without CUDA ops and without build isolation (so its build sees that torch), then the rest
+# constrained to the tested versions so nothing upgrades torch.
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip setuptools wheel
+	$(PIP) install -c constraints.txt torch
+	DS_BUILD_OPS=0 $(PIP) install --no-build-isolation -c constraints.txt deepspeed
+	$(PIP) install -c constraints.txt -e ".[dev]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/swiftlib demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; OMP_NUM_THREADS=2 $(PY) $$b || exit 1; done
+
+science: $(STAMP)
+	$(PY) -m pytest -q -m slow --timeout=0 tests
+
+lab: $(STAMP)
+	$(PY) -m ipykernel install --user --name swiftlib --display-name "swiftlib (.venv)"
+	$(VENV)/bin/jupyter lab notebooks
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check swiftlib tests benchmarks
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,444 @@
+"""The subject store: one HDF5 file per subject, a subjects table and a manifest.
+
+Layout of a store directory::
+
+    STORE/
+      manifest.json        format, geometry, normalisation, labels, per-file checksums
+      subjects.csv         subject_id, participant_id, dataset, site, label columns
+      subjects/<id>.h5     bold (D, H, W, T) float16, chunked over whole volumes x a few
+                           frames, Blosc-LZ4 + byte shuffle; mask (D, H, W) bool;
+                           attrs: tr, normalisation statistics, geometry (JSON)
+      .progress.jsonl      journal of completed subjects (resume support)
+
+Every file is written to a temporary name and renamed, so a crash never leaves a file
+that looks complete. ``open_store`` validates the manifest and names missing or corrupt
+subjects.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from swiftlib.data.geometry import StoreGeometry
+from swiftlib.utils.io import atomic_path, atomic_write_json, read_json, sha256_file
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "NORM_METHODS",
+    "StoreError",
+    "SubjectRecord",
+    "StoreWriter",
+    "SubjectStore",
+    "open_store",
+]
+
+log = logging.getLogger(__name__)
+
+FORMAT = "swiftlib-store"
+FORMAT_VERSION = 1
+NORM_METHODS = ("zscore_global", "zscore_voxel", "none")
+TASK_TYPES = ("classification", "regression")
+_TARGET_CHUNK_BYTES = 8 << 20
+
+
+class StoreError(ValueError):
+    """A store on disk is missing, incomplete or inconsistent."""
+
+
+def _h5():
+    import h5py
+    import hdf5plugin  # noqa: F401  (registers the Blosc filter for reading and writing)
+
+    return h5py
+
+
+def _compression():
+    import hdf5plugin
+
+    return hdf5plugin.Blosc(cname="lz4", clevel=5, shuffle=hdf5plugin.Blosc.SHUFFLE)
+
+
+def chunk_frames_for(grid, num_frames: int) -> int:
+    """Frames per HDF5 chunk: whole volumes, about 8 MB per chunk (≥ 1, ≤ T)."""
+    frame_bytes = int(np.prod(grid)) * 2
+    return int(max(1, min(num_frames, _TARGET_CHUNK_BYTES // frame_bytes)))
+
+
+@dataclass(frozen=True)
+class SubjectRecord:
+    subject_id: str
+    file: str  # relative to the store root
+    num_frames: int
+    tr: float
+    sha256: str
+    bytes: int
+
+
+def _check_subject_id(subject_id: str) -> str:
+    sid = str(subject_id)
+    if not sid or any(c in sid for c in "/\\") or sid.startswith("."):
+        raise StoreError(
+            f"subject_id {sid!r} cannot be used as a file name; expected a BIDS-like label "
+            "such as 'sub-0001' (no slashes, not starting with '.')"
+        )
+    return sid
+
+
+class StoreWriter:
+    """Writes subjects into a store directory, atomically and resumably.
+
+    Args:
+        root: store directory (created).
+        grid: (D, H, W) of every volume.
+        voxel_size: mm, isotropic.
+        affine: the store grid's voxel→MNI affine (4×4).
+        normalisation: one of ``NORM_METHODS``.
+    """
+
+    def __init__(self, root, grid, voxel_size: float, affine, normalisation: str = "zscore_global"):
+        if normalisation not in NORM_METHODS:
+            raise StoreError(f"normalisation={normalisation!r}: expected one of {NORM_METHODS}")
+        if len(tuple(grid)) != 3 or min(grid) < 1:
+            raise StoreError(f"grid={tuple(grid)}: expected three positive sizes (D, H, W)")
+        self.root = Path(root)
+        self.grid = tuple(int(g) for g in grid)
+        self.voxel_size = float(voxel_size)
+        self.affine = np.asarray(affine, dtype=float)
+        self.normalisation = normalisation
+        (self.root / "subjects").mkdir(parents=True, exist_ok=True)
+        self._journal = self.root / ".progress.jsonl"
+
+    # -- writing ---------------------------------------------------------------------------
+    def write_subject(
+        self,
+        subject_id: str,
+        bold: np.ndarray,
+        mask: np.ndarray,
+        geometry: StoreGeometry,
+        tr: float,
+        norm_stats: dict,
+        source: str | None = None,
+    ) -> SubjectRecord:
+        """Write one subject. ``bold``: (D, H, W, T) normalised; ``mask``: (D, H, W) bool."""
+        sid = _check_subject_id(subject_id)
+        D, H, W = self.grid
+        if bold.ndim != 4 or bold.shape[:3] != self.grid:
+            raise StoreError(f"{sid}: bold shape {bold.shape}; expected ({D}, {H}, {W}, T)")
+        if mask.shape != self.grid:
+            raise StoreError(f"{sid}: mask shape {mask.shape}; expected {self.grid}")
+        T = bold.shape[3]
+        h5py = _h5()
+        rel = f"subjects/{sid}.h5"
+        with atomic_path(self.root / rel, suffix=".h5.tmp") as tmp:
+            with h5py.File(tmp, "w") as f:
+                f.create_dataset(
+                    "bold",
+                    data=bold.astype(np.float16, copy=False),
+                    chunks=(D, H, W, chunk_frames_for(self.grid, T)),
+                    **_compression(),
+                )
+                f.create_dataset("mask", data=mask.astype(bool), compression="gzip")
+                f.attrs["subject_id"] = sid
+                f.attrs["tr"] = float(tr)
+                f.attrs["normalisation"] = self.normalisation
+                f.attrs["norm_stats"] = json.dumps(norm_stats)
+                f.attrs["geometry"] = json.dumps(geometry.to_dict())
+                f.attrs["source"] = source or ""
+                f.attrs["format_version"] = FORMAT_VERSION
+        path = self.root / rel
+        rec = SubjectRecord(sid, rel, int(T), float(tr), sha256_file(path), path.stat().st_size)
+        with open(self._journal, "a") as j:  # one short line per subject: append is atomic enough
+            j.write(json.dumps(asdict(rec)) + "\n")
+        return rec
+
+    def completed(self, verify: bool = True) -> dict[str, SubjectRecord]:
+        """Subjects already written (journal entry + file present, checksum verified)."""
+        done: dict[str, SubjectRecord] = {}
+        if not self._journal.exists():
+            return done
+        for line in self._journal.read_text().splitlines():
+            try:
+                rec = SubjectRecord(**json.loads(line))
+            except (json.JSONDecodeError, TypeError):
+                continue  # a torn last line from a crash
+            path = self.root / rec.file
+            if not path.exists() or path.stat().st_size != rec.bytes:
+                done.pop(rec.subject_id, None)
+                continue
+            if verify and sha256_file(path) != rec.sha256:
+                done.pop(rec.subject_id, None)
+                continue
+            done[rec.subject_id] = rec
+        return done
+
+    def finalize(self, subjects, labels: dict | None = None, dataset_info: dict | None = None,
+                 records: dict[str, SubjectRecord] | None = None) -> SubjectStore:
+        """Write ``subjects.csv`` and ``manifest.json`` for the written subjects; open the store.
+
+        ``subjects``: DataFrame with a ``subject_id`` column (+ dataset, site, labels); rows of
+        subjects that were not written are dropped. ``labels``: ``{name: {"task":
+        "classification"|"regression", ...}}`` for label columns.
+        """
+        import pandas as pd
+
+        records = self.completed(verify=False) if records is None else records
+        if not records:
+            raise StoreError(f"{self.root}: no subject was written; nothing to finalise")
+        labels = dict(labels or {})
+        for name, spec in labels.items():
+            if spec.get("task") not in TASK_TYPES:
+                raise StoreError(f"label {name!r}: task={spec.get('task')!r}; expected one of {TASK_TYPES}")
+        df = pd.DataFrame(subjects).copy()
+        if "subject_id" not in df.columns:
+            raise StoreError(f"subjects table has columns {list(df.columns)}; expected a 'subject_id' column")
+        df["subject_id"] = df["subject_id"].astype(str)
+        df = df[df["subject_id"].isin(records)].sort_values("subject_id").reset_index(drop=True)
+        for col, default in (("participant_id", None), ("dataset", "custom"), ("site", "unknown")):
+            if col not in df.columns:
+                df[col] = df["subject_id"] if default is None else default
+        missing_labels = [name for name in labels if name not in df.columns]
+        if missing_labels:
+            raise StoreError(f"labels {missing_labels} are declared but not columns of the subjects table")
+        front = ["subject_id", "participant_id", "dataset", "site"]
+        df = df[front + [c for c in df.columns if c not in front]]
+        with atomic_path(self.root / "subjects.csv") as tmp:
+            df.to_csv(tmp, index=False)
+        trs = [records[s].tr for s in df["subject_id"]]
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "grid": list(self.grid),
+            "voxel_size": self.voxel_size,
+            "affine": self.affine.tolist(),
+            "space": "MNI152",
+            "normalisation": self.normalisation,
+            "tr_range": [float(min(trs)), float(max(trs))],
+            "labels": labels,
+            "datasets": sorted(df["dataset"].astype(str).unique().tolist()),
+            "dataset_info": dataset_info or {},
+            "num_subjects": len(df),
+            "subjects": {s: asdict(records[s]) for s in df["subject_id"]},
+        }
+        from swiftlib import __version__
+
+        manifest["swiftlib_version"] = __version__
+        atomic_write_json(self.root / "manifest.json", manifest)
+        return open_store(self.root)
+
+
+class SubjectStore:
+    """Read access to a store. Use :func:`open_store`.
+
+    HDF5 handles open lazily and per process, so a store object can be handed to
+    DataLoader workers (fork or spawn) safely.
+    """
+
+    def __init__(self, root: Path, manifest: dict, subjects):
+        self.root = Path(root)
+        self.manifest = manifest
+        self.subjects = subjects  # DataFrame indexed by subject_id
+        self._handles: dict[str, object] = {}
+        self._pid = os.getpid()
+
+    # -- metadata -------------------------------------------------------------------------
+    @property
+    def subject_ids(self) -> list[str]:
+        return list(self.subjects.index)
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        return tuple(self.manifest["grid"])
+
+    @property
+    def voxel_size(self) -> float:
+        return float(self.manifest["voxel_size"])
+
+    @property
+    def affine(self) -> np.ndarray:
+        return np.asarray(self.manifest["affine"], dtype=float)
+
+    @property
+    def normalisation(self) -> str:
+        return self.manifest["normalisation"]
+
+    @property
+    def labels(self) -> dict:
+        return dict(self.manifest.get("labels", {}))
+
+    @property
+    def datasets(self) -> list[str]:
+        return list(self.manifest.get("datasets", []))
+
+    def _record(self, subject_id: str) -> dict:
+        try:
+            return self.manifest["subjects"][subject_id]
+        except KeyError:
+            raise KeyError(self._unknown(subject_id)) from None
+
+    def _unknown(self, subject_id) -> str:
+        import difflib
+
+        near = difflib.get_close_matches(str(subject_id), self.subject_ids, n=3)
+        hint = f"; did you mean {near}?" if near else ""
+        return f"subject {subject_id!r} is not in store {self.root} ({len(self.subject_ids)} subjects){hint}"
+
+    def num_frames(self, subject_id: str) -> int:
+        return int(self._record(subject_id)["num_frames"])
+
+    def tr(self, subject_id: str) -> float:
+        return float(self._record(subject_id)["tr"])
+
+    def path(self, subject_id: str) -> Path:
+        return self.root / self._record(subject_id)["file"]
+
+    def contract(self) -> dict:
+        """The input contract a model trained on this store expects (saved with checkpoints)."""
+        return {
+            "grid": list(self.grid),
+            "voxel_size": self.voxel_size,
+            "space": self.manifest.get("space", "MNI152"),
+            "normalisation": self.normalisation,
+            "tr_range": list(self.manifest["tr_range"]),
+        }
+
+    # -- data -----------------------------------------------------------------------------
+    def _file(self, subject_id: str):
+        if os.getpid() != self._pid:  # forked into a worker: never share HDF5 handles
+            self._handles, self._pid = {}, os.getpid()
+        f = self._handles.get(subject_id)
+        if f is None:
+            h5py = _h5()
+            f = h5py.File(self.path(subject_id), "r")
+            self._handles[subject_id] = f
+        return f
+
+    def read_window(self, subject_id: str, start: int, length: int, stride: int = 1) -> np.ndarray:
+        """Frames ``start, start+stride, …`` (``length`` of them): float16 (D, H, W, length)."""
+        T = self.num_frames(subject_id)
+        stop = start + (length - 1) * stride + 1
+        if start < 0 or length < 1 or stride < 1 or stop > T:
+            raise IndexError(
+                f"{subject_id}: window start={start}, length={length}, stride={stride} needs "
+                f"frames [{start}, {stop}); the subject has {T} frames"
+            )
+        return self._file(subject_id)["bold"][:, :, :, start:stop:stride]
+
+    def read_subject(self, subject_id: str) -> np.ndarray:
+        return self._file(subject_id)["bold"][...]
+
+    def mask(self, subject_id: str) -> np.ndarray:
+        return self._file(subject_id)["mask"][...].astype(bool)
+
+    def brain_mask(self, how: str = "union") -> np.ndarray:
+        """Store-level brain mask over all subjects: ``union`` or ``intersection``."""
+        masks = (self.mask(s) for s in self.subject_ids)
+        out = next(masks).copy()
+        for m in masks:
+            out = (out | m) if how == "union" else (out & m)
+        return out
+
+    def geometry(self, subject_id: str) -> StoreGeometry:
+        return StoreGeometry.from_dict(json.loads(self._file(subject_id).attrs["geometry"]))
+
+    def norm_stats(self, subject_id: str) -> dict:
+        return json.loads(self._file(subject_id).attrs["norm_stats"])
+
+    def close(self) -> None:
+        for f in self._handles.values():
+            try:
+                f.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+        self._handles = {}
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_handles"] = {}
+        return state
+
+    def __len__(self) -> int:
+        return len(self.subjects)
+
+    def __repr__(self) -> str:
+        return (
+            f"SubjectStore({str(self.root)!r}, subjects={len(self)}, grid={self.grid}, "
+            f"voxel_size={self.voxel_size} mm, normalisation={self.normalisation!r}, "
+            f"labels={list(self.labels)})"
+        )
+
+    def summary(self) -> dict:
+        frames = [self.num_frames(s) for s in self.subject_ids]
+        total_bytes = sum(int(r["bytes"]) for r in self.manifest["subjects"].values())
+        return {
+            "store": str(self.root),
+            "subjects": len(self),
+            "datasets": self.datasets,
+            "sites": sorted(self.subjects["site"].astype(str).unique().tolist()),
+            "grid": list(self.grid),
+            "voxel_size_mm": self.voxel_size,
+            "normalisation": self.normalisation,
+            "tr_range_s": self.manifest["tr_range"],
+            "frames_min_max": [min(frames), max(frames)],
+            "labels": self.labels,
+            "bytes_on_disk": total_bytes,
+        }
+
+
+def open_store(root, verify: str = "size") -> SubjectStore:
+    """Open and validate a store.
+
+    ``verify``: ``"size"`` (files exist with the recorded size; fast), ``"checksum"``
+    (sha256 of every file; slow on large cohorts) or ``"none"``.
+    Missing or corrupt subjects are named in the error.
+    """
+    import pandas as pd
+
+    root = Path(root)
+    mpath = root / "manifest.json"
+    if not mpath.exists():
+        hint = " (a preprocessing run may not have finished; rerun it to resume)" if (root / ".progress.jsonl").exists() else ""
+        raise StoreError(f"{root}: no manifest.json — not a swiftlib store{hint}")
+    try:
+        manifest = read_json(mpath)
+    except json.JSONDecodeError as e:
+        raise StoreError(f"{mpath}: not valid JSON ({e})") from None
+    if manifest.get("format") != FORMAT:
+        raise StoreError(f"{mpath}: format={manifest.get('format')!r}; expected {FORMAT!r}")
+    if int(manifest.get("format_version", -1)) > FORMAT_VERSION:
+        raise StoreError(
+            f"{mpath}: format_version={manifest.get('format_version')} is newer than this "
+            f"swiftlib understands ({FORMAT_VERSION}); upgrade swiftlib"
+        )
+    if verify not in ("size", "checksum", "none"):
+        raise ValueError(f"verify={verify!r}: expected 'size', 'checksum' or 'none'")
+    spath = root / "subjects.csv"
+    if not spath.exists():
+        raise StoreError(f"{root}: subjects.csv is missing")
+    subjects = pd.read_csv(spath, dtype={"subject_id": str, "participant_id": str, "site": str, "dataset": str})
+    subjects = subjects.set_index("subject_id", drop=False)
+    missing, corrupt = [], []
+    if verify != "none":
+        for sid, rec in manifest["subjects"].items():
+            p = root / rec["file"]
+            if not p.exists():
+                missing.append(sid)
+            elif p.stat().st_size != rec["bytes"] or (verify == "checksum" and sha256_file(p) != rec["sha256"]):
+                corrupt.append(sid)
+    if missing or corrupt:
+        parts = []
+        if missing:
+            parts.append(f"missing: {', '.join(missing)}")
+        if corrupt:
+            parts.append(f"corrupt (size/checksum differs from manifest): {', '.join(corrupt)}")
+        raise StoreError(f"store {root}: {'; '.join(parts)}. Re-run preprocessing to rewrite them.")
+    not_in_table = sorted(set(manifest["subjects"]) - set(subjects.index))
+    if not_in_table:
+        raise StoreError(f"store {root}: subjects {not_in_table} are in manifest.json but not subjects.csv")
+    return SubjectStore(root, manifest, subjects)

@@ -1,0 +1,54 @@
+"""``swiftlib info``: a JSON-able summary of a store, a checkpoint or a run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["describe"]
+
+
+def describe(path, verify: str = "size") -> dict:
+    """Summarise ``path``: a store (has manifest.json), a run (has results.json), or a
+    checkpoint file (.ckpt/.pt/.pth, read with ``weights_only=True``)."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such file or folder")
+    if p.is_dir() and (p / "manifest.json").exists():
+        from swiftlib.data.store import open_store
+
+        return {"kind": "store", **open_store(p, verify=verify).summary()}
+    if p.is_dir() and (p / "results.json").exists() or p.name == "results.json":
+        from swiftlib.utils.io import read_json
+
+        res = read_json(p / "results.json" if p.is_dir() else p)
+        return {"kind": "run", "path": str(p), **{k: res.get(k) for k in ("kind", "status", "metrics", "artifacts", "timings", "error")}}
+    if p.is_file() and p.suffix in (".ckpt", ".pt", ".pth"):
+        return _describe_checkpoint(p)
+    raise ValueError(
+        f"{p}: not a store (no manifest.json), a run directory (no results.json) or a checkpoint "
+        "(.ckpt/.pt/.pth); expected one of those"
+    )
+
+
+def _describe_checkpoint(p: Path) -> dict:
+    import torch
+
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - report any unreadable file the same way
+        raise ValueError(f"{p}: cannot be read as a weights-only torch checkpoint ({type(e).__name__}: {e})") from None
+    sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {}
+    tensors = {k: v for k, v in sd.items() if hasattr(v, "shape")}
+    out = {
+        "kind": "checkpoint",
+        "path": str(p),
+        "bytes": p.stat().st_size,
+        "num_tensors": len(tensors),
+        "num_parameters": int(sum(v.numel() for v in tensors.values())),
+        "top_level_keys": sorted(ckpt)[:20] if isinstance(ckpt, dict) else [],
+    }
+    if isinstance(ckpt, dict):
+        for key in ("epoch", "global_step", "hyper_parameters", "swiftlib"):
+            if key in ckpt:
+                out[key] = ckpt[key]
+    return out

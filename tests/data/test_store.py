@@ -1,0 +1,163 @@
+import json
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from swiftlib.data.geometry import StoreGeometry, store_affine
+from swiftlib.data.store import StoreError, StoreWriter, chunk_frames_for, open_store
+
+GRID = (20, 24, 22)
+VS = 8.0
+
+
+def _writer(root, **kw):
+    return StoreWriter(root, GRID, VS, store_affine(GRID, VS, (0, -17, 5)), **kw)
+
+
+def _geom():
+    aff = store_affine(GRID, VS, (0, -17, 5))
+    return StoreGeometry.build(GRID, VS, aff, GRID, aff)
+
+
+def _write(root, n=3, frames=(30, 41, 35)):
+    rng = np.random.default_rng(0)
+    w = _writer(root)
+    data = {}
+    for i in range(n):
+        sid = f"sub-{i:02d}"
+        bold = rng.standard_normal(GRID + (frames[i % len(frames)],)).astype(np.float32)
+        mask = rng.random(GRID) > 0.3
+        w.write_subject(sid, bold, mask, _geom(), tr=0.72 + 0.1 * i, norm_stats={"mean": float(i), "std": 2.0})
+        data[sid] = (bold, mask)
+    table = pd.DataFrame({"subject_id": list(data), "site": ["a", "b", "a"][:n], "sex": [0, 1, 0][:n],
+                          "age": [50.5, 61.0, 70.25][:n]})
+    store = w.finalize(table, labels={"sex": {"task": "classification", "num_classes": 2}, "age": {"task": "regression"}})
+    return store, data
+
+
+def test_round_trip_is_exact_in_fp16(tmp_path):
+    store, data = _write(tmp_path / "s")
+    assert store.subject_ids == ["sub-00", "sub-01", "sub-02"]
+    for sid, (bold, mask) in data.items():
+        got = store.read_subject(sid)
+        assert got.dtype == np.float16 and got.shape == bold.shape
+        assert np.array_equal(got, bold.astype(np.float16))
+        assert np.array_equal(store.mask(sid), mask)
+    win = store.read_window("sub-01", start=5, length=7, stride=3)
+    assert win.shape == GRID + (7,)
+    assert np.array_equal(win, data["sub-01"][0][..., 5:26:3].astype(np.float16))
+    assert store.num_frames("sub-01") == 41 and store.tr("sub-01") == pytest.approx(0.82)
+    assert store.norm_stats("sub-02") == {"mean": 2.0, "std": 2.0}
+    assert store.geometry("sub-00") == _geom()
+    assert store.labels["age"] == {"task": "regression"}
+    assert store.subjects.loc["sub-01", "site"] == "b" and store.subjects.loc["sub-02", "age"] == 70.25
+    assert store.contract() == {"grid": list(GRID), "voxel_size": VS, "space": "MNI152",
+                                "normalisation": "zscore_global", "tr_range": [0.72, pytest.approx(0.92)]}
+
+
+def test_chunks_hold_whole_volumes_of_a_few_frames(tmp_path):
+    import h5py
+
+    store, _ = _write(tmp_path / "s", n=1)
+    with h5py.File(store.path("sub-00")) as f:
+        chunks = f["bold"].chunks
+    assert chunks[:3] == GRID and chunks[3] == chunk_frames_for(GRID, 30) == 30
+    assert chunk_frames_for((96, 96, 96), 1200) == 4  # ~8 MB chunks at the real grid
+
+
+def test_window_out_of_range_and_unknown_subject(tmp_path):
+    store, _ = _write(tmp_path / "s")
+    with pytest.raises(IndexError, match=r"frames \[25, 45\); the subject has 41 frames"):
+        store.read_window("sub-01", 25, 20)
+    with pytest.raises(KeyError, match="did you mean"):
+        store.num_frames("sub-1")
+
+
+def test_store_pickles_without_open_handles(tmp_path):
+    store, data = _write(tmp_path / "s")
+    store.read_window("sub-00", 0, 2)
+    clone = pickle.loads(pickle.dumps(store))
+    assert clone._handles == {}
+    assert np.array_equal(clone.read_window("sub-00", 0, 2), data["sub-00"][0][..., :2].astype(np.float16))
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    w = _writer(tmp_path / "s")
+    with pytest.raises(TypeError):  # json.dumps fails mid-write, after the bold dataset was written
+        w.write_subject("sub-00", np.zeros(GRID + (4,), np.float32), np.ones(GRID, bool), _geom(), 1.0,
+                        norm_stats={"x": object()})
+    assert list((tmp_path / "s" / "subjects").iterdir()) == []
+    assert w.completed() == {}
+
+
+def test_journal_resume_detects_changed_files(tmp_path):
+    store, _ = _write(tmp_path / "s")
+    w = _writer(tmp_path / "s")
+    assert sorted(w.completed()) == ["sub-00", "sub-01", "sub-02"]
+    p = store.path("sub-01")
+    raw = bytearray(p.read_bytes())
+    raw[-10] ^= 0xFF  # same size, different content
+    p.write_bytes(bytes(raw))
+    assert sorted(w.completed(verify=True)) == ["sub-00", "sub-02"]
+    assert sorted(w.completed(verify=False)) == ["sub-00", "sub-01", "sub-02"]
+    with pytest.raises(StoreError, match="corrupt.*sub-01"):
+        open_store(tmp_path / "s", verify="checksum")
+    open_store(tmp_path / "s", verify="size")  # size unchanged: the fast check passes
+
+
+def test_open_store_names_missing_and_truncated_subjects(tmp_path):
+    store, _ = _write(tmp_path / "s")
+    store.path("sub-00").unlink()
+    p = store.path("sub-02")
+    p.write_bytes(p.read_bytes()[:100])
+    with pytest.raises(StoreError, match=r"missing: sub-00; corrupt .*: sub-02"):
+        open_store(tmp_path / "s")
+    assert len(open_store(tmp_path / "s", verify="none")) == 3
+
+
+def test_open_store_rejects_non_stores(tmp_path):
+    with pytest.raises(StoreError, match="no manifest.json"):
+        open_store(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(StoreError, match="not valid JSON"):
+        open_store(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(StoreError, match="format='other'"):
+        open_store(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "swiftlib-store", "format_version": 99}))
+    with pytest.raises(StoreError, match="newer"):
+        open_store(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"format": "swiftlib-store", "format_version": 1}))
+    with pytest.raises(StoreError, match="subjects.csv is missing"):
+        open_store(tmp_path)
+    with pytest.raises(ValueError, match="verify='fast'"):
+        open_store(tmp_path, verify="fast")
+
+
+def test_writer_validation(tmp_path):
+    with pytest.raises(StoreError, match="normalisation='robust'"):
+        _writer(tmp_path, normalisation="robust")
+    with pytest.raises(StoreError, match=r"grid=\(20, 24\)"):
+        StoreWriter(tmp_path, (20, 24), VS, np.eye(4))
+    w = _writer(tmp_path / "s")
+    with pytest.raises(StoreError, match=r"bold shape \(20, 24, 21, 5\); expected \(20, 24, 22, T\)"):
+        w.write_subject("sub-00", np.zeros((20, 24, 21, 5)), np.ones(GRID, bool), _geom(), 1.0, {})
+    with pytest.raises(StoreError, match="mask shape"):
+        w.write_subject("sub-00", np.zeros(GRID + (5,)), np.ones((20, 24, 21), bool), _geom(), 1.0, {})
+    with pytest.raises(StoreError, match="cannot be used as a file name"):
+        w.write_subject("../evil", np.zeros(GRID + (5,)), np.ones(GRID, bool), _geom(), 1.0, {})
+    with pytest.raises(StoreError, match="no subject was written"):
+        w.finalize(pd.DataFrame({"subject_id": ["sub-00"]}))
+
+
+def test_finalize_validation(tmp_path):
+    _write(tmp_path / "s")
+    w = _writer(tmp_path / "s")
+    with pytest.raises(StoreError, match="expected a 'subject_id' column"):
+        w.finalize(pd.DataFrame({"eid": ["sub-00"]}))
+    with pytest.raises(StoreError, match="task='ordinal'"):
+        w.finalize(pd.DataFrame({"subject_id": ["sub-00"]}), labels={"x": {"task": "ordinal"}})
+    with pytest.raises(StoreError, match=r"labels \['iq'\] are declared but not columns"):
+        w.finalize(pd.DataFrame({"subject_id": ["sub-00"]}), labels={"iq": {"task": "regression"}})
