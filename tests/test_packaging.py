@@ -1,0 +1,67 @@
+"""pyproject.toml, constraints.txt and environment.yml describe one dependency set."""
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+from packaging.requirements import Requirement
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _norm(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _pins(lines):
+    out = {}
+    for line in lines:
+        line = line.split("#")[0].strip()
+        if line:
+            req = Requirement(line)
+            (spec,) = list(req.specifier)
+            assert spec.operator == "==", f"{line}: expected an exact pin"
+            out[_norm(req.name)] = spec.version
+    return out
+
+
+def test_pyproject_constraints_and_environment_agree():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    deps = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]]
+    pins = _pins((ROOT / "constraints.txt").read_text().splitlines())
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_block = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert _pins(pip_block) == pins, "environment.yml pip pins differ from constraints.txt"
+    assert "python=3.11" in env["dependencies"]
+    for req in deps:
+        name = _norm(req.name)
+        assert name in pins, f"{req.name} is a dependency but has no pin in constraints.txt"
+        assert req.specifier.contains(pins[name], prereleases=True), f"pin {name}=={pins[name]} violates {req}"
+    assert set(pins) == {_norm(r.name) for r in deps}, "constraints.txt pins packages that are not dependencies"
+    assert pins["torch"] == "2.13.0"
+
+
+def test_required_dependencies_are_declared():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    names = {_norm(Requirement(r).name) for r in project["dependencies"]}
+    for pkg in ("torch", "lightning", "torchmetrics", "monai", "deepspeed", "optuna", "optuna-integration",
+                "papermill", "jupyterlab", "ipykernel", "ipywidgets", "nilearn", "nibabel", "plotly", "h5py",
+                "captum", "umap-learn", "scikit-learn", "pandas", "tensorboard", "tqdm"):
+        assert pkg in names
+    assert "neptune" in project["optional-dependencies"]
+    assert project["scripts"]["swiftlib"] == "swiftlib.cli:main"
+
+
+def test_readme_gives_the_two_setup_commands_first():
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", readme, re.S)
+    assert blocks and blocks[0].split() == ["make", "demo"] and blocks[1].split() == ["make", "test"]
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_import_swiftlib_is_light():
+    code = "import sys, swiftlib; assert 'torch' not in sys.modules, 'import swiftlib pulled torch'; print(swiftlib.__version__)"
+    subprocess.run([sys.executable, "-c", code], check=True)
