@@ -1,0 +1,299 @@
+"""``FMRIDataModule``: stores → splits → window datasets → DataLoaders, from one ``DataConfig``.
+
+Batch arithmetic: ``batch_size`` is the **global** batch (what the optimiser sees per
+step), ``batch_size = per_device_batch_size × num_devices × accumulate_grad_batches``;
+the per-device size is derived and a non-divisible combination is an error naming the
+numbers. Validation and test loaders run in eval mode: every window of every subject, in
+order, so predictions can be averaged per subject.
+
+Several stores (``store_path`` a list) are mixed for training with per-dataset weights
+(:mod:`swiftlib.data.mixing`); each store is split on its own, by participant.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import torch
+from torch.utils.data import ConcatDataset, DataLoader
+
+from swiftlib.data.augment import AugmentConfig, build_augment, reseed_worker_augment
+from swiftlib.utils.config import config_from_dict
+
+__all__ = ["DataConfig", "FMRIDataModule"]
+
+log = logging.getLogger(__name__)
+
+try:  # Lightning is a core dependency; the fallback keeps `import swiftlib.data` working without it
+    from lightning.pytorch import LightningDataModule
+except ImportError:  # pragma: no cover
+    LightningDataModule = object  # type: ignore[misc,assignment]
+
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class DataConfig:
+    """Everything the data side of a run needs.
+
+    Attributes:
+        store_path: a store directory, or several (mixed for training).
+        label: label to predict (declared in the store); None for pretraining.
+        sequence_length: frames per window.
+        stride_between_seq: training window step, a fraction of the window duration.
+        stride_within_seq: frame step inside a window.
+        eval_stride_between_seq: window step for val/test (default: as training).
+        windows_per_subject: training windows per subject per epoch (None = all windows).
+        batch_size: global batch size (per device × devices × accumulation).
+        num_devices: devices (GPUs/processes) over all nodes.
+        accumulate_grad_batches: gradient-accumulation steps.
+        eval_batch_size: per-device val/test batch (default: the per-device train batch).
+        num_workers: DataLoader worker processes per device.
+        pin_memory: pin host memory (useful on GPU).
+        split_name: name of the split file under ``splits_dir/<dataset>/``.
+        split_fractions: (train, val, test) fractions of participants.
+        split_seed: seed of the split.
+        stratify: stratify the split by ``label`` when it is a classification label.
+        splits_dir: where split files live.
+        few_shot_n: train on this many training participants (per store), None = all.
+        few_shot_seed: seed of the few-shot subset (nested across n).
+        dataset_weights: mixing weights: "balanced", "proportional", or {dataset: weight}.
+        mix_num_samples: training draws per epoch when mixing (None = total windows).
+        augment: augmentation settings (off by default).
+        dtype: dtype of the windows handed to the model.
+        seed: seed of training shuffling and mixing.
+    """
+
+    store_path: str | tuple[str, ...] = "data/store"
+    label: str | None = None
+    sequence_length: int = 20
+    stride_between_seq: float = 1.0
+    stride_within_seq: int = 1
+    eval_stride_between_seq: float | None = None
+    windows_per_subject: int | None = None
+    batch_size: int = 8
+    num_devices: int = 1
+    accumulate_grad_batches: int = 1
+    eval_batch_size: int | None = None
+    num_workers: int = 2
+    pin_memory: bool = False
+    split_name: str = "default"
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    split_seed: int = 0
+    stratify: bool = True
+    splits_dir: str = "data/splits"
+    few_shot_n: int | None = None
+    few_shot_seed: int = 0
+    dataset_weights: str | dict[str, float] = "balanced"
+    mix_num_samples: int | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("batch_size", "num_devices", "accumulate_grad_batches", "sequence_length", "stride_within_seq"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"DataConfig.{name}={getattr(self, name)}: expected a positive integer")
+        if self.num_workers < 0:
+            raise ValueError(f"DataConfig.num_workers={self.num_workers}: expected >= 0")
+        if self.eval_batch_size is not None and self.eval_batch_size < 1:
+            raise ValueError(f"DataConfig.eval_batch_size={self.eval_batch_size}: expected a positive integer")
+        if self.few_shot_n is not None and self.few_shot_n < 1:
+            raise ValueError(f"DataConfig.few_shot_n={self.few_shot_n}: expected a positive integer or None")
+        if isinstance(self.augment, dict):
+            self.augment = AugmentConfig.from_dict(self.augment)
+        self.per_device_batch_size  # noqa: B018 - validates the batch arithmetic early
+
+    @property
+    def per_device_batch_size(self) -> int:
+        per_step = self.num_devices * self.accumulate_grad_batches
+        if self.batch_size % per_step:
+            raise ValueError(
+                f"global batch_size {self.batch_size} is not divisible by num_devices "
+                f"{self.num_devices} × accumulate_grad_batches {self.accumulate_grad_batches} = {per_step}; "
+                f"choose a batch_size that is a multiple of {per_step} (e.g. {per_step * max(1, self.batch_size // per_step)})"
+            )
+        return self.batch_size // per_step
+
+    @property
+    def store_paths(self) -> tuple[str, ...]:
+        return (self.store_path,) if isinstance(self.store_path, str) else tuple(self.store_path)
+
+    @classmethod
+    def from_dict(cls, d) -> DataConfig:
+        """Build from plain values (YAML/JSON/notebook parameters); unknown keys and wrong types fail."""
+        return config_from_dict(cls, d)
+
+    def to_dict(self) -> dict:
+        from swiftlib.utils.config import config_to_dict
+
+        return config_to_dict(self)
+
+
+class FMRIDataModule(LightningDataModule):
+    """Lightning DataModule over one or several stores (see the module docstring).
+
+    After :meth:`setup`: ``stores``, ``splits`` ({store path: Splits}), ``train_dataset``,
+    ``val_dataset``, ``test_dataset``, ``label_task`` and ``num_classes``.
+    """
+
+    def __init__(self, config: DataConfig | dict):
+        super().__init__()
+        self.config = DataConfig.from_dict(config) if isinstance(config, dict) else config
+        if hasattr(self, "save_hyperparameters"):
+            self.save_hyperparameters({"data": self.config.to_dict()})
+        self.stores: list = []
+        self.splits: dict = {}
+        self.train_dataset = self.val_dataset = self.test_dataset = None
+        self.label_task: str | None = None
+        self.num_classes: int | None = None
+        self._ready = False
+
+    # -- setup -------------------------------------------------------------------------------
+    def _check_trainer(self):
+        trainer = getattr(self, "trainer", None)
+        if trainer is None:
+            return
+        cfg = self.config
+        if trainer.world_size != cfg.num_devices:
+            raise ValueError(
+                f"the Trainer runs on {trainer.world_size} device(s) but DataConfig.num_devices is "
+                f"{cfg.num_devices}; set num_devices to the Trainer's devices × nodes so the global "
+                f"batch_size {cfg.batch_size} is split correctly"
+            )
+        if trainer.accumulate_grad_batches != cfg.accumulate_grad_batches:
+            raise ValueError(
+                f"the Trainer accumulates {trainer.accumulate_grad_batches} batch(es) but "
+                f"DataConfig.accumulate_grad_batches is {cfg.accumulate_grad_batches}; make them equal"
+            )
+
+    def setup(self, stage: str | None = None) -> None:
+        from swiftlib.data.mixing import MixedWindowDataset
+        from swiftlib.data.splits import (
+            check_leakage,
+            few_shot_subset,
+            load_or_create_splits,
+            subjects_of,
+        )
+        from swiftlib.data.store import open_store
+        from swiftlib.data.windows import WindowDataset
+
+        self._check_trainer()
+        if self._ready:
+            return
+        cfg = self.config
+        dtype = _DTYPES[cfg.dtype]
+        augment = build_augment(cfg.augment)
+        eval_stride = cfg.eval_stride_between_seq if cfg.eval_stride_between_seq is not None else cfg.stride_between_seq
+        train, val, test = {}, [], []
+        for path in cfg.store_paths:
+            store = open_store(path)
+            self.stores.append(store)
+            dataset_name = "+".join(store.datasets) or "custom"
+            spec = store.labels.get(cfg.label) if cfg.label is not None else None
+            if cfg.label is not None and spec is None:
+                raise KeyError(
+                    f"label {cfg.label!r} is not declared in store {path}; valid labels: {sorted(store.labels)}"
+                )
+            table = store.subjects.drop_duplicates("participant_id")
+            participants = table["participant_id"].astype(str).tolist()
+            stratify = None
+            if cfg.stratify and spec is not None and spec["task"] == "classification":
+                stratify = table[cfg.label].tolist()
+            splits = load_or_create_splits(
+                participants, dataset_name, cfg.split_name, cfg.split_fractions, cfg.split_seed,
+                stratify=stratify, stratify_label=cfg.label if stratify is not None else None,
+                splits_dir=cfg.splits_dir,
+            )
+            check_leakage(splits)
+            self.splits[str(path)] = splits
+            train_participants = splits.train
+            if cfg.few_shot_n is not None:
+                train_participants = few_shot_subset(splits.train, cfg.few_shot_n, cfg.few_shot_seed)
+            common = dict(sequence_length=cfg.sequence_length, stride_within_seq=cfg.stride_within_seq,
+                          label=cfg.label, dtype=dtype)
+            train[dataset_name] = WindowDataset(
+                store, subjects_of(store, train_participants), stride_between_seq=cfg.stride_between_seq,
+                mode="train", windows_per_subject=cfg.windows_per_subject, augment=augment, **common,
+            )
+            val.append(WindowDataset(store, subjects_of(store, splits.val), stride_between_seq=eval_stride,
+                                     mode="eval", **common))
+            test.append(WindowDataset(store, subjects_of(store, splits.test), stride_between_seq=eval_stride,
+                                      mode="eval", **common))
+            if spec is not None:
+                if self.label_task is not None and (self.label_task, self.num_classes) != (spec["task"], spec.get("num_classes")):
+                    raise ValueError(
+                        f"label {cfg.label!r} is {spec['task']} in {path} but {self.label_task} in an earlier store"
+                    )
+                self.label_task, self.num_classes = spec["task"], spec.get("num_classes")
+        if len(train) == 1:
+            self.train_dataset = next(iter(train.values()))
+        else:
+            self.train_dataset = MixedWindowDataset(train)
+        self.val_dataset = val[0] if len(val) == 1 else ConcatDataset(val)
+        self.test_dataset = test[0] if len(test) == 1 else ConcatDataset(test)
+        self._ready = True
+        log.info("data: train %d, val %d, test %d windows (per-device batch %d)",
+                 len(self.train_dataset), len(self.val_dataset), len(self.test_dataset),
+                 cfg.per_device_batch_size)
+
+    # -- loaders -----------------------------------------------------------------------------
+    def _loader(self, dataset, batch_size: int, shuffle: bool = False, sampler=None) -> DataLoader:
+        cfg = self.config
+        workers = cfg.num_workers
+        from swiftlib.data.windows import collate_samples
+
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            sampler=sampler,
+            num_workers=workers,
+            collate_fn=collate_samples,
+            pin_memory=cfg.pin_memory,
+            persistent_workers=workers > 0,
+            worker_init_fn=reseed_worker_augment if workers > 0 else None,
+            generator=torch.Generator().manual_seed(cfg.seed) if shuffle else None,
+            drop_last=False,
+        )
+
+    def _require_setup(self):
+        if not self._ready:
+            raise RuntimeError("FMRIDataModule: call setup() first (the Trainer does this for you)")
+
+    def train_dataloader(self) -> DataLoader:
+        from swiftlib.data.mixing import MixedWindowDataset, MixingSampler
+
+        self._require_setup()
+        cfg = self.config
+        if isinstance(self.train_dataset, MixedWindowDataset):
+            trainer = getattr(self, "trainer", None)
+            kw = {"num_replicas": trainer.world_size, "rank": trainer.global_rank} if trainer is not None else {}
+            sampler = MixingSampler(self.train_dataset, weights=cfg.dataset_weights,
+                                    num_samples=cfg.mix_num_samples, seed=cfg.seed, **kw)
+            return self._loader(self.train_dataset, cfg.per_device_batch_size, sampler=sampler)
+        return self._loader(self.train_dataset, cfg.per_device_batch_size, shuffle=True)
+
+    def _eval_batch(self) -> int:
+        return self.config.eval_batch_size or self.config.per_device_batch_size
+
+    def val_dataloader(self) -> DataLoader:
+        self._require_setup()
+        return self._loader(self.val_dataset, self._eval_batch())
+
+    def test_dataloader(self) -> DataLoader:
+        self._require_setup()
+        return self._loader(self.test_dataset, self._eval_batch())
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()
+
+    def contract(self) -> dict:
+        """The normalisation/geometry contract of the (first) store, saved with checkpoints."""
+        self._require_setup()
+        return self.stores[0].contract()
+
+    def state_dict(self) -> dict:
+        return {"config": asdict(self.config)}

@@ -1,0 +1,135 @@
+"""Multi-dataset mixing for pretraining: one dataset of several cohorts, balanced sampling.
+
+``MixedWindowDataset`` concatenates :class:`~swiftlib.data.windows.WindowDataset` s (one per
+cohort or store). :class:`MixingSampler` draws each sample by first choosing a dataset with
+probability proportional to its weight — by default ``"balanced"``: every dataset equally
+likely whatever its size, so 40 000 UKB subjects do not drown 1 000 HCP subjects — then a
+window of that dataset uniformly at random (with replacement, like
+``WeightedRandomSampler``).
+
+Distributed training: every rank draws the same seeded global sequence for an epoch and
+keeps the positions ``rank, rank + R, rank + 2R, …``, so ranks get disjoint shards of one
+epoch's draws. The sampler subclasses ``DistributedSampler`` so Lightning leaves it in place
+and calls :meth:`MixingSampler.set_epoch` each epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch.utils.data import ConcatDataset, DistributedSampler
+
+__all__ = ["MixedWindowDataset", "MixingSampler", "resolve_weights"]
+
+log = logging.getLogger(__name__)
+
+
+class MixedWindowDataset(ConcatDataset):
+    """Several window datasets as one; ``names[i]`` labels ``datasets[i]``.
+
+    Args:
+        datasets: ``{name: dataset}`` or a sequence of datasets (named ``"0"``, ``"1"``, …).
+    """
+
+    def __init__(self, datasets: Mapping[str, torch.utils.data.Dataset] | Sequence[torch.utils.data.Dataset]):
+        if isinstance(datasets, Mapping):
+            names, parts = [str(k) for k in datasets], list(datasets.values())
+        else:
+            parts = list(datasets)
+            names = [str(i) for i in range(len(parts))]
+        if not parts:
+            raise ValueError("MixedWindowDataset needs at least one dataset")
+        empty = [n for n, d in zip(names, parts, strict=True) if len(d) == 0]
+        if empty:
+            raise ValueError(f"dataset(s) {empty} have no windows; remove them from the mix")
+        super().__init__(parts)
+        self.names = names
+
+    @property
+    def sizes(self) -> list[int]:
+        return [len(d) for d in self.datasets]
+
+    def dataset_of(self, index: int) -> str:
+        """Name of the dataset that global ``index`` falls in."""
+        import bisect
+
+        return self.names[bisect.bisect_right(self.cumulative_sizes, index)]
+
+
+def resolve_weights(names: Sequence[str], sizes: Sequence[int],
+                    weights: str | Mapping[str, float] | Sequence[float] = "balanced") -> torch.Tensor:
+    """Per-dataset probabilities (sum 1) from ``"balanced"``, ``"proportional"`` or explicit weights."""
+    n = len(names)
+    if isinstance(weights, str):
+        if weights == "balanced":
+            w = torch.ones(n, dtype=torch.float64)
+        elif weights == "proportional":
+            w = torch.tensor([float(s) for s in sizes], dtype=torch.float64)
+        else:
+            raise ValueError(f"weights={weights!r}: expected 'balanced', 'proportional', or a weight per dataset")
+    elif isinstance(weights, Mapping):
+        unknown = [k for k in weights if k not in names]
+        missing = [k for k in names if k not in weights]
+        if unknown or missing:
+            raise ValueError(
+                f"dataset weights {dict(weights)}: unknown {unknown}, missing {missing}; "
+                f"give one weight for each of {list(names)}"
+            )
+        w = torch.tensor([float(weights[k]) for k in names], dtype=torch.float64)
+    else:
+        w = torch.tensor([float(v) for v in weights], dtype=torch.float64)
+        if len(w) != n:
+            raise ValueError(f"{len(w)} weights for {n} datasets {list(names)}")
+    if (w < 0).any() or not torch.isfinite(w).all() or w.sum() <= 0:
+        raise ValueError(f"dataset weights {w.tolist()} must be finite, non-negative and not all zero")
+    return w / w.sum()
+
+
+class MixingSampler(DistributedSampler):
+    """Weighted dataset-then-window sampling over a :class:`MixedWindowDataset`.
+
+    Args:
+        dataset: the mixed dataset.
+        weights: ``"balanced"`` (default), ``"proportional"`` (= uniform over windows), a
+            mapping name → weight, or one weight per dataset.
+        num_samples: draws per epoch over all ranks (default: the total number of windows).
+        seed: base seed; epoch ``e`` uses ``seed + e``.
+        num_replicas, rank: distributed shard (default: from ``torch.distributed`` if
+            initialised, else 1 and 0).
+    """
+
+    def __init__(self, dataset: MixedWindowDataset, weights="balanced", num_samples: int | None = None,
+                 seed: int = 0, num_replicas: int | None = None, rank: int | None = None):
+        if num_replicas is None or rank is None:
+            dist = torch.distributed
+            on = dist.is_available() and dist.is_initialized()
+            num_replicas = num_replicas if num_replicas is not None else (dist.get_world_size() if on else 1)
+            rank = rank if rank is not None else (dist.get_rank() if on else 0)
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"rank={rank}, num_replicas={num_replicas}: expected 0 <= rank < num_replicas")
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        names = getattr(dataset, "names", [str(i) for i in range(len(dataset.datasets))])
+        self.sizes = [len(d) for d in dataset.datasets]
+        self.probs = resolve_weights(names, self.sizes, weights)  # (K,)
+        self.offsets = torch.tensor([0] + list(dataset.cumulative_sizes[:-1]), dtype=torch.long)  # (K,)
+        total = int(num_samples) if num_samples is not None else len(dataset)
+        if total < 1:
+            raise ValueError(f"num_samples={num_samples}: expected a positive number of draws per epoch")
+        self.num_samples = math.ceil(total / self.num_replicas)  # per rank
+        self.total_size = self.num_samples * self.num_replicas
+        log.info("mixing %s with probabilities %s", dict(zip(names, self.sizes, strict=True)),
+                 [round(p, 3) for p in self.probs.tolist()])
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(int(self.seed) + int(self.epoch))
+        which = torch.multinomial(self.probs, self.total_size, replacement=True, generator=g)  # (N,) dataset
+        sizes = torch.tensor(self.sizes, dtype=torch.float64)
+        within = (torch.rand(self.total_size, generator=g, dtype=torch.float64) * sizes[which]).long()  # (N,)
+        indices = self.offsets[which] + within  # (N,) global index
+        return iter(indices[self.rank:self.total_size:self.num_replicas].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
