@@ -1,0 +1,168 @@
+"""4D (shifted) window multi-head self-attention on token grids ``(B, D, H, W, T, C)``.
+
+One module does the whole Swin step: clip the window to the grid, zero-pad to a window
+multiple, roll by ``-shift``, partition into windows ``(B*nW, N, C)``, attend, reverse,
+roll back and crop. Attention runs through ``F.scaled_dot_product_attention`` (flash /
+memory-efficient kernels on GPU, fused kernel on CPU) with the cached additive mask; the
+explicit ``softmax(q·kᵀ·scale + mask)·v`` path (SwiFT v1's math) is kept behind
+``fused_attn = False`` for checks.
+
+Windows with a mask are attended in window-major layout ``(nW, B*heads, N, hd)`` so the
+cached ``(nW, 1, N, N)`` mask broadcasts over batch and heads without copies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .helpers import to_ntuple
+from .rope import apply_rope, rope_tables
+from .window import clip_window, compute_attn_mask, window_padding, window_partition, window_reverse
+
+__all__ = ["WindowAttention4D"]
+
+
+class WindowAttention4D(nn.Module):
+    """Shifted-window MSA over a 4D token grid.
+
+    Args:
+        dim: channels C.
+        num_heads: heads; ``dim`` must be divisible by it.
+        window_size: ``(Wd, Wh, Ww, Wt)``; clipped to the grid at run time. Use 1 on an axis
+            for attention that does not mix that axis (factorised blocks).
+        shift_size: ``(Sd, Sh, Sw, St)``; 0 = no shift on that axis.
+        qkv_bias: bias on the qkv projection.
+        attn_drop, proj_drop: dropout on attention weights / output.
+        mask_padding: mask zero-padded tokens as keys (SwiFT v2). ``False`` keeps SwiFT v1,
+            where padded tokens take part in attention.
+        rope_axes: axes (0=D, 1=H, 2=W, 3=T) rotated by RoPE on q and k; ``None`` = no RoPE.
+        rope_theta: RoPE base.
+        mask_value: additive mask value between regions (``-100`` as published).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: Sequence[int] = (4, 4, 4, 4),
+        shift_size: Sequence[int] = (0, 0, 0, 0),
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+        mask_padding: bool = False,
+        rope_axes: Sequence[int] | None = None,
+        rope_theta: float = 10000.0,
+        mask_value: float = -100.0,
+    ) -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.scale = self.head_dim ** -0.5
+        self.window_size = to_ntuple(window_size, 4, "window_size")
+        self.shift_size = to_ntuple(shift_size, 4, "shift_size")
+        for axis, (w, s) in enumerate(zip(self.window_size, self.shift_size, strict=True)):
+            if w < 1 or not 0 <= s < w:
+                raise ValueError(
+                    f"window_size {self.window_size} must be ≥ 1 and shift_size "
+                    f"{self.shift_size} in [0, window) on every axis (axis {axis})"
+                )
+        self.mask_padding = mask_padding
+        self.rope_axes = tuple(rope_axes) if rope_axes is not None else None
+        if self.rope_axes is not None and self.head_dim % 2:
+            raise ValueError(f"rotary encoding needs an even head_dim, got {self.head_dim} "
+                             f"(dim {dim} / num_heads {num_heads})")
+        self.rope_theta = rope_theta
+        self.mask_value = mask_value
+        self.fused_attn = True
+        self.attn_drop_p = attn_drop
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        self.attn_drop = nn.Dropout(attn_drop)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def extra_repr(self) -> str:
+        return (f"dim={self.dim}, num_heads={self.num_heads}, window_size={self.window_size}, "
+                f"shift_size={self.shift_size}, rope_axes={self.rope_axes}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, D, H, W, T, C) -> (B, D, H, W, T, C)."""
+        B, D, H, W, T, C = x.shape
+        window, shift = clip_window((D, H, W, T), self.window_size, self.shift_size)
+        pad = window_padding((D, H, W, T), window)
+        if any(pad):
+            x = F.pad(x, (0, 0, 0, pad[3], 0, pad[2], 0, pad[1], 0, pad[0]))  # (B, Dp, Hp, Wp, Tp, C)
+        grid = (D + pad[0], H + pad[1], W + pad[2], T + pad[3])
+        shifted = any(s > 0 for s in shift)
+        if shifted:
+            x = torch.roll(x, shifts=tuple(-s for s in shift), dims=(1, 2, 3, 4))
+        mask = compute_attn_mask(
+            grid, window, shift, x.device, x.dtype,
+            valid_grid=(D, H, W, T) if self.mask_padding else None, mask_value=self.mask_value,
+        )
+        windows = window_partition(x, window)  # (B*nW, N, C)
+        windows = self.attend(windows, B, mask, window)  # (B*nW, N, C)
+        x = window_reverse(windows, window, grid)  # (B, Dp, Hp, Wp, Tp, C)
+        if shifted:
+            x = torch.roll(x, shifts=shift, dims=(1, 2, 3, 4))
+        if any(pad):
+            x = x[:, :D, :H, :W, :T].contiguous()  # (B, D, H, W, T, C)
+        return x
+
+    def attend(
+        self,
+        windows: torch.Tensor,
+        batch_size: int,
+        mask: torch.Tensor | None,
+        window: Sequence[int],
+    ) -> torch.Tensor:
+        """Multi-head attention inside windows.
+
+        Args:
+            windows: ``(B*nW, N, C)``, batch-major window order.
+            batch_size: B.
+            mask: additive ``(nW, N, N)`` or ``None``.
+            window: clipped window (for the RoPE tables).
+
+        Returns:
+            ``(B*nW, N, C)``.
+        """
+        BnW, N, C = windows.shape
+        B, h, hd = batch_size, self.num_heads, self.head_dim
+        nW = BnW // B
+        qkv = self.qkv(windows)  # (B*nW, N, 3C)
+        if mask is None:
+            qkv = qkv.view(BnW, N, 3, h, hd).permute(2, 0, 3, 1, 4)  # (3, B*nW, h, N, hd)
+        else:
+            qkv = qkv.view(B, nW, N, 3, h, hd).permute(3, 1, 0, 4, 2, 5)  # (3, nW, B, h, N, hd)
+            qkv = qkv.reshape(3, nW, B * h, N, hd)  # (3, nW, B*h, N, hd)
+            mask = mask.unsqueeze(1)  # (nW, 1, N, N)
+        q, k, v = qkv.unbind(0)
+        if self.rope_axes is not None:
+            cos, sin = rope_tables(window, hd, self.rope_axes, self.rope_theta, q.device, q.dtype)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if self.fused_attn:
+            if mask is not None and mask.dtype != q.dtype:
+                mask = mask.to(q.dtype)
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=self.attn_drop_p if self.training else 0.0,
+                scale=self.scale,
+            )
+        else:
+            attn = (q * self.scale) @ k.transpose(-2, -1)  # (..., N, N)
+            if mask is not None:
+                attn = attn + mask.to(attn.dtype)
+            attn = self.attn_drop(attn.softmax(dim=-1))
+            out = attn @ v  # (..., N, hd)
+        if mask is None:
+            out = out.transpose(1, 2).reshape(BnW, N, C)  # (B*nW, N, C)
+        else:
+            out = out.view(nW, B, h, N, hd).permute(1, 0, 3, 2, 4)  # (B, nW, N, h, hd)
+            out = out.reshape(BnW, N, C)  # (B*nW, N, C)
+        return self.proj_drop(self.proj(out))
