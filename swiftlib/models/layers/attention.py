@@ -1,8 +1,8 @@
 """4D (shifted) window multi-head self-attention on token grids ``(B, D, H, W, T, C)``.
 
 One module does the whole Swin step: clip the window to the grid, zero-pad to a window
-multiple, roll by ``-shift``, partition into windows ``(B*nW, N, C)``, attend, reverse,
-roll back and crop. Attention runs through ``F.scaled_dot_product_attention`` (flash /
+multiple, roll by ``-shift`` and partition into windows ``(B*nW, N, C)`` (one cached gather,
+identical to ``torch.roll`` + partition), attend, reverse (the inverse gather) and crop. Attention runs through ``F.scaled_dot_product_attention`` (flash /
 memory-efficient kernels on GPU, fused kernel on CPU) with the cached additive mask; the
 explicit ``softmax(q·kᵀ·scale + mask)·v`` path (SwiFT v1's math) is kept behind
 ``fused_attn = False`` for checks.
@@ -13,6 +13,7 @@ cached ``(nW, 1, N, N)`` mask broadcasts over batch and heads without copies.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -21,7 +22,13 @@ from torch import nn
 
 from .helpers import to_ntuple
 from .rope import apply_rope, rope_tables
-from .window import clip_window, compute_attn_mask, window_padding, window_partition, window_reverse
+from .window import (
+    clip_window,
+    compute_attn_mask,
+    permute_tokens,
+    window_gather_index,
+    window_padding,
+)
 
 __all__ = ["WindowAttention4D"]
 
@@ -99,18 +106,17 @@ class WindowAttention4D(nn.Module):
         if any(pad):
             x = F.pad(x, (0, 0, 0, pad[3], 0, pad[2], 0, pad[1], 0, pad[0]))  # (B, Dp, Hp, Wp, Tp, C)
         grid = (D + pad[0], H + pad[1], W + pad[2], T + pad[3])
-        shifted = any(s > 0 for s in shift)
-        if shifted:
-            x = torch.roll(x, shifts=tuple(-s for s in shift), dims=(1, 2, 3, 4))
+        L, N = math.prod(grid), math.prod(window)
         mask = compute_attn_mask(
             grid, window, shift, x.device, x.dtype,
             valid_grid=(D, H, W, T) if self.mask_padding else None, mask_value=self.mask_value,
         )
-        windows = window_partition(x, window)  # (B*nW, N, C)
-        windows = self.attend(windows, B, mask, window)  # (B*nW, N, C)
-        x = window_reverse(windows, window, grid)  # (B, Dp, Hp, Wp, Tp, C)
-        if shifted:
-            x = torch.roll(x, shifts=shift, dims=(1, 2, 3, 4))
+        # roll by -shift + window partition as one cached gather (and its inverse after)
+        idx, inv = window_gather_index(grid, window, shift, x.device)
+        windows = permute_tokens(x.reshape(B, L, C), idx, inv)  # (B, nW*N, C)
+        windows = self.attend(windows.view(B * (L // N), N, C), B, mask, window)  # (B*nW, N, C)
+        x = permute_tokens(windows.view(B, L, C), inv, idx)  # (B, L, C) grid order
+        x = x.view(B, *grid, C)  # (B, Dp, Hp, Wp, Tp, C)
         if any(pad):
             x = x[:, :D, :H, :W, :T].contiguous()  # (B, D, H, W, T, C)
         return x

@@ -26,6 +26,8 @@ __all__ = [
     "window_partition",
     "window_reverse",
     "compute_attn_mask",
+    "window_gather_index",
+    "permute_tokens",
 ]
 
 _logger = logging.getLogger(__name__)
@@ -182,6 +184,53 @@ def compute_attn_mask(
 compute_attn_mask.cache_info = _attn_mask_tensor.cache_info  # type: ignore[attr-defined]
 compute_attn_mask.cache_clear = _attn_mask_tensor.cache_clear  # type: ignore[attr-defined]
 compute_attn_mask.build_cache_info = _attn_mask_numpy.cache_info  # type: ignore[attr-defined]
+
+
+@functools.lru_cache(maxsize=256)
+def _gather_index(grid: Grid4, window_size: Grid4, shift_size: Grid4,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    L = math.prod(grid)
+    pos = torch.arange(L).view(1, *grid, 1)  # (1, D, H, W, T, 1) flat token index
+    if any(s > 0 for s in shift_size):
+        pos = torch.roll(pos, shifts=tuple(-s for s in shift_size), dims=(1, 2, 3, 4))
+    idx = window_partition(pos, window_size).reshape(L)  # (L,) window-ordered source index
+    inv = torch.argsort(idx)  # (L,)
+    return idx.to(device), inv.to(device)
+
+
+def window_gather_index(
+    grid: Sequence[int], window_size: Sequence[int], shift_size: Sequence[int],
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cached ``(idx, inv)`` so that ``tokens[:, idx]`` equals rolling the grid by ``-shift``
+    and partitioning it into windows (flattened to ``(B, nW*N, C)``), and ``[:, inv]`` undoes
+    it. One gather replaces ``torch.roll`` on four axes (four copies) plus the partition copy.
+    """
+    return _gather_index(tuple(int(g) for g in grid), tuple(int(w) for w in window_size),
+                         tuple(int(s) for s in shift_size), torch.device(device))
+
+
+window_gather_index.cache_info = _gather_index.cache_info  # type: ignore[attr-defined]
+
+
+class _PermuteTokens(torch.autograd.Function):
+    """``x.index_select(1, idx)`` for a permutation ``idx``; backward gathers with ``inv``
+    (instead of a scatter-add)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, idx: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(inv)
+        return x.index_select(1, idx)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (inv,) = ctx.saved_tensors
+        return grad.index_select(1, inv), None, None
+
+
+def permute_tokens(x: torch.Tensor, idx: torch.Tensor, inv: torch.Tensor) -> torch.Tensor:
+    """Reorder tokens ``(B, L, C)`` by the permutation ``idx`` (``inv`` = its inverse)."""
+    return _PermuteTokens.apply(x, idx, inv)
 
 
 def num_windows(grid: Sequence[int], window_size: Sequence[int]) -> int:
