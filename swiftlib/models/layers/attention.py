@@ -88,6 +88,7 @@ class WindowAttention4D(nn.Module):
         self.rope_theta = rope_theta
         self.mask_value = mask_value
         self.fused_attn = True
+        self.pad_head_dim = True
         self.attn_drop_p = attn_drop
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
@@ -156,10 +157,18 @@ class WindowAttention4D(nn.Module):
         if self.fused_attn:
             if mask is not None and mask.dtype != q.dtype:
                 mask = mask.to(q.dtype)
+            # Fused kernels are faster at head_dim multiples of 16 (CPU) / 8 (CUDA flash):
+            # zero-padding q, k, v leaves q·k and the first hd output channels unchanged.
+            align = 16 if q.device.type == "cpu" else 8
+            pad = (-hd) % align if self.pad_head_dim else 0
+            if pad:
+                q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=self.attn_drop_p if self.training else 0.0,
                 scale=self.scale,
             )
+            if pad:
+                out = out[..., :hd]
         else:
             attn = (q * self.scale) @ k.transpose(-2, -1)  # (..., N, N)
             if mask is not None:
