@@ -27,3 +27,30 @@ def synth_cohort(tmp_path_factory):
 @pytest.fixture(scope="session")
 def synth_store(synth_cohort):
     return synth_cohort[0]
+
+
+# A training-sized cohort: grid divisible by the *_test presets' rule (multiples of 4),
+# distinct axes, 24 frames so 8-frame windows give 3 windows per subject.
+TRAIN_KW = dict(num_subjects=12, seed=11, voxel_size=8.0, grid=(20, 24, 28), num_frames=24, tr=1.0)
+
+
+@pytest.fixture(scope="session")
+def train_store(tmp_path_factory):
+    from swiftlib.data.synthetic import SyntheticConfig, make_synthetic_cohort
+
+    root = tmp_path_factory.mktemp("train")
+    return make_synthetic_cohort(root / "store", config=SyntheticConfig(**TRAIN_KW), progress=False)
+
+
+def tiny_fit_config(store, run_dir, kind="finetune", task=None, trainer=None, data=None, **kw) -> dict:
+    """A seconds-long fit() configuration on ``store`` (for tests)."""
+    return {
+        "kind": kind,
+        "run_dir": str(run_dir),
+        "seed": 0,
+        "data": {"store_path": str(store.root), "sequence_length": 8, "batch_size": 4, "num_workers": 0,
+                 "splits_dir": str(run_dir.parent / "splits"), **(data or {})},
+        "task": {"model": "swift_v2_test", **({"label": "sex"} if kind == "finetune" else {}), **(task or {})},
+        "trainer": {"max_epochs": 1, "enable_progress_bar": False, "accelerator": "cpu", **(trainer or {})},
+        **kw,
+    }

@@ -82,7 +82,7 @@ class DataConfig:
     split_name: str = "default"
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     split_seed: int = 0
-    stratify: bool = True
+    stratify: bool = False
     splits_dir: str = "data/splits"
     few_shot_n: int | None = None
     few_shot_seed: int = 0
@@ -240,22 +240,27 @@ class FMRIDataModule(LightningDataModule):
                  cfg.per_device_batch_size)
 
     # -- loaders -----------------------------------------------------------------------------
-    def _loader(self, dataset, batch_size: int, shuffle: bool = False, sampler=None) -> DataLoader:
+    def _rank(self) -> tuple[int, int]:
+        trainer = getattr(self, "trainer", None)
+        return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+
+    def _loader(self, dataset, batch_size: int, sampler, cls=DataLoader) -> DataLoader:
         cfg = self.config
         workers = cfg.num_workers
         from swiftlib.data.windows import collate_samples
 
-        return DataLoader(
+        return cls(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
             sampler=sampler,
             num_workers=workers,
             collate_fn=collate_samples,
             pin_memory=cfg.pin_memory,
             persistent_workers=workers > 0,
             worker_init_fn=reseed_worker_augment if workers > 0 else None,
-            generator=torch.Generator().manual_seed(cfg.seed) if shuffle else None,
+            # a private generator: creating an iterator never draws from the global RNG,
+            # so dropout/drop-path streams are the same in a resumed run
+            generator=torch.Generator().manual_seed(cfg.seed),
             drop_last=False,
         )
 
@@ -264,28 +269,37 @@ class FMRIDataModule(LightningDataModule):
             raise RuntimeError("FMRIDataModule: call setup() first (the Trainer does this for you)")
 
     def train_dataloader(self) -> DataLoader:
+        """Single store: an epoch-seeded shuffle sharded over ranks that resumes mid-epoch
+        (:class:`~swiftlib.data.loader.ResumableLoader`); several stores: the mixing sampler."""
+        from swiftlib.data.loader import EpochShuffleSampler, ResumableLoader
         from swiftlib.data.mixing import MixedWindowDataset, MixingSampler
 
         self._require_setup()
         cfg = self.config
+        world, rank = self._rank()
         if isinstance(self.train_dataset, MixedWindowDataset):
-            trainer = getattr(self, "trainer", None)
-            kw = {"num_replicas": trainer.world_size, "rank": trainer.global_rank} if trainer is not None else {}
             sampler = MixingSampler(self.train_dataset, weights=cfg.dataset_weights,
-                                    num_samples=cfg.mix_num_samples, seed=cfg.seed, **kw)
-            return self._loader(self.train_dataset, cfg.per_device_batch_size, sampler=sampler)
-        return self._loader(self.train_dataset, cfg.per_device_batch_size, shuffle=True)
+                                    num_samples=cfg.mix_num_samples, seed=cfg.seed, num_replicas=world, rank=rank)
+            return self._loader(self.train_dataset, cfg.per_device_batch_size, sampler)
+        sampler = EpochShuffleSampler(len(self.train_dataset), seed=cfg.seed, num_replicas=world, rank=rank)
+        return self._loader(self.train_dataset, cfg.per_device_batch_size, sampler, cls=ResumableLoader)
 
     def _eval_batch(self) -> int:
         return self.config.eval_batch_size or self.config.per_device_batch_size
 
+    def _eval_loader(self, dataset) -> DataLoader:
+        """Every window exactly once over all ranks (rank r takes windows r, r+W, …; no
+        padding), in order; the task gathers and averages per subject."""
+        world, rank = self._rank()
+        return self._loader(dataset, self._eval_batch(), list(range(rank, len(dataset), world)))
+
     def val_dataloader(self) -> DataLoader:
         self._require_setup()
-        return self._loader(self.val_dataset, self._eval_batch())
+        return self._eval_loader(self.val_dataset)
 
     def test_dataloader(self) -> DataLoader:
         self._require_setup()
-        return self._loader(self.test_dataset, self._eval_batch())
+        return self._eval_loader(self.test_dataset)
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()

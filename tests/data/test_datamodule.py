@@ -68,7 +68,7 @@ def _cfg(store, tmp_path, **kw):
 
 def test_setup_splits_and_loaders(small_store, tmp_path):
     store, _ = small_store
-    dm = FMRIDataModule(_cfg(store, tmp_path, label="sex"))
+    dm = FMRIDataModule(_cfg(store, tmp_path, label="sex", stratify=True))
     with pytest.raises(RuntimeError, match="call setup"):
         dm.train_dataloader()
     dm.setup("fit")
@@ -94,7 +94,7 @@ def test_setup_splits_and_loaders(small_store, tmp_path):
     assert isinstance(batch, Batch) and batch.x.shape == (2, 1, 20, 24, 22, 20) and batch.y.dtype == torch.long
     assert dm.contract()["grid"] == [20, 24, 22]
     dm.setup("test")  # idempotent
-    again = FMRIDataModule(_cfg(store, tmp_path, label="sex"))
+    again = FMRIDataModule(_cfg(store, tmp_path, label="sex", stratify=True))
     again.setup()
     assert again.splits[str(store.root)].as_dict() == splits.as_dict()  # split file reused
 

@@ -1,0 +1,157 @@
+"""What both tasks share: checkpoint metadata, the input contract, loading encoder weights
+from SimMIM / fine-tuned / SwiFT v1 checkpoints, and RNG state for exact resumption."""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = [
+    "CHECKPOINT_KEY",
+    "ContractError",
+    "CheckpointError",
+    "check_contract",
+    "read_checkpoint",
+    "load_encoder_weights",
+    "rng_state",
+    "set_rng_state",
+]
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_KEY = "swiftlib"  # checkpoint["swiftlib"] = {"kind", "model", "model_overrides", "contract", ...}
+_CONTRACT_FIELDS = ("grid", "voxel_size", "space", "normalisation")
+
+
+class ContractError(ValueError):
+    """Data does not match the input contract a checkpoint was trained with."""
+
+
+class CheckpointError(ValueError):
+    """A file is not a usable checkpoint for what was asked."""
+
+
+def check_contract(expected: dict | None, actual: dict, what: str = "data") -> None:
+    """Refuse ``actual`` (a store's ``contract()``) unless it matches the checkpoint's
+    ``expected`` contract: grid, voxel size, space and normalisation equal; TR range inside
+    the trained range widened by 10 %."""
+    if not expected:
+        return
+    diffs = []
+    for key in _CONTRACT_FIELDS:
+        if key in expected and key in actual and _norm(expected[key]) != _norm(actual[key]):
+            diffs.append(f"{key}: checkpoint expects {expected[key]!r}, {what} has {actual[key]!r}")
+    if "tr_range" in expected and "tr_range" in actual:
+        lo, hi = expected["tr_range"]
+        slack = 0.1 * max(hi, 1e-6)
+        a_lo, a_hi = actual["tr_range"]
+        if a_lo < lo - slack or a_hi > hi + slack:
+            diffs.append(f"tr_range: checkpoint trained on TR {lo:g}–{hi:g} s, {what} has {a_lo:g}–{a_hi:g} s")
+    if diffs:
+        raise ContractError(
+            f"{what} breaks the checkpoint's normalisation contract — " + "; ".join(diffs)
+            + ". Preprocess the data with the checkpoint's settings (swiftlib preprocess --grid/--voxel-size/--normalisation)."
+        )
+
+
+def _norm(v):
+    return [float(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+
+def read_checkpoint(path) -> dict:
+    """``torch.load(path, weights_only=True)`` with a clear error for non-checkpoints."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint {str(p)!r} does not exist")
+    try:
+        ckpt = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure means "not a checkpoint we can read"
+        raise CheckpointError(
+            f"{p}: not a readable weights-only torch checkpoint ({type(e).__name__}: {str(e)[:200]}); "
+            "expected a .ckpt written by swiftlib/Lightning or a state_dict saved with torch.save"
+        ) from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{p}: holds a {type(ckpt).__name__}; expected a dict (a checkpoint or a state_dict)")
+    return ckpt
+
+
+def load_encoder_weights(encoder: nn.Module, path, model_name: str, model_overrides: dict | None = None,
+                         contract: dict | None = None) -> dict:
+    """Initialise ``encoder`` from a checkpoint (weights only): a swiftlib SimMIM or
+    fine-tuning checkpoint, or a public SwiFT v1 Lightning checkpoint.
+
+    Checks the checkpoint was made for the same preset and options and that ``contract``
+    (the data of this run) matches the checkpoint's. Returns the load report.
+    """
+    ckpt = read_checkpoint(path)
+    meta = ckpt.get(CHECKPOINT_KEY)
+    state = ckpt.get("state_dict", ckpt)
+    if meta is None:  # a foreign checkpoint: only SwiFT v1 ones are understood
+        from swiftlib.models import load_checkpoint
+
+        if not model_name.startswith("swift_v1"):
+            raise CheckpointError(
+                f"{path}: not a swiftlib checkpoint (no {CHECKPOINT_KEY!r} metadata); foreign "
+                f"checkpoints load only into swift_v1 presets, this run builds {model_name!r}"
+            )
+        report = load_checkpoint(encoder, path)
+        if not report["loaded"]:
+            raise CheckpointError(f"{path}: no SwiFT v1 encoder weights found (keys like model.patch_embed…)")
+        return report
+    if meta.get("model") != model_name or (meta.get("model_overrides") or {}) != (model_overrides or {}):
+        raise CheckpointError(
+            f"{path}: made for model {meta.get('model')!r} with options {meta.get('model_overrides') or {}}; "
+            f"this run builds {model_name!r} with {model_overrides or {}} — use the same preset and options"
+        )
+    check_contract(meta.get("contract"), contract or {}, what="this run's data")
+    prefix = {"pretrain": "model.encoder.", "finetune": "model."}.get(meta.get("kind"))
+    if prefix is None:
+        raise CheckpointError(f"{path}: unknown checkpoint kind {meta.get('kind')!r}; expected pretrain or finetune")
+    enc_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    own = encoder.state_dict()
+    head_keys = {k for k in own if k.startswith("head.")}
+    enc_state = {k: v for k, v in enc_state.items() if k not in head_keys}
+    bad = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in enc_state.items() if k in own and v.shape != own[k].shape]
+    if bad:
+        raise CheckpointError(f"{path}: tensor shapes differ from this model: {bad[:5]}")
+    result = encoder.load_state_dict(enc_state, strict=False)
+    missing = [k for k in result.missing_keys if k not in head_keys]
+    if missing:
+        raise CheckpointError(f"{path}: encoder weights missing from the checkpoint: {missing[:8]}")
+    report = {"loaded": sorted(enc_state), "missing": missing, "unexpected": list(result.unexpected_keys),
+              "kind": meta.get("kind")}
+    log.info("initialised encoder from %s checkpoint %s (%d tensors)", meta.get("kind"), path, len(enc_state))
+    return report
+
+
+def rng_state() -> dict:
+    """Python, NumPy and torch (CPU + CUDA) RNG states, storable in a weights-only checkpoint."""
+    state = {
+        "python": repr(random.getstate()),
+        "numpy": {k: v.tolist() if isinstance(v, np.ndarray) else v
+                  for k, v in zip(("name", "keys", "pos", "has_gauss", "cached"), np.random.get_state())},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    import ast
+
+    random.setstate(_tuplify(ast.literal_eval(state["python"])))
+    n = state["numpy"]
+    np.random.set_state((n["name"], np.asarray(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuplify(x):
+    return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x

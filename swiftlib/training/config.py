@@ -1,0 +1,120 @@
+"""Run configuration: what ``fit`` needs, built from plain dictionaries (notebook
+parameters, YAML) and rejected early when something is unknown or inconsistent."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Literal
+
+from swiftlib.data.datamodule import DataConfig
+from swiftlib.tasks.finetune import FinetuneConfig
+from swiftlib.tasks.pretrain import PretrainConfig
+from swiftlib.utils.config import ConfigError, config_from_dict, config_to_dict
+
+__all__ = ["TrainerConfig", "FitConfig", "PRECISIONS", "STRATEGIES"]
+
+PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true")
+STRATEGIES = ("auto", "single", "ddp", "ddp_spawn", "deepspeed_stage_1", "deepspeed_stage_2",
+              "deepspeed_stage_2_offload", "deepspeed_stage_3", "deepspeed_stage_3_offload")
+
+
+@dataclass
+class TrainerConfig:
+    """Lightning Trainer settings (scale, precision, checkpoint cadence)."""
+
+    max_epochs: int = 3
+    max_steps: int = -1  # -1 = no step limit
+    accelerator: str = "auto"  # auto | cpu | gpu
+    devices: int = 1  # per node
+    num_nodes: int = 1
+    strategy: str = "auto"  # see STRATEGIES
+    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
+    accumulate_grad_batches: int = 1
+    gradient_clip_val: float | None = 1.0
+    log_every_n_steps: int = 5
+    limit_train_batches: int | float = 1.0  # int = batches, float = fraction
+    limit_val_batches: int | float = 1.0
+    check_val_every_n_epoch: int = 1
+    checkpoint_every_n_steps: int | None = None  # also write last.ckpt every n steps (mid-epoch)
+    early_stopping_patience: int | None = None  # epochs without improvement of the monitor
+    deterministic: bool = False
+    enable_progress_bar: bool = True
+    num_threads: int | None = None  # torch CPU threads (None = leave as is)
+    deepspeed_config: dict | None = None  # extra DeepSpeed config entries (validated)
+    neptune_project: str | None = None  # log to Neptune too (token from NEPTUNE_API_TOKEN only)
+
+    def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"trainer.precision={self.precision!r}: expected one of {PRECISIONS}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"trainer.strategy={self.strategy!r}: expected one of {STRATEGIES}")
+        for name in ("devices", "num_nodes", "accumulate_grad_batches", "check_val_every_n_epoch", "log_every_n_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"trainer.{name}={getattr(self, name)}: expected ≥ 1")
+        if self.max_epochs < 1 and self.max_steps < 1:
+            raise ConfigError(f"trainer.max_epochs={self.max_epochs} and max_steps={self.max_steps}: set one ≥ 1")
+
+    @property
+    def world_size(self) -> int:
+        return self.devices * self.num_nodes
+
+
+@dataclass
+class FitConfig:
+    """One training run: ``kind`` selects the task (``pretrain`` = SimMIM, ``finetune``)."""
+
+    kind: Literal["pretrain", "finetune"] = "finetune"
+    run_dir: str = "papermill_runs/fit"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    task: PretrainConfig | FinetuneConfig = field(default_factory=FinetuneConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    resume_from: str | None = None  # exact continuation of an interrupted run (its last.ckpt)
+
+    def __post_init__(self):
+        want = PretrainConfig if self.kind == "pretrain" else FinetuneConfig
+        if isinstance(self.task, dict):
+            self.task = want.from_dict(self.task)
+        if not isinstance(self.task, want):
+            raise ConfigError(f"kind={self.kind!r} needs a {want.__name__} task, got {type(self.task).__name__}")
+        if isinstance(self.data, dict):
+            self.data = DataConfig.from_dict(self.data)
+        if isinstance(self.trainer, dict):
+            self.trainer = config_from_dict(TrainerConfig, self.trainer)
+        # one source of truth for the batch arithmetic: the trainer's scale
+        t = self.trainer
+        if (self.data.num_devices, self.data.accumulate_grad_batches) != (t.world_size, t.accumulate_grad_batches):
+            self.data = dataclasses.replace(self.data, num_devices=t.world_size,
+                                            accumulate_grad_batches=t.accumulate_grad_batches)
+        if self.kind == "finetune":
+            if self.data.label is None:
+                self.data = dataclasses.replace(self.data, label=self.task.label)
+            elif self.data.label != self.task.label:
+                raise ConfigError(f"data.label={self.data.label!r} but task.label={self.task.label!r}; make them equal")
+        elif self.data.label is not None:
+            self.data = dataclasses.replace(self.data, label=None)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FitConfig:
+        d = dict(d)
+        kind = d.get("kind", "finetune")
+        if kind not in ("pretrain", "finetune"):
+            raise ConfigError(f"kind={kind!r}: expected 'pretrain' or 'finetune'")
+        task = d.pop("task", {})
+        if isinstance(task, dict):
+            task = (PretrainConfig if kind == "pretrain" else FinetuneConfig).from_dict(task)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            import difflib
+
+            hints = {k: difflib.get_close_matches(k, known, n=1) for k in unknown}
+            hint = "; ".join(f"{k!r} (did you mean {v[0]!r}?)" if v else repr(k) for k, v in hints.items())
+            raise ConfigError(f"unknown run setting(s) {hint}; valid: {sorted(known)}")
+        return cls(kind=kind, run_dir=str(d.get("run_dir", cls.run_dir)), seed=int(d.get("seed", 0)),
+                   data=d.get("data", {}), task=task, trainer=d.get("trainer", {}),
+                   resume_from=d.get("resume_from"))
+
+    def to_dict(self) -> dict:
+        return config_to_dict(self)

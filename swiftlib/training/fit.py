@@ -1,0 +1,243 @@
+"""``fit(cfg) -> RunResult``: the one training entry point (notebooks, CLI, tests, Optuna).
+
+Seeds everything; builds data, task and Trainer; fits; validates and tests the **best**
+checkpoint; writes ``results.json`` (metrics, resolved config, artifacts, timings,
+versions) into the run directory beside ``checkpoints/`` (best by the task's monitored
+metric + ``last.ckpt``), ``tensorboard/`` logs and ``config.yaml``.
+
+``task.init_from`` loads weights into a *new* run; ``resume_from`` continues an
+interrupted run exactly (optimiser, scheduler, epoch, position in the epoch, RNG).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from swiftlib.results import save_results
+from swiftlib.training.config import FitConfig
+
+__all__ = ["RunResult", "TrainingError", "fit", "monitor_for"]
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """A run failed; ``results.json`` says why and the last good checkpoint is kept."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str
+    metrics: dict = field(default_factory=dict)
+    best_checkpoint: str | None = None
+    last_checkpoint: str | None = None
+    results_path: Path | None = None
+    monitor: str = ""
+    error: str | None = None
+
+
+def monitor_for(cfg: FitConfig, label_task: str | None = None) -> tuple[str, str]:
+    from swiftlib.tasks.finetune import MONITOR
+    from swiftlib.tasks.pretrain import PRETRAIN_MONITOR
+
+    if cfg.kind == "pretrain":
+        return PRETRAIN_MONITOR
+    return MONITOR[label_task or cfg.task.task]
+
+
+def _prepare_task_config(cfg: FitConfig, dm) -> None:
+    """Fill what only the data knows: label task and classes, regression scaler, contract."""
+    import dataclasses
+
+    task = cfg.task
+    contract = dm.contract()
+    if cfg.kind == "finetune":
+        if dm.label_task != task.task:
+            raise ValueError(
+                f"task.task={task.task!r} but label {task.label!r} is declared {dm.label_task!r} in the store; "
+                f"set task.task={dm.label_task!r}")
+        updates = {"contract": contract}
+        if task.task == "classification":
+            if dm.num_classes and dm.num_classes != task.num_classes:
+                log.info("num_classes %d -> %d (from the store's label declaration)", task.num_classes, dm.num_classes)
+                updates["num_classes"] = int(dm.num_classes)
+        else:  # standardise the target with training *subjects*, not windows
+            ds = dm.train_dataset
+            store = ds.store
+            sids = sorted(set(ds.subject_ids))
+            y = store.subjects.loc[sids, task.label].astype(float).to_numpy()
+            updates["target_mean"] = float(np.mean(y))
+            updates["target_std"] = float(np.std(y)) or 1.0
+        cfg.task = dataclasses.replace(task, **updates)
+    else:
+        cfg.task = dataclasses.replace(task, contract=contract)
+
+
+def planned_steps(cfg: FitConfig, num_train_windows: int) -> int:
+    """Optimiser steps the run will take (sets the LR schedule's length)."""
+    import math
+
+    t, d = cfg.trainer, cfg.data
+    batches = math.ceil(math.ceil(num_train_windows / t.world_size) / d.per_device_batch_size)
+    lim = t.limit_train_batches
+    batches = min(batches, lim) if isinstance(lim, int) else max(1, int(batches * lim))
+    per_epoch = math.ceil(batches / t.accumulate_grad_batches)
+    by_epochs = per_epoch * t.max_epochs if t.max_epochs > 0 else None
+    if t.max_steps > 0:
+        return t.max_steps if by_epochs is None else min(t.max_steps, by_epochs)
+    return by_epochs
+
+
+def _strategy(cfg: FitConfig):
+    t = cfg.trainer
+    if t.strategy.startswith("deepspeed"):
+        from swiftlib.training.deepspeed import build_deepspeed_strategy
+
+        return build_deepspeed_strategy(t, cfg.data)
+    return "auto" if t.strategy == "single" else t.strategy
+
+
+def _loggers(cfg: FitConfig, run_dir: Path) -> list:
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    loggers = [TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)]
+    if cfg.trainer.neptune_project:
+        token = os.environ.get("NEPTUNE_API_TOKEN")
+        if not token:
+            raise ValueError("trainer.neptune_project is set but NEPTUNE_API_TOKEN is not in the environment; "
+                             "export it (it is never written to disk)")
+        from lightning.pytorch.loggers import NeptuneLogger
+
+        loggers.append(NeptuneLogger(project=cfg.trainer.neptune_project, log_model_checkpoints=False))
+    return loggers
+
+
+def _slurm_plugins() -> list:
+    if "SLURM_JOB_ID" not in os.environ or os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive"):
+        return []
+    import signal
+
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1)]
+
+
+def build_trainer(cfg: FitConfig, run_dir: Path, monitor: tuple[str, str], extra_callbacks=()):
+    import lightning.pytorch as pl
+    from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+
+    t = cfg.trainer
+    ckpt = ModelCheckpoint(
+        dirpath=str(run_dir / "checkpoints"), filename="best-epoch{epoch:02d}-step{step}", monitor=monitor[0],
+        mode=monitor[1], save_top_k=1, save_last=False, auto_insert_metric_name=False,
+    )
+    # "last.ckpt" is its own callback without a monitor, so it is also written mid-epoch
+    # (every_n_train_steps) — the file resume_from and SLURM requeue continue from.
+    last = ModelCheckpoint(
+        dirpath=str(run_dir / "checkpoints"), filename="last", save_top_k=1, enable_version_counter=False,
+        every_n_train_steps=t.checkpoint_every_n_steps,
+    )
+    callbacks = [ckpt, last, LearningRateMonitor(logging_interval="step"), *extra_callbacks]
+    if t.early_stopping_patience is not None:
+        callbacks.append(EarlyStopping(monitor=monitor[0], mode=monitor[1], patience=t.early_stopping_patience))
+    trainer = pl.Trainer(
+        default_root_dir=str(run_dir), max_epochs=t.max_epochs, max_steps=t.max_steps, accelerator=t.accelerator,
+        devices=t.devices, num_nodes=t.num_nodes, strategy=_strategy(cfg), precision=t.precision,
+        accumulate_grad_batches=t.accumulate_grad_batches, gradient_clip_val=t.gradient_clip_val,
+        log_every_n_steps=t.log_every_n_steps, limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.limit_val_batches, check_val_every_n_epoch=t.check_val_every_n_epoch,
+        deterministic=t.deterministic, enable_progress_bar=t.enable_progress_bar, callbacks=callbacks,
+        logger=_loggers(cfg, run_dir), plugins=_slurm_plugins(), use_distributed_sampler=False,
+        num_sanity_val_steps=0, enable_model_summary=False,
+    )
+    return trainer, ckpt, last
+
+
+def fit(cfg: FitConfig | dict, callbacks=()) -> RunResult:
+    """Train as ``cfg`` says; return a :class:`RunResult` (and write ``results.json``).
+
+    Raises :class:`TrainingError` (after writing a ``failed`` results.json) when training
+    fails, e.g. on a non-finite loss; the last good checkpoint stays in ``checkpoints/``.
+    """
+    import lightning.pytorch as pl
+    import torch
+    import yaml
+
+    from swiftlib.data.datamodule import FMRIDataModule
+    from swiftlib.tasks.finetune import FinetuneTask
+    from swiftlib.tasks.pretrain import SimMIMTask
+
+    cfg = FitConfig.from_dict(cfg) if isinstance(cfg, dict) else cfg
+    t0 = time.perf_counter()
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(cfg.trainer.num_threads)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.resume_from is not None and not Path(cfg.resume_from).is_file():
+        raise FileNotFoundError(f"resume_from={cfg.resume_from!r} does not exist; expected a last.ckpt of the interrupted run")
+
+    dm = FMRIDataModule(cfg.data)
+    dm.setup("fit")
+    _prepare_task_config(cfg, dm)
+    monitor = monitor_for(cfg, dm.label_task)
+    task = SimMIMTask(cfg.task) if cfg.kind == "pretrain" else FinetuneTask(cfg.task)
+    task.output_dir = str(run_dir)
+    task.total_steps = planned_steps(cfg, len(dm.train_dataset))
+    trainer, ckpt_cb, last_cb = build_trainer(cfg, run_dir, monitor, callbacks)
+    if trainer.is_global_zero:
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    timings: dict[str, float] = {}
+    metrics: dict[str, float] = {}
+    artifacts = {"config": run_dir / "config.yaml", "tensorboard": run_dir / "tensorboard"}
+    try:
+        t1 = time.perf_counter()
+        trainer.fit(task, datamodule=dm, ckpt_path=cfg.resume_from)
+        timings["fit_s"] = time.perf_counter() - t1
+        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()
+                        if k.startswith("train/") and v.numel() == 1})
+        best = ckpt_cb.best_model_path or None
+        last = last_cb.best_model_path or None
+        eval_ckpt = best or last
+        t1 = time.perf_counter()
+        for split, runner in (("val", trainer.validate), ("test", trainer.test)):
+            if cfg.kind == "pretrain" and split == "test":
+                out = trainer.validate(task, dataloaders=dm.test_dataloader(), ckpt_path=eval_ckpt, verbose=False)
+                metrics.update({k.replace("val/", "test/"): float(v) for k, v in out[0].items()})
+            else:
+                out = runner(task, datamodule=dm, ckpt_path=eval_ckpt, verbose=False)
+                metrics.update({k: float(v) for k, v in out[0].items() if k.startswith(split + "/")})
+        timings["eval_s"] = time.perf_counter() - t1
+        artifacts.update(best_checkpoint=best, last_checkpoint=last)
+        artifacts.update(_outputs(run_dir))
+        status, error = "ok", None
+    except (FloatingPointError, RuntimeError, ValueError, KeyboardInterrupt) as e:
+        status, error = "failed", f"{type(e).__name__}: {e}"
+        artifacts.update(last_checkpoint=last_cb.best_model_path or None)
+        timings["total_s"] = time.perf_counter() - t0
+        if trainer.is_global_zero:
+            save_results(run_dir, cfg.kind, metrics, cfg.to_dict(), artifacts, timings, status="failed", error=error,
+                         extra={"monitor": monitor[0]})
+        raise TrainingError(f"run {run_dir} failed: {error}") from e
+    timings["total_s"] = time.perf_counter() - t0
+    results_path = None
+    if trainer.is_global_zero:
+        results_path = save_results(run_dir, cfg.kind, metrics, cfg.to_dict(), artifacts, timings,
+                                    extra={"monitor": monitor[0]})
+    log.info("run %s: %s", run_dir, {k: round(v, 4) for k, v in metrics.items()})
+    return RunResult(run_dir, status, metrics, artifacts.get("best_checkpoint"), artifacts.get("last_checkpoint"),
+                     results_path, monitor[0], error)
+
+
+def _outputs(run_dir: Path) -> dict:
+    """Per-subject predictions (fine-tuning) and example reconstructions (pretraining) that
+    the task's rank 0 wrote into the run directory."""
+    names = ("predictions_val.csv", "predictions_test.csv", "reconstructions.pt")
+    return {Path(n).stem: run_dir / n for n in names if (run_dir / n).exists()}
