@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from swiftlib.data.geometry import StoreGeometry, crop_or_pad, lattice_offset, store_affine
+from swiftlib.data.geometry import StoreGeometry, crop_or_pad, store_affine
 from swiftlib.data.store import NORM_METHODS, StoreError, StoreWriter
 from swiftlib.utils.io import atomic_write_json, read_json
 

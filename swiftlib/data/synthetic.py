@@ -115,10 +115,9 @@ class SyntheticConfig:
 
 def source_space(voxel_size: float):
     """The MNI152 brain mask on the ``voxel_size`` lattice: ``(mask (X, Y, Z) bool, affine)``."""
+    import nibabel as nib
     from nilearn.datasets import load_mni152_brain_mask
     from nilearn.image import resample_img
-
-    import nibabel as nib
 
     mni = load_mni152_brain_mask(resolution=2)
     aff0 = mni.affine
