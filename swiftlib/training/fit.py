@@ -135,8 +135,8 @@ def build_trainer(cfg: FitConfig, run_dir: Path, monitor: tuple[str, str], extra
 
     t = cfg.trainer
     ckpt = ModelCheckpoint(
-        dirpath=str(run_dir / "checkpoints"), filename="best-epoch{epoch:02d}-step{step}", monitor=monitor[0],
-        mode=monitor[1], save_top_k=1, save_last=False, auto_insert_metric_name=False,
+        dirpath=str(run_dir / "checkpoints"), filename="best", monitor=monitor[0], mode=monitor[1], save_top_k=1,
+        save_last=False, enable_version_counter=False,
     )
     # "last.ckpt" is its own callback without a monitor, so it is also written mid-epoch
     # (every_n_train_steps) — the file resume_from and SLURM requeue continue from.
