@@ -208,7 +208,7 @@ class FinetuneTask(pl.LightningModule):
 
             df.to_csv(Path(self.output_dir) / f"predictions_{split}.csv", index=False)
         for name, value in subject_metrics(df, self.cfg).items():
-            self.log(f"{split}/{name}", value, sync_dist=False)
+            self.log(f"{split}/{name}", value, sync_dist=True)  # identical on every rank after the gather
 
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self):

@@ -143,7 +143,7 @@ class SimMIMTask(pl.LightningModule):
         m = self.trainer.callback_metrics
         if "val/recon_loss" in m and "val/mean_predictor_loss" in m:
             ratio = m["val/recon_loss"] / m["val/mean_predictor_loss"].clamp(min=1e-12)
-            self.log("val/recon_ratio", ratio, sync_dist=False)
+            self.log("val/recon_ratio", ratio, sync_dist=True)
 
     def configure_optimizers(self):
         groups = param_groups(self, self.cfg.optim, encoder=self.model.encoder, encoder_prefix="model.encoder.")

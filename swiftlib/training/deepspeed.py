@@ -11,7 +11,8 @@ import copy
 import logging
 from pathlib import Path
 
-__all__ = ["DeepSpeedConfigError", "deepspeed_config", "validate_deepspeed_config", "build_deepspeed_strategy",
+__all__ = ["DeepSpeedConfigError", "deepspeed_config", "lightning_deepspeed_config", "validate_deepspeed_config",
+           "build_deepspeed_strategy",
            "convert_deepspeed_checkpoint"]
 
 log = logging.getLogger(__name__)
@@ -76,10 +77,21 @@ def validate_deepspeed_config(cfg: dict, world_size: int) -> None:
         raise DeepSpeedConfigError(f"DeepSpeed zero_optimization.stage={stage!r}: expected 0, 1, 2 or 3")
 
 
-def build_deepspeed_strategy(trainer_cfg, data_cfg):
+def lightning_deepspeed_config(trainer_cfg, data_cfg) -> dict:
+    """The validated config minus ``gradient_accumulation_steps``, which Lightning insists on
+    setting itself from ``Trainer(accumulate_grad_batches=…)`` (the same number)."""
+    cfg = deepspeed_config(trainer_cfg, data_cfg)
+    cfg.pop("gradient_accumulation_steps", None)
+    return cfg
+
+
+def build_deepspeed_strategy(trainer_cfg, data_cfg, strategy_cls=None):
+    """Lightning's ``DeepSpeedStrategy`` (CUDA only) with the validated config;
+    ``strategy_cls`` lets tests substitute a CPU subclass."""
     from lightning.pytorch.strategies import DeepSpeedStrategy
 
-    return DeepSpeedStrategy(config=deepspeed_config(trainer_cfg, data_cfg))
+    cls = strategy_cls or DeepSpeedStrategy
+    return cls(config=lightning_deepspeed_config(trainer_cfg, data_cfg))
 
 
 def convert_deepspeed_checkpoint(checkpoint_dir, output_path) -> Path:
@@ -100,7 +112,8 @@ def convert_deepspeed_checkpoint(checkpoint_dir, output_path) -> Path:
     tmp = out.with_suffix(out.suffix + ".full")
     convert_zero_checkpoint_to_fp32_state_dict(str(src), str(tmp))
     full = torch.load(tmp, map_location="cpu", weights_only=False)  # our own file, just written
-    keep = {k: full[k] for k in ("state_dict", "swiftlib", "epoch", "global_step", "hyper_parameters") if k in full}
+    keep = {k: full[k] for k in ("state_dict", "swiftlib", "epoch", "global_step", "hyper_parameters",
+                                 "pytorch-lightning_version") if k in full}
     torch.save(keep, out)
     tmp.unlink()
     log.info("converted DeepSpeed checkpoint %s -> %s (%d tensors)", src, out, len(keep["state_dict"]))

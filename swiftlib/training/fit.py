@@ -95,12 +95,30 @@ def planned_steps(cfg: FitConfig, num_train_windows: int) -> int:
     return by_epochs
 
 
-def _strategy(cfg: FitConfig):
+def _check_resume(cfg: FitConfig) -> None:
+    """``resume_from`` must be a checkpoint of the same kind of run with the same model."""
+    from swiftlib.tasks.common import CHECKPOINT_KEY, CheckpointError, read_checkpoint
+
+    p = Path(cfg.resume_from)
+    if p.is_dir():  # a DeepSpeed checkpoint directory: Lightning validates it
+        return
+    if not p.is_file():
+        raise FileNotFoundError(f"resume_from={cfg.resume_from!r} does not exist; expected the last.ckpt of the interrupted run")
+    meta = read_checkpoint(p).get(CHECKPOINT_KEY) or {}
+    kind = {"pretrain": "pretrain", "finetune": "finetune"}.get(meta.get("kind"))
+    if kind != cfg.kind or meta.get("model") != cfg.task.model:
+        raise CheckpointError(
+            f"resume_from={str(p)!r} is a {meta.get('kind') or 'non-swiftlib'} checkpoint of model {meta.get('model')!r}; "
+            f"this run is {cfg.kind!r} with model {cfg.task.model!r}. To start a new run from its weights use "
+            "task.init_from instead")
+
+
+def _strategy(cfg: FitConfig, strategy_cls=None):
     t = cfg.trainer
     if t.strategy.startswith("deepspeed"):
         from swiftlib.training.deepspeed import build_deepspeed_strategy
 
-        return build_deepspeed_strategy(t, cfg.data)
+        return build_deepspeed_strategy(t, cfg.data, strategy_cls)
     return "auto" if t.strategy == "single" else t.strategy
 
 
@@ -129,7 +147,7 @@ def _slurm_plugins() -> list:
     return [SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1)]
 
 
-def build_trainer(cfg: FitConfig, run_dir: Path, monitor: tuple[str, str], extra_callbacks=()):
+def build_trainer(cfg: FitConfig, run_dir: Path, monitor: tuple[str, str], extra_callbacks=(), strategy_cls=None):
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
@@ -149,8 +167,10 @@ def build_trainer(cfg: FitConfig, run_dir: Path, monitor: tuple[str, str], extra
         callbacks.append(EarlyStopping(monitor=monitor[0], mode=monitor[1], patience=t.early_stopping_patience))
     trainer = pl.Trainer(
         default_root_dir=str(run_dir), max_epochs=t.max_epochs, max_steps=t.max_steps, accelerator=t.accelerator,
-        devices=t.devices, num_nodes=t.num_nodes, strategy=_strategy(cfg), precision=t.precision,
-        accumulate_grad_batches=t.accumulate_grad_batches, gradient_clip_val=t.gradient_clip_val,
+        devices=t.devices, num_nodes=t.num_nodes, strategy=_strategy(cfg, strategy_cls), precision=t.precision,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        # DeepSpeed clips inside its engine (gradient_clipping in its config)
+        gradient_clip_val=None if t.strategy.startswith("deepspeed") else t.gradient_clip_val,
         log_every_n_steps=t.log_every_n_steps, limit_train_batches=t.limit_train_batches,
         limit_val_batches=t.limit_val_batches, check_val_every_n_epoch=t.check_val_every_n_epoch,
         deterministic=t.deterministic, enable_progress_bar=t.enable_progress_bar, callbacks=callbacks,
@@ -160,11 +180,13 @@ def build_trainer(cfg: FitConfig, run_dir: Path, monitor: tuple[str, str], extra
     return trainer, ckpt, last
 
 
-def fit(cfg: FitConfig | dict, callbacks=()) -> RunResult:
+def fit(cfg: FitConfig | dict, callbacks=(), strategy_cls=None) -> RunResult:
     """Train as ``cfg`` says; return a :class:`RunResult` (and write ``results.json``).
 
     Raises :class:`TrainingError` (after writing a ``failed`` results.json) when training
     fails, e.g. on a non-finite loss; the last good checkpoint stays in ``checkpoints/``.
+    ``callbacks`` are extra Lightning callbacks; ``strategy_cls`` replaces Lightning's
+    DeepSpeed strategy class (tests run the DeepSpeed path on CPU with a subclass).
     """
     import lightning.pytorch as pl
     import torch
@@ -181,8 +203,8 @@ def fit(cfg: FitConfig | dict, callbacks=()) -> RunResult:
     if cfg.trainer.num_threads:
         torch.set_num_threads(cfg.trainer.num_threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    if cfg.resume_from is not None and not Path(cfg.resume_from).is_file():
-        raise FileNotFoundError(f"resume_from={cfg.resume_from!r} does not exist; expected a last.ckpt of the interrupted run")
+    if cfg.resume_from is not None:
+        _check_resume(cfg)
 
     dm = FMRIDataModule(cfg.data)
     dm.setup("fit")
@@ -191,7 +213,7 @@ def fit(cfg: FitConfig | dict, callbacks=()) -> RunResult:
     task = SimMIMTask(cfg.task) if cfg.kind == "pretrain" else FinetuneTask(cfg.task)
     task.output_dir = str(run_dir)
     task.total_steps = planned_steps(cfg, len(dm.train_dataset))
-    trainer, ckpt_cb, last_cb = build_trainer(cfg, run_dir, monitor, callbacks)
+    trainer, ckpt_cb, last_cb = build_trainer(cfg, run_dir, monitor, callbacks, strategy_cls)
     if trainer.is_global_zero:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     timings: dict[str, float] = {}

@@ -3,6 +3,7 @@
 import json
 
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 import torch
 
@@ -122,3 +123,29 @@ def test_resume_from_missing_file_is_refused(train_store, tmp_path):
         fit(tiny_fit_config(train_store, tmp_path / "r", resume_from=str(tmp_path / "nope.ckpt")))
 
 
+
+
+def test_resume_from_a_checkpoint_of_another_kind_is_refused(train_store, tmp_path):
+    pre = fit(tiny_fit_config(train_store, tmp_path / "pre", kind="pretrain", trainer={"max_steps": 1}))
+    from swiftlib.tasks.common import CheckpointError
+
+    with pytest.raises(CheckpointError, match="is a pretrain checkpoint .* this run is 'finetune'.*init_from"):
+        fit(tiny_fit_config(train_store, tmp_path / "ft", resume_from=pre.last_checkpoint))
+
+
+def test_bf16_mixed_precision_runs_on_cpu(train_store, tmp_path):
+    res = fit(tiny_fit_config(train_store, tmp_path / "bf16", trainer={"precision": "bf16-mixed", "max_steps": 3}))
+    assert res.status == "ok" and np.isfinite(res.metrics["test/loss"])
+
+
+def test_slurm_batch_jobs_get_auto_requeue(monkeypatch):
+    import signal
+
+    from swiftlib.training.fit import _slurm_plugins
+
+    monkeypatch.delenv("SLURM_JOB_ID", raising=False)
+    assert _slurm_plugins() == []
+    monkeypatch.setenv("SLURM_JOB_ID", "1234")
+    monkeypatch.setenv("SLURM_JOB_NAME", "swiftlib-pretrain")
+    (env,) = _slurm_plugins()
+    assert env.auto_requeue and env.requeue_signal == signal.SIGUSR1
