@@ -4,7 +4,8 @@ Each configuration runs in its own subprocess so its peak RSS (``ru_maxrss``) is
 For every configuration, at ``--threads`` threads, fp32, batch 1:
 
 * forward (``torch.no_grad``) and forward+backward seconds: median of ``--repeats`` runs
-  after ``--warmup`` runs;
+  after ``--warmup`` runs (the minimum is printed too: on a shared machine it is the
+  better estimate of the uncontended time; the 1-minute load average is recorded);
 * peak RSS of the process (MB) and its RSS before the first step (model + runtime);
 * model FLOPs of one forward and one forward+backward (``torch.utils.flop_counter``);
 * achieved GFLOP/s of the fwd+bwd step and its ratio to the fp32 sgemm throughput measured
@@ -168,13 +169,13 @@ def main(argv: list[str] | None = None) -> int:
           f"GFLOP/s (before / after; ratios use {gemm:.1f})")
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"median of {args.repeats} after {args.warmup} warm-up, batch 1, fp32\n")
-    print("| config | preset | input D×H×W×T | attention | params | fwd s | fwd+bwd s | "
+    print("| config | preset | input D×H×W×T | attention | params | fwd s | fwd+bwd s (min) | "
           "GFLOP fwd+bwd | GFLOP/s | / sgemm | peak RSS MB (model) | load |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         grid = "×".join(str(s) for s in r["input"][2:])
         print(f"| {r['name']} | {r['preset']} | {grid} | {r['attention']} | {r['params']:,} | "
-              f"{r['fwd_s']:.3f} | {r['step_s']:.3f} | {r['gflop_step']:.1f} | "
+              f"{r['fwd_s']:.3f} | {r['step_s']:.3f} ({min(r['step_times']):.3f}) | {r['gflop_step']:.1f} | "
               f"{r['gflops_step']:.1f} | {r['gflops_step'] / gemm:.0%} | "
               f"{r['rss_peak_mb']:.0f} ({r['rss_model_mb']:.0f}) | {r['loadavg_1m_before']:.1f} |")
     t_scaling = [r for r in results if r["name"] in ("v1_T10", "v1_T20", "v1_T40")]

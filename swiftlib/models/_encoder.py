@@ -167,7 +167,7 @@ class Swin4DEncoderMixin:
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier (``0`` = none, ``forward`` returns the embedding)."""
-        self.head.reset(num_classes)
+        self.head.reset(num_classes, device=self.norm.weight.device)
         self.num_classes = num_classes
 
 
@@ -225,8 +225,8 @@ def _input_rule(obj: Any) -> tuple[tuple[int, ...], tuple]:
 
         obj = get_model_config(obj)
     if isinstance(obj, nn.Module):
-        enc = getattr(obj, "encoder", obj)
+        enc = obj if hasattr(obj, "grid_multiple") else getattr(obj, "encoder", obj)
         return tuple(enc.grid_multiple), tuple(enc.required_shape)
-    if hasattr(obj, "input_rule"):
-        return obj.input_rule()
+    if hasattr(obj, "grid_rule"):
+        return obj.grid_rule()
     raise TypeError(f"fit_padding needs an encoder, a config or a preset name, got {type(obj).__name__}")

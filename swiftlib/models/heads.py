@@ -76,12 +76,14 @@ class ClassifierHead(nn.Module):
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
 
-    def reset(self, num_classes: int) -> None:
-        """Replace the classifier with a fresh one with ``num_classes`` outputs."""
+    def reset(self, num_classes: int, device: torch.device | str | None = None) -> None:
+        """Replace the classifier with a fresh one with ``num_classes`` outputs (on ``device``,
+        default: where the current one is, else CPU)."""
         if num_classes < 0:
             raise ValueError(f"num_classes ({num_classes}) must be ≥ 0 (0 = no classifier)")
         self.num_classes = num_classes
-        device = next(self.parameters(), torch.empty(0)).device
+        if device is None:
+            device = next(self.parameters(), torch.empty(0)).device
         self.fc = (nn.Linear(self.in_features, num_classes, device=device) if num_classes > 0
                    else nn.Identity())
 

@@ -204,9 +204,9 @@ class SimMIMConfig:
     brain_only: bool = False  # with no brain_mask given: count only voxels non-zero at some t
     seed: int | None = None
 
-    def input_rule(self) -> tuple[tuple[int, ...], tuple]:
+    def grid_rule(self) -> tuple[tuple[int, ...], tuple]:
         enc_cfg = get_model_config(self.encoder, **self.encoder_overrides)
-        multiple, required = enc_cfg.input_rule()
+        multiple, required = enc_cfg.grid_rule()
         patch = to_ntuple(enc_cfg.patch_size, 4, "patch_size")
         mask_patch = to_ntuple(self.mask_patch, 4, "mask_patch")
         multiple = tuple(math.lcm(m, p * q) for m, p, q in zip(multiple, patch, mask_patch, strict=True))

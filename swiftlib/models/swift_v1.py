@@ -83,7 +83,7 @@ class SwiFTv1Config:
     num_classes: int = 0  # 0 = no classifier (forward returns the pooled embedding)
     head_drop_rate: float = 0.0
 
-    def input_rule(self) -> tuple[tuple[int, ...], tuple]:
+    def grid_rule(self) -> tuple[tuple[int, ...], tuple]:
         """``(grid_multiple, required_shape)``: the spatial axes must equal ``img_size``."""
         img = to_ntuple(self.img_size, 4, "img_size")
         return (*to_ntuple(self.patch_size, 4, "patch_size")[:3], 1), (*img[:3], None)

@@ -88,7 +88,7 @@ class SwiFTv2Config:
     mup: bool = False
     mup_base_width: int = 36  # embed_dim at which µP learning rates equal the base LR
 
-    def input_rule(self) -> tuple[tuple[int, ...], tuple]:
+    def grid_rule(self) -> tuple[tuple[int, ...], tuple]:
         """``(grid_multiple, required_shape)``: D, H, W divisible by patch × 2^(stages-1),
         T divisible by the time patch."""
         patch = to_ntuple(self.patch_size, 4, "patch_size")
@@ -267,7 +267,7 @@ class SwiFTv2(Swin4DEncoderMixin, nn.Module):
             raise ValueError(f"drop_path_rate ({cfg.drop_path_rate}) must be in [0, 1)")
         if cfg.mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio ({cfg.mlp_ratio}) must be > 0")
-        grid_multiple, required = cfg.input_rule()
+        grid_multiple, required = cfg.grid_rule()
         for axis, s, m in zip("DHWT", img_size, grid_multiple, strict=True):
             if s % m:
                 raise ValueError(f"img_size {axis} ({s}) must be divisible by {m} "

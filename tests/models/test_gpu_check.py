@@ -16,7 +16,8 @@ def test_gpu_check_dry_run(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "OUT"}
     proc = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "gpu_check.py"), "--dry-run",
-         "--presets", "swift_v2_test", "--max-batch", "2", "--json", str(out)],
+         "--presets", "swift_v2_test", "--max-batch", "2", "--warmup", "0", "--repeats", "1",
+         "--json", str(out)],
         capture_output=True, text=True, timeout=120, env=env, check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
