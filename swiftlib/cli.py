@@ -62,6 +62,41 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_run(args) -> int:
+    from swiftlib.runner import format_parameters, notebook_parameters, run_notebook
+
+    if args.list_params:
+        print(f"parameters of {args.notebook}:")
+        print(format_parameters(notebook_parameters(args.notebook)))
+        return 0
+    out = run_notebook(args.notebook, run_dir=args.out, params_file=args.params_file, cli_values=args.param,
+                       cell_timeout=args.cell_timeout or None, kernel_name=args.kernel, log_output=not args.quiet,
+                       progress=not args.quiet, html=not args.no_html)
+    print(f"run dir:  {out.run_dir}")
+    print(f"notebook: {out.executed}")
+    if out.html:
+        print(f"html:     {out.html}")
+    if out.results_path:
+        print(f"results:  {out.results_path}")
+    if out.status != "ok":
+        print(f"\nswiftlib run: {args.notebook} FAILED after {out.seconds:.1f} s", file=sys.stderr)
+        if out.failed_cell is not None:
+            print(f"failing cell: {out.failed_cell}", file=sys.stderr)
+        if out.failed_source:
+            print("\n".join("    " + line for line in out.failed_source.splitlines()[:15]), file=sys.stderr)
+        if out.traceback:
+            print("\n".join(out.traceback.splitlines()[-25:]), file=sys.stderr)
+        print(f"error: {out.error}", file=sys.stderr)
+        print(f"partial executed notebook kept: {out.executed}", file=sys.stderr)
+        return 1
+    metrics = out.results.get("metrics", {})
+    if metrics:
+        print("metrics:  " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                       for k, v in list(metrics.items())[:12]))
+    print(f"ok in {out.seconds:.1f} s")
+    return 0
+
+
 def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
@@ -110,6 +145,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("path", type=Path)
     s.add_argument("--verify", choices=["size", "checksum", "none"], default="size", help="store check (default size)")
     s.set_defaults(func=_cmd_info)
+
+    s = sub.add_parser("run", help="run a notebook headless (papermill) with checked parameters",
+                       description="Execute NOTEBOOK with papermill into RUN_DIR (executed notebook, HTML, "
+                                   "results.json). Unknown or ill-typed parameters are refused before running.")
+    s.add_argument("notebook", type=Path, help="a notebook, e.g. notebooks/02_pretrain/01_pretrain_simmim.ipynb")
+    s.add_argument("-f", "--params-file", type=Path, help="YAML parameters (flat, or one section per notebook)")
+    s.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                   help="set a parameter (VALUE parsed as YAML unless the parameter is a string); repeatable")
+    s.add_argument("-o", "--out", type=Path, help="run directory (default papermill_runs/<stage>/<time>-<notebook>/)")
+    s.add_argument("--cell-timeout", type=int, default=0, help="seconds per cell, 0 = none (default 0)")
+    s.add_argument("--kernel", default="python3", help="Jupyter kernel (default python3)")
+    s.add_argument("--no-html", action="store_true", help="skip the HTML export")
+    s.add_argument("--list-params", action="store_true", help="print the notebook's parameters and exit")
+    s.add_argument("-q", "--quiet", action="store_true", help="no cell output streaming, no progress bar")
+    s.set_defaults(func=_cmd_run)
 
     s = sub.add_parser("demo", help="run the whole pipeline on the synthetic cohort and print a summary",
                        description="Run every pipeline stage headless on the synthetic cohort.")

@@ -1,0 +1,138 @@
+"""What every notebook needs besides the science: set-up, paths, run directories, results.
+
+Notebooks stay thin (no ``def``/``class``); the little logic they share lives here::
+
+    from swiftlib import notebook as nb
+    nb.setup()                                   # logging into the notebook, plotly renderer
+    store_path = nb.resolve(store_path)          # relative paths are relative to the project
+    run_dir = nb.run_dir(run_dir, "pretrain")    # "" (interactive) -> papermill_runs/interactive/…
+    ...
+    nb.save_results(run_dir, "pretrain", metrics=..., artifacts=...)   # rank 0 writes results.json
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import warnings
+from datetime import datetime
+from pathlib import Path
+
+__all__ = ["setup", "project_root", "resolve", "run_dir", "is_rank_zero", "elapsed", "save_results"]
+
+log = logging.getLogger(__name__)
+
+_T0 = time.perf_counter()
+
+#: Warnings that say nothing useful to a notebook reader on CPU / tiny data.
+_QUIET = (
+    r".*does not have many workers.*",
+    r".*The number of training batches .* is smaller than the logging interval.*",
+    r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",
+    r".*GPU available but not used.*",
+    r".*torch.cuda.amp.*",
+    r".*LeafSpec.*",
+)
+
+
+def setup(level: int = logging.INFO, quiet_warnings: bool = True) -> str:
+    """Route swiftlib's log messages into the notebook (stdout), choose a plotly renderer
+    that works in JupyterLab *and* in the HTML export, hide warnings that do not matter
+    on CPU smoke runs, and return ``swiftlib.__version__``."""
+    global _T0
+    from swiftlib import __version__
+
+    _T0 = time.perf_counter()
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    for name in ("swiftlib",):
+        lg = logging.getLogger(name)
+        lg.handlers[:] = [handler]
+        lg.setLevel(level)
+        lg.propagate = False
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    if quiet_warnings:
+        for pattern in _QUIET:
+            warnings.filterwarnings("ignore", message=pattern)
+    try:  # inline figures for Figure objects returned by swiftlib.viz (registers IPython's formatters)
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        if shell is not None and getattr(shell, "kernel", None) is not None:
+            shell.run_line_magic("matplotlib", "inline")
+    except ImportError:  # pragma: no cover - IPython comes with ipykernel
+        pass
+    try:
+        import plotly.io as pio
+
+        # the mimetype shows in JupyterLab; "notebook" embeds plotly.js once so the
+        # executed notebook's HTML export shows the figures offline (compute nodes, email)
+        pio.renderers.default = "plotly_mimetype+notebook"
+    except ImportError:  # pragma: no cover - plotly is a core dependency
+        pass
+    return __version__
+
+
+def project_root(start=None) -> Path:
+    """The swiftlib checkout above ``start`` (default: the working directory): the first
+    folder holding both ``pyproject.toml`` and ``notebooks/``; ``$SWIFTLIB_ROOT`` wins;
+    the working directory when there is none (e.g. a run from ``$SCRATCH``)."""
+    if os.environ.get("SWIFTLIB_ROOT"):
+        return Path(os.environ["SWIFTLIB_ROOT"]).resolve()
+    here = Path(start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / "pyproject.toml").is_file() and (d / "notebooks").is_dir():
+            return d
+    return here
+
+
+def resolve(path: str) -> str:
+    """A notebook path parameter as an absolute path: relative paths are relative to the
+    project root (so a notebook opened from ``notebooks/02_pretrain/`` in JupyterLab finds
+    ``data/demo/…`` like a headless run from the repository does); ``""`` stays ``""``."""
+    if not path:
+        return ""
+    p = Path(os.path.expandvars(os.path.expanduser(str(path))))
+    return str(p if p.is_absolute() else project_root() / p)
+
+
+def run_dir(run_dir: str, stage: str) -> Path:
+    """The run directory: the ``run_dir`` parameter (``swiftlib run`` fills it in), or for
+    an interactive session ``papermill_runs/interactive/<stage>/<timestamp>``; created."""
+    if run_dir:
+        out = Path(resolve(run_dir))
+    else:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = project_root() / "papermill_runs" / "interactive" / stage / stamp
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def is_rank_zero() -> bool:
+    """True outside distributed runs and on global rank 0 (SLURM, torchrun)."""
+    for var in ("RANK", "SLURM_PROCID"):
+        if var in os.environ:
+            try:
+                return int(os.environ[var]) == 0
+            except ValueError:
+                return True
+    return True
+
+
+def elapsed() -> float:
+    """Seconds since :func:`setup`."""
+    return time.perf_counter() - _T0
+
+
+def save_results(run_dir, kind: str, metrics: dict | None = None, parameters: dict | None = None,
+                 artifacts: dict | None = None, timings: dict | None = None, **kw):
+    """:func:`swiftlib.results.save_results` on rank 0 only (other ranks return None), with
+    ``timings["total_s"]`` from :func:`setup` unless given."""
+    from swiftlib.results import save_results as _save
+
+    if not is_rank_zero():
+        return None
+    timings = {"total_s": elapsed(), **(timings or {})}
+    return _save(run_dir, kind, metrics=metrics, parameters=parameters, artifacts=artifacts, timings=timings, **kw)
