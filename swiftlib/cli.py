@@ -54,9 +54,19 @@ def _cmd_info(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from swiftlib.demo import format_summary, run_demo
+    from swiftlib.demo import DemoError, format_summary, run_demo
 
-    stages = run_demo(args.out, num_subjects=args.subjects, seed=args.seed, progress=not args.quiet)
+    def announce(i, n, stage):
+        print(f"[{i}/{n}] {stage.name}: {stage.notebook}", flush=True)
+
+    try:
+        stages = run_demo(args.out, runs_dir=args.runs_dir, num_subjects=args.subjects, seed=args.seed,
+                          progress=not args.quiet, log_output=args.stream, on_stage=announce)
+    except DemoError as e:
+        print("\nswiftlib demo — summary (FAILED)")
+        print(format_summary(e.stages))
+        print(f"\nswiftlib demo: {e}", file=sys.stderr)
+        return 1
     print("\nswiftlib demo — summary")
     print(format_summary(stages))
     return 0
@@ -81,7 +91,7 @@ def _cmd_run(args) -> int:
     if out.status != "ok":
         print(f"\nswiftlib run: {args.notebook} FAILED after {out.seconds:.1f} s", file=sys.stderr)
         if out.failed_cell is not None:
-            print(f"failing cell: {out.failed_cell}", file=sys.stderr)
+            print(f"failing cell: {out.failed_cell} (index in the executed notebook)", file=sys.stderr)
         if out.failed_source:
             print("\n".join("    " + line for line in out.failed_source.splitlines()[:15]), file=sys.stderr)
         if out.traceback:
@@ -163,9 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("demo", help="run the whole pipeline on the synthetic cohort and print a summary",
                        description="Run every pipeline stage headless on the synthetic cohort.")
-    s.add_argument("--out", type=Path, default=Path("data/demo"), help="output folder (default data/demo)")
+    s.add_argument("--out", type=Path, default=Path("data/demo"), help="data folder (default data/demo)")
+    s.add_argument("--runs-dir", type=Path, default=Path("papermill_runs/demo"),
+                   help="executed notebooks, checkpoints and results.json (default papermill_runs/demo)")
     s.add_argument("--subjects", type=int, default=40, help="synthetic subjects (default 40)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--stream", action="store_true", help="stream every cell's output to the log")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_demo)
     return p

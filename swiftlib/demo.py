@@ -1,22 +1,76 @@
-"""``swiftlib demo``: the whole pipeline on the synthetic cohort, headless, with a summary.
+"""``swiftlib demo``: the whole pipeline on the synthetic cohort, headless, through the notebooks.
 
-Stages that exist so far: synthesise the cohort (store + a NIfTI export of a few subjects),
-preprocess that export through the real-data path, and check both stores agree. Later
-stages (pretraining, fine-tuning, interpretation) are appended here as they land.
+Each stage is one notebook run with ``swiftlib run`` (:func:`swiftlib.runner.run_notebook`)
+with the CPU demo preset (``notebooks/params/cpu_demo.yaml``) and the demo's paths; the
+stages chain through those paths (the store made first feeds pretraining, the pretrained
+checkpoint feeds fine-tuning, the fine-tuned checkpoint feeds evaluation). Layout::
+
+    data/demo/store_synthetic/        the cohort (+ ground_truth/)
+    data/demo/synthetic_bids/         a NIfTI export of a few subjects
+    data/demo/store_from_nifti/       that export preprocessed (must equal the cohort bit for bit)
+    data/demo/splits/                 the subject-level split every stage reuses
+    papermill_runs/demo/<stage>/      executed notebook, HTML, results.json (+ checkpoints/, tensorboard/)
+
+Later stages (tuning, few-shot, interpretation) are one more row in :data:`STAGES`.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-__all__ = ["DemoStage", "run_demo", "format_summary"]
+__all__ = ["DemoStage", "Stage", "STAGES", "DemoError", "run_demo", "format_summary"]
 
 log = logging.getLogger(__name__)
+
+PARAMS_FILE = "notebooks/params/cpu_demo.yaml"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One demo stage: a notebook, its run folder under the runs dir, parameter values
+    (``{data}``, ``{runs}``, ``{subjects}``, ``{seed}`` are filled in), the metrics shown in the
+    summary, and metric values the demo requires (a check, not just a number)."""
+
+    name: str
+    notebook: str
+    run: str
+    params: dict = field(default_factory=dict)
+    show: tuple[str, ...] = ()
+    require: dict = field(default_factory=dict)
+
+
+_NB = "notebooks"
+STAGES: list[Stage] = [
+    Stage("synthesise cohort", f"{_NB}/01_data/01_make_synthetic_cohort.ipynb", "make_cohort",
+          {"out_dir": "{data}/store_synthetic", "export_nifti_dir": "{data}/synthetic_bids",
+           "num_subjects": "{subjects}", "seed": "{seed}"}, ("data/num_subjects", "data/size_mb")),
+    Stage("preprocess NIfTI export", f"{_NB}/01_data/02_preprocess_nifti.ipynb", "preprocess",
+          {"input_path": "{data}/synthetic_bids", "out_dir": "{data}/store_from_nifti",
+           "phenotype": "{data}/synthetic_bids/participants.tsv", "compare_to_store": "{data}/store_synthetic"},
+          ("data/written", "data/failed", "data/identical_to_reference"), {"data/identical_to_reference": 1.0}),
+    Stage("explore cohort", f"{_NB}/01_data/03_explore_cohort.ipynb", "explore",
+          {"store_path": "{data}/store_synthetic"}, ("data/coupling_sex0", "data/coupling_sex1")),
+    Stage("pretrain (SimMIM)", f"{_NB}/02_pretrain/01_pretrain_simmim.ipynb", "pretrain",
+          {"store_path": "{data}/store_synthetic", "splits_dir": "{data}/splits", "seed": "{seed}"},
+          ("val/recon_loss", "val/recon_ratio")),
+    Stage("fine-tune (sex)", f"{_NB}/03_downstream/01_finetune.ipynb", "finetune",
+          {"store_path": "{data}/store_synthetic", "splits_dir": "{data}/splits", "seed": "{seed}",
+           "init_from": "{runs}/pretrain/checkpoints/best.ckpt"}, ("val/auroc", "test/auroc")),
+    Stage("evaluate (test split)", f"{_NB}/03_downstream/02_evaluate.ipynb", "evaluate",
+          {"checkpoint": "{runs}/finetune/checkpoints/best.ckpt"}, ("test/auroc", "test/acc", "test/num_subjects")),
+]
+
+
+class DemoError(RuntimeError):
+    """A stage failed; ``stages`` holds the summary rows so far (the failed one last)."""
+
+    def __init__(self, message: str, stages: list):
+        super().__init__(message)
+        self.stages = stages
 
 
 @dataclass
@@ -25,49 +79,76 @@ class DemoStage:
     seconds: float
     metrics: dict = field(default_factory=dict)
     path: str = ""
+    status: str = "ok"
 
 
-def run_demo(out_dir="data/demo", num_subjects: int = 40, export_subjects: int = 8, seed: int = 0,
-             progress: bool = True) -> list[DemoStage]:
-    """Run every available stage into ``out_dir``; returns one :class:`DemoStage` per stage."""
-    from swiftlib.data.preprocess import preprocess
-    from swiftlib.data.store import open_store
-    from swiftlib.data.synthetic import SyntheticConfig, make_synthetic_cohort
+def _fill(value, ctx: dict):
+    if not isinstance(value, str):
+        return value
+    whole = re.fullmatch(r"\{(\w+)\}", value)
+    if whole and whole.group(1) in ctx:
+        return ctx[whole.group(1)]  # keep the type (an int stays an int)
+    return value.format(**ctx)
 
-    out = Path(out_dir)
-    stages: list[DemoStage] = []
 
-    t0 = time.perf_counter()
-    cfg = SyntheticConfig(num_subjects=num_subjects, seed=seed)
-    store = make_synthetic_cohort(out / "store_synthetic", config=cfg, export_nifti=out / "synthetic_bids",
-                                  export_subjects=export_subjects, progress=progress)
-    s = store.summary()
-    stages.append(DemoStage("synthesise cohort", time.perf_counter() - t0,
-                            {"subjects": s["subjects"], "grid": "x".join(map(str, s["grid"])),
-                             "MB": round(s["bytes_on_disk"] / 1e6, 1)}, str(store.root)))
+def _short(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3g}" if not v.is_integer() else str(int(v))
+    return str(v)
 
-    t0 = time.perf_counter()
-    pcfg = cfg.preprocess_config()
-    report = preprocess(out / "synthetic_bids", out / "store_from_nifti", phenotype=out / "synthetic_bids" / "participants.tsv",
-                        dataset="synthetic", config=pcfg, progress=progress)
-    if not report.ok:
-        raise RuntimeError(f"demo preprocessing failed for {report.failed}")
-    pre = open_store(out / "store_from_nifti")
-    # the real-data path must reproduce the synthetic store bit for bit
-    sid = pre.subject_ids[0]
-    identical = bool(np.array_equal(pre.read_subject(sid), store.read_subject(sid)))
-    stages.append(DemoStage("preprocess NIfTI export", time.perf_counter() - t0,
-                            {"written": len(report.written), "skipped": len(report.skipped),
-                             "failed": len(report.failed), "identical_to_synthetic": identical}, str(pre.root)))
-    return stages
+
+def run_demo(out_dir="data/demo", runs_dir="papermill_runs/demo", num_subjects: int = 40, seed: int = 0,
+             stages: list[Stage] | None = None, params_file=PARAMS_FILE, progress: bool = True,
+             log_output: bool = False, on_stage=None) -> list[DemoStage]:
+    """Run ``stages`` (default :data:`STAGES`) in order; returns one :class:`DemoStage` row per
+    stage. Raises :class:`DemoError` at the first failing stage (its notebook is kept)."""
+    from swiftlib.notebook import project_root
+    from swiftlib.runner import run_notebook
+
+    root = project_root()
+    if not (root / "notebooks").is_dir():  # run from elsewhere: the checkout swiftlib is installed from
+        import swiftlib
+
+        root = Path(swiftlib.__file__).resolve().parent.parent
+    ctx = {"data": str(Path(out_dir)), "runs": str(Path(runs_dir)), "subjects": int(num_subjects), "seed": int(seed)}
+    rows: list[DemoStage] = []
+    plan = STAGES if stages is None else stages
+    for i, st in enumerate(plan, start=1):
+        notebook = root / st.notebook
+        if not notebook.is_file():
+            raise FileNotFoundError(f"{notebook} not found; run swiftlib demo from a swiftlib checkout "
+                                    "(the notebooks are not part of the installed package)")
+        if on_stage is not None:
+            on_stage(i, len(plan), st)
+        log.info("demo stage %d/%d: %s (%s)", i, len(plan), st.name, st.notebook)
+        pfile = root / params_file if params_file else None
+        t0 = time.perf_counter()
+        out = run_notebook(notebook, run_dir=Path(runs_dir) / st.run,
+                           parameters={k: _fill(v, ctx) for k, v in st.params.items()},
+                           params_file=pfile if pfile is not None and pfile.is_file() else None,
+                           log_output=log_output, progress=progress)
+        seconds = time.perf_counter() - t0
+        metrics = out.results.get("metrics", {})
+        shown = {k.split("/", 1)[-1] if k.startswith("data/") else k: _short(metrics.get(k)) for k in st.show}
+        row = DemoStage(st.name, seconds, shown, str(out.html or out.executed), out.status)
+        rows.append(row)
+        missing = {k: v for k, v in st.require.items() if metrics.get(k) != v}
+        if out.status != "ok" or missing:
+            row.status = "FAILED"
+            why = out.error if out.status != "ok" else f"required {missing}, got { {k: metrics.get(k) for k in missing} }"
+            raise DemoError(f"demo stage {st.name!r} failed: {why}; see {out.executed}", rows)
+    return rows
 
 
 def format_summary(stages: list[DemoStage]) -> str:
-    rows = [("stage", "wall s", "key metrics", "path")]
+    rows = [("stage", "wall s", "status", "key metrics", "executed notebook (HTML)")]
     for st in stages:
         metrics = ", ".join(f"{k}={v}" for k, v in st.metrics.items())
-        rows.append((st.name, f"{st.seconds:.1f}", metrics, st.path))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        rows.append((st.name, f"{st.seconds:.1f}", st.status, metrics, st.path))
+    total = sum(st.seconds for st in stages)
+    rows.append(("total", f"{total:.1f}", "", "", ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.insert(len(lines) - 1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

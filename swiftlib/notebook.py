@@ -129,10 +129,19 @@ def elapsed() -> float:
 def save_results(run_dir, kind: str, metrics: dict | None = None, parameters: dict | None = None,
                  artifacts: dict | None = None, timings: dict | None = None, **kw):
     """:func:`swiftlib.results.save_results` on rank 0 only (other ranks return None), with
-    ``timings["total_s"]`` from :func:`setup` unless given."""
+    ``timings["total_s"]`` from :func:`setup` unless given; timings that ``fit`` wrote to
+    the same run directory (``fit_s``, ``eval_s``) are kept."""
     from swiftlib.results import save_results as _save
+    from swiftlib.utils.io import read_json
 
     if not is_rank_zero():
         return None
-    timings = {"total_s": elapsed(), **(timings or {})}
+    earlier = Path(run_dir) / "results.json"
+    kept = {}
+    if earlier.is_file():
+        try:
+            kept = {k: v for k, v in (read_json(earlier).get("timings") or {}).items() if k != "total_s"}
+        except ValueError:
+            kept = {}
+    timings = {**kept, "total_s": elapsed(), **(timings or {})}
     return _save(run_dir, kind, metrics=metrics, parameters=parameters, artifacts=artifacts, timings=timings, **kw)

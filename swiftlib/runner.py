@@ -180,6 +180,11 @@ def coerce_value(param: NotebookParameter, value: Any, from_text: bool = False) 
             value = yaml.safe_load(value)
         except yaml.YAMLError:
             pass
+        if t == "float" and isinstance(value, str):  # YAML 1.1 reads "1e-4" as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
     ok = True
     if t == "int":
         ok = isinstance(value, int) and not isinstance(value, bool)
@@ -282,13 +287,15 @@ def _failure(nb_path: Path, exc: BaseException) -> tuple[int | None, str | None,
     message = f"{ename}: {evalue}" if ename else f"{type(exc).__name__}: {exc}"
     trace = _ANSI.sub("", "\n".join(tb) if isinstance(tb, list) else str(tb or ""))
     source = None
-    try:
+    try:  # the saved notebook is what the user opens: index and source from there
         nb = nbformat.read(str(nb_path), as_version=4)
-        if index is None:  # e.g. a timeout: the first cell left unfinished
-            index = next((i for i, c in enumerate(nb.cells) if c.cell_type == "code"
-                          and (c.get("metadata", {}).get("papermill", {}) or {}).get("status") == "running"), None)
-        if index is not None and 0 <= index < len(nb.cells):
-            source = nb.cells[index].source
+        code = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+        hit = next((i for i, c in code if any(o.get("output_type") == "error" for o in c.get("outputs", []))), None)
+        if hit is None:  # e.g. a timeout: the cell left running
+            hit = next((i for i, c in code
+                        if (c.get("metadata", {}).get("papermill", {}) or {}).get("status") == "running"), None)
+        if hit is not None:
+            index, source = hit, nb.cells[hit].source
     except Exception:  # noqa: BLE001 - the partial notebook may be unreadable; the error still stands
         pass
     return index, source, message.strip(), trace
@@ -392,7 +399,7 @@ def _finish_results(run_dir: Path, notebook: Path, kind: str, parameters: dict, 
     if outcome.status == "failed":
         doc["status"] = "failed"
         cell = f"cell {outcome.failed_cell}: " if outcome.failed_cell is not None else ""
-        doc["error"] = f"{cell}{outcome.error}" if doc.get("error") != outcome.error else outcome.error
+        doc["error"] = f"{cell}{outcome.error}"
     return atomic_write_json(path, doc)
 
 

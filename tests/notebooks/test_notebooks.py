@@ -1,0 +1,182 @@
+"""The stage notebooks: house rules on the committed files, and the whole chain executed
+through ``swiftlib run`` (via the demo's stage table) with the CI-sized preset."""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from swiftlib.runner import TYPES, notebook_parameters, resolve_parameters
+
+ROOT = Path(__file__).resolve().parents[2]
+PARAMS_DIR = ROOT / "notebooks" / "params"
+
+
+def _committed_notebooks() -> list[Path]:
+    try:
+        out = subprocess.run(["git", "ls-files", "notebooks/*.ipynb", "notebooks/**/*.ipynb"], cwd=ROOT,
+                             capture_output=True, text=True, check=True).stdout.split()
+        files = sorted({ROOT / f for f in out if (ROOT / f).exists()})
+    except (OSError, subprocess.CalledProcessError):
+        files = []
+    return files or sorted((ROOT / "notebooks").glob("0*/*.ipynb"))
+
+
+NOTEBOOKS = _committed_notebooks()
+LINE = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*): (?P<type>\w+) = (?P<value>.+?)  # (?P<help>\S.*)$")
+
+
+def _id(p: Path) -> str:
+    return str(p.relative_to(ROOT / "notebooks"))
+
+
+def test_there_are_stage_notebooks():
+    names = {_id(p) for p in NOTEBOOKS}
+    for expected in ("01_data/01_make_synthetic_cohort.ipynb", "01_data/02_preprocess_nifti.ipynb",
+                     "01_data/03_explore_cohort.ipynb", "02_pretrain/01_pretrain_simmim.ipynb",
+                     "03_downstream/01_finetune.ipynb", "03_downstream/02_evaluate.ipynb"):
+        assert expected in names
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_id)
+def test_committed_notebook_follows_the_house_rules(path):
+    assert re.fullmatch(r"\d\d_[a-z0-9]+(_[a-z0-9]+)*\.ipynb", path.name), "name: NN_verb[_object].ipynb"
+    nb = nbformat.read(str(path), as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    # outputs stripped
+    assert all(c.outputs == [] and c.execution_count is None for c in code), "outputs must be stripped"
+    # no def / class: logic lives in the package
+    for c in code:
+        tree = ast.parse(c.source)
+        assert not [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))], \
+            f"def/class in a notebook cell:\n{c.source[:200]}"
+    # title first, one parameters cell of typed literals with comments, derived values after it
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
+    cell = nb.cells[tagged[0]]
+    names = []
+    for line in cell.source.splitlines():
+        m = LINE.match(line)
+        assert m, f"parameter line must read 'name: type = literal  # help': {line!r}"
+        assert m["type"] in TYPES and "=" not in m["help"], line  # papermill cannot read '=' in the help
+        ast.literal_eval(m["value"])
+        names.append(m["name"])
+    params = notebook_parameters(path)
+    assert list(params) == names, "papermill must read every parameter"
+    assert "run_dir" in params and params["run_dir"].default == ""
+    # imports print the version; the last code cell saves results
+    assert any("nb.setup()" in c.source or "__version__" in c.source for c in code[:2])
+    assert "save_results(" in code[-1].source
+
+
+def test_notebooks_match_their_generator():
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "make_notebooks.py"), "--check"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.parametrize("preset", sorted(PARAMS_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_params_presets_name_existing_notebooks_and_valid_values(preset):
+    doc = yaml.safe_load(preset.read_text())
+    by_stem = {p.stem: p for p in NOTEBOOKS}
+    assert doc and all(k in by_stem for k in doc), f"sections must be notebook names: {sorted(doc)}"
+    for stem, values in doc.items():
+        resolve_parameters(by_stem[stem], file_values=values or {})  # raises on unknown/ill-typed
+
+
+def test_cpu_demo_preset_equals_the_notebook_defaults():
+    doc = yaml.safe_load((PARAMS_DIR / "cpu_demo.yaml").read_text())
+    by_stem = {p.stem: p for p in NOTEBOOKS}
+    for stem, values in doc.items():
+        params = notebook_parameters(by_stem[stem])
+        for k, v in values.items():
+            assert params[k].default == v, f"{stem}.{k}: default {params[k].default!r}, cpu_demo.yaml {v!r}"
+
+
+# ---------------------------------------------------------------------------------------
+# The chain, executed (CI preset: 12 subjects at 8 mm, swift_v2_test, a few steps)
+# ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    from swiftlib.demo import run_demo
+
+    root = tmp_path_factory.mktemp("chain")
+    rows = run_demo(root / "data", runs_dir=root / "runs", num_subjects=12, seed=0,
+                    params_file="notebooks/params/ci.yaml", progress=False)
+    return root, rows
+
+
+def _results(chain, stage):
+    root, _ = chain
+    doc = json.loads((root / "runs" / stage / "results.json").read_text())
+    assert doc["status"] == "ok" and doc["error"] is None, doc["error"]
+    nb = nbformat.read(str(root / "runs" / stage / Path(doc["notebook"]).name), as_version=4)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    assert (root / "runs" / stage / doc["artifacts"]["html"]).stat().st_size > 10_000
+    return doc
+
+
+def test_chain_summary_lists_every_stage(chain):
+    from swiftlib.demo import STAGES, format_summary
+
+    _, rows = chain
+    assert [r.name for r in rows] == [s.name for s in STAGES] and all(r.status == "ok" for r in rows)
+    table = format_summary(rows)
+    assert "evaluate (test split)" in table and "total" in table and ".html" in table
+
+
+def test_chain_data_stages(chain):
+    make = _results(chain, "make_cohort")
+    assert make["kind"] == "data" and make["metrics"]["data/num_subjects"] == 12
+    assert 0.5 < make["metrics"]["data/size_mb"] < 20
+    assert make["parameters"]["num_subjects"] == 12 and make["parameters"]["voxel_size"] == 8.0  # from ci.yaml
+    pre = _results(chain, "preprocess")
+    assert pre["metrics"]["data/written"] == 3 and pre["metrics"]["data/failed"] == 0
+    assert pre["metrics"]["data/identical_to_reference"] == 1.0  # the NIfTI path reproduces the store bit for bit
+    explore = _results(chain, "explore")
+    m = explore["metrics"]
+    # the planted sex signal (coupling 0.9 vs 0.0) is visible in the raw time series
+    assert m["data/coupling_sex1"] > 0.5 and abs(m["data/coupling_sex0"]) < 0.4 and m["data/num_sites"] == 3
+
+
+def test_chain_pretrain(chain):
+    root, _ = chain
+    doc = _results(chain, "pretrain")
+    m = doc["metrics"]
+    assert doc["kind"] == "pretrain" and doc["monitor"] == "val/recon_loss"
+    assert 0 < m["val/recon_loss"] < 2 and 0.3 < m["val/recon_ratio"] < 1.2
+    assert m["val/recon_ratio"] == pytest.approx(m["val/recon_loss"] / m["val/mean_predictor_loss"], rel=1e-3)
+    run = root / "runs" / "pretrain"
+    assert doc["artifacts"]["best_checkpoint"] == "checkpoints/best.ckpt" and (run / "checkpoints" / "best.ckpt").exists()
+    assert (run / "reconstructions.pt").exists() and list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert doc["config"]["task"]["model"] == "swift_v2_test" and doc["parameters"]["max_epochs"] == 2
+    assert doc["timings"]["fit_s"] > 0 and doc["timings"]["notebook_s"] >= doc["timings"]["total_s"] * 0.5
+
+
+def test_chain_finetune_and_evaluate_agree(chain):
+    root, _ = chain
+    ft = _results(chain, "finetune")
+    assert ft["kind"] == "finetune" and ft["monitor"] == "val/auroc"
+    assert ft["config"]["task"]["init_from"] == str(root / "runs" / "pretrain" / "checkpoints" / "best.ckpt")
+    assert ft["metrics"]["test/num_subjects"] == 2.0 and 0 <= ft["metrics"]["val/acc"] <= 1
+    ev = _results(chain, "evaluate")
+    # the evaluation notebook re-scores the best checkpoint on the same test subjects
+    assert ev["metrics"]["test/num_subjects"] == 2.0
+    for key in ("test/loss", "test/acc", "test/balanced_acc"):
+        assert ev["metrics"][key] == pytest.approx(ft["metrics"][key], abs=1e-4), key
+    auc_ft, auc_ev = ft["metrics"].get("test/auroc"), ev["metrics"].get("test/auroc")
+    assert (auc_ft is None and auc_ev is None) or math.isclose(auc_ft, auc_ev, abs_tol=1e-4)
+    assert [r["site"] for r in ev["by_site"]] and sum(r["num_subjects"] for r in ev["by_site"]) == 2
+    assert (root / "runs" / "evaluate" / "predictions_test.csv").exists()
