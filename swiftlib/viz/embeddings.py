@@ -1,0 +1,187 @@
+"""Embeddings in 2D: PCA / UMAP projections as interactive plotly scatters, and an
+ipywidgets explorer (colour-by, projection, level, split) that falls back to static
+plotly figures when there is no live kernel (papermill, ``swiftlib run``, CI)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+__all__ = ["PROJECTIONS", "project", "plot_embedding", "plot_probe_scores", "widgets_available",
+           "embedding_explorer"]
+
+log = logging.getLogger(__name__)
+
+PROJECTIONS = ("pca", "umap")
+_HOVER = ("subject_id", "participant_id", "site", "dataset", "window_start")
+
+
+def project(df, method: str = "pca", prefix: str = "emb", seed: int = 0, n_neighbors: int = 15):
+    """``(N, 2)`` projection of the embedding columns: PCA (standardised features) or UMAP.
+    UMAP's ``n_neighbors`` is capped at N − 1 for small tables."""
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    from swiftlib.interpret.embeddings import embedding_matrix
+
+    if method not in PROJECTIONS:
+        raise ValueError(f"method={method!r}: expected one of {PROJECTIONS}")
+    X = StandardScaler().fit_transform(embedding_matrix(df, prefix))
+    if len(X) < 3:
+        raise ValueError(f"{len(X)} rows: a 2D projection needs at least 3")
+    if method == "pca":
+        return PCA(n_components=2, random_state=seed).fit_transform(X)
+    import umap
+
+    reducer = umap.UMAP(n_components=2, n_neighbors=int(min(n_neighbors, len(X) - 1)), random_state=seed)
+    return reducer.fit_transform(X)
+
+
+def plot_embedding(df, color: str | None = "site", method: str = "pca", prefix: str = "emb", coords=None,
+                   title=None, output_file=None, seed: int = 0):
+    """Plotly scatter of a 2D projection; hover shows subject, site, dataset and every label.
+
+    ``color``: any column (categorical or continuous; None = one colour). ``coords``: a
+    precomputed ``(N, 2)`` projection (skips :func:`project`). ``output_file``: ``.html``
+    (interactive) or an image path (needs kaleido).
+    """
+    import pandas as pd
+    import plotly.express as px
+
+    if color is not None and color not in df.columns:
+        raise ValueError(f"color={color!r} is not a column of the table; choose one of {list(df.columns)[:12]}…")
+    xy = project(df, method, prefix, seed) if coords is None else np.asarray(coords)
+    axis = {"pca": "PC", "umap": "UMAP "}[method]
+    plot_df = pd.DataFrame({f"{axis}1": xy[:, 0], f"{axis}2": xy[:, 1]})
+    label_cols = [c for c in df.columns if not c.startswith(("emb_", "s0_", "s1_", "s2_", "s3_"))
+                  and c not in ("num_windows",)]
+    for c in label_cols:
+        plot_df[c] = df[c].to_numpy()
+    col = None
+    if color is not None:
+        col = color
+        if plot_df[color].dtype.kind in "iub" and plot_df[color].nunique() <= 10:  # classes as categories
+            plot_df[color] = plot_df[color].astype(str)
+    hover = [c for c in label_cols if c in _HOVER or c not in ("dataset",)]
+    fig = px.scatter(plot_df, x=f"{axis}1", y=f"{axis}2", color=col, hover_data=hover,
+                     title=title or f"{method.upper()} of {len(df)} embeddings" + (f", colour = {color}" if color else ""))
+    fig.update_traces(marker=dict(size=8, line=dict(width=0.5, color="white")))
+    fig.update_layout(height=460, margin=dict(l=40, r=20, t=50, b=40))
+    if output_file:
+        if str(output_file).endswith(".html"):
+            fig.write_html(output_file)
+        else:
+            fig.write_image(output_file)
+    return fig
+
+
+def plot_probe_scores(probes, leakage: dict | None = None, title=None, output_file=None):
+    """Bars of :func:`~swiftlib.interpret.embeddings.probe_scores` (chance as a dashed line)
+    and, when given, the site-leakage balanced accuracy against its chance level."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for probe, d in probes.groupby("probe"):
+        fig.add_trace(go.Bar(x=[f"{r.label} ({r.metric})" for r in d.itertuples()], y=d["score"], name=f"{probe} probe"))
+    if leakage and leakage.get("balanced_acc") == leakage.get("balanced_acc"):  # not NaN
+        fig.add_trace(go.Bar(x=["site (balanced acc)"], y=[leakage["balanced_acc"]], name="site leakage",
+                             marker_color="firebrick"))
+        fig.add_trace(go.Scatter(x=["site (balanced acc)"], y=[leakage["chance"]], mode="markers",
+                                 marker=dict(symbol="line-ew-open", size=40, color="black"), name="site chance"))
+    fig.add_hline(y=0.5, line_dash="dash", annotation_text="AUROC chance", line_color="grey")
+    fig.update_layout(barmode="group", title=title or "What the embedding encodes (cross-validated)",
+                      yaxis_title="score", height=380, margin=dict(l=40, r=20, t=50, b=40))
+    if output_file:
+        fig.write_html(output_file)
+    return fig
+
+
+def widgets_available() -> bool:
+    """True when ipywidgets can render: importable and running in a live kernel that has a
+    front end (not papermill / nbconvert / plain Python)."""
+    import os
+
+    if os.environ.get("PAPERMILL_EXECUTION") or os.environ.get("SWIFTLIB_HEADLESS"):
+        return False
+    try:
+        import ipywidgets  # noqa: F401
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    ip = get_ipython()
+    if ip is None or not hasattr(ip, "kernel"):
+        return False
+    return "papermill" not in str(type(ip)).lower()
+
+
+def embedding_explorer(tables: dict, colors=None, methods=PROJECTIONS, interactive: bool | None = None,
+                       seed: int = 0):
+    """An explorer over several embedding tables.
+
+    ``tables``: ``{(level, split): DataFrame}`` (e.g. ``{("subject", "test"): df, ("window",
+    "test"): dfw}``). With widgets (a live Jupyter kernel): dropdowns for colour-by,
+    projection, level and split above one plotly figure. Headless (papermill, CI,
+    ``interactive=False``): a list of static plotly figures, one per (level, split,
+    projection), coloured by the first of ``colors`` — so executed notebooks keep a plot.
+
+    Returns the ``ipywidgets.VBox`` or the list of figures.
+    """
+    if not tables:
+        raise ValueError("tables is empty; expected {(level, split): embeddings DataFrame}")
+    bad = [k for k in tables if not (isinstance(k, tuple) and len(k) == 2)]
+    if bad:
+        raise ValueError(f"table keys {bad}: expected (level, split) tuples such as ('subject', 'test')")
+    first = next(iter(tables.values()))
+    colors = list(colors or [c for c in ("site", *_label_columns(first)) if c in first.columns])
+    interactive = widgets_available() if interactive is None else interactive
+    cache: dict = {}
+
+    def figure(level, split, method, color):
+        key = (level, split, method)
+        df = tables[(level, split)]
+        if key not in cache:
+            cache[key] = project(df, method, seed=seed)
+        return plot_embedding(df, color=color, method=method, coords=cache[key],
+                              title=f"{method.upper()} · {level} level · {split} · colour = {color}")
+
+    if not interactive:
+        log.info("no live widget front end: static figures instead of the explorer")
+        return [figure(level, split, m, colors[0] if colors else None) for (level, split) in tables for m in methods]
+
+    import ipywidgets as W
+    from IPython.display import display
+
+    levels = sorted({k[0] for k in tables})
+    splits = sorted({k[1] for k in tables})
+    w_color = W.Dropdown(options=colors, description="colour by")
+    w_method = W.Dropdown(options=list(methods), description="projection")
+    w_level = W.Dropdown(options=levels, description="level")
+    w_split = W.Dropdown(options=splits, description="split")
+    out = W.Output()  # plotly's FigureWidget needs anywidget; an Output area needs nothing more
+    status = W.HTML()
+
+    def refresh(*_):
+        key = (w_level.value, w_split.value)
+        if key not in tables:
+            status.value = f"<i>no table for level={key[0]!r}, split={key[1]!r}</i>"
+            return
+        status.value = ""
+        fig = figure(w_level.value, w_split.value, w_method.value, w_color.value)
+        out.clear_output(wait=True)
+        with out:
+            display(fig)
+
+    for w in (w_color, w_method, w_level, w_split):
+        w.observe(refresh, names="value")
+    refresh()
+    return W.VBox([W.HBox([w_color, w_method]), W.HBox([w_level, w_split]), status, out])
+
+
+def _label_columns(df) -> list[str]:
+    import json
+
+    labels = df.attrs.get("labels")
+    if labels:
+        return list(json.loads(labels))
+    return [c for c in df.columns if c in ("sex", "age", "null_label")]
