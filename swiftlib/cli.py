@@ -107,6 +107,20 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_embed(args) -> int:
+    from swiftlib.interpret import embeddings as emb
+
+    df = emb.extract_embeddings(args.checkpoint, args.store, split=None if args.subjects else args.split,
+                                subjects=args.subjects, level=args.level, out_path=args.out,
+                                batch_size=args.batch_size, precision=args.precision, device=args.device,
+                                splits_file=args.splits_file, progress=not args.quiet)
+    summary = {"rows": len(df), "out": str(args.out)}
+    if args.diagnostics:
+        summary["metrics"] = emb.diagnostics_metrics(emb.probe_scores(df), emb.site_leakage(df), split=args.split)
+    _print_json(summary)
+    return 0
+
+
 def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
@@ -181,6 +195,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--stream", action="store_true", help="stream every cell's output to the log")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_demo)
+
+    s = sub.add_parser("embed", help="embeddings of a checkpoint's encoder for a store's subjects → parquet",
+                       description="Extract subject- or window-level embeddings (resumable; see docs/interpret.md).")
+    s.add_argument("checkpoint", type=Path, help="a fine-tuning or SimMIM checkpoint (checkpoints/best.ckpt)")
+    s.add_argument("store", type=Path, help="a store satisfying the checkpoint's contract")
+    s.add_argument("--out", type=Path, required=True, help="parquet file (a rerun resumes from <out>.parts/)")
+    s.add_argument("--split", default="all", choices=["train", "val", "test", "all"], help="subjects (default all)")
+    s.add_argument("--subjects", nargs="+", help="explicit subject ids instead of --split")
+    s.add_argument("--splits-file", type=Path, help="split file (default: the checkpoint run's)")
+    s.add_argument("--level", default="subject", choices=["subject", "window"], help="rows (default subject)")
+    s.add_argument("--batch-size", type=int, default=8, help="windows per forward pass (default 8)")
+    s.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="default fp32")
+    s.add_argument("--device", default="auto", help="auto | cpu | cuda (default auto)")
+    s.add_argument("--diagnostics", action="store_true", help="also print probe and site-leakage scores")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_embed)
     return p
 
 
