@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import pytest
@@ -178,7 +179,7 @@ def _reference_state_dict(model) -> dict:
     return sd
 
 
-def test_checkpoint_filter_fn_lightning_layout():
+def test_checkpoint_filter_fn_lightning_layout(caplog):
     model = create_model("swift_v1_test")
     ref = _reference_state_dict(model)
     lightning = {
@@ -188,7 +189,11 @@ def test_checkpoint_filter_fn_lightning_layout():
                        "output_head.hidden.weight": torch.zeros(96, 24),
                        "output_head.head.weight": torch.zeros(1, 96)},
     }
-    mapped = checkpoint_filter_fn(lightning, model)
+    with caplog.at_level(logging.INFO, logger="swiftlib.models.swift_v1"):
+        mapped = checkpoint_filter_fn(lightning, model)
+    # the two Lightning head tensors are reported as not loaded
+    assert "59 tensors mapped, 2 entries not loaded" in caplog.text
+    assert "output_head.hidden.weight" in caplog.text
     encoder_params = [n for n in model.state_dict() if not n.startswith("head.")]
     assert len(ref) == len(encoder_params) == 59
     assert len(mapped) == 59
