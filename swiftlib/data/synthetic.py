@@ -83,6 +83,7 @@ class SyntheticConfig:
     num_sites: int = 3  # sites (≤ 5)
     region_sigma_mm: float = 8.0  # spatial smoothness of each region
     signal_pct: float = 3.0  # network signal, % of baseline
+    tissue_contrast: float = 0.25  # spatial variation of the baseline intensity (fraction)
     noise_pct: float = 1.0  # AR(1) noise std, % of baseline (× site factor)
     ar_coef: float = 0.4  # AR(1) coefficient of the noise
     sex_coupling: float = 0.9  # sex_a–sex_b correlation for sex = 1
@@ -196,7 +197,8 @@ def make_subject(i: int, row, cfg: SyntheticConfig, mask, affine, maps) -> np.nd
     vox = np.flatnonzero(mask.ravel())  # (N,) in-brain voxel indices
     weights = maps.reshape(R, -1)[:, vox].T  # (N, R)
     coords = np.argwhere(mask) / np.array(mask.shape)  # (N, 3) in [0, 1)
-    baseline = 800.0 + 200.0 * np.cos(3.0 * coords[:, 0]) * np.sin(2.0 * coords[:, 1] + 1.0)  # smooth tissue
+    tissue = np.cos(3.0 * coords[:, 0]) * np.sin(2.0 * coords[:, 1] + 1.0)  # smooth, in [-1, 1]
+    baseline = 800.0 * (1.0 + cfg.tissue_contrast * tissue)
     baseline *= _SITE_SCALE[site] * rng.uniform(0.95, 1.05)
     signal = weights @ (amps[:, None] * courses[:R])  # (N, T)
     noise_sd = cfg.noise_pct / 100.0 * _SITE_NOISE[site]
