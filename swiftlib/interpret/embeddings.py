@@ -43,6 +43,8 @@ __all__ = [
     "embedding_columns",
     "embedding_matrix",
     "resolve_split",
+    "split_column",
+    "to_subject_level",
     "probe_scores",
     "site_leakage",
     "diagnostics_metrics",
@@ -83,6 +85,39 @@ def resolve_split(store, split: str, checkpoint=None, splits_file=None) -> list[
     if not ids:
         raise ValueError(f"split {split!r} of {path} has no subject of store {store.root}; is it the same cohort?")
     return ids
+
+
+def split_column(df, store, checkpoint=None, splits_file=None):
+    """``df`` with a ``split`` column (train/val/test, or ``none`` for subjects in no split)."""
+    out = df.copy()
+    where = {}
+    for name in ("train", "val", "test"):
+        try:
+            where.update(dict.fromkeys(resolve_split(store, name, checkpoint, splits_file), name))
+        except ValueError:  # an empty split (tiny cohorts)
+            continue
+    out["split"] = out["subject_id"].map(where).fillna("none")
+    return out
+
+
+def to_subject_level(df):
+    """A window-level table → one row per subject (mean embedding over its windows)."""
+    if (df["window_start"] < 0).all():
+        return df.copy()
+    emb = [c for c in df.columns if _is_feature(c)]
+    meta = [c for c in df.columns if c not in emb and c not in ("window_start", "num_windows")]
+    g = df.groupby("subject_id", sort=False)
+    out = g[meta].first().reset_index(drop=True)
+    out["window_start"] = -1
+    out["num_windows"] = g.size().to_numpy()
+    out = out.join(g[emb].mean().reset_index(drop=True))
+    out.attrs.update(df.attrs)
+    return out
+
+
+def _is_feature(col: str) -> bool:
+    head, _, tail = col.partition("_")
+    return tail.isdigit() and (head == "emb" or (head[:1] == "s" and head[1:].isdigit()))
 
 
 def _run_split_file(store, checkpoint) -> Path:
@@ -238,7 +273,7 @@ def extract_embeddings(
             if parts_dir is not None:
                 from swiftlib.utils.io import atomic_path
 
-                name = parts_dir / f"part-{len(done_parts) + c // chunk_subjects:05d}.parquet"
+                name = parts_dir / f"part-{_next_part(done_parts):05d}.parquet"
                 with atomic_path(name, suffix=".parquet.tmp") as tmp:
                     df.to_parquet(tmp, index=False)
                 done_parts.append(name)
@@ -265,7 +300,20 @@ def extract_embeddings(
     return emb
 
 
+def _next_part(parts: list[Path]) -> int:
+    return 1 + max((int(p.stem.split("-")[1]) for p in parts), default=-1)
+
+
 def _model_frames(model: InferenceModel) -> int:
+    """Frames per window the model was trained on: ``data.sequence_length`` of the run's
+    ``config.yaml`` beside ``checkpoints/``, else the preset's ``img_size`` T."""
+    import yaml
+
+    cfg_path = Path(model.path).resolve().parent.parent / "config.yaml" if model.path else None
+    if cfg_path is not None and cfg_path.is_file():
+        seq = ((yaml.safe_load(cfg_path.read_text()) or {}).get("data") or {}).get("sequence_length")
+        if seq:
+            return int(seq)
     size = getattr(getattr(model.encoder, "cfg", None), "img_size", None)
     if not size:
         raise ValueError("cannot tell the model's window length; pass sequence_length=")
