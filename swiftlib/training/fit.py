@@ -180,13 +180,15 @@ def build_trainer(cfg: FitConfig, run_dir: Path, monitor: tuple[str, str], extra
     return trainer, ckpt, last
 
 
-def fit(cfg: FitConfig | dict, callbacks=(), strategy_cls=None) -> RunResult:
+def fit(cfg: FitConfig | dict, callbacks=(), strategy_cls=None, test: bool = True) -> RunResult:
     """Train as ``cfg`` says; return a :class:`RunResult` (and write ``results.json``).
 
     Raises :class:`TrainingError` (after writing a ``failed`` results.json) when training
     fails, e.g. on a non-finite loss; the last good checkpoint stays in ``checkpoints/``.
     ``callbacks`` are extra Lightning callbacks; ``strategy_cls`` replaces Lightning's
     DeepSpeed strategy class (tests run the DeepSpeed path on CPU with a subclass).
+    ``test=False`` skips the test split (hyper-parameter search: trials are selected on
+    validation only; :mod:`swiftlib.training.tune` scores the chosen trial once).
     """
     import lightning.pytorch as pl
     import torch
@@ -230,6 +232,8 @@ def fit(cfg: FitConfig | dict, callbacks=(), strategy_cls=None) -> RunResult:
         eval_ckpt = best or last
         t1 = time.perf_counter()
         for split, runner in (("val", trainer.validate), ("test", trainer.test)):
+            if split == "test" and not test:
+                continue
             if cfg.kind == "pretrain" and split == "test":
                 out = trainer.validate(task, dataloaders=dm.test_dataloader(), ckpt_path=eval_ckpt, verbose=False)
                 metrics.update({k.replace("val/", "test/"): float(v) for k, v in out[0].items()})
