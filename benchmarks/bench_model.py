@@ -7,7 +7,8 @@ For every configuration, at ``--threads`` threads, fp32, batch 1:
   after ``--warmup`` runs (the minimum is printed too: on a shared machine it is the
   better estimate of the uncontended time; the 1-minute load average is recorded);
 * peak RSS of the process (MB) and its RSS before the first step (model + runtime);
-* model FLOPs of one forward and one forward+backward (``torch.utils.flop_counter``);
+* model FLOPs of one forward and one forward+backward (``torch.utils.flop_counter`` on the
+  ``meta`` device, explicit attention math);
 * achieved GFLOP/s of the fwd+bwd step and its ratio to the fp32 sgemm throughput measured
   in the same run (a 2048³ matmul at the same thread count).
 
@@ -78,11 +79,36 @@ def sgemm_gflops(threads: int, n: int = 2048, repeats: int = 7) -> float:
     return 2 * n ** 3 / t / 1e9
 
 
-def worker(name: str, threads: int, warmup: int, repeats: int) -> dict:
-    """Measure one configuration in this process (called in a fresh subprocess)."""
+def model_flops(preset: str, overrides: dict, grid: tuple[int, ...]) -> tuple[int, int]:
+    """FLOPs of one forward and one forward+backward at batch 1.
+
+    Counted on the ``meta`` device with the explicit attention path, so attention matmuls are
+    counted once, at the true head_dim (the fused CPU kernel has no FLOP formula, and the
+    fused path zero-pads head_dim)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from swiftlib.models import create_model
+
+    with torch.device("meta"):
+        model = create_model(preset, **overrides)
+        for m in model.modules():
+            if hasattr(m, "fused_attn"):
+                m.fused_attn = False
+        x = torch.empty(1, 1, *grid)
+        with FlopCounterMode(display=False) as fc:
+            with torch.no_grad():
+                model.forward_features(x)
+        fwd = fc.get_total_flops()
+        with FlopCounterMode(display=False) as fc:
+            model.forward_features(x).float().pow(2).mean().backward()
+        step = fc.get_total_flops()
+    return fwd, step
+
+
+def worker(name: str, threads: int, warmup: int, repeats: int) -> dict:
+    """Measure one configuration in this process (called in a fresh subprocess)."""
+    import torch
     torch.set_num_threads(threads)
     sys.path.insert(0, str(REPO))
     from swiftlib.models import create_model
@@ -110,13 +136,7 @@ def worker(name: str, threads: int, warmup: int, repeats: int) -> dict:
     model.train()
     t_step, step_times = _median_time(step, warmup, repeats)
     rss_peak = _rss_mb()
-    with FlopCounterMode(display=False) as fc:
-        with torch.no_grad():
-            model.forward_features(x)
-    flops_fwd = fc.get_total_flops()
-    with FlopCounterMode(display=False) as fc:
-        step()
-    flops_step = fc.get_total_flops()
+    flops_fwd, flops_step = model_flops(preset, overrides, (D, H, W, T))
     return {
         "name": name, "preset": preset, "overrides": overrides, "input": [1, 1, D, H, W, T],
         "attention": path, "params": sum(p.numel() for p in model.parameters()),

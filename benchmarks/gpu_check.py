@@ -72,6 +72,9 @@ def count_flops(preset: str, grid: tuple[int, ...], overrides: dict) -> float:
 
     with torch.device("meta"):
         model = create_model(preset, **overrides)
+        for m in model.modules():  # explicit math: attention counted at the true head_dim
+            if hasattr(m, "fused_attn"):
+                m.fused_attn = False
         x = torch.empty(1, 1, *grid)
         with FlopCounterMode(display=False) as fc:
             model.forward_features(x).float().pow(2).mean().backward()
