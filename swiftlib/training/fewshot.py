@@ -113,6 +113,18 @@ class FewShotResult:
     def paired(self, by: str | None = "mode", metric: str | None = None):
         return paired_comparison(self.table, metric or self.metric, by=by)
 
+    @property
+    def metrics(self) -> dict:
+        """``results.json`` metrics: cell counts and the overall paired comparison."""
+        out = {"fewshot/num_cells": float(len(self.table)), "fewshot/num_failed": float(len(self.failed)),
+               "fewshot/num_ran": float(len(self.ran))}
+        paired = self.paired(by=None)
+        if len(paired):
+            row = paired.iloc[0]
+            out.update({"fewshot/num_pairs": float(row["n_pairs"]), "fewshot/mean_diff": float(row["mean_diff"]),
+                        "fewshot/wilcoxon_p": float(row["wilcoxon_p"]), "fewshot/t_p": float(row["t_p"])})
+        return out
+
 
 def _ok_results(run_dir: Path) -> dict | None:
     p = run_dir / "results.json"
@@ -331,17 +343,11 @@ def _write_results(res: FewShotResult, grid: FewShotGrid, pretrained: str | None
     from swiftlib.results import save_results
 
     paired = res.paired(by=None)
-    metrics = {"fewshot/num_cells": float(len(res.table)), "fewshot/num_failed": float(len(res.failed)),
-               "fewshot/num_ran": float(len(res.ran))}
-    if len(paired):
-        row = paired.iloc[0]
-        metrics.update({"fewshot/num_pairs": float(row["n_pairs"]), "fewshot/mean_diff": row["mean_diff"],
-                        "fewshot/wilcoxon_p": row["wilcoxon_p"], "fewshot/t_p": row["t_p"]})
     return save_results(
-        res.grid_dir, "fewshot", metrics=metrics,
+        res.grid_dir, "fewshot", metrics=res.metrics,
         parameters={"grid": grid.to_dict(), "pretrained": pretrained, "metric": res.metric, "base": base},
         artifacts={"table": res.table_path, "runs": res.grid_dir / "runs"},
-        timings={"total_s": float(sum(x for x in res.table.get("seconds", []) if x == x)) if len(res.table) else 0.0},
+        timings={"cells_s": float(sum(x for x in res.table.get("seconds", []) if x == x)) if len(res.table) else 0.0},
         extra={"paired": paired.to_dict(orient="records"), "failed": res.failed,
                "written_at": time.strftime("%Y-%m-%dT%H:%M:%S")},
     )

@@ -164,6 +164,23 @@ class SearchSpace:
 
     @classmethod
     def from_dict(cls, d: dict) -> SearchSpace:
+        """From plain values (notebook parameters, YAML): a continuous dimension may be a
+        list ``[low, high]``, ``[value]`` (fixed) or ``[]`` (keep the base value); numbers
+        written as strings (YAML reads ``1e-4`` as one) are converted."""
+        d = dict(d)
+        for name in _CONTINUOUS:
+            v = d.get(name)
+            if isinstance(v, (list, tuple)):
+                try:
+                    v = [float(x) for x in v]
+                except (TypeError, ValueError):
+                    raise TuneError(f"search space {name}={d[name]!r}: expected numbers") from None
+                d[name] = None if not v else v[0] if len(v) == 1 else tuple(v)
+            elif isinstance(v, str):
+                try:
+                    d[name] = float(v)
+                except ValueError:
+                    raise TuneError(f"search space {name}={v!r}: expected a number or [low, high]") from None
         try:
             return config_from_dict(cls, d)
         except ConfigError as e:

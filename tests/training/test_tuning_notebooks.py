@@ -1,0 +1,78 @@
+"""The tuning and few-shot notebooks executed through ``swiftlib run`` (papermill) with
+CI-sized parameters on the tiny cohort; their results.json values are checked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from swiftlib.training import fit
+from tests.conftest import tiny_fit_config
+
+ROOT = Path(__file__).resolve().parents[2]
+NB_DIR = ROOT / "notebooks" / "03_downstream"
+
+
+def test_notebooks_match_their_generator():
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "make_tuning_notebooks.py"), "--check"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.fixture(scope="module")
+def ci(train_store, tmp_path_factory):
+    """CI-sized parameters shared by both notebooks: age regression on the tiny store, the
+    swift_v2_test encoder from a 2-step SimMIM run, one-epoch runs."""
+    root = tmp_path_factory.mktemp("tuning_nb")
+    pre = fit(tiny_fit_config(train_store, root / "pre", kind="pretrain",
+                              trainer={"limit_train_batches": 2, "num_threads": 1}))
+    return root, pre.best_checkpoint, {
+        "store_path": str(train_store.root), "splits_dir": str(root / "splits"), "label": "age",
+        "task": "regression", "model": "swift_v2_test", "model_overrides": {}, "sequence_length": 8,
+        "max_epochs": 1}
+
+
+def _run(name: str, run_dir: Path, params: dict) -> dict:
+    from swiftlib.runner import run_notebook
+
+    out = run_notebook(NB_DIR / name, run_dir=run_dir, parameters=params, progress=False, log_output=False)
+    doc = json.loads((run_dir / "results.json").read_text())
+    nb = nbformat.read(str(run_dir / name), as_version=4)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert out.status == "ok" and doc["status"] == "ok" and not errors, (doc.get("error"), errors[:1])
+    return doc
+
+
+def test_tune_notebook(ci):
+    root, ckpt, common = ci
+    run_dir = root / "tune"
+    doc = _run("03_tune_optuna.ipynb", run_dir, {
+        **common, "init_from": ckpt, "n_trials": 2, "modes": ["linear_probe", "full"], "heads": ["linear"],
+        "batch_sizes": [4], "layer_decay": [], "head_dropout": [], "study_name": "ci"})
+    m = doc["metrics"]
+    assert doc["kind"] == "tune" and doc["monitor"] == "val/r2" and doc["notebook"].endswith("03_tune_optuna.ipynb")
+    assert m["tune/num_complete"] + m["tune/num_pruned"] == 2 and "test/r2" in m and m["test/num_subjects"] == 2
+    assert (run_dir / "optuna.db").exists() and (run_dir / "trials.csv").exists()
+    assert (run_dir / doc["artifacts"]["best_checkpoint"]).exists()
+    assert set(doc["best_params"]) >= {"lr", "mode"} and doc["parameters"]["n_trials"] == 2  # notebook parameters
+    # n_trials 0 attaches to the study without running anything
+    seen = _run("03_tune_optuna.ipynb", root / "attach", {
+        **common, "n_trials": 0, "study_name": "ci", "storage": str(run_dir / "optuna.db"), "study_dir": str(run_dir)})
+    assert seen["metrics"]["test/r2"] == pytest.approx(m["test/r2"]) and seen["states"] == doc["states"]
+
+
+def test_fewshot_notebook(ci):
+    root, ckpt, common = ci
+    run_dir = root / "fewshot"
+    doc = _run("04_fewshot_curves.ipynb", run_dir, {
+        **common, "pretrained": ckpt, "sizes": [4, "all"], "seeds": [0], "batch_size": 4})
+    m = doc["metrics"]
+    assert doc["kind"] == "fewshot" and m["fewshot/num_cells"] == 4 and m["fewshot/num_pairs"] == 2
+    assert len(doc["paired"]) == 1 and doc["paired"][0]["n_pairs"] == 2  # one mode: no extra "all" row
+    assert doc["parameters"]["sizes"] == [4, "all"] and 0 < m["fewshot/wilcoxon_p"] <= 1
+    assert (run_dir / "fewshot.csv").exists() and len(list((run_dir / "runs").iterdir())) == 4
