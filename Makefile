@@ -8,7 +8,7 @@ PIP := $(PY) -m pip -q --disable-pip-version-check
 STAMP := $(VENV)/.swiftlib-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench science lab lint venv clean-venv
+.PHONY: demo test test-slurm bench science lab lint venv clean-venv
 
 venv: $(STAMP)
 
@@ -29,6 +29,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# a real single-node SLURM cluster on 127.0.0.1 (root; installs Debian slurm + munge if missing)
+test-slurm: $(STAMP)
+	$(PY) -m pytest -q -m slurm tests/test_slurm.py $(PYTEST_ARGS)
+
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; OMP_NUM_THREADS=2 $(PY) $$b || exit 1; done
 
@@ -40,7 +44,7 @@ lab: $(STAMP)
 	$(VENV)/bin/jupyter lab notebooks
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check swiftlib tests benchmarks
+	$(VENV)/bin/ruff check swiftlib tests benchmarks tools
 
 clean-venv:
 	rm -rf $(VENV)

@@ -107,6 +107,35 @@ def _cmd_run(args) -> int:
     return 0
 
 
+_SBATCH_OPTS = ("nodes", "gpus_per_node", "ntasks_per_node", "cpus_per_task", "time", "account", "qos",
+                "constraint", "job_name", "array", "output")
+
+
+def _slurm_args(args) -> dict:
+    sbatch = {k: getattr(args, k) for k in _SBATCH_OPTS if getattr(args, k) is not None}
+    variables = {name: getattr(args, attr) for name, attr in (("SWIFTLIB_ENV", "env"), ("SWIFTLIB_MODULES", "modules"))
+                 if getattr(args, attr) is not None}
+    return dict(params_file=args.params_file, run_dir=args.out, sbatch=sbatch, variables=variables,
+                template=args.template)
+
+
+def _cmd_slurm(args) -> int:
+    from swiftlib import slurm
+
+    if args.slurm_command == "render":
+        print(slurm.render(args.notebook, **_slurm_args(args)), end="")
+        return 0
+    try:
+        sub = slurm.submit(args.notebook, sbatch_cmd=args.sbatch, **_slurm_args(args))
+    except slurm.SlurmError as e:
+        print(f"swiftlib slurm submit: error: {e}", file=sys.stderr)
+        return 1
+    print(f"job id:  {sub.job_id}")
+    print(f"run dir: {sub.run_dir}")
+    print(f"script:  {sub.script}")
+    return 0
+
+
 def _cmd_embed(args) -> int:
     from swiftlib.interpret import embeddings as emb
 
@@ -184,6 +213,32 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--list-params", action="store_true", help="print the notebook's parameters and exit")
     s.add_argument("-q", "--quiet", action="store_true", help="no cell output streaming, no progress bar")
     s.set_defaults(func=_cmd_run)
+
+    s = sub.add_parser("slurm", help="render or submit a SLURM job that runs a notebook (slurm/ templates)",
+                       description="Job scripts for Perlmutter from the slurm/ templates: srun swiftlib run NOTEBOOK.")
+    ssub = s.add_subparsers(dest="slurm_command", metavar="render|submit", required=True)
+    for name, text in (("render", "print the job script"), ("submit", "write RUN_DIR/job.sbatch and sbatch it")):
+        r = ssub.add_parser(name, help=text, description=text)
+        r.add_argument("notebook", type=Path)
+        r.add_argument("-f", "--params-file", type=Path, help="YAML parameters (checked against the notebook)")
+        r.add_argument("-o", "--out", type=Path, help="run directory (submit default: papermill_runs/<stage>/<time>-<nb>)")
+        r.add_argument("--template", type=Path, help="sbatch template (default: by the notebook's stage)")
+        r.add_argument("--nodes", type=int)
+        r.add_argument("--gpus-per-node", type=int, help="GPUs per node (also tasks per node); 0 drops the directive")
+        r.add_argument("--ntasks-per-node", type=int)
+        r.add_argument("--cpus-per-task", type=int)
+        r.add_argument("--time", help="wall-clock limit, e.g. 02:00:00")
+        r.add_argument("--account", help="NERSC project (e.g. m1234)")
+        r.add_argument("--qos", help="regular | debug | premium | … ('' drops it)")
+        r.add_argument("--constraint", help="node constraint (default gpu; '' drops it)")
+        r.add_argument("--job-name")
+        r.add_argument("--array", help="job array range (Optuna workers), e.g. 0-15")
+        r.add_argument("--output", help="SLURM log file pattern")
+        r.add_argument("--env", help="conda environment to activate ('' for the calling environment)")
+        r.add_argument("--modules", help="modules to load ('' for none)")
+        if name == "submit":
+            r.add_argument("--sbatch", default="sbatch", help="sbatch command (default sbatch)")
+    s.set_defaults(func=_cmd_slurm)
 
     s = sub.add_parser("demo", help="run the whole pipeline on the synthetic cohort and print a summary",
                        description="Run every pipeline stage headless on the synthetic cohort.")

@@ -20,7 +20,7 @@ import warnings
 from datetime import datetime
 from pathlib import Path
 
-__all__ = ["setup", "project_root", "resolve", "run_dir", "is_rank_zero", "elapsed", "save_results"]
+__all__ = ["setup", "launched_externally", "project_root", "resolve", "run_dir", "is_rank_zero", "elapsed", "save_results"]
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ def setup(level: int = logging.INFO, quiet_warnings: bool = True) -> str:
     from swiftlib import __version__
 
     _T0 = time.perf_counter()
+    if launched_externally():
+        _not_interactive()
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     for name in ("swiftlib",):
@@ -73,6 +75,30 @@ def setup(level: int = logging.INFO, quiet_warnings: bool = True) -> str:
     except ImportError:  # pragma: no cover - plotly is a core dependency
         pass
     return __version__
+
+
+def launched_externally() -> bool:
+    """True when this process is one rank of several started by ``srun`` or ``torchrun``."""
+    try:
+        if "SLURM_PROCID" in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+            return True
+        return "LOCAL_RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        return False
+
+
+def _not_interactive() -> None:
+    """Let Lightning run DDP/DeepSpeed in this kernel: it refuses those strategies in an
+    "interactive environment" (a Jupyter kernel defines ``sys.ps1``) because it would have
+    to spawn the other ranks itself. Under ``srun``/``torchrun`` every rank is its own
+    kernel, started from outside, so this kernel is one process of a script-style job."""
+    if hasattr(sys, "ps1"):
+        del sys.ps1
+    for name in ("lightning.fabric.utilities.imports", "lightning.pytorch.trainer.connectors.accelerator_connector"):
+        module = sys.modules.get(name)
+        if module is not None and getattr(module, "_IS_INTERACTIVE", False):
+            module._IS_INTERACTIVE = False
+    log.debug("rank of an externally launched job: Lightning may use DDP/DeepSpeed in this kernel")
 
 
 def project_root(start=None) -> Path:

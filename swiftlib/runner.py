@@ -117,7 +117,13 @@ def notebook_parameters(notebook) -> dict[str, NotebookParameter]:
     path = Path(notebook)
     if not path.is_file():
         raise FileNotFoundError(f"notebook {str(path)!r} does not exist")
-    info = pm.inspect_notebook(str(path))
+    pm_log = logging.getLogger("papermill")
+    level = pm_log.level
+    pm_log.setLevel(logging.WARNING)  # "Input Notebook: …" on every inspection
+    try:
+        info = pm.inspect_notebook(str(path))
+    finally:
+        pm_log.setLevel(level)
     out = {}
     for name, p in info.items():
         type_name = p.get("inferred_type_name") or ""
