@@ -370,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     deadline = t_start + args.budget_s
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    if not args.dry_run:
+        torch.set_num_threads(max(1, os.cpu_count() or 1))
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
     log(f"device {name}, torch {torch.__version__}, presets {args.presets}")
 

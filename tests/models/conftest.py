@@ -8,8 +8,13 @@ import torch
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
+    """Seed, and run the tiny test models on one thread (faster than two for these sizes,
+    and robust when other jobs share the cores); the previous setting is restored."""
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
