@@ -8,7 +8,7 @@ PIP := $(PY) -m pip -q --disable-pip-version-check
 STAMP := $(VENV)/.swiftlib-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slurm bench science lab lint venv clean-venv
+.PHONY: demo test test-slurm bench science lab lint venv clean-venv dashboard
 
 venv: $(STAMP)
 
@@ -48,3 +48,12 @@ lint: $(STAMP)
 
 clean-venv:
 	rm -rf $(VENV)
+
+# Live view of an Optuna study (tuning notebook / SLURM workers): make dashboard STUDY=<file or URL>
+# (a .db SQLite file, a .log journal file, or a database URL). Needs `pip install optuna-dashboard`.
+STUDY_URL = $(if $(findstring ://,$(STUDY)),$(STUDY),$(if $(filter %.log %.journal %.jsonl,$(STUDY)),$(patsubst journal:%,%,$(STUDY)),sqlite:///$(abspath $(STUDY))))
+dashboard:
+	@test -n "$(STUDY)" || { echo "usage: make dashboard STUDY=papermill_runs/tune/optuna.db  (a .db, a .log journal or a URL)"; exit 2; }
+	@if test -x $(VENV)/bin/optuna-dashboard; then $(VENV)/bin/optuna-dashboard --host 127.0.0.1 --port $${PORT:-8080} "$(STUDY_URL)"; \
+	else echo "optuna-dashboard is not installed: $(PY) -m pip install optuna-dashboard, then run"; \
+	     echo "  $(VENV)/bin/optuna-dashboard --port 8080 $(STUDY_URL)"; exit 1; fi
