@@ -12,7 +12,8 @@ and the training seed is the same, so the two inits are compared *pairwise*
 (:func:`paired_comparison`: Wilcoxon signed-rank and paired t tests, with n and p).
 
 The grid resumes: a cell whose run directory holds an ``ok`` ``results.json`` is not run
-again; a cell whose planned configuration changed is refused (use a new grid directory).
+again (unless the pretrained checkpoint was rewritten since: its pretrained cells rerun); a
+cell whose planned configuration changed is refused (use a new grid directory).
 """
 
 from __future__ import annotations
@@ -222,7 +223,15 @@ def run_fewshot(base_cfg, grid_dir, grid: FewShotGrid | dict | None = None, pret
     (grid_dir / "grid.json").write_text(json.dumps({"grid": grid.to_dict(), "n_train": n_train,
                                                     "pretrained": pretrained, "metric": metric}, indent=2))
     ran, skipped, failed = [], [], {}
-    todo = [c for c in cells if _ok_results(grid_dir / "runs" / c[0]) is None]
+    stamp = _fingerprint(pretrained)
+    todo = []
+    for cell in cells:
+        run_dir = grid_dir / "runs" / cell[0]
+        if _ok_results(run_dir) is None:
+            todo.append(cell)
+        elif cell[2] == "pretrained" and _read_json(run_dir / "init.json") != stamp:
+            log.warning("few-shot cell %s: the pretrained checkpoint changed since it ran; running it again", cell[0])
+            todo.append(cell)
     log.info("few-shot grid %s: %d cells, %d finished before, %d to run", grid_dir, len(cells),
              len(cells) - len(todo), len(todo))
     skipped = [c[0] for c in cells if c not in todo]
@@ -230,6 +239,7 @@ def run_fewshot(base_cfg, grid_dir, grid: FewShotGrid | dict | None = None, pret
         run_dir = grid_dir / "runs" / name
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "cell.json").write_text(json.dumps(plans[name], indent=2))
+        (run_dir / "init.json").write_text(json.dumps(stamp if plans[name]["task"]["init_from"] else None))
         log.info("few-shot cell %d/%d: %s", i, len(todo), name)
         try:
             fit(plans[name])
@@ -241,6 +251,22 @@ def run_fewshot(base_cfg, grid_dir, grid: FewShotGrid | dict | None = None, pret
     res.ran, res.skipped, res.failed = ran, skipped, failed
     res.results_path = _write_results(res, grid, pretrained, base)
     return res
+
+
+def _fingerprint(path: str | None) -> dict | None:
+    """Size and modification time of the pretrained checkpoint: a pretrained cell reruns when
+    the checkpoint was rewritten (e.g. pretraining ran again into the same folder)."""
+    if not path:
+        return None
+    st = Path(path).stat()
+    return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _diff_keys(a, b, prefix="") -> list[str]:

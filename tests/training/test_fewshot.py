@@ -4,6 +4,7 @@ an interrupted cell reruns alone); a changed configuration and every bad input r
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -73,6 +74,12 @@ def test_grid_runs_collects_a_tidy_table_and_resumes(train_store, tmp_path, pret
     victim.write_text(json.dumps({**json.loads(victim.read_text()), "status": "failed"}))
     third = run_fewshot(_base(train_store, tmp_path), grid_dir, GRID, pretrained=pretrained)
     assert third.ran == ["nall-pretrained-linear_probe-seed0"] and len(third.skipped) == 3
+    # a rewritten pretrained checkpoint reruns the pretrained cells only
+    os.utime(pretrained, ns=(1, 1))
+    monkeypatch.setattr(sys.modules["swiftlib.training.fit"], "fit", lambda cfg, **k: cfg)
+    fourth = run_fewshot(_base(train_store, tmp_path), grid_dir, GRID, pretrained=pretrained)
+    assert sorted(fourth.ran) == ["n4-pretrained-linear_probe-seed0", "nall-pretrained-linear_probe-seed0"]
+    monkeypatch.undo()
     # the same directory with another experiment is refused
     with pytest.raises(FewShotError, match=r"another configuration \(differs in \['task.head'\]"):
         run_fewshot(_base(train_store, tmp_path, head="mlp"), grid_dir, GRID, pretrained=pretrained)
