@@ -112,7 +112,7 @@ In JupyterLab the dropdowns switch colour, projection, level and split; in a hea
     code("""
 tables = {("subject", "all"): subjects, ("window", "all"): windows}
 tables.update({("subject", s): subjects[subjects.split == s].reset_index(drop=True)
-               for s in ("train", "val", "test") if (subjects.split == s).sum() >= 3})
+               for s in ("train", "val", "test") if (subjects.split == s).sum() >= 5})
 colors = [color_by] + [c for c in ["site", "split", *open_store(store_path).labels] if c != color_by]
 explorer = viz.embedding_explorer(tables, colors=colors, interactive=interactive)
 explorer"""),
@@ -141,14 +141,20 @@ model's prediction for one subject. We compute it for every window of a few subj
 average over time and windows, and put the result back into MNI space as a NIfTI image.
 
 **Integrated Gradients (IG)** (Sundararajan et al., 2017) walks in `n_steps` from a
-*baseline* input (here: every voxel at the background value, "no brain signal") to the real
-input and adds up the gradients along the way; the attributions of all voxels sum to the
-change of the output between baseline and input. *Saliency* is the plain gradient,
+*baseline* input to the real input and adds up the gradients along the way; the
+attributions of all voxels sum to the change of the output between baseline and input. The
+default baseline here is each voxel's *mean over the window* ("no fluctuation"): the
+synthetic labels live in the dynamics (amplitude, connectivity), not in the static anatomy.
+`baseline="background"` (every voxel at the out-of-brain value, "no brain at all") is the
+library default for anatomy-like questions. *Saliency* is the plain gradient,
 *gradient × input* its product with the input, *occlusion* hides blocks of voxels and
 watches the output drop, and *IG + SmoothGrad²* averages IG over noisy copies.
 
-**How to read the maps.** Bright voxels are where the prediction is most sensitive — with
-`aggregate="abs"` regardless of the direction. A map is *not* a statistical test and can be
+**How to read the maps.** With `aggregate="signed"` (default) positive voxels push the
+output up consistently across windows and subjects, and effects whose sign changes from
+window to window cancel; with `aggregate="abs"` bright voxels are where the output is
+sensitive in either direction — which, for methods that multiply by the input, also lights
+up wherever the *input* is strong. A map is *not* a statistical test and can be
 confidently wrong, which is why the notebook ends with **sanity checks**:
 
 1. *planted-region recovery* — on the synthetic cohort we know which regions carry the
@@ -169,8 +175,8 @@ split: str = "test"  # subjects to explain: test, val, train or all
 num_subjects: int = 4  # first N subjects of the split
 windows_per_subject: int = 1  # windows per subject, evenly spaced; 0 for all
 method: str = "ig"  # ig, ig_smoothgrad_sq, saliency, grad_x_input or occlusion
-baseline: str = "background"  # background, temporal_mean or a number such as 0.0
-aggregate: str = "abs"  # abs (where the model looks) or signed
+baseline: str = "temporal_mean"  # temporal_mean, background or a number such as 0.0
+aggregate: str = "signed"  # signed (consistent direction) or abs (where the model looks at all)
 n_steps: int = 16  # IG integration steps
 internal_batch_size: int = 8  # IG steps per forward pass (memory)
 sanity_checks: bool = True  # model randomisation + planted-region recovery (synthetic cohort)
@@ -200,7 +206,7 @@ print(f"{result.params['num_windows']} windows; label {result.params['label']!r}
 ## Where the model looks
 Glass brain: the maximum through the brain along each axis. Stat map: three planes through
 the peak, over the MNI152 template. Only the top 20 % of voxels are coloured."""),
-    code("""viz.plot_glass_brain(group_img, title=f"{method} ({aggregate}), {len(subjects)} subjects")"""),
+    code("""viz.plot_glass_brain(group_img, signed=aggregate == "signed", title=f"{method} ({aggregate}), {len(subjects)} subjects")"""),
     code("""viz.plot_stat_map(group_img, title="peak of the group map")"""),
     code("""viz.plot_stat_map(group_img, display_mode="z", cut_coords=6, title="axial slices")"""),
     md("""

@@ -8,7 +8,7 @@ import logging
 
 import numpy as np
 
-__all__ = ["PROJECTIONS", "project", "plot_embedding", "plot_probe_scores", "widgets_available",
+__all__ = ["PROJECTIONS", "StaticFigures", "project", "plot_embedding", "plot_probe_scores", "widgets_available",
            "embedding_explorer"]
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,11 @@ def project(df, method: str = "pca", prefix: str = "emb", seed: int = 0, n_neigh
         return PCA(n_components=2, random_state=seed).fit_transform(X)
     import umap
 
-    reducer = umap.UMAP(n_components=2, n_neighbors=int(min(n_neighbors, len(X) - 1)), random_state=seed)
+    init = "spectral" if len(X) >= 16 else "random"  # the spectral start needs more points than neighbours
+    import warnings
+
+    warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+    reducer = umap.UMAP(n_components=2, n_neighbors=int(min(n_neighbors, len(X) - 1)), init=init, random_state=seed)
     return reducer.fit_transform(X)
 
 
@@ -97,6 +101,17 @@ def plot_probe_scores(probes, leakage: dict | None = None, title=None, output_fi
     return fig
 
 
+class StaticFigures(list):
+    """The headless explorer: a list of plotly figures that a notebook displays one after
+    another when it is a cell's result (so executed notebooks and their HTML keep them)."""
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        for fig in self:
+            display(fig)
+
+
 def widgets_available() -> bool:
     """True when ipywidgets can render: importable and running in a live kernel that has a
     front end (not papermill / nbconvert / plain Python)."""
@@ -125,7 +140,7 @@ def embedding_explorer(tables: dict, colors=None, methods=PROJECTIONS, interacti
     ``interactive=False``): a list of static plotly figures, one per (level, split,
     projection), coloured by the first of ``colors`` — so executed notebooks keep a plot.
 
-    Returns the ``ipywidgets.VBox`` or the list of figures.
+    Returns the ``ipywidgets.VBox`` or a :class:`StaticFigures` list.
     """
     if not tables:
         raise ValueError("tables is empty; expected {(level, split): embeddings DataFrame}")
@@ -147,7 +162,8 @@ def embedding_explorer(tables: dict, colors=None, methods=PROJECTIONS, interacti
 
     if not interactive:
         log.info("no live widget front end: static figures instead of the explorer")
-        return [figure(level, split, m, colors[0] if colors else None) for (level, split) in tables for m in methods]
+        return StaticFigures(figure(level, split, m, colors[0] if colors else None)
+                             for (level, split) in tables for m in methods)
 
     import ipywidgets as W
     from IPython.display import display
