@@ -32,7 +32,7 @@ def _committed_notebooks() -> list[Path]:
 
 
 NOTEBOOKS = _committed_notebooks()
-LINE = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*): (?P<type>\w+) = (?P<value>.+?)  # (?P<help>\S.*)$")
+LINE = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*): (?P<type>\w+) = (?P<value>.+?)\s+#\s*(?P<help>\S.*)$")
 
 
 def _id(p: Path) -> str:
