@@ -61,7 +61,7 @@ def _cmd_demo(args) -> int:
 
     try:
         stages = run_demo(args.out, runs_dir=args.runs_dir, num_subjects=args.subjects, seed=args.seed,
-                          progress=not args.quiet, log_output=args.stream, on_stage=announce)
+                          progress=not args.quiet, log_output=args.stream, on_stage=announce, extra=args.extra)
     except DemoError as e:
         print("\nswiftlib demo — summary (FAILED)")
         print(format_summary(e.stages))
@@ -248,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--subjects", type=int, default=40, help="synthetic subjects (default 40)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--stream", action="store_true", help="stream every cell's output to the log")
+    s.add_argument("--with", dest="extra", nargs="+", default=[], choices=["tune", "fewshot"], metavar="STAGE",
+                   help="opt-in stages after the chain: tune (a 6-trial Optuna study), fewshot (few-shot curves, "
+                        "pretrained vs scratch); a few minutes each on 2 CPU cores")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_demo)
 

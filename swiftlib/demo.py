@@ -11,7 +11,8 @@ checkpoint feeds fine-tuning, the fine-tuned checkpoint feeds evaluation). Layou
     data/demo/splits/                 the subject-level split every stage reuses
     papermill_runs/demo/<stage>/      executed notebook, HTML, results.json (+ checkpoints/, tensorboard/)
 
-Later stages (tuning, few-shot, interpretation) are one more row in :data:`STAGES`.
+Later stages (interpretation) are one more row in :data:`STAGES`; tuning and few-shot curves
+are opt-in (:data:`OPTIONAL_STAGES`, ``swiftlib demo --with tune fewshot``).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["DemoStage", "Stage", "STAGES", "DemoError", "run_demo", "format_summary"]
+__all__ = ["DemoStage", "Stage", "STAGES", "OPTIONAL_STAGES", "DemoError", "run_demo", "format_summary"]
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ class Stage:
     params: dict = field(default_factory=dict)
     show: tuple[str, ...] = ()
     require: dict = field(default_factory=dict)
+    fresh: bool = False  # empty the stage's run folder first (a study or grid would otherwise resume)
 
 
 _NB = "notebooks"
@@ -63,6 +65,19 @@ STAGES: list[Stage] = [
     Stage("evaluate (test split)", f"{_NB}/03_downstream/02_evaluate.ipynb", "evaluate",
           {"checkpoint": "{runs}/finetune/checkpoints/best.ckpt"}, ("test/auroc", "test/acc", "test/num_subjects")),
 ]
+
+#: Opt-in stages (``swiftlib demo --with tune fewshot``), run after :data:`STAGES`: each takes
+#: a few minutes on 2 CPU cores, which would take the default demo past 5 minutes.
+OPTIONAL_STAGES: dict[str, Stage] = {
+    "tune": Stage("tune (Optuna, sex)", f"{_NB}/03_downstream/03_tune_optuna.ipynb", "tune",
+                  {"store_path": "{data}/store_synthetic", "splits_dir": "{data}/splits", "seed": "{seed}",
+                   "init_from": "{runs}/pretrain/checkpoints/best.ckpt"},
+                  ("tune/num_complete", "tune/num_pruned", "val/auroc", "test/auroc"), fresh=True),
+    "fewshot": Stage("few-shot curves (sex)", f"{_NB}/03_downstream/04_fewshot_curves.ipynb", "fewshot",
+                     {"store_path": "{data}/store_synthetic", "splits_dir": "{data}/splits",
+                      "pretrained": "{runs}/pretrain/checkpoints/best.ckpt"},
+                     ("fewshot/num_pairs", "fewshot/mean_diff", "fewshot/wilcoxon_p"), fresh=True),
+}
 
 
 class DemoError(RuntimeError):
@@ -99,9 +114,13 @@ def _short(v) -> str:
 
 def run_demo(out_dir="data/demo", runs_dir="papermill_runs/demo", num_subjects: int = 40, seed: int = 0,
              stages: list[Stage] | None = None, params_file=PARAMS_FILE, progress: bool = True,
-             log_output: bool = False, on_stage=None) -> list[DemoStage]:
-    """Run ``stages`` (default :data:`STAGES`) in order; returns one :class:`DemoStage` row per
+             log_output: bool = False, on_stage=None, extra=()) -> list[DemoStage]:
+    """Run ``stages`` (default :data:`STAGES`) in order, then the opt-in stages named in
+    ``extra`` (keys of :data:`OPTIONAL_STAGES`); returns one :class:`DemoStage` row per
     stage. Raises :class:`DemoError` at the first failing stage (its notebook is kept)."""
+    unknown = [k for k in extra if k not in OPTIONAL_STAGES]
+    if unknown:
+        raise ValueError(f"unknown demo stage(s) {unknown}; opt-in stages: {sorted(OPTIONAL_STAGES)}")
     from swiftlib.notebook import project_root
     from swiftlib.runner import run_notebook
 
@@ -112,7 +131,7 @@ def run_demo(out_dir="data/demo", runs_dir="papermill_runs/demo", num_subjects: 
         root = Path(swiftlib.__file__).resolve().parent.parent
     ctx = {"data": str(Path(out_dir)), "runs": str(Path(runs_dir)), "subjects": int(num_subjects), "seed": int(seed)}
     rows: list[DemoStage] = []
-    plan = STAGES if stages is None else stages
+    plan = list(STAGES if stages is None else stages) + [OPTIONAL_STAGES[k] for k in extra]
     for i, st in enumerate(plan, start=1):
         notebook = root / st.notebook
         if not notebook.is_file():
@@ -122,6 +141,10 @@ def run_demo(out_dir="data/demo", runs_dir="papermill_runs/demo", num_subjects: 
             on_stage(i, len(plan), st)
         log.info("demo stage %d/%d: %s (%s)", i, len(plan), st.name, st.notebook)
         pfile = root / params_file if params_file else None
+        if st.fresh:
+            import shutil
+
+            shutil.rmtree(Path(runs_dir) / st.run, ignore_errors=True)
         t0 = time.perf_counter()
         out = run_notebook(notebook, run_dir=Path(runs_dir) / st.run,
                            parameters={k: _fill(v, ctx) for k, v in st.params.items()},

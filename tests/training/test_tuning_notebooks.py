@@ -76,3 +76,31 @@ def test_fewshot_notebook(ci):
     assert len(doc["paired"]) == 1 and doc["paired"][0]["n_pairs"] == 2  # one mode: no extra "all" row
     assert doc["parameters"]["sizes"] == [4, "all"] and 0 < m["fewshot/wilcoxon_p"] <= 1
     assert (run_dir / "fewshot.csv").exists() and len(list((run_dir / "runs").iterdir())) == 4
+
+
+def test_demo_opt_in_stages(monkeypatch, tmp_path):
+    """``swiftlib demo --with tune fewshot``: valid parameters (with the CPU demo preset),
+    run after the chain, each in a fresh run folder; unknown names refused."""
+    from types import SimpleNamespace
+
+    from swiftlib import demo
+    from swiftlib.cli import build_parser
+    from swiftlib.runner import load_params_file, resolve_parameters
+
+    ctx = {"data": str(tmp_path / "d"), "runs": str(tmp_path / "r"), "subjects": 40, "seed": 0}
+    for st in demo.OPTIONAL_STAGES.values():
+        nb = ROOT / st.notebook
+        resolve_parameters(nb, file_values=load_params_file(ROOT / demo.PARAMS_FILE, nb),
+                           values={k: demo._fill(v, ctx) for k, v in st.params.items()})
+    calls = []
+    monkeypatch.setattr("swiftlib.runner.run_notebook", lambda nb, run_dir, **kw: calls.append((nb.name, run_dir))
+                        or SimpleNamespace(results={}, status="ok", html=None, executed=run_dir / nb.name, error=None))
+    (tmp_path / "r" / "tune").mkdir(parents=True)
+    (tmp_path / "r" / "tune" / "old-study.db").write_text("stale")
+    rows = demo.run_demo(tmp_path / "d", runs_dir=tmp_path / "r", stages=[], extra=["tune", "fewshot"], progress=False)
+    assert [c[0] for c in calls] == ["03_tune_optuna.ipynb", "04_fewshot_curves.ipynb"] and len(rows) == 2
+    assert not (tmp_path / "r" / "tune" / "old-study.db").exists()
+    with pytest.raises(ValueError, match="unknown demo stage"):
+        demo.run_demo(tmp_path / "d", runs_dir=tmp_path / "r", stages=[], extra=["hpo"])
+    assert build_parser().parse_args(["demo", "--with", "tune", "fewshot"]).extra == ["tune", "fewshot"]
+    assert build_parser().parse_args(["demo"]).extra == []
