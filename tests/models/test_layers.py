@@ -121,6 +121,21 @@ def test_mask_is_cached_not_rebuilt():
     assert compute_attn_mask.build_cache_info().misses - before <= 1
 
 
+def test_cached_tables_first_built_in_inference_mode_still_train():
+    """An evaluation (inference_mode) may fill the caches first; training then saves them
+    for backward, which inference tensors refuse."""
+    from swiftlib.models.layers.window import permute_tokens, window_gather_index
+
+    grid, window, shift = (6, 10, 14, 6), (2, 2, 2, 3), (1, 1, 1, 1)  # a key no other test uses
+    with torch.inference_mode():
+        idx, inv = window_gather_index(grid, window, shift)
+        mask = compute_attn_mask(grid, window, shift, valid_grid=(5, 10, 14, 6))
+    assert not (idx.is_inference() or inv.is_inference() or mask.is_inference())
+    x = torch.randn(2, 6 * 10 * 14 * 6, 3, requires_grad=True)
+    permute_tokens(x, idx, inv).sum().backward()
+    assert x.grad is not None
+
+
 # ---------------------------------------------------------------------------- attention
 
 

@@ -143,7 +143,8 @@ def _attn_mask_tensor(
     mask = _attn_mask_numpy(grid, window_size, shift_size, valid_grid, mask_value)
     if mask is None:
         return None
-    return torch.from_numpy(mask).to(device=device, dtype=dtype)
+    with torch.inference_mode(False):  # cached: a first call under inference_mode must not make an inference tensor
+        return torch.from_numpy(mask).to(device=device, dtype=dtype)
 
 
 def compute_attn_mask(
@@ -189,13 +190,16 @@ compute_attn_mask.build_cache_info = _attn_mask_numpy.cache_info  # type: ignore
 @functools.lru_cache(maxsize=256)
 def _gather_index(grid: Grid4, window_size: Grid4, shift_size: Grid4,
                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    L = math.prod(grid)
-    pos = torch.arange(L).view(1, *grid, 1)  # (1, D, H, W, T, 1) flat token index
-    if any(s > 0 for s in shift_size):
-        pos = torch.roll(pos, shifts=tuple(-s for s in shift_size), dims=(1, 2, 3, 4))
-    idx = window_partition(pos, window_size).reshape(L)  # (L,) window-ordered source index
-    inv = torch.argsort(idx)  # (L,)
-    return idx.to(device), inv.to(device)
+    # cached across calls: built outside inference_mode even when first needed by an evaluation,
+    # else training later saves an inference tensor for backward (a RuntimeError)
+    with torch.inference_mode(False):
+        L = math.prod(grid)
+        pos = torch.arange(L).view(1, *grid, 1)  # (1, D, H, W, T, 1) flat token index
+        if any(s > 0 for s in shift_size):
+            pos = torch.roll(pos, shifts=tuple(-s for s in shift_size), dims=(1, 2, 3, 4))
+        idx = window_partition(pos, window_size).reshape(L)  # (L,) window-ordered source index
+        inv = torch.argsort(idx)  # (L,)
+        return idx.to(device), inv.to(device)
 
 
 def window_gather_index(
