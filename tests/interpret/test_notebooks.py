@@ -1,0 +1,62 @@
+"""The interpretation notebooks executed through ``swiftlib run`` (papermill) on the tiny
+cohort and its age model; their results.json values are checked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NB_DIR = ROOT / "notebooks" / "04_interpret"
+
+
+def test_notebooks_match_their_generator():
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / "make_interpret_notebooks.py"), "--check"],
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+def _run(name, run_dir, params):
+    from swiftlib.runner import run_notebook
+
+    out = run_notebook(NB_DIR / name, run_dir=run_dir, parameters=params, progress=False, log_output=False)
+    doc = json.loads((run_dir / "results.json").read_text())
+    nb = nbformat.read(str(run_dir / name), as_version=4)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert out.status == "ok" and doc["status"] == "ok" and not errors, (doc.get("error"), errors[:1])
+    return doc
+
+
+@pytest.fixture(scope="module")
+def common(age_run, interp_store):
+    return {"checkpoint": str(age_run.best_checkpoint), "store_path": str(interp_store.root)}
+
+
+def test_explore_embeddings_notebook(common, tmp_path):
+    doc = _run("01_explore_embeddings.ipynb", tmp_path / "embed",
+               {**common, "site_permutations": 2, "cv_folds": 3})
+    m = doc["metrics"]
+    assert doc["kind"] == "embed"
+    for key in ("all/age_linear_r2", "all/age_knn_r2", "all/sex_linear_auroc", "all/site_balanced_acc", "all/site_chance"):
+        assert key in m, key
+    assert 0 <= m["all/site_balanced_acc"] <= 1 and m["all/site_chance"] == pytest.approx(1 / 3)
+    assert (tmp_path / "embed" / doc["artifacts"]["embeddings_window"]).exists()
+    assert (tmp_path / "embed" / doc["artifacts"]["html"]).stat().st_size > 10_000
+
+
+def test_brain_attributions_notebook(common, tmp_path):
+    doc = _run("02_brain_attributions.ipynb", tmp_path / "attr",
+               {**common, "num_subjects": 2, "n_steps": 4, "split": "all"})
+    m = doc["metrics"]
+    assert doc["kind"] == "attribute"
+    assert 0 <= m["all/trained_auroc"] <= 1 and 0 <= m["all/randomised_auroc"] <= 1
+    import nibabel as nib
+
+    img = nib.load(tmp_path / "attr" / doc["artifacts"]["group_map"])
+    assert img.shape == nib.load(Path(common["store_path"]) / "ground_truth" / "brain_mask.nii.gz").shape
+    assert (tmp_path / "attr" / doc["artifacts"]["html"]).stat().st_size > 10_000
