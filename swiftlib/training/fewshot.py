@@ -245,6 +245,8 @@ def run_fewshot(base_cfg, grid_dir, grid: FewShotGrid | dict | None = None, pret
             fit(plans[name])
             ran.append(name)
         except TrainingError as e:
+            if isinstance(e.__cause__, KeyboardInterrupt):
+                raise KeyboardInterrupt from e
             failed[name] = str(e)
             log.warning("few-shot cell %s failed (%s); the grid continues, a rerun retries it", name, e)
     res = load_fewshot(grid_dir, grid=grid, metric=metric, n_train=n_train)

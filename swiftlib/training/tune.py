@@ -150,14 +150,15 @@ class SearchSpace:
                 raise TuneError(f"search space batch_sizes={v!r}: expected distinct positive integers")
             self.batch_sizes = v
 
-    def searched(self, task: str = "classification") -> list[str]:
-        """Names of the dimensions that vary (for ``task``)."""
+    def searched(self, task: str = "classification", base_mode: str = "full") -> list[str]:
+        """Names of the dimensions that vary (for ``task``, and ``base_mode`` when ``modes`` is None)."""
         out = [n for n in _CONTINUOUS if isinstance(getattr(self, n), tuple)]
+        modes = self.modes or (base_mode,)
         if task != "classification" and "label_smoothing" in out:
             out.remove("label_smoothing")
-        if self.modes is not None and "unfreeze" not in self.modes and "unfreeze_fraction" in out:
+        if "unfreeze" not in modes and "unfreeze_fraction" in out:
             out.remove("unfreeze_fraction")
-        if self.modes == ("linear_probe",) and "layer_decay" in out:
+        if modes == ("linear_probe",) and "layer_decay" in out:
             out.remove("layer_decay")
         out += [n for n in ("modes", "heads", "batch_sizes") if getattr(self, n) is not None and len(getattr(self, n)) > 1]
         return out
@@ -267,10 +268,11 @@ def check_space(space: SearchSpace, base: dict) -> list[str]:
     from swiftlib.training.config import FitConfig
 
     task = base["task"].get("task", "classification")
-    searched = space.searched(task)
+    searched = space.searched(task, base["task"].get("mode", "full"))
     if not searched:
         raise TuneError("the search space is empty: every dimension is fixed or None for this task "
-                        f"({task}); give at least one (low, high) range or several choices")
+                        f"({task}, mode {space.modes or base['task'].get('mode')}); give at least one "
+                        "(low, high) range or several choices")
     if space.modes and "unfreeze" in space.modes and space.unfreeze_fraction is None \
             and base["task"].get("unfreeze_fraction") is None and base["task"].get("unfreeze_last_k") is None:
         raise TuneError("the search space allows mode 'unfreeze' but unfreeze_fraction is None and the base "
@@ -673,6 +675,10 @@ def tune(base_cfg, n_trials: int, storage=None, study_name: str = "swiftlib-tune
         with _Heartbeat(trial, heartbeat_interval):
             try:
                 res = fit(cfg, callbacks=callbacks, test=False)
+            except TrainingError as e:
+                if isinstance(e.__cause__, KeyboardInterrupt):  # stop the study, not just this trial
+                    raise KeyboardInterrupt from e
+                raise
             except optuna.TrialPruned as e:
                 from swiftlib.results import save_results
 

@@ -170,6 +170,7 @@ def test_bad_n_trials(train_store, tmp_path, no_training, n_trials):
 @pytest.mark.parametrize("space, match", [
     (lambda: _fixed(lr=1e-3, modes=("full",), heads=("linear",)), "search space is empty"),
     (lambda: _fixed(label_smoothing=(0.0, 0.2)), "search space is empty: .*regression"),  # classification only
+    (lambda: _fixed(layer_decay=(0.5, 1.0), modes=("linear_probe",)), "search space is empty"),  # not for a probe
     (lambda: _fixed(lr=(1e-2, 1e-4)), "low is above high"),
     (lambda: _fixed(weight_decay=(0.0, 0.1)), "log scale"),
     (lambda: _fixed(modes=()), "no choice left"),
