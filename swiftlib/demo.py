@@ -64,6 +64,13 @@ STAGES: list[Stage] = [
            "init_from": "{runs}/pretrain/checkpoints/best.ckpt"}, ("val/auroc", "test/auroc")),
     Stage("evaluate (test split)", f"{_NB}/03_downstream/02_evaluate.ipynb", "evaluate",
           {"checkpoint": "{runs}/finetune/checkpoints/best.ckpt"}, ("test/auroc", "test/acc", "test/num_subjects")),
+    Stage("explore embeddings", f"{_NB}/04_interpret/01_explore_embeddings.ipynb", "embed",
+          {"checkpoint": "{runs}/finetune/checkpoints/best.ckpt", "store_path": "{data}/store_synthetic",
+           "site_permutations": 20, "cv_folds": 3},
+          ("all/sex_linear_auroc", "all/site_balanced_acc", "all/site_chance")),
+    Stage("brain attributions", f"{_NB}/04_interpret/02_brain_attributions.ipynb", "attribute",
+          {"checkpoint": "{runs}/finetune/checkpoints/best.ckpt", "store_path": "{data}/store_synthetic",
+           "num_subjects": 2, "n_steps": 8}, ("test/trained_auroc", "test/randomised_auroc")),
 ]
 
 #: Opt-in stages (``swiftlib demo --with tune fewshot``), run after :data:`STAGES`: each takes

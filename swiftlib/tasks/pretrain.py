@@ -80,6 +80,9 @@ class SimMIMTask(pl.LightningModule):
         from swiftlib.models.simmim import SimMIM, SimMIMConfig
 
         encoder = create_model(cfg.model, **{**cfg.model_overrides, "num_classes": 0})
+        # SimMIM decodes the last stage's tokens, not the pooled embedding: the encoder's final
+        # norm gets no gradient, which DDP would report as an unused parameter
+        encoder.norm.requires_grad_(False)
         if cfg.init_from:
             load_encoder_weights(encoder, cfg.init_from, cfg.model, cfg.model_overrides, cfg.contract)
         scfg = SimMIMConfig(encoder=cfg.model, encoder_overrides=dict(cfg.model_overrides), mask_ratio=cfg.mask_ratio,

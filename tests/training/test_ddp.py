@@ -32,3 +32,4 @@ def test_ddp_two_processes_gathers_every_window_once(train_store, tmp_path):
     assert np.allclose(single["p1"], ddp["p1"], atol=1e-5)
     for k in ("test/acc", "test/balanced_acc", "test/loss"):
         assert out[k] == pytest.approx(res.metrics[k], abs=1e-5)
+

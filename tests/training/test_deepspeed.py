@@ -62,7 +62,12 @@ def test_inconsistent_configs_are_refused_before_launch():
 def test_zero2_run_on_cpu_and_checkpoint_conversion(train_store, tmp_path):
     cfg = tiny_fit_config(train_store, tmp_path / "ds", trainer={"strategy": "deepspeed_stage_2", "max_epochs": 1})
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "MASTER_PORT": "29617"}
+    import socket
+
+    with socket.socket() as sock:  # a free port: other distributed tests may run at the same time
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MASTER_PORT": str(port)}
     out = subprocess.run([sys.executable, "-m", "tests.training.cpu_deepspeed", str(tmp_path / "cfg.json")],
                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
