@@ -12,31 +12,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import nbformat
-
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "notebooks" / "04_interpret"
 
-IMPORTS = """\
-import swiftlib
-from swiftlib import notebook as nb
-
-print("swiftlib", nb.setup())"""
-
-
-def md(text: str):
-    return nbformat.v4.new_markdown_cell(text.strip("\n"))
-
-
-def code(text: str):
-    return nbformat.v4.new_code_cell(text.strip("\n"))
-
-
-def params(text: str):
-    cell = code(text)
-    cell.metadata["tags"] = ["parameters"]
-    return cell
-
+from nbgen import IMPORTS, code, md, params, sync  # noqa: E402,F401  (shared cell helpers)
 
 EMBED = ("embed", [
     md("""
@@ -256,37 +235,8 @@ nb.save_results(
 NOTEBOOKS = {"01_explore_embeddings.ipynb": EMBED, "02_brain_attributions.ipynb": ATTRIBUTE}
 
 
-def render(name: str) -> str:
-    kind, cells = NOTEBOOKS[name]
-    book = nbformat.v4.new_notebook()
-    book.cells = cells
-    for i, cell in enumerate(book.cells):
-        cell.id = f"cell-{i:02d}"
-    book.metadata = {
-        "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"},
-        "swiftlib": {"kind": kind},
-    }
-    return nbformat.writes(book) + "\n"
-
-
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    stale = []
-    for name in NOTEBOOKS:
-        path, text = OUT / name, render(name)
-        if path.exists() and path.read_text() == text:
-            continue
-        if "--check" in argv:
-            stale.append(name)
-        else:
-            OUT.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            print(f"wrote {path.relative_to(ROOT)}")
-    if stale:
-        print("notebooks differ from tools/make_interpret_notebooks.py: " + ", ".join(stale), file=sys.stderr)
-        return 1
-    return 0
+    return sync(NOTEBOOKS, OUT, "tools/make_interpret_notebooks.py", argv)
 
 
 if __name__ == "__main__":

@@ -13,31 +13,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import nbformat
-
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "notebooks" / "03_downstream"
 
-IMPORTS = """\
-import swiftlib
-from swiftlib import notebook as nb
-
-print("swiftlib", nb.setup())"""
-
-
-def md(text: str):
-    return nbformat.v4.new_markdown_cell(text.strip("\n"))
-
-
-def code(text: str):
-    return nbformat.v4.new_code_cell(text.strip("\n"))
-
-
-def params(text: str):
-    cell = code(text)
-    cell.metadata["tags"] = ["parameters"]
-    return cell
-
+from nbgen import IMPORTS, code, md, params, sync  # noqa: E402,F401  (shared cell helpers)
 
 # ---------------------------------------------------------------------------------------
 # 03_downstream/03_tune_optuna
@@ -318,44 +297,8 @@ NOTEBOOK_SOURCES = {
 }
 
 
-def build(kind: str, cells) -> nbformat.NotebookNode:
-    nb = nbformat.v4.new_notebook()
-    nb.cells = cells
-    for i, cell in enumerate(nb.cells):
-        cell.id = f"cell-{i:02d}"  # stable ids: regenerating gives identical files
-    nb.metadata = {
-        "kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"},
-        "language_info": {"name": "python"},
-        "swiftlib": {"kind": kind},
-    }
-    return nb
-
-
-def render(name: str) -> str:
-    kind, cells = NOTEBOOK_SOURCES[name]
-    return nbformat.writes(build(kind, cells)) + "\n"
-
-
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    check = "--check" in argv
-    stale = []
-    for name in NOTEBOOK_SOURCES:
-        path = OUT / name
-        text = render(name)
-        if path.exists() and path.read_text() == text:
-            continue
-        if check:
-            stale.append(name)
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
-            print(f"wrote {path.relative_to(ROOT)}")
-    if stale:
-        print("notebooks differ from tools/make_tuning_notebooks.py (run it, or move your edit there): "
-              + ", ".join(stale), file=sys.stderr)
-        return 1
-    return 0
+    return sync(NOTEBOOK_SOURCES, OUT, "tools/make_tuning_notebooks.py", argv)
 
 
 if __name__ == "__main__":
