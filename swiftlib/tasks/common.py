@@ -20,6 +20,7 @@ __all__ = [
     "load_encoder_weights",
     "rng_state",
     "set_rng_state",
+    "CheckpointMetaMixin",
 ]
 
 log = logging.getLogger(__name__)
@@ -155,3 +156,29 @@ def set_rng_state(state: dict) -> None:
 
 def _tuplify(x):
     return tuple(_tuplify(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+class CheckpointMetaMixin:
+    """For the tasks: writes ``checkpoint["swiftlib"]`` (kind, model, options, contract, RNG
+    state, plus :meth:`checkpoint_meta`) and restores the RNG state on load, which exact
+    ``resume_from`` needs. The task defines ``checkpoint_kind`` and ``self.cfg``."""
+
+    checkpoint_kind: str
+
+    def checkpoint_meta(self) -> dict:
+        return {}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[CHECKPOINT_KEY] = {
+            "kind": self.checkpoint_kind,
+            "model": self.cfg.model,
+            "model_overrides": dict(self.cfg.model_overrides),
+            **self.checkpoint_meta(),
+            "contract": self.cfg.contract,
+            "rng": rng_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        meta = checkpoint.get(CHECKPOINT_KEY) or {}
+        if "rng" in meta:
+            set_rng_state(meta["rng"])

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import torchmetrics.functional as tmf
 from torch import nn
 
-from swiftlib.tasks.common import CHECKPOINT_KEY, load_encoder_weights, rng_state, set_rng_state
+from swiftlib.tasks.common import CheckpointMetaMixin, load_encoder_weights
 from swiftlib.tasks.optim import OptimConfig, build_optimizer, param_groups
 from swiftlib.tasks.optim import total_steps as _total_steps
 from swiftlib.utils.config import config_from_dict, config_to_dict
@@ -97,8 +97,10 @@ def _build_head(in_features: int, cfg: FinetuneConfig) -> nn.Module:
                          nn.Linear(in_features, cfg.num_outputs))
 
 
-class FinetuneTask(pl.LightningModule):
+class FinetuneTask(CheckpointMetaMixin, pl.LightningModule):
     """``forward(x (B, 1, D, H, W, T)) -> (B, num_outputs)`` logits or standardised values."""
+
+    checkpoint_kind = "finetune"
 
     def __init__(self, config: FinetuneConfig | dict):
         super().__init__()
@@ -217,22 +219,8 @@ class FinetuneTask(pl.LightningModule):
         return _opt_and_sched(groups, self.cfg.optim, total)
 
     # -- checkpoint metadata -------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[CHECKPOINT_KEY] = {
-            "kind": "finetune",
-            "model": self.cfg.model,
-            "model_overrides": dict(self.cfg.model_overrides),
-            "label": self.cfg.label,
-            "task": self.cfg.task,
-            "num_classes": self.cfg.num_classes,
-            "contract": self.cfg.contract,
-            "rng": rng_state(),
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        meta = checkpoint.get(CHECKPOINT_KEY) or {}
-        if "rng" in meta:
-            set_rng_state(meta["rng"])
+    def checkpoint_meta(self) -> dict:
+        return {"label": self.cfg.label, "task": self.cfg.task, "num_classes": self.cfg.num_classes}
 
 
 def _opt_and_sched(groups, cfg, total):
@@ -300,4 +288,3 @@ def subject_metrics(df, cfg: FinetuneConfig) -> dict[str, float]:
             out["r2"] = out["pearson"] = torch.tensor(float("nan"))
     out["num_subjects"] = torch.tensor(float(len(df)))
     return {k: float(v) for k, v in out.items()}
-

@@ -19,7 +19,7 @@ from typing import Literal
 import lightning.pytorch as pl
 import torch
 
-from swiftlib.tasks.common import CHECKPOINT_KEY, load_encoder_weights, rng_state, set_rng_state
+from swiftlib.tasks.common import CheckpointMetaMixin, load_encoder_weights
 from swiftlib.tasks.optim import OptimConfig, build_optimizer, param_groups
 from swiftlib.tasks.optim import total_steps as _total_steps
 from swiftlib.utils.config import config_from_dict, config_to_dict
@@ -70,7 +70,9 @@ def brain_mask_from_window(x: torch.Tensor) -> torch.Tensor:
     return (x != bg).any(dim=-1).any(dim=1, keepdim=True)  # (B, 1, D, H, W)
 
 
-class SimMIMTask(pl.LightningModule):
+class SimMIMTask(CheckpointMetaMixin, pl.LightningModule):
+    checkpoint_kind = "pretrain"
+
     def __init__(self, config: PretrainConfig | dict):
         super().__init__()
         cfg = PretrainConfig.from_dict(config) if isinstance(config, dict) else config
@@ -153,17 +155,3 @@ class SimMIMTask(pl.LightningModule):
         total = _total_steps(self)
         opt, sched = build_optimizer(groups, self.cfg.optim, total)
         return {"optimizer": opt, "lr_scheduler": sched}
-
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint[CHECKPOINT_KEY] = {
-            "kind": "pretrain",
-            "model": self.cfg.model,
-            "model_overrides": dict(self.cfg.model_overrides),
-            "contract": self.cfg.contract,
-            "rng": rng_state(),
-        }
-
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        meta = checkpoint.get(CHECKPOINT_KEY) or {}
-        if "rng" in meta:
-            set_rng_state(meta["rng"])
