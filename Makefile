@@ -8,7 +8,7 @@ PIP := $(PY) -m pip -q --disable-pip-version-check
 STAMP := $(VENV)/.swiftlib-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slurm bench science lab lint venv clean-venv dashboard
+.PHONY: demo test test-slurm test-browser bench science lab lint venv clean-venv dashboard
 
 venv: $(STAMP)
 
@@ -32,6 +32,10 @@ test: $(STAMP)
 # a real single-node SLURM cluster on 127.0.0.1 (root; installs Debian slurm + munge if missing)
 test-slurm: $(STAMP)
 	$(PY) -m pytest -q -m slurm tests/test_slurm.py $(PYTEST_ARGS)
+
+# JupyterLab rendered in headless Chromium (Debian chromium, apt-get installed as root when missing)
+test-browser: $(STAMP)
+	$(PY) -m pytest -q -m browser tests/test_browser.py $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; OMP_NUM_THREADS=2 $(PY) $$b || exit 1; done
