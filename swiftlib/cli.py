@@ -61,7 +61,7 @@ def _cmd_demo(args) -> int:
 
     try:
         stages = run_demo(args.out, runs_dir=args.runs_dir, num_subjects=args.subjects, seed=args.seed,
-                          progress=not args.quiet, log_output=args.stream, on_stage=announce, extra=args.extra)
+                          progress=not args.quiet, log_output=args.stream, on_stage=announce, skip=args.skip)
     except DemoError as e:
         print("\nswiftlib demo — summary (FAILED)")
         print(format_summary(e.stages))
@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dataset", default="custom", help="dataset adapter (see swiftlib.data.registry; default custom)")
     s.add_argument("--voxel-size", type=float, default=2.0, help="store voxel size in mm (default 2)")
     s.add_argument("--grid", type=int, nargs=3, default=[96, 96, 96], metavar=("D", "H", "W"), help="store grid (default 96 96 96)")
-    s.add_argument("--normalisation", default="zscore_global", choices=["zscore_global", "zscore_voxel", "none"])
+    s.add_argument("--normalisation", default="zscore_global", choices=["zscore_global", "zscore_voxel", "psc", "none"])
     s.add_argument("--mask", default="auto", help="auto | mni | path to a mask NIfTI (default auto)")
     s.add_argument("--min-frames", type=int, default=20, help="refuse scans shorter than this (default 20)")
     s.add_argument("--tr", type=float, help="TR in seconds (overrides header and sidecar)")
@@ -248,9 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--subjects", type=int, default=40, help="synthetic subjects (default 40)")
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--stream", action="store_true", help="stream every cell's output to the log")
-    s.add_argument("--with", dest="extra", nargs="+", default=[], choices=["tune", "fewshot"], metavar="STAGE",
-                   help="opt-in stages after the chain: tune (a 6-trial Optuna study), fewshot (few-shot curves, "
-                        "pretrained vs scratch); a few minutes each on 2 CPU cores")
+    s.add_argument("--skip", nargs="+", default=[], choices=["tune", "fewshot"], metavar="STAGE",
+                   help="leave out stages nothing later needs: tune (a small Optuna study), fewshot "
+                        "(few-shot curves, pretrained vs scratch)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s.set_defaults(func=_cmd_demo)
 

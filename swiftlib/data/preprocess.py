@@ -237,8 +237,12 @@ def normalise(data: np.ndarray, mask: np.ndarray, method: str, name: str = "imag
     """Normalise ``data`` (D, H, W, T) inside ``mask`` (D, H, W). Returns ``(out, stats)``.
 
     ``zscore_global``: (x − mean) / std over brain voxels and time (SwiFT); ``zscore_voxel``:
-    per voxel over time (constant voxels → 0); ``none``. The background is filled with the
-    in-brain minimum (SwiFT's convention) so it reads as "darker than any brain voxel".
+    per voxel over time (constant voxels → 0); ``psc``: percent signal change per voxel,
+    100 · (x − mean_t) / mean_t — the BOLD fluctuation itself, free of the static intensity
+    pattern and scanner scale, amplitudes kept (voxels whose time mean is below 1 % of the
+    brain's median are set to 0 and counted); ``none``. The background is filled with the
+    in-brain minimum (SwiFT's convention) so it reads as "darker than any brain voxel";
+    with ``psc`` it is 0 (no signal change).
     """
     brain = data[mask]  # (N, T) in-brain time series
     if brain.size == 0:
@@ -256,11 +260,16 @@ def normalise(data: np.ndarray, mask: np.ndarray, method: str, name: str = "imag
         sd = brain.std(axis=1, keepdims=True)  # (N, 1)
         z = np.where(sd > 0, (brain - mu) / np.where(sd > 0, sd, 1.0), 0.0)
         stats.update(mean=float(mu.mean()), std=float(sd.mean()), constant_voxels=int((sd == 0).sum()))
+    elif method == "psc":
+        mu = brain.mean(axis=1, keepdims=True, dtype=np.float64)  # (N, 1)
+        ok = mu > 0.01 * np.median(mu)
+        z = np.where(ok, (brain - mu) / np.where(ok, mu, 1.0) * 100.0, 0.0).astype(np.float32)
+        stats.update(mean=float(mu.mean()), low_mean_voxels=int((~ok).sum()))
     elif method == "none":
         z = brain
     else:
         raise PreprocessError(f"normalisation={method!r}: expected one of {NORM_METHODS}")
-    fill = float(z.min())
+    fill = 0.0 if method == "psc" else float(z.min())
     out = np.full(data.shape, fill, dtype=np.float32)
     out[mask] = z
     stats["fill_value"] = fill

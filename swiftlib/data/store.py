@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 FORMAT = "swiftlib-store"
 FORMAT_VERSION = 1
-NORM_METHODS = ("zscore_global", "zscore_voxel", "none")
+NORM_METHODS = ("zscore_global", "zscore_voxel", "psc", "none")
 TASK_TYPES = ("classification", "regression")
 _TARGET_CHUNK_BYTES = 8 << 20
 

@@ -211,6 +211,14 @@ def test_normalise_methods():
     others = out[mask].copy()
     assert np.allclose(np.delete(others, np.flatnonzero((out[mask] == 0).all(1)), 0).mean(1), 0, atol=1e-5)
     assert np.all(out[~mask] == st["fill_value"])
+    out, st = normalise(data, mask, "psc")
+    assert np.all(out[2, 3, 4] == 0) and st["low_mean_voxels"] == 0 and np.all(out[~mask] == 0)
+    v = data[1, 2, 1].astype(np.float64)
+    assert np.allclose(out[1, 2, 1], 100 * (v - v.mean()) / v.mean(), atol=1e-4)
+    dark = data.copy()
+    dark[3, 3, 3] = 1e-3  # a voxel with (almost) no signal on average: 0, counted, not a blow-up
+    out, st = normalise(dark, mask, "psc")
+    assert st["low_mean_voxels"] == 1 and np.all(out[3, 3, 3] == 0) and np.abs(out).max() < 50
     out, st = normalise(data, mask, "none")
     assert np.array_equal(out[mask], data[mask]) and st["fill_value"] == data[mask].min()
     with pytest.raises(PreprocessError, match="mask is empty"):
