@@ -9,8 +9,12 @@ the window's duration** ``L·s``, as in SwiFT v1: ``step = max(round(f · L · s
 Modes:
     ``train``: by default every window of every subject (SwiFT v1 behaviour; shuffle with
         the DataLoader). With ``windows_per_subject=k`` an epoch instead holds ``k``
-        windows per subject, each a fresh random start drawn with torch's RNG (seeded per
-        worker and epoch by the DataLoader, so seed it with ``lightning.seed_everything``).
+        windows per subject, each drawn at random from that subject's windows with torch's
+        RNG (seeded per worker and epoch by the DataLoader, so seed it with
+        ``lightning.seed_everything``). Starts stay on the ``stride_between_seq`` grid: a
+        small stride (e.g. ``1 / (L·s)``, a step of one frame) makes every frame a possible
+        start — the time-shift augmentation a small cohort needs against memorising its
+        subjects; set ``eval_stride_between_seq`` to keep evaluation windows back to back.
         Augmentation (``augment``) runs only in this mode.
     ``eval``: every window of every subject in order (subject, start), so predictions can
         be averaged per subject (:meth:`WindowDataset.index` says which window is which).
@@ -101,8 +105,8 @@ class WindowDataset(Dataset):
         stride_within_seq: take every ``s``-th frame inside a window.
         label: a label name declared in the store, or None (``y`` is NaN; pretraining).
         mode: ``"train"`` or ``"eval"`` (module docstring).
-        windows_per_subject: train mode only; ``k`` random windows per subject per epoch
-            instead of all windows.
+        windows_per_subject: train mode only; ``k`` windows per subject per epoch, drawn
+            at random from the subject's windows, instead of all windows.
         transform: callable on ``x`` (1, D, H, W, T), applied in both modes (deterministic
             preprocessing such as padding).
         augment: callable on ``x`` (1, D, H, W, T), train mode only (e.g. ``FrameAugment``).

@@ -36,6 +36,9 @@ class InferenceModel:
         meta: ``checkpoint["swiftlib"]`` (model, label, task, num_classes, contract, …).
         config: the task config stored in the checkpoint (``hyper_parameters["config"]``).
         path: the checkpoint file.
+        data: the data config the model was trained with (``datamodule_hyper_parameters
+            ["data"]``; empty for checkpoints without it): its window layout is the input
+            the model knows.
     """
 
     module: nn.Module
@@ -43,6 +46,7 @@ class InferenceModel:
     meta: dict
     config: dict = field(default_factory=dict)
     path: str = ""
+    data: dict = field(default_factory=dict)
 
     @property
     def encoder(self) -> nn.Module:
@@ -143,7 +147,8 @@ def load_inference_model(checkpoint, device: str | torch.device = "cpu") -> Infe
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
-    model = InferenceModel(module=module, kind=kind, meta=meta, config=config, path=str(path))
+    data = dict((ckpt.get("datamodule_hyper_parameters") or {}).get("data") or {})
+    model = InferenceModel(module=module, kind=kind, meta=meta, config=config, path=str(path), data=data)
     log.info("loaded %s checkpoint %s (model %s, %d features)", kind, path, meta.get("model"), model.num_features)
     return model.to(resolve_device(device))
 

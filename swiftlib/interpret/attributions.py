@@ -61,7 +61,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 METHODS = ("ig", "ig_smoothgrad_sq", "saliency", "grad_x_input", "occlusion")
-AGGREGATES = ("abs", "signed")
+AGGREGATES = ("abs", "signed", "subject_abs")
 _MNI_CODE = 4  # NIfTI xform code "mni_152"
 
 
@@ -257,6 +257,7 @@ def attribute(
     windows: int | None = None,
     sequence_length: int | None = None,
     stride_between_seq: float = 1.0,
+    stride_within_seq: int | None = None,
     batch_size: int = 1,
     internal_batch_size: int | None = 8,
     n_steps: int = 32,
@@ -280,9 +281,14 @@ def attribute(
             class), ``"predicted"`` (default for classification) — regression has one output.
         label: the label you expect the checkpoint to predict (checked; optional).
         baseline: ``"background"`` (default), ``"temporal_mean"`` or a number (see :func:`make_baseline`).
-        aggregate: ``"abs"`` (mean |attribution|: where the model looks) or ``"signed"``.
+        aggregate: ``"abs"`` (mean |attribution|: where the model looks), ``"signed"``, or
+            ``"subject_abs"`` (signed over a subject's windows and frames — the model's
+            consistent response — then the magnitude averaged over subjects; subject maps stay
+            signed). ``subject_abs`` is the setting that recovers both planted mechanisms of the
+            synthetic cohort (amplitude and connectivity) with randomised models at chance.
         windows: at most this many windows per subject (evenly spaced); None = all.
-        sequence_length, stride_between_seq: window layout (default: the model's T, back to back).
+        sequence_length, stride_within_seq, stride_between_seq: window layout (default: the
+            frames and frame step the model was trained with, windows back to back).
         batch_size: windows per captum call; internal_batch_size: IG steps / occlusion
             perturbations per forward pass (memory bound).
         n_steps, nt_samples, noise_level, occlusion_window: method settings.
@@ -313,11 +319,12 @@ def attribute(
     _check_head(model, label)
     model.check_store(store)
     sids = check_subjects(store, subjects)
-    from swiftlib.interpret.embeddings import _model_frames
+    from swiftlib.interpret.embeddings import _model_frame_step, _model_frames
 
     seq = int(sequence_length or _model_frames(model))
-    ds = WindowDataset(store, sids, sequence_length=seq, stride_between_seq=stride_between_seq, mode="eval",
-                       label=model.label if model.label in store.labels else None)
+    step = int(stride_within_seq or _model_frame_step(model))
+    ds = WindowDataset(store, sids, sequence_length=seq, stride_between_seq=stride_between_seq,
+                       stride_within_seq=step, mode="eval", label=model.label if model.label in store.labels else None)
     index = ds.index
     keep = []
     for _sid, grp in index.groupby("subject_id", sort=False):
@@ -366,14 +373,18 @@ def attribute(
                     window_index.append((sid, start))
             pbar.update(len(batch.subject_id))
     subject_maps = {s: (sums[s] / counts[s]).astype(np.float32) for s in sids}
+    # subject_abs: signed within a subject, magnitude across subjects (a connectivity effect
+    # flips the sign of x·∂y/∂x from subject to subject and cancels in a signed group mean)
+    pooled = {s: np.abs(m) for s, m in subject_maps.items()} if aggregate == "subject_abs" else subject_maps
     class_maps = {}
     for t in sorted(set(targets.values())):
-        members = [subject_maps[s] for s in sids if targets[s] == t]
+        members = [pooled[s] for s in sids if targets[s] == t]
         class_maps[t] = np.mean(members, axis=0).astype(np.float32)
-    group = np.mean([subject_maps[s] for s in sids], axis=0).astype(np.float32)
+    group = np.mean([pooled[s] for s in sids], axis=0).astype(np.float32)
     predictions = {s: _summarise_prediction(model, np.mean(v, axis=0)) for s, v in preds.items()}
     params = {"checkpoint": model.path, "method": method, "baseline": baseline, "aggregate": aggregate,
               "target": target, "label": model.label, "windows": windows, "sequence_length": seq,
+              "stride_within_seq": step,
               "n_steps": n_steps, "num_subjects": len(sids), "num_windows": len(keep)}
     log.info("attributions (%s) for %d windows of %d subjects", method, len(keep), len(sids))
     return Attributions(subject_maps, class_maps, group, pd.concat(curves, ignore_index=True), targets, predictions,
@@ -402,7 +413,7 @@ def randomised_model(checkpoint, seed: int = 0, device: str = "auto") -> Inferen
     for p in module.parameters():
         p.requires_grad_(False)
     rnd = InferenceModel(module=module, kind=model.kind, meta=dict(model.meta), config=dict(model.config),
-                         path=f"{model.path} (randomised, seed {seed})")
+                         path=f"{model.path} (randomised, seed {seed})", data=dict(model.data))
     return rnd.to(next(model.module.parameters()).device)
 
 

@@ -148,14 +148,15 @@ def _signature(model: InferenceModel, store, params: dict) -> str:
 
 
 def _rows_for_chunk(model, store, sids, level, stages, sequence_length, stride, batch_size, device, precision,
-                    num_workers, pbar):
+                    num_workers, pbar, frame_step=1):
     """Embed every window of ``sids``; returns a DataFrame at ``level``."""
     import pandas as pd
     from torch.utils.data import DataLoader
 
     from swiftlib.data.windows import WindowDataset, collate_samples
 
-    ds = WindowDataset(store, sids, sequence_length=sequence_length, stride_between_seq=stride, mode="eval")
+    ds = WindowDataset(store, sids, sequence_length=sequence_length, stride_between_seq=stride,
+                       stride_within_seq=frame_step, mode="eval")
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_samples)
     ids, starts, feats, stage_feats = [], [], [], [[] for _ in stages]
     with torch.inference_mode(), autocast_context(precision, device):
@@ -197,6 +198,7 @@ def extract_embeddings(
     out_path=None,
     sequence_length: int | None = None,
     stride_between_seq: float = 1.0,
+    stride_within_seq: int | None = None,
     batch_size: int = 8,
     precision: str = "fp32",
     device: str = "auto",
@@ -216,8 +218,9 @@ def extract_embeddings(
         stages: also pool these encoder stages (``forward_intermediates`` indices).
         out_path: parquet file to write; chunks go to ``<out_path>.parts/`` and a rerun with
             the same arguments resumes. ``None``: keep in memory only.
-        sequence_length: frames per window (default: the model's ``img_size`` T).
+        sequence_length: frames per window (default: as the model was trained, else its ``img_size`` T).
         stride_between_seq: window step as a fraction of the window (1.0 = back to back).
+        stride_within_seq: frame step inside a window (default: as the model was trained).
         batch_size: windows per forward pass.
         precision: ``"fp32"`` or ``"bf16"`` (autocast; faster on CPUs with AVX-512 BF16 and on GPUs).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ….
@@ -248,9 +251,10 @@ def extract_embeddings(
     model.check_store(store)
     sids = check_subjects(store, subjects) if subjects is not None else resolve_split(store, split, checkpoint, splits_file)
     seq = int(sequence_length or _model_frames(model))
+    step = int(stride_within_seq or _model_frame_step(model))
     stages = [int(s) for s in stages]
     params = {"level": level, "stages": stages, "sequence_length": seq, "stride": float(stride_between_seq),
-              "precision": precision}
+              "precision": precision, **({"stride_within_seq": step} if step != 1 else {})}
     parts_dir, done_parts = None, []
     if out_path is not None:
         out_path = Path(out_path)
@@ -263,13 +267,13 @@ def extract_embeddings(
     if done:
         log.info("resuming: %d of %d subjects already embedded in %s", len(sids) - len(todo), len(sids), parts_dir)
     total = WindowDataset(store, todo, sequence_length=seq, stride_between_seq=stride_between_seq,
-                          mode="eval").num_windows if todo else 0
+                          stride_within_seq=step, mode="eval").num_windows if todo else 0
     frames = []
     with tqdm(total=total, desc="embedding", unit="window", disable=not progress) as pbar:
         for c in range(0, len(todo), chunk_subjects):
             chunk = todo[c:c + chunk_subjects]
             df = _rows_for_chunk(model, store, chunk, level, stages, seq, stride_between_seq, batch_size, dev,
-                                 precision, num_workers, pbar)
+                                 precision, num_workers, pbar, frame_step=step)
             if parts_dir is not None:
                 from swiftlib.utils.io import atomic_path
 
@@ -305,19 +309,34 @@ def _next_part(parts: list[Path]) -> int:
 
 
 def _model_frames(model: InferenceModel) -> int:
-    """Frames per window the model was trained on: ``data.sequence_length`` of the run's
-    ``config.yaml`` beside ``checkpoints/``, else the preset's ``img_size`` T."""
-    import yaml
-
-    cfg_path = Path(model.path).resolve().parent.parent / "config.yaml" if model.path else None
-    if cfg_path is not None and cfg_path.is_file():
-        seq = ((yaml.safe_load(cfg_path.read_text()) or {}).get("data") or {}).get("sequence_length")
-        if seq:
-            return int(seq)
+    """Frames per window the model was trained on: ``data.sequence_length`` of the
+    checkpoint's data config, else of the run's ``config.yaml`` beside ``checkpoints/``,
+    else the preset's ``img_size`` T."""
+    seq = _trained_data(model).get("sequence_length")
+    if seq:
+        return int(seq)
     size = getattr(getattr(model.encoder, "cfg", None), "img_size", None)
     if not size:
         raise ValueError("cannot tell the model's window length; pass sequence_length=")
     return int(size[-1])
+
+
+def _model_frame_step(model: InferenceModel) -> int:
+    """The frame step inside a window the model was trained on (``data.stride_within_seq``;
+    1 when unknown). A model trained on every 3rd frame sees a different time scale in
+    consecutive frames, so explaining or embedding it must read windows the same way."""
+    return int(_trained_data(model).get("stride_within_seq") or 1)
+
+
+def _trained_data(model: InferenceModel) -> dict:
+    import yaml
+
+    if model.data:
+        return model.data
+    cfg_path = Path(model.path).resolve().parent.parent / "config.yaml" if model.path else None
+    if cfg_path is not None and cfg_path.is_file():
+        return dict((yaml.safe_load(cfg_path.read_text()) or {}).get("data") or {})
+    return {}
 
 
 def _open_parts(parts_dir: Path, signature: str) -> list[Path]:

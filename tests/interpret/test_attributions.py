@@ -94,6 +94,39 @@ def test_attribute_aggregates_and_goes_back_to_source_space(age_run, interp_stor
     assert nib.load(written["group"]).shape == gt_mask.shape
 
 
+def test_subject_abs_is_signed_within_a_subject_and_magnitude_across(age_run, interp_store):
+    sids = interp_store.subject_ids[:3]
+    att = attribute(age_run.best_checkpoint, interp_store, sids, method="grad_x_input", aggregate="subject_abs",
+                    windows=2, keep_window_maps=True, progress=False, device="cpu")
+    first = att.subject_maps[sids[0]]
+    np.testing.assert_allclose(first, np.mean([w.mean(-1) for w in att.window_maps[:2]], 0), rtol=1e-5, atol=1e-8)
+    assert (first < 0).any() and (first > 0).any()  # subject maps keep their sign
+    np.testing.assert_allclose(att.group_map, np.mean([np.abs(att.subject_maps[s]) for s in sids], 0), rtol=1e-5)
+    assert att.params["aggregate"] == "subject_abs"
+
+
+def test_windows_are_read_with_the_frame_step_the_model_was_trained_on(age_run, interp_store):
+    """A model trained on every s-th frame must be explained and embedded on every s-th frame
+    (consecutive frames would show it a time scale it never saw)."""
+    from swiftlib.interpret.embeddings import extract_embeddings
+
+    model = load_inference_model(age_run.best_checkpoint, device="cpu")
+    assert model.data["sequence_length"] == 8 and model.data["stride_within_seq"] == 1  # read from the checkpoint
+    model.data = {**model.data, "stride_within_seq": 3}  # as if trained on every 3rd frame
+    sid = interp_store.subject_ids[0]
+    att = attribute(model, interp_store, [sid], method="saliency", keep_window_maps=True, progress=False, device="cpu")
+    assert att.params["stride_within_seq"] == 3 and [w[1] for w in att.window_index] == [0]  # 24 frames: one 8x3 window
+    x = torch.from_numpy(interp_store.read_window(sid, 0, 8, 3).astype(np.float32))[None, None]
+    expected = attribute_windows(model, x, 0, method="saliency")[0].numpy()
+    np.testing.assert_allclose(att.window_maps[0], expected, rtol=1e-4, atol=1e-6)
+    # an explicit frame step wins; the default (1) reads back-to-back 8-frame windows
+    att1 = attribute(model, interp_store, [sid], method="saliency", stride_within_seq=1, progress=False, device="cpu")
+    assert att1.params["stride_within_seq"] == 1 and att1.params["num_windows"] == 3
+    emb = extract_embeddings(age_run.best_checkpoint, interp_store, subjects=[sid], level="window", stride_within_seq=3,
+                             progress=False, device="cpu")
+    assert emb["window_start"].tolist() == [0]
+
+
 def test_region_summaries_refuse_or_resample_other_grids(interp_store, tmp_path):
     gt = ground_truth(interp_store)
     ref = gt["brain_mask"]
