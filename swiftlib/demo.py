@@ -11,8 +11,9 @@ checkpoint feeds fine-tuning, the fine-tuned checkpoint feeds evaluation). Layou
     data/demo/splits/                 the subject-level split every stage reuses
     papermill_runs/demo/<stage>/      executed notebook, HTML, results.json (+ checkpoints/, tensorboard/)
 
-Later stages (interpretation) are one more row in :data:`STAGES`; tuning and few-shot curves
-are opt-in (:data:`OPTIONAL_STAGES`, ``swiftlib demo --with tune fewshot``).
+The tuned and few-shot stages (a small Optuna study and pretrained-vs-scratch curves) read
+the pretrained checkpoint and feed nothing later; ``swiftlib demo --skip tune fewshot``
+leaves them out (:data:`SKIPPABLE`). The interpretation stages end the demo.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["DemoStage", "Stage", "STAGES", "OPTIONAL_STAGES", "DemoError", "run_demo", "format_summary"]
+__all__ = ["DemoStage", "Stage", "STAGES", "SKIPPABLE", "DemoError", "run_demo", "format_summary"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,14 @@ STAGES: list[Stage] = [
            "init_from": "{runs}/pretrain/checkpoints/best.ckpt"}, ("val/auroc", "test/auroc")),
     Stage("evaluate (test split)", f"{_NB}/03_downstream/02_evaluate.ipynb", "evaluate",
           {"checkpoint": "{runs}/finetune/checkpoints/best.ckpt"}, ("test/auroc", "test/acc", "test/num_subjects")),
+    Stage("tune (Optuna, sex)", f"{_NB}/03_downstream/03_tune_optuna.ipynb", "tune",
+          {"store_path": "{data}/store_synthetic", "splits_dir": "{data}/splits", "seed": "{seed}",
+           "init_from": "{runs}/pretrain/checkpoints/best.ckpt"},
+          ("tune/num_complete", "tune/num_pruned", "val/auroc", "test/auroc"), fresh=True),
+    Stage("few-shot curves (sex)", f"{_NB}/03_downstream/04_fewshot_curves.ipynb", "fewshot",
+          {"store_path": "{data}/store_synthetic", "splits_dir": "{data}/splits",
+           "pretrained": "{runs}/pretrain/checkpoints/best.ckpt"},
+          ("fewshot/num_pairs", "fewshot/mean_diff", "fewshot/wilcoxon_p"), fresh=True),
     Stage("explore embeddings", f"{_NB}/04_interpret/01_explore_embeddings.ipynb", "embed",
           {"checkpoint": "{runs}/finetune/checkpoints/best.ckpt", "store_path": "{data}/store_synthetic",
            "site_permutations": 20, "cv_folds": 3},
@@ -73,18 +82,8 @@ STAGES: list[Stage] = [
            "num_subjects": 2, "n_steps": 8}, ("test/trained_auroc", "test/randomised_auroc")),
 ]
 
-#: Opt-in stages (``swiftlib demo --with tune fewshot``), run after :data:`STAGES`: each takes
-#: a few minutes on 2 CPU cores, which would take the default demo past 5 minutes.
-OPTIONAL_STAGES: dict[str, Stage] = {
-    "tune": Stage("tune (Optuna, sex)", f"{_NB}/03_downstream/03_tune_optuna.ipynb", "tune",
-                  {"store_path": "{data}/store_synthetic", "splits_dir": "{data}/splits", "seed": "{seed}",
-                   "init_from": "{runs}/pretrain/checkpoints/best.ckpt"},
-                  ("tune/num_complete", "tune/num_pruned", "val/auroc", "test/auroc"), fresh=True),
-    "fewshot": Stage("few-shot curves (sex)", f"{_NB}/03_downstream/04_fewshot_curves.ipynb", "fewshot",
-                     {"store_path": "{data}/store_synthetic", "splits_dir": "{data}/splits",
-                      "pretrained": "{runs}/pretrain/checkpoints/best.ckpt"},
-                     ("fewshot/num_pairs", "fewshot/mean_diff", "fewshot/wilcoxon_p"), fresh=True),
-}
+#: Stages ``swiftlib demo --skip`` may leave out (nothing later reads their outputs).
+SKIPPABLE: tuple[str, ...] = ("tune", "fewshot")
 
 
 class DemoError(RuntimeError):
@@ -121,13 +120,13 @@ def _short(v) -> str:
 
 def run_demo(out_dir="data/demo", runs_dir="papermill_runs/demo", num_subjects: int = 40, seed: int = 0,
              stages: list[Stage] | None = None, params_file=PARAMS_FILE, progress: bool = True,
-             log_output: bool = False, on_stage=None, extra=()) -> list[DemoStage]:
-    """Run ``stages`` (default :data:`STAGES`) in order, then the opt-in stages named in
-    ``extra`` (keys of :data:`OPTIONAL_STAGES`); returns one :class:`DemoStage` row per
+             log_output: bool = False, on_stage=None, skip=()) -> list[DemoStage]:
+    """Run ``stages`` (default :data:`STAGES`) in order, leaving out those whose run folder
+    is named in ``skip`` (only :data:`SKIPPABLE` ones); returns one :class:`DemoStage` row per
     stage. Raises :class:`DemoError` at the first failing stage (its notebook is kept)."""
-    unknown = [k for k in extra if k not in OPTIONAL_STAGES]
+    unknown = [k for k in skip if k not in SKIPPABLE]
     if unknown:
-        raise ValueError(f"unknown demo stage(s) {unknown}; opt-in stages: {sorted(OPTIONAL_STAGES)}")
+        raise ValueError(f"demo stage(s) {unknown} cannot be skipped; skippable: {list(SKIPPABLE)}")
     from swiftlib.notebook import project_root
     from swiftlib.runner import run_notebook
 
@@ -138,7 +137,7 @@ def run_demo(out_dir="data/demo", runs_dir="papermill_runs/demo", num_subjects: 
         root = Path(swiftlib.__file__).resolve().parent.parent
     ctx = {"data": str(Path(out_dir)), "runs": str(Path(runs_dir)), "subjects": int(num_subjects), "seed": int(seed)}
     rows: list[DemoStage] = []
-    plan = list(STAGES if stages is None else stages) + [OPTIONAL_STAGES[k] for k in extra]
+    plan = [st for st in (STAGES if stages is None else stages) if st.run not in skip]
     for i, st in enumerate(plan, start=1):
         notebook = root / st.notebook
         if not notebook.is_file():

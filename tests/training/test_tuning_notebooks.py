@@ -78,9 +78,10 @@ def test_fewshot_notebook(ci):
     assert (run_dir / "fewshot.csv").exists() and len(list((run_dir / "runs").iterdir())) == 4
 
 
-def test_demo_opt_in_stages(monkeypatch, tmp_path):
-    """``swiftlib demo --with tune fewshot``: valid parameters (with the CPU demo preset),
-    run after the chain, each in a fresh run folder; unknown names refused."""
+def test_demo_runs_tuning_and_fewshot_and_can_skip_them(monkeypatch, tmp_path):
+    """``swiftlib demo`` runs a small study and few-shot curves after evaluation and before the
+    interpretation stages (valid parameters with the CPU demo preset, each in a fresh run
+    folder); ``--skip tune fewshot`` leaves them out; other stages cannot be skipped."""
     from types import SimpleNamespace
 
     from swiftlib import demo
@@ -88,19 +89,27 @@ def test_demo_opt_in_stages(monkeypatch, tmp_path):
     from swiftlib.runner import load_params_file, resolve_parameters
 
     ctx = {"data": str(tmp_path / "d"), "runs": str(tmp_path / "r"), "subjects": 40, "seed": 0}
-    for st in demo.OPTIONAL_STAGES.values():
-        nb = ROOT / st.notebook
-        resolve_parameters(nb, file_values=load_params_file(ROOT / demo.PARAMS_FILE, nb),
-                           values={k: demo._fill(v, ctx) for k, v in st.params.items()})
+    runs = [st.run for st in demo.STAGES]
+    assert runs.index("evaluate") < runs.index("tune") < runs.index("fewshot") < runs.index("embed")
+    for st in demo.STAGES:
+        if st.run in demo.SKIPPABLE:
+            nb = ROOT / st.notebook
+            resolve_parameters(nb, file_values=load_params_file(ROOT / demo.PARAMS_FILE, nb),
+                               values={k: demo._fill(v, ctx) for k, v in st.params.items()})
     calls = []
     monkeypatch.setattr("swiftlib.runner.run_notebook", lambda nb, run_dir, **kw: calls.append((nb.name, run_dir))
                         or SimpleNamespace(results={}, status="ok", html=None, executed=run_dir / nb.name, error=None))
     (tmp_path / "r" / "tune").mkdir(parents=True)
     (tmp_path / "r" / "tune" / "old-study.db").write_text("stale")
-    rows = demo.run_demo(tmp_path / "d", runs_dir=tmp_path / "r", stages=[], extra=["tune", "fewshot"], progress=False)
-    assert [c[0] for c in calls] == ["03_tune_optuna.ipynb", "04_fewshot_curves.ipynb"] and len(rows) == 2
+    later = [st for st in demo.STAGES if st.run in ("tune", "fewshot", "embed")]
+    rows = demo.run_demo(tmp_path / "d", runs_dir=tmp_path / "r", stages=later, progress=False)
+    assert [c[0] for c in calls] == ["03_tune_optuna.ipynb", "04_fewshot_curves.ipynb",
+                                     "01_explore_embeddings.ipynb"] and len(rows) == 3
     assert not (tmp_path / "r" / "tune" / "old-study.db").exists()
-    with pytest.raises(ValueError, match="unknown demo stage"):
-        demo.run_demo(tmp_path / "d", runs_dir=tmp_path / "r", stages=[], extra=["hpo"])
-    assert build_parser().parse_args(["demo", "--with", "tune", "fewshot"]).extra == ["tune", "fewshot"]
-    assert build_parser().parse_args(["demo"]).extra == []
+    calls.clear()
+    demo.run_demo(tmp_path / "d", runs_dir=tmp_path / "r", stages=later, skip=["tune", "fewshot"], progress=False)
+    assert [c[0] for c in calls] == ["01_explore_embeddings.ipynb"]
+    with pytest.raises(ValueError, match="cannot be skipped"):
+        demo.run_demo(tmp_path / "d", runs_dir=tmp_path / "r", stages=[], skip=["pretrain"])
+    assert build_parser().parse_args(["demo", "--skip", "tune", "fewshot"]).skip == ["tune", "fewshot"]
+    assert build_parser().parse_args(["demo"]).skip == []
