@@ -60,7 +60,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-METHODS = ("ig", "ig_smoothgrad_sq", "saliency", "grad_x_input", "occlusion")
+METHODS = ("ig", "ig_smoothgrad_sq", "saliency", "smoothgrad", "grad_x_input", "occlusion")
 AGGREGATES = ("abs", "signed", "subject_abs")
 _MNI_CODE = 4  # NIfTI xform code "mni_152"
 
@@ -122,6 +122,10 @@ def attribute_windows(model: InferenceModel, x: torch.Tensor, target, method: st
             internal_batch_size=internal_batch_size)
     elif method == "saliency":
         out = Saliency(forward).attribute(x, target=target, abs=True)
+    elif method == "smoothgrad":  # |gradient| averaged over noisy copies of the input (Smilkov et al. 2017)
+        sd = float(noise_level * (x.amax() - x.amin()))
+        out = NoiseTunnel(Saliency(forward)).attribute(x, nt_type="smoothgrad", nt_samples=nt_samples,
+                                                       nt_samples_batch_size=1, stdevs=sd, target=target, abs=True)
     elif method == "grad_x_input":
         out = InputXGradient(forward).attribute(x, target=target)
     else:
