@@ -119,6 +119,13 @@ def _strategy(cfg: FitConfig, strategy_cls=None):
         from swiftlib.training.deepspeed import build_deepspeed_strategy
 
         return build_deepspeed_strategy(t, cfg.data, strategy_cls)
+    if t.strategy.startswith("ddp_spawn"):
+        # ddp_spawn pickles the task into each worker through shared memory; with torch's
+        # default file-descriptor strategy the SimMIM task's storages fail to map in the
+        # child ("unable to resize file ... Invalid argument (22)"). File-system sharing works.
+        import torch.multiprocessing as mp
+
+        mp.set_sharing_strategy("file_system")
     return "auto" if t.strategy == "single" else t.strategy
 
 
