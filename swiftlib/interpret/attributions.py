@@ -272,6 +272,7 @@ def attribute(
     precision: str = "fp32",
     device: str = "auto",
     progress: bool = True,
+    seed: int = 0,
 ) -> Attributions:
     """Explain a fine-tuned checkpoint's output for every window of ``subjects``.
 
@@ -298,6 +299,8 @@ def attribute(
         n_steps, nt_samples, noise_level, occlusion_window: method settings.
         keep_window_maps: also keep every ``(D, H, W, T)`` window map (memory!).
         precision: ``"fp32"`` or ``"bf16"`` autocast.
+        seed: seed of the noise of ``smoothgrad`` / ``ig_smoothgrad_sq``: the same call gives
+            the same maps whatever the caller's RNG state (drawn in a forked RNG).
 
     Returns:
         :class:`Attributions` (store grid; ``.to_nifti`` / ``.save`` go to source MNI space).
@@ -347,7 +350,9 @@ def attribute(
     counts = dict.fromkeys(sids, 0)
     targets, preds, curves, window_maps, window_index = {}, {}, [], [], []
     reduce = (lambda a: a.abs()) if aggregate == "abs" else (lambda a: a)
-    with tqdm(total=len(keep), desc=f"attribution ({method})", unit="window", disable=not progress) as pbar:
+    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []), \
+            tqdm(total=len(keep), desc=f"attribution ({method})", unit="window", disable=not progress) as pbar:
+        torch.manual_seed(seed)
         for b0 in range(0, len(keep), batch_size):
             batch = collate_samples([ds[i] for i in keep[b0:b0 + batch_size]])
             x = batch.x.to(dev)  # (B, 1, D, H, W, T)
@@ -388,7 +393,7 @@ def attribute(
     predictions = {s: _summarise_prediction(model, np.mean(v, axis=0)) for s, v in preds.items()}
     params = {"checkpoint": model.path, "method": method, "baseline": baseline, "aggregate": aggregate,
               "target": target, "label": model.label, "windows": windows, "sequence_length": seq,
-              "stride_within_seq": step,
+              "stride_within_seq": step, "seed": seed,
               "n_steps": n_steps, "num_subjects": len(sids), "num_windows": len(keep)}
     log.info("attributions (%s) for %d windows of %d subjects", method, len(keep), len(sids))
     return Attributions(subject_maps, class_maps, group, pd.concat(curves, ignore_index=True), targets, predictions,

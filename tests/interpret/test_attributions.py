@@ -105,6 +105,18 @@ def test_subject_abs_is_signed_within_a_subject_and_magnitude_across(age_run, in
     assert att.params["aggregate"] == "subject_abs"
 
 
+def test_noisy_methods_are_seeded(age_run, interp_store):
+    sid = interp_store.subject_ids[:1]
+    kw = dict(method="smoothgrad", nt_samples=2, windows=1, progress=False, device="cpu")
+    torch.manual_seed(123)
+    a = attribute(age_run.best_checkpoint, interp_store, sid, **kw)
+    torch.manual_seed(456)  # the caller's RNG state does not matter
+    b = attribute(age_run.best_checkpoint, interp_store, sid, **kw)
+    c = attribute(age_run.best_checkpoint, interp_store, sid, seed=1, **kw)
+    assert np.array_equal(a.group_map, b.group_map) and not np.array_equal(a.group_map, c.group_map)
+    assert a.params["seed"] == 0 and c.params["seed"] == 1
+
+
 def test_windows_are_read_with_the_frame_step_the_model_was_trained_on(age_run, interp_store):
     """A model trained on every s-th frame must be explained and embedded on every s-th frame
     (consecutive frames would show it a time scale it never saw)."""
