@@ -40,7 +40,12 @@ def _held_out(store, run):
 
 @pytest.mark.parametrize("label", ["sex", "age"])
 def test_planted_region_recovery_and_randomisation(science_store, trained, label):
-    from swiftlib.interpret.attributions import attribute, randomised_model, recovery_auroc, region_preference
+    from swiftlib.interpret.attributions import (
+        attribute,
+        randomised_model,
+        recovery_auroc,
+        region_preference,
+    )
 
     run = trained(label)
     t0 = time.perf_counter()
