@@ -79,8 +79,9 @@ def test_committed_notebook_follows_the_house_rules(path):
     assert "save_results(" in code[-1].source
 
 
-def test_notebooks_match_their_generator():
-    out = subprocess.run([sys.executable, str(ROOT / "tools" / "make_notebooks.py"), "--check"],
+@pytest.mark.parametrize("generator", ["make_notebooks.py", "make_tuning_notebooks.py", "make_interpret_notebooks.py"])
+def test_notebooks_match_their_generator(generator):
+    out = subprocess.run([sys.executable, str(ROOT / "tools" / generator), "--check"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
 
