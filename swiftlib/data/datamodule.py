@@ -7,7 +7,8 @@ numbers. Validation and test loaders run in eval mode: every window of every sub
 order, so predictions can be averaged per subject.
 
 Several stores (``store_path`` a list) are mixed for training with per-dataset weights
-(:mod:`swiftlib.data.mixing`); each store is split on its own, by participant.
+(:mod:`swiftlib.data.mixing`); each store is split on its own, by participant. One store or
+several, the training loader resumes exactly mid-epoch (:mod:`swiftlib.data.loader`).
 """
 
 from __future__ import annotations
@@ -188,10 +189,20 @@ class FMRIDataModule(LightningDataModule):
         augment = build_augment(cfg.augment)
         eval_stride = cfg.eval_stride_between_seq if cfg.eval_stride_between_seq is not None else cfg.stride_between_seq
         train, val, test = {}, [], []
+        first_store_of: dict[str, str] = {}  # dataset name -> store path
         for path in cfg.store_paths:
             store = open_store(path)
             self.stores.append(store)
             dataset_name = "+".join(store.datasets) or "custom"
+            if dataset_name in first_store_of:
+                # the training mix and the split files are keyed by dataset name: a second store
+                # of the same name would silently replace the first one in training
+                raise ValueError(
+                    f"stores {first_store_of[dataset_name]} and {path} both hold dataset {dataset_name!r}; "
+                    f"each store in store_path must hold a different dataset (write one store per cohort, "
+                    f"or preprocess both into one store)"
+                )
+            first_store_of[dataset_name] = str(path)
             spec = store.labels.get(cfg.label) if cfg.label is not None else None
             if cfg.label is not None and spec is None:
                 raise KeyError(
@@ -268,21 +279,36 @@ class FMRIDataModule(LightningDataModule):
         if not self._ready:
             raise RuntimeError("FMRIDataModule: call setup() first (the Trainer does this for you)")
 
-    def train_dataloader(self) -> DataLoader:
-        """Single store: an epoch-seeded shuffle sharded over ranks that resumes mid-epoch
-        (:class:`~swiftlib.data.loader.ResumableLoader`); several stores: the mixing sampler."""
-        from swiftlib.data.loader import EpochShuffleSampler, ResumableLoader
+    def _train_sampler(self):
+        from swiftlib.data.loader import EpochShuffleSampler
         from swiftlib.data.mixing import MixedWindowDataset, MixingSampler
 
-        self._require_setup()
         cfg = self.config
         world, rank = self._rank()
         if isinstance(self.train_dataset, MixedWindowDataset):
-            sampler = MixingSampler(self.train_dataset, weights=cfg.dataset_weights,
-                                    num_samples=cfg.mix_num_samples, seed=cfg.seed, num_replicas=world, rank=rank)
-            return self._loader(self.train_dataset, cfg.per_device_batch_size, sampler)
-        sampler = EpochShuffleSampler(len(self.train_dataset), seed=cfg.seed, num_replicas=world, rank=rank)
-        return self._loader(self.train_dataset, cfg.per_device_batch_size, sampler, cls=ResumableLoader)
+            return MixingSampler(self.train_dataset, weights=cfg.dataset_weights, num_samples=cfg.mix_num_samples,
+                                 seed=cfg.seed, num_replicas=world, rank=rank)
+        return EpochShuffleSampler(len(self.train_dataset), seed=cfg.seed, num_replicas=world, rank=rank)
+
+    @property
+    def num_train_samples(self) -> int:
+        """Training samples per epoch over all ranks: the windows of one store, or the
+        mixing draws of several (``mix_num_samples``, default the total window count)."""
+        self._require_setup()
+        if len(self.stores) > 1 and self.config.mix_num_samples is not None:
+            return int(self.config.mix_num_samples)
+        return len(self.train_dataset)
+
+    def train_dataloader(self) -> DataLoader:
+        """An epoch-seeded sampler sharded over ranks — a shuffle of one store's windows or the
+        weighted mix of several stores — in a loader that resumes mid-epoch
+        (:class:`~swiftlib.data.loader.ResumableLoader`): a run continued from a mid-epoch
+        ``last.ckpt`` takes the same batches in the same order as an uninterrupted one."""
+        from swiftlib.data.loader import ResumableLoader
+
+        self._require_setup()
+        return self._loader(self.train_dataset, self.config.per_device_batch_size, self._train_sampler(),
+                            cls=ResumableLoader)
 
     def _eval_batch(self) -> int:
         return self.config.eval_batch_size or self.config.per_device_batch_size

@@ -11,6 +11,11 @@ Distributed training: every rank draws the same seeded global sequence for an ep
 keeps the positions ``rank, rank + R, rank + 2R, …``, so ranks get disjoint shards of one
 epoch's draws. The sampler subclasses ``DistributedSampler`` so Lightning leaves it in place
 and calls :meth:`MixingSampler.set_epoch` each epoch.
+
+Resume: the draws of epoch ``e`` depend only on ``(seed, e)``, and the sampler is a
+:class:`~swiftlib.data.loader.ResumableSampler`, so a
+:class:`~swiftlib.data.loader.ResumableLoader` over it restarts mid-epoch exactly where a
+preempted run stopped (the same mechanism as the single-store shuffle).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 from torch.utils.data import ConcatDataset, DistributedSampler
+
+from swiftlib.data.loader import ResumableSampler
 
 __all__ = ["MixedWindowDataset", "MixingSampler", "resolve_weights"]
 
@@ -88,7 +95,7 @@ def resolve_weights(names: Sequence[str], sizes: Sequence[int],
     return w / w.sum()
 
 
-class MixingSampler(DistributedSampler):
+class MixingSampler(ResumableSampler, DistributedSampler):
     """Weighted dataset-then-window sampling over a :class:`MixedWindowDataset`.
 
     Args:
@@ -99,6 +106,9 @@ class MixingSampler(DistributedSampler):
         seed: base seed; epoch ``e`` uses ``seed + e``.
         num_replicas, rank: distributed shard (default: from ``torch.distributed`` if
             initialised, else 1 and 0).
+
+    ``skip`` (set by :class:`~swiftlib.data.loader.ResumableLoader` on resume) drops the
+    first ``skip`` draws of this rank once; :meth:`set_epoch` to another epoch clears it.
     """
 
     def __init__(self, dataset: MixedWindowDataset, weights="balanced", num_samples: int | None = None,
@@ -123,13 +133,14 @@ class MixingSampler(DistributedSampler):
         log.info("mixing %s with probabilities %s", dict(zip(names, self.sizes, strict=True)),
                  [round(p, 3) for p in self.probs.tolist()])
 
-    def __iter__(self):
+    def indices(self) -> list[int]:
+        """This rank's draws for the whole of epoch ``self.epoch`` (global dataset indices)."""
         g = torch.Generator().manual_seed(int(self.seed) + int(self.epoch))
         which = torch.multinomial(self.probs, self.total_size, replacement=True, generator=g)  # (N,) dataset
         sizes = torch.tensor(self.sizes, dtype=torch.float64)
         within = (torch.rand(self.total_size, generator=g, dtype=torch.float64) * sizes[which]).long()  # (N,)
         indices = self.offsets[which] + within  # (N,) global index
-        return iter(indices[self.rank:self.total_size:self.num_replicas].tolist())
+        return indices[self.rank:self.total_size:self.num_replicas].tolist()
 
     def __len__(self) -> int:
         return self.num_samples

@@ -1,4 +1,4 @@
-"""Multi-dataset mixing: balanced weights, determinism and disjoint DDP shards."""
+"""Multi-dataset mixing: balanced weights, determinism, disjoint DDP shards, mid-epoch skip."""
 
 from __future__ import annotations
 
@@ -108,6 +108,57 @@ def test_ddp_shards_are_disjoint_parts_of_one_draw():
         MixingSampler(ds, num_samples=0)
 
 
+def test_epoch_draws_depend_only_on_seed_and_epoch():
+    ds = MixedWindowDataset({"ukb": Range(50), "abcd": Range(20), "hcp": Range(7)})
+    walked = MixingSampler(ds, seed=5)
+    for e in range(3):  # an instance that has iterated epochs 0-2 ...
+        walked.set_epoch(e)
+        list(walked)
+    fresh = MixingSampler(ds, seed=5)
+    fresh.set_epoch(2)  # ... and a fresh one jumping straight to epoch 2 draw the same
+    assert list(walked) == list(fresh) == list(fresh)
+    epochs = []
+    for e in range(3):
+        fresh.set_epoch(e)
+        epochs.append(list(fresh))
+    assert len({tuple(x) for x in epochs}) == 3  # and each epoch differs
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_rank_shards_are_disjoint_and_complete(world):
+    ds = MixedWindowDataset({"ukb": Range(50), "abcd": Range(20), "hcp": Range(7)})
+    for epoch in (0, 4):
+        single = MixingSampler(ds, num_samples=77 + (-77) % world, seed=9, num_replicas=1, rank=0)
+        single.set_epoch(epoch)
+        ranks = [MixingSampler(ds, num_samples=77, seed=9, num_replicas=world, rank=r) for r in range(world)]
+        for s in ranks:
+            s.set_epoch(epoch)
+        shards = [list(s) for s in ranks]
+        assert [len(x) for x in shards] == [len(s) for s in ranks] == [-(-77 // world)] * world
+        # draws are with replacement, so "disjoint" is about positions: position p of the
+        # epoch's one global draw goes to rank p % world, each position to exactly one rank
+        global_draw = list(single)
+        assert sum(len(x) for x in shards) == len(global_draw)
+        assert all(shards[r] == global_draw[r::world] for r in range(world))
+
+
+def test_skip_resumes_inside_the_epoch_once():
+    ds = MixedWindowDataset({"ukb": Range(50), "abcd": Range(20)})
+    s = MixingSampler(ds, seed=2, num_replicas=2, rank=1)
+    s.set_epoch(3)
+    epoch3 = list(s)
+    s.skip = 10
+    s.set_epoch(3)  # Lightning calls set_epoch with the restored epoch: the skip stays
+    assert list(s) == epoch3[10:]
+    assert list(s) == epoch3  # once only: the next pass is the whole epoch
+    s.skip = 10
+    s.set_epoch(4)  # another epoch: the position means nothing there
+    assert len(list(s)) == len(s) == 35
+    s.skip = len(s)  # a checkpoint at the very end of the epoch
+    s.set_epoch(4)
+    assert list(s) == []
+
+
 def test_with_window_datasets(small_store, other_store):
     a = WindowDataset(small_store[0], sequence_length=20, stride_between_seq=0.5)
     b = WindowDataset(other_store[0], sequence_length=20, stride_between_seq=0.5)
@@ -118,6 +169,36 @@ def test_with_window_datasets(small_store, other_store):
     loader = torch.utils.data.DataLoader(ds, batch_size=4, sampler=s, collate_fn=_collate)
     batch = next(iter(loader))
     assert batch.x.shape == (4, 1, 20, 24, 22, 20)
+
+
+def _mixed_module(paths, tmp_path, **kw):
+    from swiftlib.data.datamodule import FMRIDataModule
+
+    return FMRIDataModule({"store_path": [str(p) for p in paths], "sequence_length": 20, "batch_size": 4,
+                           "num_workers": 0, "split_fractions": [0.5, 0.25, 0.25],
+                           "splits_dir": str(tmp_path / "splits"), **kw})
+
+
+def test_mixed_stores_get_the_resumable_loader(small_store, other_store, tmp_path):
+    from swiftlib.data.loader import ResumableLoader
+
+    dm = _mixed_module([small_store[0].root, other_store[0].root], tmp_path, mix_num_samples=14)
+    dm.setup()
+    loader = dm.train_dataloader()
+    assert isinstance(loader, ResumableLoader) and isinstance(loader.sampler, MixingSampler)
+    assert dm.num_train_samples == 14 != len(dm.train_dataset)  # the draws, not the windows
+    it = iter(loader)
+    next(it)
+    assert loader.state_dict() == {"epoch": 0, "batches": 1, "batch_size": 4, "samples_per_epoch": 14}
+
+
+def test_two_stores_of_one_dataset_are_refused(small_store, tmp_path):
+    from tests.data.conftest import build_store
+
+    twin, _ = build_store(tmp_path / "twin", frames=[30, 31, 33, 35])  # also dataset "synthetic"
+    dm = _mixed_module([small_store[0].root, twin.root], tmp_path)
+    with pytest.raises(ValueError, match=r"stores .*store_a.* and .*twin both hold dataset 'synthetic'"):
+        dm.setup()
 
 
 def _collate(samples):
