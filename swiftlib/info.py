@@ -24,19 +24,20 @@ def describe(path, verify: str = "size") -> dict:
         return {"kind": "run", "path": str(p), **{k: res.get(k) for k in ("kind", "status", "metrics", "artifacts", "timings", "error")}}
     if p.is_file() and p.suffix in (".ckpt", ".pt", ".pth"):
         return _describe_checkpoint(p)
+    from swiftlib.training.deepspeed import is_deepspeed_checkpoint
+
+    if is_deepspeed_checkpoint(p):
+        return _describe_deepspeed(p)
     raise ValueError(
         f"{p}: not a store (no manifest.json), a run directory (no results.json) or a checkpoint "
-        "(.ckpt/.pt/.pth); expected one of those"
+        "(.ckpt/.pt/.pth file or DeepSpeed folder); expected one of those"
     )
 
 
 def _describe_checkpoint(p: Path) -> dict:
-    import torch
+    from swiftlib.tasks.common import read_checkpoint
 
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - report any unreadable file the same way
-        raise ValueError(f"{p}: cannot be read as a weights-only torch checkpoint ({type(e).__name__}: {e})") from None
+    ckpt = read_checkpoint(p)
     sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else {}
     tensors = {k: v for k, v in sd.items() if hasattr(v, "shape")}
     out = {
@@ -51,4 +52,36 @@ def _describe_checkpoint(p: Path) -> dict:
         for key in ("epoch", "global_step", "hyper_parameters", "swiftlib"):
             if key in ckpt:
                 out[key] = ckpt[key]
+    return out
+
+
+def _describe_deepspeed(p: Path) -> dict:
+    """A DeepSpeed checkpoint folder, read without converting it (shards checked, metadata
+    and parameter shapes from the model-states file); ``consolidated`` is the fp32 copy when
+    one is current."""
+    import math
+
+    from swiftlib.training.deepspeed import current_consolidated, inspect_deepspeed_checkpoint
+
+    info = inspect_deepspeed_checkpoint(p)
+    client = info["client"]
+    shapes = {}
+    for group in client.get("param_shapes") or []:
+        shapes.update(group)
+    fp32 = current_consolidated(p)
+    out = {
+        "kind": "deepspeed_checkpoint",
+        "path": str(p),
+        "bytes": sum(f.stat().st_size for f in p.rglob("*") if f.is_file()),
+        "zero_stage": info["zero_stage"],
+        "world_size": info["world_size"],
+        "tag": info["tag_dir"].name,
+        "num_parameters": int(sum(math.prod(s) for s in shapes.values())),
+        "consolidated": str(fp32) if fp32 else None,
+    }
+    for key in ("epoch", "global_step", "hyper_parameters"):
+        if key in client:
+            out[key] = client[key]
+    if info["meta"] is not None:
+        out["swiftlib"] = info["meta"]
     return out

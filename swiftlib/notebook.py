@@ -156,18 +156,26 @@ def save_results(run_dir, kind: str, metrics: dict | None = None, parameters: di
                  artifacts: dict | None = None, timings: dict | None = None, **kw):
     """:func:`swiftlib.results.save_results` on rank 0 only (other ranks return None), with
     ``timings["total_s"]`` from :func:`setup` unless given; timings that ``fit`` wrote to
-    the same run directory (``fit_s``, ``eval_s``) are kept."""
+    the same run directory (``fit_s``, ``eval_s``) are kept, and so are the artifacts it
+    listed that the notebook does not name (e.g. a DeepSpeed run's ``best_checkpoint_fp32``)
+    while their files exist."""
     from swiftlib.results import save_results as _save
     from swiftlib.utils.io import read_json
 
     if not is_rank_zero():
         return None
     earlier = Path(run_dir) / "results.json"
-    kept = {}
+    kept, kept_artifacts = {}, {}
     if earlier.is_file():
         try:
-            kept = {k: v for k, v in (read_json(earlier).get("timings") or {}).items() if k != "total_s"}
+            doc = read_json(earlier)
         except ValueError:
-            kept = {}
+            doc = {}
+        kept = {k: v for k, v in (doc.get("timings") or {}).items() if k != "total_s"}
+        named = set(artifacts or {})
+        for k, v in (doc.get("artifacts") or {}).items():
+            if k not in named and isinstance(v, str) and (Path(run_dir) / v).exists():
+                kept_artifacts[k] = str(Path(run_dir) / v)
     timings = {**kept, "total_s": elapsed(), **(timings or {})}
+    artifacts = {**kept_artifacts, **(artifacts or {})}
     return _save(run_dir, kind, metrics=metrics, parameters=parameters, artifacts=artifacts, timings=timings, **kw)

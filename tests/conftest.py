@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import lightning.pytorch as pl
 import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -54,3 +55,16 @@ def tiny_fit_config(store, run_dir, kind="finetune", task=None, trainer=None, da
         "trainer": {"max_epochs": 1, "enable_progress_bar": False, "accelerator": "cpu", **(trainer or {})},
         **kw,
     }
+
+
+
+class KillAt(pl.Callback):
+    """Stop a run once ``step`` optimiser steps are done, before that step's checkpoint is
+    written — a job killed there, which continues from the step before."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            raise RuntimeError(f"killed at step {self.step}")

@@ -11,12 +11,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from swiftlib.tasks.common import CHECKPOINT_KEY, CheckpointError, check_contract, read_checkpoint
+from swiftlib.tasks.common import (
+    CHECKPOINT_KEY,
+    CheckpointError,
+    check_contract,
+    read_checkpoint,
+    resolve_checkpoint,
+)
 
 __all__ = ["InferenceModel", "load_inference_model", "resolve_device", "autocast_context", "check_subjects",
            "PRECISIONS"]
@@ -107,10 +112,11 @@ class InferenceModel:
 def load_inference_model(checkpoint, device: str | torch.device = "cpu") -> InferenceModel:
     """Rebuild the model of a swiftlib checkpoint (``best.ckpt`` / ``last.ckpt``), eval mode.
 
-    Raises :class:`~swiftlib.tasks.common.CheckpointError` for files that are not swiftlib
-    fine-tuning or pretraining checkpoints.
+    A DeepSpeed checkpoint folder is read through its consolidated fp32 copy (converted on
+    first use). Raises :class:`~swiftlib.tasks.common.CheckpointError` for files that are not
+    swiftlib fine-tuning or pretraining checkpoints.
     """
-    path = Path(checkpoint)
+    path = resolve_checkpoint(checkpoint)
     ckpt = read_checkpoint(path)
     meta = ckpt.get(CHECKPOINT_KEY)
     if not isinstance(meta, dict):

@@ -17,6 +17,7 @@ __all__ = [
     "CheckpointError",
     "check_contract",
     "read_checkpoint",
+    "resolve_checkpoint",
     "load_encoder_weights",
     "rng_state",
     "set_rng_state",
@@ -64,20 +65,43 @@ def _norm(v):
     return [float(x) for x in v] if isinstance(v, (list, tuple)) else v
 
 
-def read_checkpoint(path) -> dict:
-    """``torch.load(path, weights_only=True)`` with a clear error for non-checkpoints."""
+def resolve_checkpoint(path) -> Path:
+    """The file to read for checkpoint argument ``path``: the file itself, or for a DeepSpeed
+    checkpoint directory (ZeRO 1/2/3, as Lightning's DeepSpeed strategy writes ``best.ckpt/``)
+    its consolidated fp32 copy, converted once and cached beside it
+    (:func:`swiftlib.training.deepspeed.consolidated_checkpoint`)."""
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint {str(p)!r} does not exist")
+    if p.is_file():
+        return p
+    if p.is_dir():
+        from swiftlib.training.deepspeed import consolidated_checkpoint, is_deepspeed_checkpoint
+
+        if is_deepspeed_checkpoint(p):
+            return consolidated_checkpoint(p)
+        raise CheckpointError(
+            f"checkpoint {str(p)!r} is a folder but not a DeepSpeed checkpoint (no 'latest' file, no "
+            "*/*model_states.pt); expected a .ckpt file or the folder a DeepSpeed run writes for one")
+    raise CheckpointError(f"checkpoint {str(p)!r} does not exist")
+
+
+def read_checkpoint(path) -> dict:
+    """``torch.load(weights_only=True)`` of a checkpoint file or DeepSpeed directory (through
+    :func:`resolve_checkpoint`), with a clear error for anything else. Lightning-wrapped keys
+    (``_forward_module.``, from a hand-converted DeepSpeed file) are unwrapped."""
+    p = resolve_checkpoint(path)
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure means "not a checkpoint we can read"
         raise CheckpointError(
             f"{p}: not a readable weights-only torch checkpoint ({type(e).__name__}: {str(e)[:200]}); "
-            "expected a .ckpt written by swiftlib/Lightning or a state_dict saved with torch.save"
+            "expected a .ckpt written by swiftlib/Lightning (a file or a DeepSpeed folder) or a state_dict "
+            "saved with torch.save"
         ) from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{p}: holds a {type(ckpt).__name__}; expected a dict (a checkpoint or a state_dict)")
+    state = ckpt.get("state_dict")
+    if isinstance(state, dict) and any(k.startswith("_forward_module.") for k in state):
+        ckpt["state_dict"] = {k.removeprefix("_forward_module."): v for k, v in state.items()}
     return ckpt
 
 
@@ -100,7 +124,7 @@ def load_encoder_weights(encoder: nn.Module, path, model_name: str, model_overri
                 f"{path}: not a swiftlib checkpoint (no {CHECKPOINT_KEY!r} metadata); foreign "
                 f"checkpoints load only into swift_v1 presets, this run builds {model_name!r}"
             )
-        report = load_checkpoint(encoder, path)
+        report = load_checkpoint(encoder, resolve_checkpoint(path))
         if not report["loaded"]:
             raise CheckpointError(f"{path}: no SwiFT v1 encoder weights found (keys like model.patch_embed…)")
         return report

@@ -147,7 +147,7 @@ def _check_inputs(base: dict, grid: FewShotGrid, pretrained: str | None) -> int:
         if not pretrained:
             raise FewShotError("the grid has init 'pretrained' but no pretrained checkpoint was given; pass "
                                "pretrained=PATH (e.g. a SimMIM run's checkpoints/best.ckpt) or inits=('scratch',)")
-        if not Path(pretrained).is_file():
+        if not Path(pretrained).exists():
             raise FileNotFoundError(f"pretrained checkpoint {pretrained!r} does not exist")
         meta = read_checkpoint(pretrained).get(CHECKPOINT_KEY) or {}
         if meta.get("model") not in (None, base["task"]["model"]):
@@ -260,7 +260,9 @@ def _fingerprint(path: str | None) -> dict | None:
     the checkpoint was rewritten (e.g. pretraining ran again into the same folder)."""
     if not path:
         return None
-    st = Path(path).stat()
+    from swiftlib.tasks.common import resolve_checkpoint
+
+    st = resolve_checkpoint(path).stat()  # a DeepSpeed folder: its consolidated file (rewritten when it changes)
     return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 

@@ -96,15 +96,37 @@ def planned_steps(cfg: FitConfig, num_train_windows: int) -> int:
 
 
 def _check_resume(cfg: FitConfig) -> None:
-    """``resume_from`` must be a checkpoint of the same kind of run with the same model."""
+    """``resume_from`` must be a checkpoint of the same kind of run with the same model; a
+    DeepSpeed checkpoint (a folder) also needs the same strategy and world size."""
     from swiftlib.tasks.common import CHECKPOINT_KEY, CheckpointError, read_checkpoint
 
     p = Path(cfg.resume_from)
-    if p.is_dir():  # a DeepSpeed checkpoint directory: Lightning validates it
-        return
-    if not p.is_file():
+    t = cfg.trainer
+    deepspeed_run = t.strategy.startswith("deepspeed")
+    if p.is_dir():
+        from swiftlib.training.deepspeed import inspect_deepspeed_checkpoint
+
+        info = inspect_deepspeed_checkpoint(p)  # complete, every shard weights-only safe
+        meta = info["meta"] or {}
+        if not deepspeed_run:
+            raise CheckpointError(
+                f"resume_from={str(p)!r} is a DeepSpeed ZeRO-{info['zero_stage']} checkpoint; resume it with a DeepSpeed "
+                f"strategy (trainer.strategy='deepspeed_stage_{max(info['zero_stage'], 1)}'), or start a new run from "
+                "its weights with task.init_from")
+        if info["zero_stage"] >= 1 and info["world_size"] != t.world_size:
+            raise CheckpointError(
+                f"resume_from={str(p)!r} holds ZeRO-{info['zero_stage']} shards of {info['world_size']} ranks; this run "
+                f"has {t.world_size} (devices {t.devices} × num_nodes {t.num_nodes}). Resume with the same scale, "
+                "or start a new run from its weights with task.init_from (any scale)")
+    elif not p.is_file():
         raise FileNotFoundError(f"resume_from={cfg.resume_from!r} does not exist; expected the last.ckpt of the interrupted run")
-    meta = read_checkpoint(p).get(CHECKPOINT_KEY) or {}
+    else:
+        if deepspeed_run:
+            raise CheckpointError(
+                f"resume_from={str(p)!r} is a single file, but this run uses {t.strategy}, which resumes from the "
+                "checkpoint folder a DeepSpeed run writes (checkpoints/last.ckpt/); to start from these weights use "
+                "task.init_from")
+        meta = read_checkpoint(p).get(CHECKPOINT_KEY) or {}
     kind = {"pretrain": "pretrain", "finetune": "finetune"}.get(meta.get("kind"))
     if kind != cfg.kind or meta.get("model") != cfg.task.model:
         raise CheckpointError(
@@ -126,6 +148,11 @@ def _strategy(cfg: FitConfig, strategy_cls=None):
         import torch.multiprocessing as mp
 
         mp.set_sharing_strategy("file_system")
+    if t.strategy == "ddp" and t.world_size == 1:
+        # one process has nothing to synchronise; Lightning's DDP would also plan a launcher,
+        # which it refuses in a notebook kernel. (A preset's ddp run rehearsed on one device.)
+        log.info("strategy ddp with 1 device: running single-device")
+        return "auto"
     return "auto" if t.strategy == "single" else t.strategy
 
 
@@ -147,16 +174,18 @@ def _loggers(cfg: FitConfig, run_dir: Path) -> list:
 def _slurm_plugins() -> list:
     if "SLURM_JOB_ID" not in os.environ or os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive"):
         return []
-    import signal
-
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-    return [SLURMEnvironment(auto_requeue=True, requeue_signal=signal.SIGUSR1)]
+    # no Lightning SIGUSR1 handler: it saves mid-step (inexact resume); RequeueOnSignal below
+    # saves RUN_DIR/hpc_ckpt_<n>.ckpt at a step boundary and requeues (training/requeue.py)
+    return [SLURMEnvironment(auto_requeue=False)]
 
 
 def build_trainer(cfg: FitConfig, run_dir: Path, monitor: tuple[str, str], extra_callbacks=(), strategy_cls=None):
     import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
+
+    from swiftlib.training.requeue import RequeueOnSignal, in_slurm_batch_job
 
     t = cfg.trainer
     ckpt = ModelCheckpoint(
@@ -164,12 +193,13 @@ def build_trainer(cfg: FitConfig, run_dir: Path, monitor: tuple[str, str], extra
         save_last=False, enable_version_counter=False,
     )
     # "last.ckpt" is its own callback without a monitor, so it is also written mid-epoch
-    # (every_n_train_steps) — the file resume_from and SLURM requeue continue from.
+    # (every_n_train_steps) — the file resume_from continues from.
     last = ModelCheckpoint(
         dirpath=str(run_dir / "checkpoints"), filename="last", save_top_k=1, enable_version_counter=False,
         every_n_train_steps=t.checkpoint_every_n_steps,
     )
     callbacks = [ckpt, last, LearningRateMonitor(logging_interval="step"), *extra_callbacks]
+    callbacks += [RequeueOnSignal()] if in_slurm_batch_job() else []
     if t.early_stopping_patience is not None:
         callbacks.append(EarlyStopping(monitor=monitor[0], mode=monitor[1], patience=t.early_stopping_patience))
     trainer = pl.Trainer(
@@ -221,7 +251,7 @@ def fit(cfg: FitConfig | dict, callbacks=(), strategy_cls=None, test: bool = Tru
     monitor = monitor_for(cfg, dm.label_task)
     task = SimMIMTask(cfg.task) if cfg.kind == "pretrain" else FinetuneTask(cfg.task)
     task.output_dir = str(run_dir)
-    task.total_steps = planned_steps(cfg, len(dm.train_dataset))
+    task.total_steps = planned_steps(cfg, dm.num_train_samples)
     trainer, ckpt_cb, last_cb = build_trainer(cfg, run_dir, monitor, callbacks, strategy_cls)
     if trainer.is_global_zero:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -230,22 +260,29 @@ def fit(cfg: FitConfig | dict, callbacks=(), strategy_cls=None, test: bool = Tru
     artifacts = {"config": run_dir / "config.yaml", "tensorboard": run_dir / "tensorboard"}
     try:
         t1 = time.perf_counter()
-        trainer.fit(task, datamodule=dm, ckpt_path=cfg.resume_from)
+        trainer.fit(task, datamodule=dm, ckpt_path=_resume_path(cfg, run_dir))
         timings["fit_s"] = time.perf_counter() - t1
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()
                         if k.startswith("train/") and v.numel() == 1})
         best = ckpt_cb.best_model_path or None
         last = last_cb.best_model_path or None
-        eval_ckpt = best or last
         t1 = time.perf_counter()
-        for split, runner in (("val", trainer.validate), ("test", trainer.test)):
+        if cfg.trainer.strategy.startswith("deepspeed"):
+            fp32 = _consolidate(trainer, best, last)
+            artifacts.update({f"{k}_checkpoint_fp32": v for k, v in fp32.items()})
+            eval_trainer, eval_task, eval_ckpt = _deepspeed_evaluator(cfg, task, fp32.get("best") or fp32.get("last"))
+        else:
+            eval_trainer, eval_task, eval_ckpt = trainer, task, best or last
+        for split in ("val", "test"):
             if split == "test" and not test:
                 continue
             if cfg.kind == "pretrain" and split == "test":
-                out = trainer.validate(task, dataloaders=dm.test_dataloader(), ckpt_path=eval_ckpt, verbose=False)
+                out = eval_trainer.validate(eval_task, dataloaders=dm.test_dataloader(), ckpt_path=eval_ckpt,
+                                            verbose=False)
                 metrics.update({k.replace("val/", "test/"): float(v) for k, v in out[0].items()})
             else:
-                out = runner(task, datamodule=dm, ckpt_path=eval_ckpt, verbose=False)
+                runner = eval_trainer.validate if split == "val" else eval_trainer.test
+                out = runner(eval_task, datamodule=dm, ckpt_path=eval_ckpt, verbose=False)
                 metrics.update({k: float(v) for k, v in out[0].items() if k.startswith(split + "/")})
         timings["eval_s"] = time.perf_counter() - t1
         artifacts.update(best_checkpoint=best, last_checkpoint=last)
@@ -267,6 +304,87 @@ def fit(cfg: FitConfig | dict, callbacks=(), strategy_cls=None, test: bool = Tru
     log.info("run %s: %s", run_dir, {k: round(v, 4) for k, v in metrics.items()})
     return RunResult(run_dir, status, metrics, artifacts.get("best_checkpoint"), artifacts.get("last_checkpoint"),
                      results_path, monitor[0], error)
+
+
+def _resume_path(cfg: FitConfig, run_dir: Path) -> str | None:
+    """What ``trainer.fit`` continues from. In a SLURM batch job that was requeued, the newest
+    ``RUN_DIR/hpc_ckpt_<n>.ckpt`` wins (``None`` here: Lightning loads it itself), also over
+    ``resume_from``, which would otherwise restart every attempt from the same place; a job
+    SLURM restarted without one (a node failure) continues from ``checkpoints/last.ckpt``."""
+    from swiftlib.training.requeue import in_slurm_batch_job, latest_requeue_checkpoint
+
+    if not in_slurm_batch_job():
+        return cfg.resume_from
+    hpc = latest_requeue_checkpoint(run_dir)
+    if hpc is not None:
+        if cfg.resume_from:
+            log.info("requeued job: resuming from %s, not resume_from=%s", hpc, cfg.resume_from)
+        return None
+    last = run_dir / "checkpoints" / "last.ckpt"
+    restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
+    if cfg.resume_from is None and restarts.isdigit() and int(restarts) > 0 and last.exists():
+        log.warning("SLURM restarted this job (restart %s) without a requeue checkpoint (a node failure?): "
+                    "continuing from %s", restarts, last)
+        return str(last)
+    return cfg.resume_from
+
+
+def _consolidate(trainer, best: str | None, last: str | None) -> dict:
+    """End of a DeepSpeed run: rank 0 gathers ``best``/``last`` (ZeRO folders) into
+    ``best.fp32.ckpt``/``last.fp32.ckpt`` beside them while the other ranks wait; every
+    downstream stage reads those (or converts the folder itself if they are missing)."""
+    from swiftlib.training.deepspeed import consolidated_checkpoint, current_consolidated
+
+    folders = {name: path for name, path in (("best", best), ("last", last)) if path and Path(path).is_dir()}
+    trainer.strategy.barrier("swiftlib_consolidate_start")
+    error = None
+    if trainer.is_global_zero:
+        try:
+            for path in folders.values():
+                consolidated_checkpoint(path)
+        except Exception as e:  # noqa: BLE001 - raised below, after the other ranks are released
+            error = e
+    trainer.strategy.barrier("swiftlib_consolidate_end")  # no rank waits on a rank 0 that failed
+    if error is not None:
+        raise RuntimeError(f"consolidating the DeepSpeed checkpoints failed: {error}") from error
+    out = {name: current_consolidated(path) for name, path in folders.items()}
+    missing = [name for name, path in out.items() if path is None]
+    if missing:  # another rank: the file rank 0 wrote is not visible here (not a shared file system?)
+        raise RuntimeError(f"the consolidated {missing} checkpoint(s) of {[folders[m] for m in missing]} are not "
+                           "readable on this rank; checkpoints must live on a file system every node shares")
+    return {name: str(path) for name, path in out.items()}
+
+
+def _deepspeed_evaluator(cfg: FitConfig, task, fp32_path: str | None):
+    """A plain (DDP or single-device) Trainer and a fresh task holding the consolidated fp32
+    weights. DeepSpeed's own checkpoint loading for evaluation fails under ZeRO-3
+    ("'DeepSpeedZeRoOffload' object has no attribute '_restore_from_bit16_weights'", DeepSpeed
+    0.19), and scoring the same fp32 file downstream stages read keeps the numbers identical."""
+    import dataclasses
+
+    import lightning.pytorch as pl
+
+    from swiftlib.tasks.common import read_checkpoint
+
+    if fp32_path is None:
+        raise RuntimeError("the DeepSpeed run wrote no checkpoint to evaluate (checkpoints/ is empty)")
+    t = cfg.trainer
+    fresh_cfg = dataclasses.replace(cfg.task, init_from=None)  # the weights below replace any initialisation
+    eval_task = type(task)(fresh_cfg)
+    eval_task.output_dir, eval_task.total_steps = task.output_dir, task.total_steps
+    missing, unexpected = eval_task.load_state_dict(read_checkpoint(fp32_path)["state_dict"], strict=False)
+    missing = [k for k in missing if not k.endswith("relative_position_index")]
+    if missing or unexpected:
+        raise RuntimeError(f"{fp32_path}: consolidated weights do not fit the task (missing {missing[:5]}, "
+                           f"unexpected {unexpected[:5]})")
+    # its root is checkpoints/, never the run directory: under SLURM a Trainer called with
+    # ckpt_path=None loads any hpc_ckpt_<n>.ckpt in its root, and requeue writes those there
+    trainer = pl.Trainer(default_root_dir=str(Path(task.output_dir) / "checkpoints"), accelerator=t.accelerator,
+                         devices=t.devices, num_nodes=t.num_nodes,
+                         strategy="ddp" if t.world_size > 1 else "auto", precision=t.precision, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=t.enable_progress_bar,
+                         enable_model_summary=False, use_distributed_sampler=False, plugins=_slurm_plugins())
+    return trainer, eval_task, None
 
 
 def _outputs(run_dir: Path) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from torch.utils.data import Dataset
 
 GRID = (20, 24, 22)
 VOXEL = 8.0
@@ -17,8 +18,21 @@ FRAMES = [30, 31, 33, 35, 37, 40, 42, 44, 45, 47, 50, 36]
 LABELS = {"sex": {"task": "classification", "num_classes": 2}, "age": {"task": "regression"}}
 
 
+class Range(Dataset):
+    """A map-style dataset whose item ``i`` is ``i`` (what a sampler hands out, made visible)."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __len__(self):
+        return self.n
+
+    def __getitem__(self, i):
+        return i
+
+
 def build_store(root, frames=FRAMES, seed=0, dataset="synthetic", prefix="sub-", nan_age=(3,),
-                second_session=True):
+                second_session=True, grid=GRID):
     """Write a store of ``len(frames)`` subjects with random data; return (store, bold by id)."""
     from swiftlib.data.geometry import StoreGeometry
     from swiftlib.data.store import StoreWriter
@@ -26,9 +40,9 @@ def build_store(root, frames=FRAMES, seed=0, dataset="synthetic", prefix="sub-",
     rng = np.random.default_rng(seed)
     aff = np.diag([VOXEL, VOXEL, VOXEL, 1.0])
     aff[:3, 3] = [-80.0, -112.0, -72.0]
-    writer = StoreWriter(root, grid=GRID, voxel_size=VOXEL, affine=aff, normalisation="zscore_global")
-    geom = StoreGeometry.build(GRID, VOXEL, aff, source_shape=GRID, source_affine=aff)
-    mask = np.zeros(GRID, dtype=bool)
+    writer = StoreWriter(root, grid=grid, voxel_size=VOXEL, affine=aff, normalisation="zscore_global")
+    geom = StoreGeometry.build(grid, VOXEL, aff, source_shape=grid, source_affine=aff)
+    mask = np.zeros(grid, dtype=bool)
     mask[3:17, 4:20, 3:19] = True
     rows, bolds = [], {}
     n = len(frames)
@@ -38,7 +52,7 @@ def build_store(root, frames=FRAMES, seed=0, dataset="synthetic", prefix="sub-",
         if second_session and i == n - 1:  # last scan: second session of participant n-2
             participant = f"{prefix}{n - 2:04d}"
             sid = f"{participant}_ses-2"
-        bold = rng.standard_normal((*GRID, T)).astype(np.float16)  # (D, H, W, T)
+        bold = rng.standard_normal((*grid, T)).astype(np.float16)  # (D, H, W, T)
         writer.write_subject(sid, bold, mask, geom, tr=0.8, norm_stats={"mean": 0.0, "std": 1.0})
         bolds[sid] = bold
         rows.append({

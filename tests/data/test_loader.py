@@ -4,21 +4,11 @@ multi-cohort mix, per rank."""
 from __future__ import annotations
 
 import pytest
-from torch.utils.data import Dataset, RandomSampler
+from torch.utils.data import RandomSampler
 
 from swiftlib.data.loader import EpochShuffleSampler, ResumableLoader, ResumableSampler
 from swiftlib.data.mixing import MixedWindowDataset, MixingSampler
-
-
-class Range(Dataset):
-    def __init__(self, n):
-        self.n = n
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        return i
+from tests.data.conftest import Range
 
 
 def _make(kind: str, world: int = 2, rank: int = 0, batch_size: int = 3, num_samples: int = 41):

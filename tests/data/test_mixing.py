@@ -5,21 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DistributedSampler
 
 from swiftlib.data.mixing import MixedWindowDataset, MixingSampler, resolve_weights
 from swiftlib.data.windows import WindowDataset
-
-
-class Range(Dataset):
-    def __init__(self, n):
-        self.n = n
-
-    def __len__(self):
-        return self.n
-
-    def __getitem__(self, i):
-        return i
+from tests.data.conftest import Range
 
 
 def mixed(big=300, small=30):

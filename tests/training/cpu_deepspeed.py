@@ -1,8 +1,10 @@
-"""Test-only: Lightning's DeepSpeed strategy on CPU (gloo), so the DeepSpeed path of
-``fit`` and a real ZeRO checkpoint can be exercised without a GPU. Lightning refuses CPU
-in ``setup_environment``/``setup_distributed``; everything else is DeepSpeed's CPU
-accelerator. Run as ``python -m tests.training.cpu_deepspeed CONFIG_JSON`` (a fresh process:
-DeepSpeed's distributed state is global)."""
+"""Test-only: ``fit`` with a DeepSpeed strategy on CPU (``accelerator: cpu`` selects
+swiftlib's CPU DeepSpeed strategy: gloo, DeepSpeed's CPU accelerator), so the DeepSpeed path
+and real ZeRO checkpoints are exercised without a GPU. Run as ``python -m tests.training.cpu_deepspeed CONFIG_JSON [CONFIG_JSON ...]``
+(a fresh process: DeepSpeed's distributed state is global): each config is one ``fit``, in
+order, so a pretraining run and the fine-tuning run that starts from it share one start-up.
+A config may carry ``"_kill_at": N`` (test-only, removed before ``fit``): the run is stopped
+at training step N, as a pre-empted job would be. Prints one JSON line per run."""
 
 from __future__ import annotations
 
@@ -10,42 +12,25 @@ import json
 import os
 import sys
 
-from lightning.pytorch.strategies import DeepSpeedStrategy
+from tests.conftest import KillAt
 
 
-class CPUDeepSpeedStrategy(DeepSpeedStrategy):
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("process_group_backend", "gloo")
-        super().__init__(*args, **kwargs)
-
-    @property
-    def root_device(self):  # DeepSpeed wants a device index; CPU has none by default
-        import torch
-
-        return torch.device("cpu", self.local_rank)
-
-    def setup_environment(self) -> None:  # skip the CUDA-only check
-        from lightning.pytorch.strategies.ddp import DDPStrategy
-
-        DDPStrategy.setup_environment(self)
-
-    def setup_distributed(self) -> None:  # skip the GPU index validation
-        from lightning.fabric.utilities.seed import reset_seed
-
-        reset_seed()
-        self.set_world_ranks()
-        self._init_deepspeed_distributed()
-
-
-def main(path: str) -> None:
-    from swiftlib.training import fit
+def main(paths: list[str]) -> None:
+    from swiftlib.training import TrainingError, fit
 
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
-    cfg = json.loads(open(path).read())
-    res = fit(cfg, strategy_cls=CPUDeepSpeedStrategy)
-    print(json.dumps({"best": res.best_checkpoint, "last": res.last_checkpoint, "metrics": res.metrics}))
+    for path in paths:
+        cfg = json.loads(open(path).read())
+        kill_at = cfg.pop("_kill_at", None)
+        try:
+            res = fit(cfg, callbacks=[KillAt(kill_at)] if kill_at else ())
+        except TrainingError as e:
+            print(json.dumps({"status": "failed", "error": str(e)}), flush=True)
+            continue
+        print(json.dumps({"status": res.status, "best": res.best_checkpoint, "last": res.last_checkpoint,
+                          "metrics": res.metrics}), flush=True)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1:])
