@@ -17,10 +17,14 @@ Parameter files (``-f``, YAML) are flat ``name: value`` mappings, or have one se
 notebook, keyed by notebook file name without ``.ipynb`` (``01_pretrain_simmim:``), so one
 preset file can drive a whole chain (``notebooks/params/*.yaml``).
 
-Under SLURM (``SLURM_PROCID`` > 0 with several tasks) a rank writes its executed notebook
-to ``RUN_DIR/ranks/rank-<r>/``; rank 0 keeps the canonical notebook, HTML and results.
+When ``srun`` or ``torchrun`` started several ranks (each runs ``swiftlib run`` on the same
+notebook and run directory, and the kernels form one DDP/DeepSpeed job), rank 0 keeps the
+canonical notebook, HTML and results.json (with ``ranks.world_size``); rank r > 0 writes its
+executed notebook and a ``status.json`` (status, error, seconds) to ``RUN_DIR/ranks/rank-<r>/``.
+Running again into the same run directory (a requeued SLURM job) replaces all of these.
 ``SIGUSR1`` (``sbatch --signal=SIGUSR1@90``) and ``SIGTERM`` are forwarded to the kernel,
-where Lightning's SLURM plugin checkpoints and requeues.
+where :class:`swiftlib.training.requeue.RequeueOnSignal` checkpoints at the next step boundary
+and requeues the job (SLURM also signals the kernel itself: the callback acts once).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ __all__ = [
     "resolve_parameters",
     "notebook_kind",
     "default_run_dir",
+    "launch_rank",
     "slurm_rank",
     "run_notebook",
     "export_html",
@@ -264,12 +269,22 @@ def default_run_dir(notebook, root="papermill_runs") -> Path:
     return Path(root) / notebook_stage(notebook) / f"{stamp}-{Path(notebook).stem}"
 
 
+def launch_rank() -> tuple[int, int]:
+    """``(rank, world)`` of this process in a job whose ranks were started from outside:
+    ``torchrun`` (``RANK``/``WORLD_SIZE``; it sets them per worker, so they win inside an
+    ``srun`` task too) or ``srun`` (``SLURM_PROCID``/``SLURM_NTASKS``); ``(0, 1)`` otherwise."""
+    for rank_var, world_var in (("RANK", "WORLD_SIZE"), ("SLURM_PROCID", "SLURM_NTASKS")):
+        if rank_var in os.environ:
+            try:
+                return int(os.environ[rank_var]), int(os.environ.get(world_var, 1))
+            except ValueError:
+                return 0, 1
+    return 0, 1
+
+
 def slurm_rank() -> tuple[int, int]:
-    """``(rank, world)`` of this process in a SLURM step (``(0, 1)`` outside SLURM)."""
-    try:
-        return int(os.environ.get("SLURM_PROCID", 0)), int(os.environ.get("SLURM_NTASKS", 1))
-    except ValueError:
-        return 0, 1
+    """Alias of :func:`launch_rank` (its name before torchrun launches were recognised)."""
+    return launch_rank()
 
 
 # ---------------------------------------------------------------------------------------
@@ -377,7 +392,8 @@ def strip_outputs(path) -> bool:
     return after != before
 
 
-def _finish_results(run_dir: Path, notebook: Path, kind: str, parameters: dict, outcome: RunOutcome) -> Path:
+def _finish_results(run_dir: Path, notebook: Path, kind: str, parameters: dict, outcome: RunOutcome,
+                    world: int = 1) -> Path:
     """Fill results.json with what only the runner knows; create it if the notebook did not."""
     from swiftlib.results import save_results
     from swiftlib.utils.io import atomic_write_json, read_json
@@ -402,11 +418,26 @@ def _finish_results(run_dir: Path, notebook: Path, kind: str, parameters: dict, 
     if outcome.html is not None:
         artifacts["html"] = outcome.html.name
     doc.setdefault("timings", {})["notebook_s"] = round(outcome.seconds, 3)
+    if world > 1:  # the other ranks' notebooks and status files (see the module docstring)
+        doc["ranks"] = {"world_size": world, "notebooks": f"ranks/rank-<r>/{outcome.executed.name}",
+                        "status": "ranks/rank-<r>/status.json"}
     if outcome.status == "failed":
         doc["status"] = "failed"
         cell = f"cell {outcome.failed_cell}: " if outcome.failed_cell is not None else ""
         doc["error"] = f"{cell}{outcome.error}"
     return atomic_write_json(path, doc)
+
+
+def _rank_status(path: Path, rank: int, world: int, outcome: RunOutcome) -> Path:
+    """``ranks/rank-<r>/status.json``: how this rank's notebook ended (rank 0 has results.json)."""
+    import socket
+
+    from swiftlib.utils.io import atomic_write_json
+
+    return atomic_write_json(path, {
+        "rank": rank, "world_size": world, "host": socket.gethostname(), "status": outcome.status,
+        "error": None if outcome.error is None else f"cell {outcome.failed_cell}: {outcome.error}",
+        "notebook": outcome.executed.name, "seconds": round(outcome.seconds, 3)})
 
 
 def run_notebook(notebook, run_dir=None, parameters: dict | None = None, params_file=None, cli_values=(),
@@ -428,13 +459,14 @@ def run_notebook(notebook, run_dir=None, parameters: dict | None = None, params_
     run_dir = Path(run_dir) if run_dir else default_run_dir(notebook)
     if "run_dir" in params:
         resolved["run_dir"] = str(run_dir)
-    rank, world = slurm_rank()
+    rank, world = launch_rank()
     canonical = rank == 0 or world == 1
     out_dir = run_dir if canonical else run_dir / "ranks" / f"rank-{rank}"
     out_dir.mkdir(parents=True, exist_ok=True)
     executed = out_dir / notebook.name
-    if canonical and (run_dir / "results.json").exists():
-        (run_dir / "results.json").unlink()  # a stale one would read as this run's
+    stale = run_dir / "results.json" if canonical else out_dir / "status.json"
+    if stale.exists():
+        stale.unlink()  # a stale one would read as this run's
     all_params = {name: p.default for name, p in params.items()} | resolved
     kind = notebook_kind(notebook, nbformat.read(str(notebook), as_version=4))
     log.info("running %s -> %s (rank %d/%d)", notebook, executed, rank, world)
@@ -455,7 +487,9 @@ def run_notebook(notebook, run_dir=None, parameters: dict | None = None, params_
                 outcome.html = export_html(executed)
             except Exception as e:  # noqa: BLE001 - the HTML is a convenience; never fail a run on it
                 log.warning("HTML export of %s failed: %s", executed, e)
-        outcome.results_path = _finish_results(run_dir, notebook, kind, all_params, outcome)
+        outcome.results_path = _finish_results(run_dir, notebook, kind, all_params, outcome, world)
+    else:
+        _rank_status(out_dir / "status.json", rank, world, outcome)
     if outcome.status == "failed":
         log.error("%s failed in cell %s: %s", notebook.name, outcome.failed_cell, outcome.error)
         if raise_on_error:

@@ -148,6 +148,8 @@ def slurm_cluster():
 
     root = Path(tempfile.mkdtemp(prefix="swiftlib-slurm-"))
     root.chmod(0o755)  # munged wants every directory above its socket executable by all
+    # cred_expire: a requeued job waits cred_expire + 1 s before it may start again (default 120);
+    # sched_interval: the main scheduling loop that then starts it runs every 2 s (default 60)
     munge_dir = root / "munge"
     for sub in ("munge", "state", "spool", "log"):
         (root / sub).mkdir()
@@ -162,7 +164,7 @@ SlurmctldHost={host}(127.0.0.1)
 SlurmctldPort={_free_port()}
 SlurmdPort={_free_port()}
 AuthType=auth/munge
-AuthInfo=socket={munge_dir}/munge.socket
+AuthInfo=socket={munge_dir}/munge.socket,cred_expire=10
 CredType=cred/munge
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -180,6 +182,7 @@ SlurmctldLogFile={root}/log/slurmctld.log
 SlurmdLogFile={root}/log/slurmd.log
 ReturnToService=2
 MpiDefault=none
+SchedulerParameters=sched_interval=2
 NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory={mem_mb} State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """)
@@ -298,3 +301,88 @@ def test_two_task_srun_ddp_finetuning_job(slurm_cluster, tmp_path, capsys):
     rank1 = run_dir / "ranks" / "rank-1" / "01_finetune.ipynb"
     assert (run_dir / "01_finetune.ipynb").exists() and rank1.exists()
     assert "MEMBER: 2/2" in rank1.read_text()  # Lightning: this kernel was the second of two DDP processes
+
+
+def _state_digest(path: Path) -> str:
+    """sha256 over a checkpoint's ``state_dict`` (names and tensor bytes, in name order)."""
+    import hashlib
+
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    h = hashlib.sha256()
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(state[name].contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _global_step(path: Path) -> int:
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+
+
+def _notebook_errors(path: Path) -> list[str]:
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    return [f"{o.get('ename')}: {o.get('evalue')}" for c in nb.cells if c.cell_type == "code"
+            for o in c.get("outputs", []) if o.get("output_type") == "error"]
+
+
+@pytest.mark.slurm
+def test_sigusr1_checkpoints_requeues_and_the_requeued_job_ends_as_an_uninterrupted_run(
+        slurm_cluster, train_store, tmp_path, capsys):
+    """``scancel --signal=USR1`` (what ``#SBATCH --signal=SIGUSR1@90`` sends: every process of the
+    job's steps) mid-training: swiftlib saves ``RUN_DIR/hpc_ckpt_1.ckpt`` at the next step
+    boundary and runs ``scontrol requeue``; SLURM restarts the same script, ``swiftlib run``
+    reruns the notebook into the same run directory, Lightning resumes from ``hpc_ckpt_1.ckpt``
+    and the run ends with the weights and metrics of an uninterrupted run with the same seed."""
+    from swiftlib.runner import run_notebook
+
+    params = {"store_path": str(train_store.root), "splits_dir": str(tmp_path / "splits"), "model": "swift_v2_test",
+              "model_overrides": {"drop_path_rate": 0.1}, "sequence_length": 8, "windows_per_subject": 0,
+              "batch_size": 4, "max_epochs": 4, "accelerator": "cpu", "checkpoint_every_n_steps": 1}
+    steps = 4 * 6  # 4 epochs x (8 training subjects x 3 windows / batch 4)
+    (tmp_path / "params.yaml").write_text(json.dumps({"01_pretrain_simmim": params}))  # JSON is YAML
+    env = {**slurm_cluster, "OMP_NUM_THREADS": "1"}
+    job_id, run_dir = _submit([str(PRETRAIN), "-f", str(tmp_path / "params.yaml"), "-o", str(tmp_path / "run"),
+                               "--ntasks-per-node", "1", "--nodes", "1", *LOCAL], env, capsys)
+    log_file = run_dir / f"slurm-{job_id}.out"
+
+    deadline = time.time() + 180
+    while not (run_dir / "checkpoints" / "last.ckpt").exists():  # training has begun (a checkpoint every step)
+        assert time.time() < deadline, log_file.read_text()[-3000:] if log_file.exists() else "no job log"
+        time.sleep(0.1)
+    subprocess.run(["scancel", "--signal=USR1", job_id], env=env, check=True)
+
+    # the uninterrupted reference, same notebook and seed, outside SLURM (while the job is requeued)
+    ref = run_notebook(PRETRAIN, run_dir=tmp_path / "reference", parameters=params, progress=False,
+                       log_output=False, html=False)
+    assert ref.status == "ok", ref.error
+
+    job = _wait_for_job(job_id, env)
+    log = log_file.read_text() if log_file.exists() else ""
+    assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", log[-3000:]
+    assert job["Restarts"] == "1", log[-3000:]  # requeued once, by swiftlib's scontrol requeue
+    assert log.count("swiftlib pretrain: job") == 2  # the script ran twice (--open-mode=append)
+
+    # the checkpoint the requeued job resumed from: Lightning's hpc_ckpt_<n>.ckpt, not last.ckpt
+    hpc = run_dir / "hpc_ckpt_1.ckpt"
+    saved_at = _global_step(hpc)
+    assert 0 < saved_at < steps, f"the signal came at step {saved_at} of {steps}: not mid-training"
+    executed = run_dir / PRETRAIN.name
+    assert _notebook_errors(executed) == []  # the final attempt's notebook
+    assert f"resumes from {hpc}" in executed.read_text()
+    assert not list(run_dir.glob(".requeue-partial-*"))
+
+    doc = json.loads((run_dir / "results.json").read_text())
+    assert doc["status"] == "ok" and doc["error"] is None
+    want = json.loads((tmp_path / "reference" / "results.json").read_text())["metrics"]
+    for k, v in want.items():
+        if k.startswith(("val/", "test/")):  # train/ are epoch means of the last attempt's steps
+            assert doc["metrics"][k] == v, k
+    for name in ("best.ckpt", "last.ckpt"):
+        assert _state_digest(run_dir / "checkpoints" / name) == _state_digest(
+            tmp_path / "reference" / "checkpoints" / name), name
