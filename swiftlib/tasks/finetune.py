@@ -118,7 +118,6 @@ class FinetuneTask(CheckpointMetaMixin, pl.LightningModule):
         self._apply_mode()
         self._outputs: dict[str, list] = {}
         self.predictions: dict[str, object] = {}  # split -> per-subject DataFrame (after an epoch)
-        self.output_dir: str | None = None  # set by fit(): rank 0 writes predictions_<split>.csv here
 
     # -- modes -------------------------------------------------------------------------------
     def _apply_mode(self) -> None:
@@ -204,11 +203,7 @@ class FinetuneTask(CheckpointMetaMixin, pl.LightningModule):
         if not rows:
             return
         df = subject_predictions(rows, self.cfg)
-        self.predictions[split] = df
-        if self.output_dir and self.global_rank == 0 and not self.trainer.sanity_checking:
-            from pathlib import Path
-
-            df.to_csv(Path(self.output_dir) / f"predictions_{split}.csv", index=False)
+        self.predictions[split] = df  # fit() writes predictions_<split>.csv from here (rank 0)
         for name, value in subject_metrics(df, self.cfg).items():
             self.log(f"{split}/{name}", value, sync_dist=True)  # identical on every rank after the gather
 

@@ -26,6 +26,7 @@ class OptimConfig:
     layer_decay: float | None = None  # e.g. 0.75; None = same LR everywhere
     warmup_fraction: float = 0.1  # of the total optimiser steps
     min_lr_ratio: float = 0.01  # final LR = lr * min_lr_ratio
+    total_steps: int | None = None  # schedule length in optimiser steps; fit() sets it from the data
 
     def __post_init__(self):
         if not self.lr > 0:
@@ -38,6 +39,8 @@ class OptimConfig:
             raise ValueError(f"OptimConfig.warmup_fraction={self.warmup_fraction}: expected in [0, 1)")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"OptimConfig.min_lr_ratio={self.min_lr_ratio}: expected in [0, 1]")
+        if self.total_steps is not None and self.total_steps < 1:
+            raise ValueError(f"OptimConfig.total_steps={self.total_steps}: expected ≥ 1 or None")
         self.betas = tuple(float(b) for b in self.betas)
 
     @classmethod
@@ -112,10 +115,9 @@ def build_optimizer(groups: list[dict], cfg: OptimConfig, total_steps: int):
 
 
 def total_steps(module) -> int:
-    """Optimiser steps of the run, for the LR schedule: ``module.total_steps`` when the
-    caller set it (``fit`` does, from the dataset size — asking Lightning's
+    """Optimiser steps of the run, for the LR schedule: the task config's
+    ``optim.total_steps`` (``fit`` sets it from the data size — asking Lightning's
     ``estimated_stepping_batches`` would build the train loader before a resumed run restores
     its position), else Lightning's estimate."""
-    if getattr(module, "total_steps", None):
-        return int(module.total_steps)
-    return int(module.trainer.estimated_stepping_batches)
+    steps = module.cfg.optim.total_steps
+    return int(steps) if steps else int(module.trainer.estimated_stepping_batches)

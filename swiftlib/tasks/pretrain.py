@@ -91,8 +91,7 @@ class SimMIMTask(CheckpointMetaMixin, pl.LightningModule):
                             mask_patch=cfg.mask_patch, mask_strategy=cfg.mask_strategy, loss=cfg.loss,
                             brain_only=False, seed=cfg.seed)
         self.model = SimMIM(scfg, encoder=encoder)
-        self.examples: list[dict] = []  # a few validation reconstructions (CPU, float16)
-        self.output_dir: str | None = None  # set by fit(): rank 0 writes reconstructions.pt here
+        self.examples: list[dict] = []  # a few validation reconstructions (CPU, float16); fit() saves them
 
     def forward(self, x, mask=None, brain_mask=None):
         return self.model(x, mask=mask, brain_mask=brain_mask)
@@ -139,10 +138,6 @@ class SimMIMTask(CheckpointMetaMixin, pl.LightningModule):
                  "mask": out.mask[i, 0].detach().cpu()}
                 for i in range(min(self.cfg.num_examples, B))
             ]
-            if self.output_dir:
-                from pathlib import Path
-
-                torch.save(self.examples, Path(self.output_dir) / "reconstructions.pt")
 
     def on_validation_epoch_end(self):
         m = self.trainer.callback_metrics

@@ -17,12 +17,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import lightning.pytorch as pl
 import numpy as np
 
 from swiftlib.results import save_results
 from swiftlib.training.config import FitConfig
+from swiftlib.utils.io import atomic_path, atomic_write_text
 
-__all__ = ["RunResult", "TrainingError", "fit", "monitor_for"]
+__all__ = ["RunResult", "TrainingError", "fit", "monitor_for", "write_outputs", "RunOutputs"]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,8 @@ def monitor_for(cfg: FitConfig, label_task: str | None = None) -> tuple[str, str
 
 
 def _prepare_task_config(cfg: FitConfig, dm) -> None:
-    """Fill what only the data knows: label task and classes, regression scaler, contract."""
+    """Fill what only the data knows: label task and classes, regression scaler, contract,
+    the LR schedule's length (``optim.total_steps``)."""
     import dataclasses
 
     task = cfg.task
@@ -78,6 +81,9 @@ def _prepare_task_config(cfg: FitConfig, dm) -> None:
         cfg.task = dataclasses.replace(task, **updates)
     else:
         cfg.task = dataclasses.replace(task, contract=contract)
+    if cfg.task.optim.total_steps is None:  # the LR schedule's length, from the data (a set value is kept)
+        steps = planned_steps(cfg, dm.num_train_samples)
+        cfg.task = dataclasses.replace(cfg.task, optim=dataclasses.replace(cfg.task.optim, total_steps=steps))
 
 
 def planned_steps(cfg: FitConfig, num_train_windows: int) -> int:
@@ -182,7 +188,6 @@ def _slurm_plugins() -> list:
 
 
 def build_trainer(cfg: FitConfig, run_dir: Path, monitor: tuple[str, str], extra_callbacks=(), strategy_cls=None):
-    import lightning.pytorch as pl
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
     from swiftlib.training.requeue import RequeueOnSignal, in_slurm_batch_job
@@ -227,7 +232,6 @@ def fit(cfg: FitConfig | dict, callbacks=(), strategy_cls=None, test: bool = Tru
     ``test=False`` skips the test split (hyper-parameter search: trials are selected on
     validation only; :mod:`swiftlib.training.tune` scores the chosen trial once).
     """
-    import lightning.pytorch as pl
     import torch
     import yaml
 
@@ -250,9 +254,8 @@ def fit(cfg: FitConfig | dict, callbacks=(), strategy_cls=None, test: bool = Tru
     _prepare_task_config(cfg, dm)
     monitor = monitor_for(cfg, dm.label_task)
     task = SimMIMTask(cfg.task) if cfg.kind == "pretrain" else FinetuneTask(cfg.task)
-    task.output_dir = str(run_dir)
-    task.total_steps = planned_steps(cfg, dm.num_train_samples)
-    trainer, ckpt_cb, last_cb = build_trainer(cfg, run_dir, monitor, callbacks, strategy_cls)
+    outputs_cb = RunOutputs(run_dir)
+    trainer, ckpt_cb, last_cb = build_trainer(cfg, run_dir, monitor, [outputs_cb, *callbacks], strategy_cls)
     if trainer.is_global_zero:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     timings: dict[str, float] = {}
@@ -270,17 +273,20 @@ def fit(cfg: FitConfig | dict, callbacks=(), strategy_cls=None, test: bool = Tru
         if cfg.trainer.strategy.startswith("deepspeed"):
             fp32 = _consolidate(trainer, best, last)
             artifacts.update({f"{k}_checkpoint_fp32": v for k, v in fp32.items()})
-            eval_trainer, eval_task, eval_ckpt = _deepspeed_evaluator(cfg, task, fp32.get("best") or fp32.get("last"))
+            eval_trainer, eval_task, eval_ckpt = _deepspeed_evaluator(cfg, task, fp32.get("best") or fp32.get("last"),
+                                                                      run_dir, outputs_cb)
         else:
             eval_trainer, eval_task, eval_ckpt = trainer, task, best or last
         for split in ("val", "test"):
             if split == "test" and not test:
                 continue
             if cfg.kind == "pretrain" and split == "test":
+                outputs_cb.enabled = False  # reconstructions.pt keeps the validation windows
                 out = eval_trainer.validate(eval_task, dataloaders=dm.test_dataloader(), ckpt_path=eval_ckpt,
                                             verbose=False)
+                outputs_cb.enabled = True
                 metrics.update({k.replace("val/", "test/"): float(v) for k, v in out[0].items()})
-            else:
+            else:  # RunOutputs writes this pass's predictions / reconstructions
                 runner = eval_trainer.validate if split == "val" else eval_trainer.test
                 out = runner(eval_task, datamodule=dm, ckpt_path=eval_ckpt, verbose=False)
                 metrics.update({k: float(v) for k, v in out[0].items() if k.startswith(split + "/")})
@@ -355,14 +361,12 @@ def _consolidate(trainer, best: str | None, last: str | None) -> dict:
     return {name: str(path) for name, path in out.items()}
 
 
-def _deepspeed_evaluator(cfg: FitConfig, task, fp32_path: str | None):
+def _deepspeed_evaluator(cfg: FitConfig, task, fp32_path: str | None, run_dir: Path, outputs_cb):
     """A plain (DDP or single-device) Trainer and a fresh task holding the consolidated fp32
     weights. DeepSpeed's own checkpoint loading for evaluation fails under ZeRO-3
     ("'DeepSpeedZeRoOffload' object has no attribute '_restore_from_bit16_weights'", DeepSpeed
     0.19), and scoring the same fp32 file downstream stages read keeps the numbers identical."""
     import dataclasses
-
-    import lightning.pytorch as pl
 
     from swiftlib.tasks.common import read_checkpoint
 
@@ -371,7 +375,6 @@ def _deepspeed_evaluator(cfg: FitConfig, task, fp32_path: str | None):
     t = cfg.trainer
     fresh_cfg = dataclasses.replace(cfg.task, init_from=None)  # the weights below replace any initialisation
     eval_task = type(task)(fresh_cfg)
-    eval_task.output_dir, eval_task.total_steps = task.output_dir, task.total_steps
     missing, unexpected = eval_task.load_state_dict(read_checkpoint(fp32_path)["state_dict"], strict=False)
     missing = [k for k in missing if not k.endswith("relative_position_index")]
     if missing or unexpected:
@@ -379,12 +382,51 @@ def _deepspeed_evaluator(cfg: FitConfig, task, fp32_path: str | None):
                            f"unexpected {unexpected[:5]})")
     # its root is checkpoints/, never the run directory: under SLURM a Trainer called with
     # ckpt_path=None loads any hpc_ckpt_<n>.ckpt in its root, and requeue writes those there
-    trainer = pl.Trainer(default_root_dir=str(Path(task.output_dir) / "checkpoints"), accelerator=t.accelerator,
+    trainer = pl.Trainer(default_root_dir=str(run_dir / "checkpoints"), accelerator=t.accelerator,
                          devices=t.devices, num_nodes=t.num_nodes,
                          strategy="ddp" if t.world_size > 1 else "auto", precision=t.precision, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=t.enable_progress_bar,
+                         enable_checkpointing=False, enable_progress_bar=t.enable_progress_bar, callbacks=[outputs_cb],
                          enable_model_summary=False, use_distributed_sampler=False, plugins=_slurm_plugins())
     return trainer, eval_task, None
+
+
+def write_outputs(run_dir: Path, task, split: str) -> None:
+    """What a task kept from its last ``split`` pass, as files in the run directory: a
+    fine-tuning task's per-subject ``predictions_<split>.csv``; a SimMIM task's example
+    ``reconstructions.pt`` (validation only). The tasks do no file I/O themselves."""
+    import torch
+
+    predictions = getattr(task, "predictions", {}).get(split)
+    if predictions is not None:
+        atomic_write_text(run_dir / f"predictions_{split}.csv", predictions.to_csv(index=False))
+    examples = getattr(task, "examples", None)
+    if split == "val" and examples:
+        with atomic_path(run_dir / "reconstructions.pt") as tmp:
+            torch.save(examples, tmp)
+
+
+class RunOutputs(pl.Callback):
+    """Rank 0 writes what the task kept from a validation / test pass into the run directory
+    (:func:`write_outputs`): refreshed after each validation during training, so a long run
+    can be looked at, and finally from the evaluated checkpoint. A callback rather than code
+    after ``trainer.test`` because under ``ddp_spawn`` the pass runs in worker processes.
+    ``enabled=False`` skips a pass (SimMIM's test split runs through ``validate``)."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        self.enabled = True
+
+    def _write(self, trainer, pl_module, split: str) -> None:
+        if self.enabled and trainer.is_global_zero and not trainer.sanity_checking:
+            write_outputs(self.run_dir, pl_module, split)
+
+    # *_end, not *_epoch_end: Lightning calls callbacks' epoch-end hooks before the task's,
+    # which is where the task assembles its per-subject predictions
+    def on_validation_end(self, trainer, pl_module):
+        self._write(trainer, pl_module, "val")
+
+    def on_test_end(self, trainer, pl_module):
+        self._write(trainer, pl_module, "test")
 
 
 def _outputs(run_dir: Path) -> dict:

@@ -41,8 +41,8 @@ def main(run_dir: str) -> None:
     data_cfg = DataConfig(batch_size=BATCH)
     strategy = build_deepspeed_strategy(trainer_cfg, data_cfg)
     pl.seed_everything(0, verbose=False)
-    task = SimMIMTask(PretrainConfig(model="swift_v2_test", optim=OptimConfig(lr=2e-3, warmup_fraction=0.0)))
-    task.total_steps = STEPS
+    task = SimMIMTask(PretrainConfig(model="swift_v2_test", optim=OptimConfig(lr=2e-3, warmup_fraction=0.0,
+                                                                              total_steps=STEPS)))
     initial = {k: v.detach().float().clone() for k, v in task.model.state_dict().items()}
     best = ModelCheckpoint(dirpath=str(run / "checkpoints"), filename="best", monitor="val/recon_loss", mode="min",
                            save_top_k=1, enable_version_counter=False)

@@ -33,8 +33,7 @@ def _check_training(rec: StepRecorder, before: dict, after: dict, what: str) -> 
 @pytest.mark.parametrize("model", ["swift_v2_test", "swift_v2_factorized_test"])
 def test_simmim_bf16_mixed_steps(model, tmp_path):
     torch.manual_seed(0)
-    task = SimMIMTask(PretrainConfig(model=model, mask_ratio=0.5, optim=OptimConfig(**OPTIM)))
-    task.total_steps = STEPS
+    task = SimMIMTask(PretrainConfig(model=model, mask_ratio=0.5, optim=OptimConfig(**OPTIM, total_steps=STEPS)))
     before = snapshot(task)
     rec = StepRecorder()
     tiny_trainer(tmp_path, STEPS, [rec]).fit(task, train_dataloaders=windows_loader(batch_size=4))
@@ -47,8 +46,7 @@ def test_simmim_bf16_mixed_steps(model, tmp_path):
 def test_finetune_bf16_mixed_steps_and_validation(tmp_path):
     torch.manual_seed(0)
     task = FinetuneTask(FinetuneConfig(model="swift_v2_test", task="classification", num_classes=2,
-                                       optim=OptimConfig(**OPTIM)))
-    task.total_steps = STEPS
+                                       optim=OptimConfig(**OPTIM, total_steps=STEPS)))
     before = snapshot(task)
     rec = StepRecorder()
     trainer = tiny_trainer(tmp_path, STEPS, [rec], limit_val_batches=1.0)

@@ -138,3 +138,30 @@ def test_slurm_batch_jobs_get_auto_requeue(monkeypatch):
     # Lightning's own SIGUSR1 handler is off: swiftlib's RequeueOnSignal saves at a step boundary
     # (build_trainer adds it; tests/training/test_requeue.py)
     assert not env.auto_requeue and env.requeue_signal == signal.SIGUSR1
+
+
+def test_fit_sets_the_schedule_length_and_writes_the_evaluated_outputs(train_store, tmp_path):
+    """The tasks do no file I/O and get nothing assigned from outside: the LR schedule's
+    length arrives in the config, and fit writes reconstructions/predictions from the
+    evaluated checkpoint — SimMIM examples from *validation* windows (they used to be
+    overwritten by the test pass)."""
+    import yaml
+
+    from swiftlib.data.datamodule import DataConfig, FMRIDataModule
+    from swiftlib.tasks.pretrain import PretrainConfig, SimMIMTask
+
+    cfg = tiny_fit_config(train_store, tmp_path / "pre", kind="pretrain", trainer={"max_epochs": 2})
+    fit(cfg)
+    resolved = yaml.safe_load((tmp_path / "pre" / "config.yaml").read_text())
+    assert resolved["task"]["optim"]["total_steps"] == 12  # 8 subjects × 3 windows / batch 4 × 2 epochs
+    dm = FMRIDataModule(DataConfig.from_dict(cfg["data"]))
+    dm.setup("fit")
+    examples = torch.load(tmp_path / "pre" / "reconstructions.pt", weights_only=True)
+    assert {e["subject_id"] for e in examples} <= set(dm.val_dataset.subject_ids)
+    assert not hasattr(SimMIMTask(PretrainConfig()), "output_dir")
+    fixed = fit({**tiny_fit_config(train_store, tmp_path / "ft", trainer={"max_epochs": 1}),
+                 "task": {"model": "swift_v2_test", "label": "sex", "optim": {"total_steps": 50}}})
+    hp = torch.load(fixed.best_checkpoint, weights_only=True)["hyper_parameters"]["config"]
+    assert hp["optim"]["total_steps"] == 50  # a value the user set is kept
+    rows = (tmp_path / "ft" / "predictions_test.csv").read_text().splitlines()
+    assert len(rows) == 1 + fixed.metrics["test/num_subjects"]
