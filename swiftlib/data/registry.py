@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import difflib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
+from swiftlib.utils.validation import close_matches
 
 __all__ = [
     "LabelSpec",
@@ -371,9 +372,9 @@ def get_dataset(name: str | DatasetAdapter) -> DatasetAdapter:
     key = str(name).lower()
     if key in _REGISTRY:
         return _REGISTRY[key]
-    near = difflib.get_close_matches(key, list(_REGISTRY), n=1, cutoff=0.5)
-    hint = f"did you mean {_REGISTRY[near[0]].name!r}? " if near else ""
-    raise KeyError(f"unknown dataset {name!r}; {hint}valid datasets: {', '.join(list_datasets())}")
+    near = close_matches(key, _REGISTRY, cutoff=0.5)  # case-insensitive: the keys are lower case
+    hint = f" (did you mean {_REGISTRY[near[0]].name!r}?)" if near else ""
+    raise KeyError(f"unknown dataset {name!r}{hint}; valid datasets: {', '.join(list_datasets())}")
 
 
 def _cls(column, n=2, mapping=None, description=""):

@@ -283,10 +283,9 @@ class SubjectStore:
             raise KeyError(self._unknown(subject_id)) from None
 
     def _unknown(self, subject_id) -> str:
-        import difflib
+        from swiftlib.utils.validation import did_you_mean
 
-        near = difflib.get_close_matches(str(subject_id), self.subject_ids, n=3)
-        hint = f"; did you mean {near}?" if near else ""
+        hint = did_you_mean(subject_id, self.subject_ids, n=3)
         return f"subject {subject_id!r} is not in store {self.root} ({len(self.subject_ids)} subjects){hint}"
 
     def num_frames(self, subject_id: str) -> int:

@@ -25,7 +25,6 @@ with a missing label are dropped and the count is logged.
 
 from __future__ import annotations
 
-import difflib
 import logging
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -33,6 +32,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from swiftlib.utils.validation import did_you_mean
 
 __all__ = ["Sample", "Batch", "WindowDataset", "collate_samples", "window_starts"]
 
@@ -180,8 +181,7 @@ class WindowDataset(Dataset):
         known = set(self.store.subject_ids)
         unknown = [s for s in ids if s not in known]
         if unknown:
-            near = difflib.get_close_matches(unknown[0], list(known), n=3)
-            hint = f" (did you mean {near} for {unknown[0]!r}?)" if near else ""
+            hint = did_you_mean(unknown[0], known, n=3)
             raise KeyError(
                 f"{len(unknown)} subject(s) are not in store {self.store.root}: {unknown[:10]}{hint}"
             )

@@ -9,7 +9,6 @@ name and type check ("did you mean …" for typos). Models never read files them
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import fnmatch
 import logging
 import sys
@@ -20,6 +19,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from swiftlib.utils.validation import did_you_mean
 
 __all__ = [
     "register_model",
@@ -55,11 +56,6 @@ def register_model(name: str, model_cls: type[nn.Module], config: Any, descripti
     _REGISTRY[name] = ModelEntry(name, model_cls, config, description)
 
 
-def _did_you_mean(word: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(word, options, n=3, cutoff=0.5)
-    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
-
-
 def list_models(pattern: str = "*") -> list[str]:
     """Registered preset names matching a shell-style ``pattern`` (``"swift_v2_*"``), sorted."""
     return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
@@ -70,7 +66,7 @@ def model_entry(name: str) -> ModelEntry:
     if name not in _REGISTRY:
         names = list_models()
         raise ValueError(
-            f"unknown model {name!r}.{_did_you_mean(name, names)} Available: {', '.join(names)}"
+            f"unknown model {name!r}{did_you_mean(name, names, n=3, cutoff=0.5)}. Available: {', '.join(names)}"
         )
     return _REGISTRY[name]
 
@@ -118,7 +114,7 @@ def get_model_config(name: str, **overrides: Any) -> Any:
         k = unknown[0]
         raise TypeError(
             f"unknown option {k!r} for model {name!r} ({type(cfg).__name__})."
-            f"{_did_you_mean(k, list(fields))} Valid options: {', '.join(fields)}"
+            f"{did_you_mean(k, fields, n=3, cutoff=0.5)}. Valid options: {', '.join(fields)}"
         )
     checked = {k: _check_type(type(cfg).__name__, k, getattr(cfg, k), v)
                for k, v in overrides.items()}

@@ -11,6 +11,7 @@ from swiftlib.data.datamodule import DataConfig
 from swiftlib.tasks.finetune import FinetuneConfig
 from swiftlib.tasks.pretrain import PretrainConfig
 from swiftlib.utils.config import ConfigError, config_from_dict, config_to_dict
+from swiftlib.utils.validation import did_you_mean
 
 __all__ = ["TrainerConfig", "FitConfig", "PRECISIONS", "STRATEGIES"]
 
@@ -107,10 +108,7 @@ class FitConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            import difflib
-
-            hints = {k: difflib.get_close_matches(k, known, n=1) for k in unknown}
-            hint = "; ".join(f"{k!r} (did you mean {v[0]!r}?)" if v else repr(k) for k, v in hints.items())
+            hint = "; ".join(f"{k!r}{did_you_mean(k, known)}" for k in unknown)
             raise ConfigError(f"unknown run setting(s) {hint}; valid: {sorted(known)}")
         return cls(kind=kind, run_dir=str(d.get("run_dir", cls.run_dir)), seed=int(d.get("seed", 0)),
                    data=d.get("data", {}), task=task, trainer=d.get("trainer", {}),

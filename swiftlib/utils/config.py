@@ -23,11 +23,12 @@ Other annotations are passed through unchecked.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from collections.abc import Mapping
 from typing import Any, Literal, Union
+
+from swiftlib.utils.validation import did_you_mean
 
 __all__ = ["ConfigError", "config_from_dict", "config_to_dict"]
 
@@ -36,11 +37,6 @@ _MISSING = object()
 
 class ConfigError(ValueError, TypeError):
     """A configuration dictionary has an unknown key, a missing key or a wrong type."""
-
-
-def _did_you_mean(key: str, valid) -> str:
-    near = difflib.get_close_matches(str(key), list(valid), n=1, cutoff=0.6)
-    return f" (did you mean {near[0]!r}?)" if near else ""
 
 
 def _type_name(tp: Any) -> str:
@@ -146,7 +142,7 @@ def config_from_dict(cls: type, d: Mapping[str, Any] | None, name: str | None = 
     valid = sorted(fields)
     unknown = [k for k in d if k not in fields]
     if unknown:
-        parts = [f"{k!r}{_did_you_mean(k, valid)}" for k in unknown]
+        parts = [f"{k!r}{did_you_mean(k, valid)}" for k in unknown]
         raise ConfigError(f"{label}: unknown key(s) {', '.join(parts)}; valid keys: {', '.join(valid)}")
     try:
         hints = typing.get_type_hints(cls)
