@@ -24,6 +24,11 @@ from .layers.helpers import grid_padding
 
 __all__ = ["Swin4DEncoderMixin", "fit_padding", "group_parameters"]
 
+# Sort keys for group_matcher entries that follow every block of their stage: a stage's patch
+# merging comes after its blocks, the final norm after everything (larger than any block index).
+AFTER_BLOCKS = 99_998
+LAST = 99_999
+
 
 def tokens_to_volume(x: torch.Tensor) -> torch.Tensor:
     """(B, D, H, W, T, C) -> (B, C, D, H, W, T) (contiguous)."""
@@ -153,8 +158,8 @@ class Swin4DEncoderMixin:
             "blocks": r"^stages\.(\d+)" if coarse else [
                 (r"^stages\.(\d+)\.pos_embed", (-1,)),
                 (r"^stages\.(\d+)\.blocks\.(\d+)", None),
-                (r"^stages\.(\d+)\.downsample", (99998,)),
-                (r"^norm", (99999,)),
+                (r"^stages\.(\d+)\.downsample", (AFTER_BLOCKS,)),
+                (r"^norm", (LAST,)),
             ],
         }
 

@@ -1,4 +1,4 @@
-"""Plots for notebooks (nilearn conventions: data in, ``ax=None, title=None,
+"""Plots for notebooks (nilearn conventions: data in, ``axes=None, title=None,
 output_file=None``, the figure returned).
 
 Submodules are imported where used so ``import swiftlib.viz`` stays light:

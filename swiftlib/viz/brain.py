@@ -1,6 +1,6 @@
 """Attribution maps on the brain (nilearn) and how attribution moves through a window.
 
-Plot functions follow nilearn: data in, ``ax=None`` (or ``figure``), ``title=None``,
+Plot functions follow nilearn: data in, ``axes=None`` (or ``figure``), ``title=None``,
 ``output_file=None``, the figure returned. Maps are NIfTI images (or paths) in MNI space,
 e.g. ``Attributions.to_nifti()``; the background is nilearn's MNI152 template.
 """
@@ -37,7 +37,7 @@ def _threshold(img, percentile: float | None):
     return float(np.percentile(vals, percentile)) if vals.size else None
 
 
-def plot_glass_brain(map_img, threshold_percentile: float | None = 80.0, signed: bool = False, ax=None, title=None,
+def plot_glass_brain(map_img, threshold_percentile: float | None = 80.0, signed: bool = False, axes=None, title=None,
                      output_file=None, **kwargs):
     """Glass-brain projection (maximum intensity through the brain) of an attribution map.
 
@@ -49,17 +49,17 @@ def plot_glass_brain(map_img, threshold_percentile: float | None = 80.0, signed:
     from nilearn import plotting
 
     img = _img(map_img)
-    fig = ax.figure if ax is not None else plt.figure(figsize=(10, 3.6))
+    fig = axes.figure if axes is not None else plt.figure(figsize=(10, 3.6))
     display = plotting.plot_glass_brain(img, threshold=_threshold(img, threshold_percentile), colorbar=True,
                                         plot_abs=not signed, cmap="cold_hot" if signed else "hot", figure=fig,
-                                        axes=ax, title=title, **kwargs)
+                                        axes=axes, title=title, **kwargs)
     if output_file:
         display.savefig(str(output_file))
     return fig
 
 
 def plot_stat_map(map_img, display_mode: str = "ortho", cut_coords=None, threshold_percentile: float | None = 80.0,
-                  ax=None, title=None, output_file=None, **kwargs):
+                  axes=None, title=None, output_file=None, **kwargs):
     """The map over the MNI152 template: ``display_mode="ortho"`` (three planes through
     ``cut_coords``, default the map's peak) or ``"mosaic"`` / ``"z"`` / ``"x"`` / ``"y"`` (slices)."""
     _headless_backend()
@@ -71,16 +71,16 @@ def plot_stat_map(map_img, display_mode: str = "ortho", cut_coords=None, thresho
         data = np.abs(np.asarray(img.dataobj, dtype=float))
         peak = np.unravel_index(np.argmax(data), data.shape)
         cut_coords = tuple((img.affine @ np.array([*peak, 1.0]))[:3])
-    fig = ax.figure if ax is not None else plt.figure(figsize=(11, 3.6 if display_mode != "mosaic" else 8))
+    fig = axes.figure if axes is not None else plt.figure(figsize=(11, 3.6 if display_mode != "mosaic" else 8))
     display = plotting.plot_stat_map(img, display_mode=display_mode, cut_coords=cut_coords,
-                                     threshold=_threshold(img, threshold_percentile), figure=fig, axes=ax,
+                                     threshold=_threshold(img, threshold_percentile), figure=fig, axes=axes,
                                      title=title, **kwargs)
     if output_file:
         display.savefig(str(output_file))
     return fig
 
 
-def plot_time_curves(time_curves, by: str | None = None, tr: float | None = None, ax=None, title=None,
+def plot_time_curves(time_curves, by: str | None = None, tr: float | None = None, axes=None, title=None,
                      output_file=None):
     """Attribution per frame of the window (mean over brain voxels), averaged over windows:
     a line per group of ``by`` (e.g. ``"subject_id"``) or one line with a ±1 SD band.
@@ -94,32 +94,32 @@ def plot_time_curves(time_curves, by: str | None = None, tr: float | None = None
     for col in ("frame", "value"):
         if col not in time_curves.columns:
             raise ValueError(f"time_curves lacks column {col!r}; expected Attributions.time_curves")
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(6, 3.2))
-    fig = ax.figure
+    if axes is None:
+        fig, axes = plt.subplots(figsize=(6, 3.2))
+    fig = axes.figure
     scale = tr or 1.0
     if by is None:
         g = time_curves.groupby("frame")["value"]
         m, s = g.mean(), g.std().fillna(0)
         x = m.index.to_numpy() * scale
-        ax.plot(x, m.to_numpy(), color="C3", lw=2, label="mean over windows")
-        ax.fill_between(x, (m - s).to_numpy(), (m + s).to_numpy(), color="C3", alpha=0.2, label="±1 SD")
+        axes.plot(x, m.to_numpy(), color="C3", lw=2, label="mean over windows")
+        axes.fill_between(x, (m - s).to_numpy(), (m + s).to_numpy(), color="C3", alpha=0.2, label="±1 SD")
     else:
         for key, d in time_curves.groupby(by):
             m = d.groupby("frame")["value"].mean()
-            ax.plot(m.index.to_numpy() * scale, m.to_numpy(), lw=1, label=str(key))
-    ax.set_xlabel("time in window (s)" if tr else "frame in window")
-    ax.set_ylabel("attribution (brain mean)")
-    ax.legend(fontsize=7, loc="best")
+            axes.plot(m.index.to_numpy() * scale, m.to_numpy(), lw=1, label=str(key))
+    axes.set_xlabel("time in window (s)" if tr else "frame in window")
+    axes.set_ylabel("attribution (brain mean)")
+    axes.legend(fontsize=7, loc="best")
     if title:
-        ax.set_title(title)
+        axes.set_title(title)
     fig.tight_layout()
     if output_file:
         fig.savefig(output_file, dpi=120)
     return fig
 
 
-def plot_region_summary(table, value: str = "ratio_to_brain", ax=None, title=None, output_file=None):
+def plot_region_summary(table, value: str = "ratio_to_brain", axes=None, title=None, output_file=None):
     """Horizontal bars of :func:`~swiftlib.interpret.attributions.summarise_by_region`'s table
     (``value`` = ``ratio_to_brain``, ``mean`` or ``share``); the dashed line marks the brain average."""
     _headless_backend()
@@ -127,16 +127,16 @@ def plot_region_summary(table, value: str = "ratio_to_brain", ax=None, title=Non
 
     if value not in table.columns:
         raise ValueError(f"value={value!r} is not a column of the region table ({list(table.columns)})")
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(5.5, 0.35 * len(table) + 1.2))
-    fig = ax.figure
+    if axes is None:
+        fig, axes = plt.subplots(figsize=(5.5, 0.35 * len(table) + 1.2))
+    fig = axes.figure
     t = table.iloc[::-1]
-    ax.barh(t["region"].astype(str), t[value], color="C0")
+    axes.barh(t["region"].astype(str), t[value], color="C0")
     if value == "ratio_to_brain":
-        ax.axvline(1.0, color="k", ls="--", lw=1)
-    ax.set_xlabel(value)
+        axes.axvline(1.0, color="k", ls="--", lw=1)
+    axes.set_xlabel(value)
     if title:
-        ax.set_title(title)
+        axes.set_title(title)
     fig.tight_layout()
     if output_file:
         fig.savefig(output_file, dpi=120)
