@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 __all__ = ["describe"]
@@ -59,8 +60,6 @@ def _describe_deepspeed(p: Path) -> dict:
     """A DeepSpeed checkpoint folder, read without converting it (shards checked, metadata
     and parameter shapes from the model-states file); ``consolidated`` is the fp32 copy when
     one is current."""
-    import math
-
     from swiftlib.training.deepspeed import current_consolidated, inspect_deepspeed_checkpoint
 
     info = inspect_deepspeed_checkpoint(p)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import platform
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,6 @@ KINDS = ("pretrain", "finetune", "tune", "fewshot", "embed", "attribute", "data"
 
 def versions() -> dict[str, str]:
     """Versions of swiftlib, Python and the main libraries that are importable."""
-    from importlib.metadata import PackageNotFoundError, version
-
     from swiftlib import __version__
 
     out = {"swiftlib": __version__, "python": platform.python_version()}

@@ -20,6 +20,7 @@ preempted run stopped (the same mechanism as the single-store shuffle).
 
 from __future__ import annotations
 
+import bisect
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -61,8 +62,6 @@ class MixedWindowDataset(ConcatDataset):
 
     def dataset_of(self, index: int) -> str:
         """Name of the dataset that global ``index`` falls in."""
-        import bisect
-
         return self.names[bisect.bisect_right(self.cumulative_sizes, index)]
 
 

@@ -3,6 +3,7 @@ from SimMIM / fine-tuned / SwiFT v1 checkpoints, and RNG state for exact resumpt
 
 from __future__ import annotations
 
+import ast
 import logging
 import random
 from pathlib import Path
@@ -168,8 +169,6 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    import ast
-
     random.setstate(_tuplify(ast.literal_eval(state["python"])))
     n = state["numpy"]
     np.random.set_state((n["name"], np.asarray(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["cached"]))

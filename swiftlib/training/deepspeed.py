@@ -16,8 +16,14 @@ On Perlmutter: ``trainer.strategy = "deepspeed_stage_2"`` (or ``_3``, ``_offload
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import fcntl
+import hashlib
+import importlib
+import io
 import logging
+import os
 from pathlib import Path
 
 __all__ = ["DeepSpeedConfigError", "deepspeed_config", "lightning_deepspeed_config", "validate_deepspeed_config",
@@ -242,7 +248,6 @@ def _load_safe(f: Path) -> dict:
     import torch
 
     _scan_safe(f)
-    import importlib
 
     allowed = []
     for name in DEEPSPEED_SAFE_GLOBALS:
@@ -303,9 +308,6 @@ def _fingerprint(src: Path) -> dict:
 def consolidated_path(path) -> Path:
     """Where the fp32 file of DeepSpeed directory ``path`` lives: ``<dir minus .ckpt>.fp32.ckpt``
     beside it, or under ``$SWIFTLIB_CHECKPOINT_CACHE`` when that is set."""
-    import hashlib
-    import os
-
     src = Path(path).resolve()
     name = (src.name[:-5] if src.name.endswith(".ckpt") else src.name) + ".fp32.ckpt"
     cache = os.environ.get(CACHE_ENV)
@@ -336,10 +338,6 @@ def consolidated_checkpoint(path) -> Path:
     """The consolidated fp32 ``.ckpt`` of DeepSpeed checkpoint directory ``path``: converted
     on first use (checked, gathered from every ZeRO shard, written atomically under a lock so
     concurrent ranks convert once), reused while the directory is unchanged."""
-    import contextlib
-    import fcntl
-    import os
-
     src = Path(path)
     out = consolidated_path(src)
     fingerprint = _fingerprint(src)
@@ -390,8 +388,6 @@ def convert_deepspeed_checkpoint(checkpoint_dir, output_path) -> Path:
     except ImportError:
         raise _error(f"{src} is a DeepSpeed checkpoint; converting it needs the deepspeed package "
                      "(pip install deepspeed, or convert it once where swiftlib's environment is installed)") from None
-    import contextlib
-    import io
 
     with contextlib.redirect_stdout(io.StringIO()):  # DeepSpeed prints progress lines
         state = get_fp32_state_dict_from_zero_checkpoint(str(src), tag=info["tag_dir"].name)

@@ -18,6 +18,7 @@ cell whose planned configuration changed is refused (use a new grid directory).
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -166,8 +167,6 @@ def _check_inputs(base: dict, grid: FewShotGrid, pretrained: str | None) -> int:
 
 def _cell_config(base: dict, run_dir: Path, size, init: str, mode: str, seed: int, grid: FewShotGrid,
                  pretrained: str | None) -> dict:
-    import copy
-
     cfg = copy.deepcopy(base)
     cfg["run_dir"] = str(run_dir)
     cfg["seed"] = int(seed)

@@ -11,7 +11,9 @@ interrupted run exactly (optimiser, scheduler, epoch, position in the epoch, RNG
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -57,8 +59,6 @@ def monitor_for(cfg: FitConfig, label_task: str | None = None) -> tuple[str, str
 def _prepare_task_config(cfg: FitConfig, dm) -> None:
     """Fill what only the data knows: label task and classes, regression scaler, contract,
     the LR schedule's length (``optim.total_steps``)."""
-    import dataclasses
-
     task = cfg.task
     contract = dm.contract()
     if cfg.kind == "finetune":
@@ -88,8 +88,6 @@ def _prepare_task_config(cfg: FitConfig, dm) -> None:
 
 def planned_steps(cfg: FitConfig, num_train_windows: int) -> int:
     """Optimiser steps the run will take (sets the LR schedule's length)."""
-    import math
-
     t, d = cfg.trainer, cfg.data
     batches = math.ceil(math.ceil(num_train_windows / t.world_size) / d.per_device_batch_size)
     lim = t.limit_train_batches
@@ -366,8 +364,6 @@ def _deepspeed_evaluator(cfg: FitConfig, task, fp32_path: str | None, run_dir: P
     weights. DeepSpeed's own checkpoint loading for evaluation fails under ZeRO-3
     ("'DeepSpeedZeRoOffload' object has no attribute '_restore_from_bit16_weights'", DeepSpeed
     0.19), and scoring the same fp32 file downstream stages read keeps the numbers identical."""
-    import dataclasses
-
     from swiftlib.tasks.common import read_checkpoint
 
     if fp32_path is None:

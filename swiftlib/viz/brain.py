@@ -7,6 +7,7 @@ e.g. ``Attributions.to_nifti()``; the background is nilearn's MNI152 template.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,6 @@ __all__ = ["plot_glass_brain", "plot_stat_map", "plot_time_curves", "plot_region
 
 
 def _headless_backend() -> None:
-    import os
-
     import matplotlib
 
     if not os.environ.get("DISPLAY") and "inline" not in matplotlib.get_backend().lower():

@@ -4,7 +4,10 @@ plotly figures when there is no live kernel (papermill, ``swiftlib run``, CI).""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import warnings
 
 import numpy as np
 
@@ -35,7 +38,6 @@ def project(df, method: str = "pca", prefix: str = "emb", seed: int = 0, n_neigh
     import umap
 
     init = "spectral" if len(X) >= 16 else "random"  # the spectral start needs more points than neighbours
-    import warnings
 
     warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
     reducer = umap.UMAP(n_components=2, n_neighbors=int(min(n_neighbors, len(X) - 1)), init=init, random_state=seed)
@@ -115,8 +117,6 @@ class StaticFigures(list):
 def widgets_available() -> bool:
     """True when ipywidgets can render: importable and running in a live kernel that has a
     front end (not papermill / nbconvert / plain Python)."""
-    import os
-
     if os.environ.get("PAPERMILL_EXECUTION") or os.environ.get("SWIFTLIB_HEADLESS"):
         return False
     try:
@@ -195,8 +195,6 @@ def embedding_explorer(tables: dict, colors=None, methods=PROJECTIONS, interacti
 
 
 def _label_columns(df) -> list[str]:
-    import json
-
     labels = df.attrs.get("labels")
     if labels:
         return list(json.loads(labels))
