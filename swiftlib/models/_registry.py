@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from swiftlib.utils.config import check_type
 from swiftlib.utils.validation import did_you_mean
 
 __all__ = [
@@ -72,36 +73,14 @@ def model_entry(name: str) -> ModelEntry:
 
 
 def _check_type(cfg_name: str, field: str, default: Any, value: Any) -> Any:
-    """Light type check of one override against the field's default; returns the value."""
-    def bad(expected: str) -> TypeError:
-        return TypeError(f"{cfg_name}.{field} expects {expected}, got {value!r} "
-                         f"({type(value).__name__})")
-
+    """One override checked against its field's default type (utils' checker); a scalar for
+    a tuple field passes (``to_ntuple`` broadcasts it in the model). Returns the value."""
     if default is None or value is None:
         return value
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise bad("a bool")
-    elif isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad("an int")
-    elif isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad("a number")
-        value = float(value)
-    elif isinstance(default, str):
-        if not isinstance(value, str):
-            raise bad("a string")
-    elif isinstance(default, tuple):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return value  # a scalar is broadcast by to_ntuple in the model
-        if not isinstance(value, (tuple, list)):
-            raise bad("a tuple/list")
-        value = tuple(value)
-    elif isinstance(default, dict):
-        if not isinstance(value, dict):
-            raise bad("a dict")
-    return value
+    if isinstance(default, tuple) and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    kind = tuple if isinstance(default, tuple) else dict if isinstance(default, dict) else type(default)
+    return check_type(value, kind, f"{cfg_name}.{field}")
 
 
 def get_model_config(name: str, **overrides: Any) -> Any:

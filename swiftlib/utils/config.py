@@ -30,7 +30,7 @@ from typing import Any, Literal, Union
 
 from swiftlib.utils.validation import did_you_mean
 
-__all__ = ["ConfigError", "config_from_dict", "config_to_dict"]
+__all__ = ["ConfigError", "check_type", "config_from_dict", "config_to_dict"]
 
 _MISSING = object()
 
@@ -45,8 +45,10 @@ def _type_name(tp: Any) -> str:
     return str(tp).replace("typing.", "")
 
 
-def _check(value: Any, tp: Any, where: str) -> Any:
-    """Return ``value`` converted to ``tp`` (int→float, list→tuple, dict→dataclass) or raise."""
+def check_type(value: Any, tp: Any, where: str) -> Any:
+    """Return ``value`` converted to ``tp`` (int→float, list→tuple, dict→dataclass) or raise
+    :class:`ConfigError` naming ``where``, the value and what was expected. The one type
+    checker of swiftlib: configs, model overrides and notebook parameters go through it."""
     if tp is Any or tp is object:
         return value
     origin = typing.get_origin(tp)
@@ -60,7 +62,7 @@ def _check(value: Any, tp: Any, where: str) -> Any:
             if arm is type(None):
                 continue
             try:
-                return _check(value, arm, where)
+                return check_type(value, arm, where)
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(f"{where}={value!r} ({type(value).__name__}): expected {_type_name(tp)}")
@@ -104,9 +106,9 @@ def _check(value: Any, tp: Any, where: str) -> Any:
         if container is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
             if len(value) != len(args):
                 raise ConfigError(f"{where}={value!r}: expected {len(args)} items ({_type_name(tp)})")
-            items = [_check(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))]
+            items = [check_type(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))]
         elif args:
-            items = [_check(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
+            items = [check_type(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
         else:
             items = list(value)
         return tuple(items) if container is tuple else items
@@ -115,7 +117,7 @@ def _check(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}={value!r} ({type(value).__name__}): expected a mapping")
         if len(args) == 2:
-            return {_check(k, args[0], f"{where} key"): _check(v, args[1], f"{where}[{k!r}]") for k, v in value.items()}
+            return {check_type(k, args[0], f"{where} key"): check_type(v, args[1], f"{where}[{k!r}]") for k, v in value.items()}
         return dict(value)
 
     return value  # an annotation we do not check (e.g. a callable, a path-like)
@@ -150,7 +152,7 @@ def config_from_dict(cls: type, d: Mapping[str, Any] | None, name: str | None = 
         hints = {}
     kwargs = {}
     for key, value in d.items():
-        kwargs[key] = _check(value, hints.get(key, Any), f"{label}.{key}")
+        kwargs[key] = check_type(value, hints.get(key, Any), f"{label}.{key}")
     missing = [
         k for k, f in fields.items()
         if k not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
