@@ -44,12 +44,21 @@ def test_pyproject_constraints_and_environment_agree():
     assert pins["torch"] == "2.13.0"
 
 
+def test_pyproject_uses_current_metadata():
+    """The licence as an SPDX string (a TOML table is deprecated and warns at every install),
+    with a setuptools that reads it."""
+    doc = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert doc["project"]["license"] == "MIT"
+    setuptools = next(Requirement(r) for r in doc["build-system"]["requires"] if Requirement(r).name == "setuptools")
+    assert not setuptools.specifier.contains("76.9") and setuptools.specifier.contains("77.0")
+
+
 def test_required_dependencies_are_declared():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     names = {_norm(Requirement(r).name) for r in project["dependencies"]}
     for pkg in ("torch", "lightning", "torchmetrics", "monai", "deepspeed", "optuna", "optuna-integration",
                 "papermill", "jupyterlab", "ipykernel", "ipywidgets", "nilearn", "nibabel", "plotly", "h5py",
-                "captum", "umap-learn", "scikit-learn", "pandas", "tensorboard", "tqdm"):
+                "captum", "umap-learn", "scikit-learn", "pandas", "tensorboard", "tqdm", "jupytext"):
         assert pkg in names
     assert "neptune" in project["optional-dependencies"]
     assert project["scripts"]["swiftlib"] == "swiftlib.cli:main"
