@@ -19,15 +19,16 @@ def interp_store(tmp_path_factory):
     from swiftlib.data.synthetic import SyntheticConfig, make_synthetic_cohort
 
     root = tmp_path_factory.mktemp("interp")
-    return make_synthetic_cohort(root / "store", config=SyntheticConfig(**INTERP_KW), progress=False)
+    return make_synthetic_cohort(root / "store", config=SyntheticConfig(**INTERP_KW),
+                                 progress=False)
 
 
 def age_fit_config(store, run_dir, epochs=FAST_EPOCHS, lr=FAST_LR, label="age") -> dict:
     task = "regression" if label == "age" else "classification"
     return {
         "kind": "finetune", "run_dir": str(run_dir), "seed": 0,
-        "data": {"store_path": str(store.root), "sequence_length": 8, "batch_size": 4, "num_workers": 0,
-                 "splits_dir": str(run_dir.parent / "splits")},
+        "data": {"store_path": str(store.root), "sequence_length": 8, "batch_size": 4,
+                 "num_workers": 0, "splits_dir": str(run_dir.parent / "splits")},
         "task": {"model": "swift_v2_test", "label": label, "task": task, "optim": {"lr": lr}},
         "trainer": {"max_epochs": epochs, "enable_progress_bar": False, "accelerator": "cpu"},
     }
@@ -49,5 +50,6 @@ def pretrain_ckpt(interp_store, tmp_path_factory):
     run = tmp_path_factory.mktemp("pre_run") / "run"
     cfg = age_fit_config(interp_store, run)
     cfg.update(kind="pretrain", task={"model": "swift_v2_test"},
-               trainer={"max_steps": 2, "max_epochs": 1, "enable_progress_bar": False, "accelerator": "cpu"})
+               trainer={"max_steps": 2, "max_epochs": 1, "enable_progress_bar": False,
+                        "accelerator": "cpu"})
     return fit(cfg).last_checkpoint

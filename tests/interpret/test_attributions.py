@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from swiftlib.data.geometry import crop_or_pad
-from swiftlib.interpret._model import load_inference_model
 from swiftlib.interpret.attributions import (
     METHODS,
     AtlasError,
@@ -23,6 +22,7 @@ from swiftlib.interpret.attributions import (
     region_preference,
     summarise_by_region,
 )
+from swiftlib.interpret.inference import load_inference_model
 from swiftlib.tasks.common import CheckpointError, ContractError
 
 # the fast-tier sanity check: method and settings used by the notebook and `make science`
@@ -36,15 +36,18 @@ def model(age_run):
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_gives_input_shaped_maps(model, interp_store, method):
-    x = torch.from_numpy(np.stack([interp_store.read_window("sub-0001", s, 8) for s in (0, 8)])).float()[:, None]
-    a = attribute_windows(model, x, 0, method=method, n_steps=4, internal_batch_size=4, nt_samples=2,
+    wins = np.stack([interp_store.read_window("sub-0001", s, 8) for s in (0, 8)])  # (2, D, H, W, T)
+    x = torch.from_numpy(wins).float()[:, None]  # (2, 1, D, H, W, T)
+    a = attribute_windows(model, x, 0, method=method, n_steps=4, internal_batch_size=4,
+                          nt_samples=2,
                           occlusion_window=(10, 12, 14))
     assert a.shape == (2, 20, 24, 28, 8) and a.dtype == torch.float32 and torch.isfinite(a).all()
     assert a.abs().sum() > 0
 
 
 def test_ig_completeness_and_baselines(model, interp_store):
-    x = torch.from_numpy(interp_store.read_window("sub-0002", 0, 8)).float()[None, None]  # (1, 1, D, H, W, T)
+    x = torch.from_numpy(interp_store.read_window("sub-0002", 0, 8)).float()[None, None]
+    # x: (1, 1, D, H, W, T)
     bg = make_baseline(x, "background")
     assert torch.all(bg == x[0, 0, 0, 0, 0, 0])
     assert torch.allclose(make_baseline(x, "temporal_mean").mean(-1), x.mean(-1))
@@ -68,9 +71,10 @@ def test_attribute_aggregates_and_goes_back_to_source_space(age_run, interp_stor
     assert set(att.subject_maps) == set(sids) and att.group_map.shape == (20, 24, 28)
     assert len(att.window_maps) == 4 and att.window_maps[0].shape == (20, 24, 28, 8)
     assert [w[1] for w in att.window_index[:2]] == [0, 16]  # 2 of 3 windows, evenly spaced
-    np.testing.assert_allclose(att.subject_maps[sids[0]], np.mean([np.abs(w).mean(-1) for w in att.window_maps[:2]], 0),
-                               rtol=1e-5)
-    assert list(att.class_maps) == [0] and set(att.time_curves.columns) == {"subject_id", "window_start", "frame", "value"}
+    first = np.mean([np.abs(w).mean(-1) for w in att.window_maps[:2]], 0)
+    np.testing.assert_allclose(att.subject_maps[sids[0]], first, rtol=1e-5)
+    assert list(att.class_maps) == [0]
+    assert set(att.time_curves.columns) == {"subject_id", "window_start", "frame", "value"}
     assert len(att.time_curves) == 4 * 8
     # source space: the same affine as the ground truth, a planted voxel lands where it came from
     geom = interp_store.geometry(sids[0])
@@ -96,12 +100,15 @@ def test_attribute_aggregates_and_goes_back_to_source_space(age_run, interp_stor
 
 def test_subject_abs_is_signed_within_a_subject_and_magnitude_across(age_run, interp_store):
     sids = interp_store.subject_ids[:3]
-    att = attribute(age_run.best_checkpoint, interp_store, sids, method="grad_x_input", aggregate="subject_abs",
-                    windows=2, keep_window_maps=True, progress=False, device="cpu")
+    att = attribute(age_run.best_checkpoint, interp_store, sids, method="grad_x_input",
+                    aggregate="subject_abs", windows=2, keep_window_maps=True, progress=False,
+                    device="cpu")
     first = att.subject_maps[sids[0]]
-    np.testing.assert_allclose(first, np.mean([w.mean(-1) for w in att.window_maps[:2]], 0), rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(first, np.mean([w.mean(-1) for w in att.window_maps[:2]], 0),
+                               rtol=1e-5, atol=1e-8)
     assert (first < 0).any() and (first > 0).any()  # subject maps keep their sign
-    np.testing.assert_allclose(att.group_map, np.mean([np.abs(att.subject_maps[s]) for s in sids], 0), rtol=1e-5)
+    magnitudes = np.mean([np.abs(att.subject_maps[s]) for s in sids], 0)
+    np.testing.assert_allclose(att.group_map, magnitudes, rtol=1e-5)
     assert att.params["aggregate"] == "subject_abs"
 
 
@@ -123,19 +130,23 @@ def test_windows_are_read_with_the_frame_step_the_model_was_trained_on(age_run, 
     from swiftlib.interpret.embeddings import extract_embeddings
 
     model = load_inference_model(age_run.best_checkpoint, device="cpu")
-    assert model.data["sequence_length"] == 8 and model.data["stride_within_seq"] == 1  # read from the checkpoint
+    # read from the checkpoint
+    assert model.data["sequence_length"] == 8 and model.data["stride_within_seq"] == 1
     model.data = {**model.data, "stride_within_seq": 3}  # as if trained on every 3rd frame
     sid = interp_store.subject_ids[0]
-    att = attribute(model, interp_store, [sid], method="saliency", keep_window_maps=True, progress=False, device="cpu")
-    assert att.params["stride_within_seq"] == 3 and [w[1] for w in att.window_index] == [0]  # 24 frames: one 8x3 window
+    att = attribute(model, interp_store, [sid], method="saliency", keep_window_maps=True,
+                    progress=False, device="cpu")
+    assert att.params["stride_within_seq"] == 3
+    assert [w[1] for w in att.window_index] == [0]  # 24 frames: one 8x3 window
     x = torch.from_numpy(interp_store.read_window(sid, 0, 8, 3).astype(np.float32))[None, None]
     expected = attribute_windows(model, x, 0, method="saliency")[0].numpy()
     np.testing.assert_allclose(att.window_maps[0], expected, rtol=1e-4, atol=1e-6)
     # an explicit frame step wins; the default (1) reads back-to-back 8-frame windows
-    att1 = attribute(model, interp_store, [sid], method="saliency", stride_within_seq=1, progress=False, device="cpu")
+    att1 = attribute(model, interp_store, [sid], method="saliency", stride_within_seq=1,
+                     progress=False, device="cpu")
     assert att1.params["stride_within_seq"] == 1 and att1.params["num_windows"] == 3
-    emb = extract_embeddings(age_run.best_checkpoint, interp_store, subjects=[sid], level="window", stride_within_seq=3,
-                             progress=False, device="cpu")
+    emb = extract_embeddings(age_run.best_checkpoint, interp_store, subjects=[sid], level="window",
+                             stride_within_seq=3, progress=False, device="cpu")
     assert emb["window_start"].tolist() == [0]
 
 
@@ -151,8 +162,10 @@ def test_region_summaries_refuse_or_resample_other_grids(interp_store, tmp_path)
     atlas = nib.Nifti1Image(age.astype(np.int16) * 3, ref.affine)
     by_atlas = summarise_by_region(img, atlas, labels={3: "pcc"})
     assert list(by_atlas["region"]) == ["pcc"] and by_atlas["mean"][0] == 5.0
-    coarse = nib.Nifti1Image(age[::2, ::2, ::2].astype(np.int16), ref.affine @ np.diag([2, 2, 2, 1]))
-    with pytest.raises(AtlasError, match=r"atlas image grid \(shape .*differs from the map's.*resample='nearest'"):
+    coarse = nib.Nifti1Image(age[::2, ::2, ::2].astype(np.int16),
+                             ref.affine @ np.diag([2, 2, 2, 1]))
+    with pytest.raises(AtlasError, match=r"atlas image grid \(shape .*differs from the map's"
+                                         r".*resample='nearest'"):
         summarise_by_region(img, coarse)
     assert summarise_by_region(img, coarse, resample="nearest")["num_voxels"][0] > 0
     scanner = nib.Nifti1Image(age.astype(np.int16), ref.affine)
@@ -161,8 +174,9 @@ def test_region_summaries_refuse_or_resample_other_grids(interp_store, tmp_path)
     mni_img.set_sform(ref.affine, code=4)
     with pytest.raises(AtlasError, match="scanner space"):
         summarise_by_region(mni_img, scanner)
-    far = nib.Nifti1Image(age.astype(np.int16), np.diag([8.0, 8.0, 8.0, 1.0]) @ np.eye(4) + np.array(
-        [[0, 0, 0, 5000], [0, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]]))
+    far_affine = np.diag([8.0, 8.0, 8.0, 1.0])
+    far_affine[0, 3] = 5000
+    far = nib.Nifti1Image(age.astype(np.int16), far_affine)
     with pytest.raises(AtlasError, match="does not overlap"):
         summarise_by_region(img, far, resample="nearest")
     with pytest.raises(AtlasError, match="non-integer values"):
@@ -185,9 +199,10 @@ def test_sanity_checks_fast_tier(age_run, interp_store, tmp_path):
     """Planted-region recovery on a model trained for seconds, and its collapse under model
     randomisation (loose fast-tier thresholds; the full targets are in test_science.py)."""
     sids = interp_store.subject_ids[:6]
-    att = attribute(age_run.best_checkpoint, interp_store, sids, windows=2, progress=False, device="cpu", **CHECK)
-    rnd = attribute(randomised_model(age_run.best_checkpoint, device="cpu"), interp_store, sids, windows=2,
-                    progress=False, device="cpu", **CHECK)
+    att = attribute(age_run.best_checkpoint, interp_store, sids, windows=2, progress=False,
+                    device="cpu", **CHECK)
+    rnd = attribute(randomised_model(age_run.best_checkpoint, device="cpu"), interp_store, sids,
+                    windows=2, progress=False, device="cpu", **CHECK)
     trained = recovery_auroc(att.to_nifti(), interp_store, "age")
     randomised = recovery_auroc(rnd.to_nifti(), interp_store, "age")
     out = {"trained_auroc": trained, "randomised_auroc": randomised,
@@ -209,7 +224,8 @@ def test_bad_input_is_named(age_run, pretrain_ckpt, interp_store, synth_store):
         attribute(ckpt, interp_store, ["sub-0001"], target=3, progress=False)
     with pytest.raises(ValueError, match=r"not in store .*\['sub-0100'\]"):
         attribute(ckpt, interp_store, ["sub-0100"], progress=False)
-    with pytest.raises(ContractError, match=r"grid: checkpoint expects \[20, 24, 28\], store .* has \[20, 24, 22\]"):
+    with pytest.raises(ContractError, match=r"grid: checkpoint expects \[20, 24, 28\], "
+                                            r"store .* has \[20, 24, 22\]"):
         attribute(ckpt, synth_store, ["sub-0001"], progress=False)
     with pytest.raises(ValueError, match="aggregate='max'"):
         attribute(ckpt, interp_store, ["sub-0001"], aggregate="max", progress=False)
