@@ -8,7 +8,7 @@ PIP := $(PY) -m pip -q --disable-pip-version-check
 STAMP := $(VENV)/.swiftlib-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slurm test-browser bench science lab lint venv clean-venv dashboard
+.PHONY: demo test test-slurm test-browser bench science lab notebooks lint venv clean-venv dashboard
 
 venv: $(STAMP)
 
@@ -43,12 +43,19 @@ bench: $(STAMP)
 science: $(STAMP)
 	$(PY) -m pytest -q -m slow --timeout=0 tests
 
+# served from the repository root so jupytext finds jupytext.toml: a save writes the .ipynb
+# and its py:percent twin (jupytext's JupyterLab extension comes with the jupytext package)
 lab: $(STAMP)
 	$(PY) -m ipykernel install --user --name swiftlib --display-name "swiftlib (.venv)"
-	$(VENV)/bin/jupyter lab notebooks
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks
+
+# after editing a notebook (in JupyterLab or its .py twin): sync each pair, strip outputs,
+# check the notebook rules (docs/notebooks.md)
+notebooks: $(STAMP)
+	$(PY) tools/sync_notebooks.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check swiftlib tests benchmarks tools
+	$(VENV)/bin/ruff check swiftlib tests benchmarks tools notebooks
 
 clean-venv:
 	rm -rf $(VENV)

@@ -6,8 +6,11 @@ Notebooks stay thin (no ``def``/``class``); the little logic they share lives he
     nb.setup()                                   # logging into the notebook, plotly renderer
     store_path = nb.resolve(store_path)          # relative paths are relative to the project
     run_dir = nb.run_dir(run_dir, "pretrain")    # "" (interactive) -> papermill_runs/interactive/…
+    config = nb.fit_config("pretrain", run_dir, batch_size=batch_size, ...)  # parameters -> FitConfig
     ...
     nb.save_results(run_dir, "pretrain", metrics=..., artifacts=...)   # rank 0 writes results.json
+
+The parameters -> run-config mapping (:func:`fit_config`) lives in :mod:`swiftlib.notebook_config`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,10 @@ import warnings
 from datetime import datetime
 from pathlib import Path
 
-__all__ = ["setup", "launched_externally", "project_root", "resolve", "run_dir", "is_rank_zero", "elapsed", "save_results"]
+from swiftlib.notebook_config import fit_config, number_or_word
+
+__all__ = ["setup", "launched_externally", "project_root", "resolve", "run_dir", "is_rank_zero", "elapsed",
+           "save_results", "fit_config", "number_or_word"]
 
 log = logging.getLogger(__name__)
 

@@ -371,8 +371,13 @@ def export_html(executed, out=None) -> Path:
     return out
 
 
+#: Cell metadata that a JupyterLab session or papermill adds and a committed notebook drops.
+_SESSION_CELL_METADATA = ("papermill", "execution", "ExecuteTime", "collapsed", "scrolled", "trusted")
+
+
 def strip_outputs(path) -> bool:
-    """Remove outputs, execution counts and papermill metadata from a notebook in place;
+    """Remove outputs, execution counts and what a session adds (papermill and timing
+    metadata, saved widget state, the kernel's version details) from a notebook in place;
     returns True when the file changed."""
     import nbformat
 
@@ -380,12 +385,15 @@ def strip_outputs(path) -> bool:
     nb = nbformat.read(str(path), as_version=4)
     before = nbformat.writes(nb)
     for cell in nb.cells:
-        cell.metadata.pop("papermill", None)
-        cell.metadata.pop("execution", None)
+        for key in _SESSION_CELL_METADATA:
+            cell.metadata.pop(key, None)
         if cell.cell_type == "code":
             cell.outputs = []
             cell.execution_count = None
     nb.metadata.pop("papermill", None)
+    nb.metadata.pop("widgets", None)
+    if "language_info" in nb.metadata:
+        nb.metadata["language_info"] = {"name": nb.metadata["language_info"].get("name", "python")}
     after = nbformat.writes(nb)
     if after != before:
         path.write_text(after + ("" if after.endswith("\n") else "\n"))

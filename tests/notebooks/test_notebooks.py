@@ -1,12 +1,14 @@
-"""The stage notebooks: house rules on the committed files, and the whole chain executed
-through ``swiftlib run`` (via the demo's stage table) with the CI-sized preset."""
+"""The stage notebooks: each a jupytext pair in step, the house rules on the committed files,
+ruff on the py:percent twins, and the whole chain executed through ``swiftlib run`` (via the
+demo's stage table) with the CI-sized preset. The rules themselves live in
+``tools/sync_notebooks.py`` (``make notebooks`` prints the same messages)."""
 
 from __future__ import annotations
 
-import ast
+import importlib.util
 import json
 import math
-import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +17,20 @@ import nbformat
 import pytest
 import yaml
 
-from swiftlib.runner import TYPES, notebook_parameters, resolve_parameters
+from swiftlib.runner import notebook_parameters, resolve_parameters
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS_DIR = ROOT / "notebooks" / "params"
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("sync_notebooks", ROOT / "tools" / "sync_notebooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+sync_tool = _load_tool()
 
 
 def _committed_notebooks() -> list[Path]:
@@ -32,7 +44,6 @@ def _committed_notebooks() -> list[Path]:
 
 
 NOTEBOOKS = _committed_notebooks()
-LINE = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*): (?P<type>\w+) = (?P<value>.+?)\s+#\s*(?P<help>\S.*)$")
 
 
 def _id(p: Path) -> str:
@@ -43,47 +54,44 @@ def test_there_are_stage_notebooks():
     names = {_id(p) for p in NOTEBOOKS}
     for expected in ("01_data/01_make_synthetic_cohort.ipynb", "01_data/02_preprocess_nifti.ipynb",
                      "01_data/03_explore_cohort.ipynb", "02_pretrain/01_pretrain_simmim.ipynb",
-                     "03_downstream/01_finetune.ipynb", "03_downstream/02_evaluate.ipynb"):
+                     "03_downstream/01_finetune.ipynb", "03_downstream/02_evaluate.ipynb",
+                     "03_downstream/03_tune_optuna.ipynb", "03_downstream/04_fewshot_curves.ipynb",
+                     "04_interpret/01_explore_embeddings.ipynb", "04_interpret/02_brain_attributions.ipynb"):
         assert expected in names
+    # every notebook found by the sync tool (a .py without its .ipynb included) is committed
+    assert set(sync_tool.notebook_paths()) == set(NOTEBOOKS)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_id)
 def test_committed_notebook_follows_the_house_rules(path):
-    assert re.fullmatch(r"\d\d_[a-z0-9]+(_[a-z0-9]+)*\.ipynb", path.name), "name: NN_verb[_object].ipynb"
-    nb = nbformat.read(str(path), as_version=4)
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    # outputs stripped
-    assert all(c.outputs == [] and c.execution_count is None for c in code), "outputs must be stripped"
-    # no def / class: logic lives in the package
-    for c in code:
-        tree = ast.parse(c.source)
-        assert not [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))], \
-            f"def/class in a notebook cell:\n{c.source[:200]}"
-    # title first, one parameters cell of typed literals with comments, derived values after it
-    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
-    tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
-    assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
-    cell = nb.cells[tagged[0]]
-    names = []
-    for line in cell.source.splitlines():
-        m = LINE.match(line)
-        assert m, f"parameter line must read 'name: type = literal  # help': {line!r}"
-        assert m["type"] in TYPES and "=" not in m["help"], line  # papermill cannot read '=' in the help
-        ast.literal_eval(m["value"])
-        names.append(m["name"])
-    params = notebook_parameters(path)
-    assert list(params) == names, "papermill must read every parameter"
-    assert "run_dir" in params and params["run_dir"].default == ""
-    # imports print the version; the last code cell saves results
-    assert any("nb.setup()" in c.source or "__version__" in c.source for c in code[:2])
-    assert "save_results(" in code[-1].source
+    problems = sync_tool.house_rules(path)
+    assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("generator", ["make_notebooks.py", "make_tuning_notebooks.py", "make_interpret_notebooks.py"])
-def test_notebooks_match_their_generator(generator):
-    out = subprocess.run([sys.executable, str(ROOT / "tools" / generator), "--check"],
-                         capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_id)
+def test_notebook_and_its_py_twin_are_in_step(path):
+    problems = sync_tool.pair_differences(path)
+    assert not problems, "\n".join(problems)
+
+
+def test_pairing_is_configured_for_the_notebooks_folder_only():
+    from jupytext.config import load_jupytext_config
+
+    config = load_jupytext_config(str(NOTEBOOKS[0]))
+    assert config is not None and config.default_formats(str(NOTEBOOKS[0])) is not None
+    assert config.default_formats(str(ROOT / "papermill_runs" / "x" / "01_finetune.ipynb")) is None
+
+
+def test_ruff_passes_on_the_notebook_twins():
+    ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    if ruff is None:
+        pytest.skip("ruff is not installed")
+    out = subprocess.run([ruff, "check", "--no-cache", "notebooks"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    # the twins are what ruff reads: the .ipynb files are excluded (pyproject.toml)
+    listed = subprocess.run([ruff, "check", "--no-cache", "--show-files", "notebooks"], cwd=ROOT,
+                            capture_output=True, text=True).stdout
+    assert ".py" in listed and ".ipynb" not in listed
 
 
 @pytest.mark.parametrize("preset", sorted(PARAMS_DIR.glob("*.yaml")), ids=lambda p: p.name)

@@ -1,9 +1,9 @@
 """The Perlmutter preset chain rehearsed on CPU: ``notebooks/params/perlmutter_ukb.yaml`` used
 unchanged — DeepSpeed ZeRO-2 bf16 SimMIM pretraining → fine-tuning ``init_from`` the
 pretraining run's ``checkpoints/best.ckpt`` (a ZeRO folder) → evaluation of the fine-tuned
-``best.ckpt`` — through the same notebooks and ``swiftlib run``, with only the accelerator and
-the sizes overridden by ``-p`` (``$SCRATCH`` points at a temporary folder holding a tiny
-synthetic store where the preset expects the UKB store)."""
+``best.ckpt`` — through the same notebooks and ``swiftlib run``, with only the accelerator
+(``pin_memory`` goes with it) and the sizes overridden by ``-p`` (``$SCRATCH`` points at a
+temporary folder holding a tiny synthetic store where the preset expects the UKB store)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ from tests.conftest import TRAIN_KW
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESET = ROOT / "notebooks" / "params" / "perlmutter_ukb.yaml"
-CPU = ["-p", "accelerator", "cpu", "-p", "devices", "1", "-p", "num_nodes", "1", "-p", "num_workers", "0"]
+CPU = ["-p", "accelerator", "cpu", "-p", "devices", "1", "-p", "num_nodes", "1", "-p", "num_workers", "0",
+       "-p", "pin_memory", "false"]
 SIZES = ["-p", "model", "swift_v2_test", "-p", "batch_size", "4", "-p", "sequence_length", "8",
          "-p", "max_epochs", "1"]
 
@@ -36,6 +37,7 @@ def test_perlmutter_ukb_preset_chain_runs_unchanged_on_cpu(tmp_path, monkeypatch
     # what the rehearsal must not change: the strategies and the checkpoint chain of the preset
     assert preset["01_pretrain_simmim"]["strategy"] == "deepspeed_stage_2"
     assert preset["01_pretrain_simmim"]["precision"] == "bf16-mixed"
+    assert preset["01_pretrain_simmim"]["pin_memory"] is True and preset["01_finetune"]["pin_memory"] is True
     assert preset["01_finetune"]["init_from"] == "$SCRATCH/swiftlib/runs/ukb_pretrain/checkpoints/best.ckpt"
     assert preset["02_evaluate"]["checkpoint"] == "$SCRATCH/swiftlib/runs/ukb_finetune_sex/checkpoints/best.ckpt"
     scratch = tmp_path / "scratch"
