@@ -32,7 +32,8 @@ def _cmd_preprocess(args) -> int:
 
     cfg = PreprocessConfig(voxel_size=args.voxel_size, grid=tuple(args.grid), normalisation=args.normalisation,
                            mask=args.mask, min_frames=args.min_frames, tr=args.tr,
-                           assume_mni=args.assume_mni, n_jobs=args.jobs)
+                           assume_mni=args.assume_mni, n_jobs=args.jobs, layout=args.layout,
+                           template=args.template)
     report = preprocess(args.input, args.out, phenotype=args.phenotype, dataset=args.dataset,
                         config=cfg, progress=not args.quiet)
     print(f"store: {report.store}")
@@ -189,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--min-frames", type=int, default=20, help="refuse scans shorter than this (default 20)")
     s.add_argument("--tr", type=float, help="TR in seconds (overrides header and sidecar)")
     s.add_argument("--assume-mni", action="store_true", help="skip the MNI-space check")
+    s.add_argument("--layout", default="mni_ras",
+                   help="store voxel convention: mni_ras (default: RAS+, grid centred on the MNI brain) or "
+                        "swift_v1 (SwiFT v1's exact input, for its checkpoints: LAS, 96³ at 2 mm)")
+    s.add_argument("--template", default="auto",
+                   help="MNI template of the images: auto (default: the BIDS space- entity or the JSON "
+                        "sidecar) or a TemplateFlow name, e.g. MNI152NLin6Asym (chooses that space's files "
+                        "and declares it for files that do not say)")
     s.add_argument("-j", "--jobs", type=int, default=1, help="parallel processes (default 1)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_preprocess)

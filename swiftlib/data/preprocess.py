@@ -1,32 +1,43 @@
 """Preprocessing: 4D NIfTI / BIDS-fMRIPrep derivatives (MNI space) → a subject store.
 
-Per image: load and validate (4D, finite, enough frames, a plausible TR, MNI space) →
-reorient to RAS+ → put on the store lattice (integer crop/pad when the image already lies
-on it, nilearn resampling otherwise) → brain mask → normalisation (SwiFT default: global
-z-score over in-brain voxels and time, background filled with the in-brain minimum) →
-fp16 HDF5 through :class:`~swiftlib.data.store.StoreWriter`.
+Per image: load and validate (4D, finite, enough frames, a plausible TR, MNI space, the
+template it is in) → reorient into the layout's voxel order (RAS+ for ``mni_ras``, LAS for
+``swift_v1``; :mod:`swiftlib.data.layouts`) → put on the store grid (integer crop/pad when
+the image already lies on its lattice, nilearn resampling otherwise) → brain mask →
+normalisation (SwiFT default: global z-score over in-brain voxels and time, background
+filled with the in-brain minimum) → fp16 HDF5 through :class:`~swiftlib.data.store.StoreWriter`.
 
 Subjects run in parallel processes with a progress bar; completed subjects (journal +
 checksum) are skipped on a rerun; one subject's failure is reported, never fatal to the
-others, and leaves no partial file.
+others, and leaves no partial file. Settings that would make a store inconsistent (another
+layout or template than the store already has, several templates in one input) are refused
+before anything is written.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
-import re
-import zlib
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from swiftlib.data.geometry import StoreGeometry, crop_or_pad, store_affine
+from swiftlib.data.geometry import StoreGeometry, crop_or_pad
+from swiftlib.data.inputs import (
+    TR_RANGE_S,
+    PreprocessError,
+    ScanInput,
+    discover_inputs,
+    load_bold,
+    load_scan,
+    read_template,
+)
+from swiftlib.data.layouts import DEFAULT_LAYOUT, KNOWN_TEMPLATES, UNKNOWN_TEMPLATE, get_layout
 from swiftlib.data.store import NORM_METHODS, StoreError, StoreWriter
-from swiftlib.utils.io import atomic_write_json, read_json
+from swiftlib.utils.io import atomic_write_json
+from swiftlib.utils.validation import check_choice
 
 __all__ = [
     "PreprocessConfig",
@@ -37,22 +48,25 @@ __all__ = [
     "load_bold",
     "prepare_subject",
     "normalise",
+    "zscore_swift_v1",
+    "read_template",
     "preprocess",
 ]
 
 log = logging.getLogger(__name__)
 
-_MNI_CODES = {2: "aligned", 3: "talairach", 4: "mni", 5: "template"}
-_TR_RANGE_S = (0.1, 10.0)
-
-
-class PreprocessError(ValueError):
-    """One input file cannot be preprocessed; the message names the file and the problem."""
-
 
 @dataclass
 class PreprocessConfig:
-    """How images become store volumes. Defaults are SwiFT's: 2 mm, 96³, global z-score."""
+    """How images become store volumes. Defaults are SwiFT's: 2 mm, 96³, global z-score.
+
+    ``layout``: the store's voxel convention (:mod:`swiftlib.data.layouts`): ``"mni_ras"``
+    (default) or ``"swift_v1"`` (SwiFT v1's exact input, for its checkpoints).
+    ``template``: ``"auto"`` reads each image's template from its BIDS ``space-`` entity or
+    JSON sidecar; a TemplateFlow name (e.g. ``"MNI152NLin6Asym"``) selects that space's
+    files in a BIDS tree and declares it for files that do not say (a file that names
+    another template is refused).
+    """
 
     voxel_size: float = 2.0  # mm, isotropic store voxels
     grid: tuple[int, int, int] = (96, 96, 96)  # store grid (D, H, W)
@@ -62,8 +76,15 @@ class PreprocessConfig:
     tr: float | None = None  # seconds; overrides header and sidecar
     assume_mni: bool = False  # skip the MNI-space check (you vouch for it)
     n_jobs: int = 1  # parallel processes
+    layout: str = DEFAULT_LAYOUT  # store voxel convention: "mni_ras" | "swift_v1"
+    template: str = "auto"  # "auto" | a TemplateFlow MNI name | "unknown"
 
     def __post_init__(self):
+        try:
+            layout = get_layout(self.layout)
+            check_choice("template", self.template, ("auto", *KNOWN_TEMPLATES))
+        except ValueError as e:
+            raise PreprocessError(str(e)) from None
         self.grid = tuple(int(g) for g in self.grid)
         if len(self.grid) != 3 or min(self.grid) < 1:
             raise PreprocessError(f"grid={self.grid}: expected three positive sizes (D, H, W)")
@@ -75,18 +96,14 @@ class PreprocessConfig:
             raise PreprocessError(f"mask={self.mask!r}: expected 'auto', 'mni' or an existing NIfTI mask file")
         if self.min_frames < 1:
             raise PreprocessError(f"min_frames={self.min_frames}: expected ≥ 1")
-        if self.tr is not None and not (_TR_RANGE_S[0] <= self.tr <= _TR_RANGE_S[1]):
-            raise PreprocessError(f"tr={self.tr}: expected seconds in {_TR_RANGE_S}")
+        if self.tr is not None and not (TR_RANGE_S[0] <= self.tr <= TR_RANGE_S[1]):
+            raise PreprocessError(f"tr={self.tr}: expected seconds in {TR_RANGE_S}")
         if self.n_jobs < 1:
             raise PreprocessError(f"n_jobs={self.n_jobs}: expected ≥ 1")
-
-
-@dataclass(frozen=True)
-class ScanInput:
-    subject_id: str  # store key (unique per scan)
-    participant_id: str  # the person (splits group by this)
-    path: str
-    sidecar: str | None = None
+        try:
+            layout.check(self.grid, self.voxel_size, self.normalisation)
+        except ValueError as e:
+            raise PreprocessError(str(e)) from None
 
 
 @dataclass
@@ -102,134 +119,6 @@ class PreprocessReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-# -- discovery ----------------------------------------------------------------------------
-_NII = re.compile(r"\.nii(\.gz)?$")
-
-
-def _entities(name: str) -> dict[str, str]:
-    stem = _NII.sub("", Path(name).name)
-    return dict(p.split("-", 1) for p in stem.split("_") if "-" in p)
-
-
-def discover_inputs(input_path) -> list[ScanInput]:
-    """Find 4D images: one NIfTI file, a BIDS(-derivatives) tree, or a flat folder."""
-    root = Path(input_path)
-    if not root.exists():
-        raise PreprocessError(f"{root}: no such file or folder")
-    if root.is_file():
-        files = [root]
-    elif (root / "dataset_description.json").exists() or any(root.glob("sub-*/")):
-        from nilearn.interfaces.bids import get_bids_files
-
-        files = [Path(p) for p in get_bids_files(root, file_tag="bold", file_type="nii*", modality_folder="func")]
-        preproc = [p for p in files if _entities(p.name).get("desc") == "preproc"]
-        files = preproc or files
-        mni = [p for p in files if _entities(p.name).get("space", "").startswith("MNI")]
-        files = mni or files
-    else:
-        files = sorted(p for p in root.iterdir() if _NII.search(p.name))
-    if not files:
-        raise PreprocessError(
-            f"{root}: no 4D NIfTI images found; expected a .nii/.nii.gz file, a folder of them, "
-            "or a BIDS derivatives folder with sub-*/func/*_bold.nii.gz"
-        )
-    scans = []
-    for p in sorted(files):
-        ent = _entities(p.name)
-        participant = f"sub-{ent['sub']}" if "sub" in ent else _NII.sub("", p.name)
-        sidecar = Path(_NII.sub(".json", str(p)))
-        scans.append(ScanInput(participant, participant, str(p), str(sidecar) if sidecar.exists() else None))
-    counts: dict[str, int] = {}
-    for s in scans:
-        counts[s.participant_id] = counts.get(s.participant_id, 0) + 1
-    out = []
-    for s in scans:  # several scans of one person: key each scan by its other entities
-        if counts[s.participant_id] > 1:
-            ent = _entities(Path(s.path).name)
-            extra = "_".join(f"{k}-{v}" for k, v in ent.items() if k in ("ses", "task", "acq", "run", "echo"))
-            s = ScanInput(f"{s.participant_id}_{extra}" if extra else _NII.sub("", Path(s.path).name),
-                          s.participant_id, s.path, s.sidecar)
-        out.append(s)
-    keys = [s.subject_id for s in out]
-    dup = sorted({k for k in keys if keys.count(k) > 1})
-    if dup:
-        raise PreprocessError(f"{root}: several images map to the same subject key {dup}; rename them")
-    return out
-
-
-# -- loading and validation ---------------------------------------------------------------
-def load_bold(path, sidecar=None, tr=None, min_frames=1, assume_mni=False):
-    """Load and validate one 4D image. Returns ``(data (X, Y, Z, T) float32, affine, tr)``
-    in RAS+ orientation. Raises :class:`PreprocessError` naming the file and the problem."""
-    import nibabel as nib
-
-    path = str(path)
-    try:
-        img = nib.load(path)
-    except Exception as e:  # nibabel raises several types for "not an image"
-        raise PreprocessError(f"{path}: not a readable NIfTI image ({type(e).__name__}: {e}); expected .nii or .nii.gz") from None
-    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise PreprocessError(f"{path}: is a {type(img).__name__}; expected a NIfTI-1/2 image")
-    if len(img.shape) != 4:
-        raise PreprocessError(f"{path}: image is {len(img.shape)}D with shape {img.shape}; expected 4D (X, Y, Z, T) fMRI")
-    T = img.shape[3]
-    if T < min_frames:
-        raise PreprocessError(f"{path}: {T} frames; expected at least {min_frames} (one window of sequence_length)")
-    tr_s = _read_tr(img, path, sidecar, tr)
-    if not assume_mni:
-        _check_mni(img, path)
-    img = nib.as_closest_canonical(img)
-    try:
-        data = np.asarray(img.get_fdata(dtype=np.float32))
-    except (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError) as e:
-        raise PreprocessError(f"{path}: truncated or corrupt file ({type(e).__name__}: {e}); expected a complete NIfTI") from None
-    bad = ~np.isfinite(data)
-    if bad.any():
-        raise PreprocessError(f"{path}: {int(bad.sum())} NaN/Inf voxel values; expected finite data (check the preprocessing that wrote it)")
-    return data, img.affine, tr_s
-
-
-def _read_tr(img, path, sidecar, tr) -> float:
-    if tr is not None:
-        return float(tr)
-    source = None
-    value = None
-    if sidecar and Path(sidecar).exists():
-        meta = read_json(sidecar)
-        if "RepetitionTime" in meta:
-            value, source = float(meta["RepetitionTime"]), f"sidecar {sidecar} RepetitionTime"
-    if value is None:
-        zoom = float(img.header.get_zooms()[3])
-        unit = img.header.get_xyzt_units()[1]
-        scale = {"msec": 1e-3, "usec": 1e-6}.get(unit, 1.0)
-        value, source = zoom * scale, f"header pixdim[4]={zoom} ({unit})"
-    if not value or value <= 0:
-        raise PreprocessError(f"{path}: TR is missing ({source}); expected seconds > 0 — pass tr= / --tr")
-    if not (_TR_RANGE_S[0] <= value <= _TR_RANGE_S[1]):
-        raise PreprocessError(
-            f"{path}: TR={value:g} s from {source} is implausible; expected {_TR_RANGE_S[0]}–{_TR_RANGE_S[1]} s "
-            "(milliseconds written as seconds?) — pass the right tr= / --tr"
-        )
-    return value
-
-
-def _check_mni(img, path) -> None:
-    """Refuse native (scanner) space: sform/qform codes must name a standard space, or the
-    file name must carry a ``space-MNI…`` entity (fMRIPrep)."""
-    ent = _entities(Path(path).name)
-    if ent.get("space", "").upper().startswith("MNI"):
-        return
-    s_code = int(img.header["sform_code"])
-    q_code = int(img.header["qform_code"])
-    if s_code in _MNI_CODES or q_code in _MNI_CODES:
-        return
-    raise PreprocessError(
-        f"{path}: looks like native (scanner) space (sform_code={s_code}, qform_code={q_code}, "
-        "no space-MNI… in the name); expected an image normalised to MNI space (e.g. fMRIPrep "
-        "--output-spaces MNI152NLin2009cAsym). If it is in MNI space, pass assume_mni=True / --assume-mni"
-    )
 
 
 # -- the per-subject transform --------------------------------------------------------------
@@ -276,6 +165,37 @@ def normalise(data: np.ndarray, mask: np.ndarray, method: str, name: str = "imag
     return out, stats
 
 
+def zscore_swift_v1(data: np.ndarray, mask: np.ndarray, name: str = "image"):
+    """SwiFT v1's global z-score, value for value (the ``swift_v1`` layout's arithmetic).
+
+    ``data`` (D, H, W, T) float32, ``mask`` (D, H, W). The brain is every **non-zero** value
+    inside ``mask``, element-wise in space and time (v1 treats each exact zero as background,
+    so an in-brain voxel that is 0 in one frame is background in that frame). Mean and
+    standard deviation are taken over those values the way v1 takes them — torch, float32,
+    the unbiased (n − 1) standard deviation — then ``(x − mean) / std`` in float32, and every
+    background value becomes the in-brain minimum. Returns ``(out float32, stats)``.
+    """
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))  # (D, H, W, T)
+    in_mask = torch.from_numpy(np.ascontiguousarray(mask, dtype=bool))  # (D, H, W)
+    brain = in_mask[..., None] & (x != 0)  # (D, H, W, T)
+    values = x[brain]  # (N,) in C order, as v1 gathers them
+    if values.numel() < 2:
+        raise PreprocessError(f"{name}: {values.numel()} non-zero in-brain values on the store grid; expected a brain")
+    mean, std = values.mean(), values.std()  # float32; std unbiased, as torch's default in v1
+    if not (float(std) > 0 and np.isfinite(float(std))):
+        raise PreprocessError(f"{name}: the brain has zero variance (every in-brain value is {float(values[0]):g}); expected a real BOLD series")
+    fill = (values.min() - mean) / std  # = min over the brain of (x - mean) / std (rounding is monotone)
+    del values
+    out = (x - mean) / std  # (D, H, W, T) float32
+    out.masked_fill_(~brain, fill)
+    zeros_in_mask = int(in_mask.sum()) * x.shape[3] - int(brain.sum())  # in-brain exact zeros
+    stats = {"method": "zscore_global", "arithmetic": "swift_v1", "mean": float(mean), "std": float(std),
+             "fill_value": float(fill), "zero_values_in_mask": zeros_in_mask}
+    return out.numpy(), stats
+
+
 def _mask_on_store(mask_spec: str, affine, grid) -> np.ndarray:
     import nibabel as nib
     from nilearn.image import resample_img
@@ -291,16 +211,29 @@ def _mask_on_store(mask_spec: str, affine, grid) -> np.ndarray:
     return np.asarray(res.dataobj) > 0
 
 
-def prepare_subject(data, affine, cfg: PreprocessConfig, name: str = "image", store_aff=None):
-    """Source data (X, Y, Z, T) RAS+ → ``(bold (D, H, W, T) float32, mask, geometry, stats)``."""
+def prepare_subject(data, affine, cfg: PreprocessConfig, name: str = "image", store_aff=None,
+                    source_axcodes=None):
+    """Source data (X, Y, Z, T) in the layout's voxel order (:func:`load_bold` with the
+    layout's ``axcodes``) → ``(bold (D, H, W, T) float32, mask, geometry, stats)``.
+    ``source_axcodes``: the file's own voxel order when it was reoriented (recorded in the
+    geometry so maps go back onto the file's grid)."""
+    import nibabel as nib
+
     grid = cfg.grid
-    store_aff = store_affine(grid, cfg.voxel_size) if store_aff is None else store_aff
-    geom = StoreGeometry.build(grid, cfg.voxel_size, store_aff, data.shape[:3], affine)
+    layout = get_layout(cfg.layout)
+    store_aff = layout.store_affine(grid, cfg.voxel_size) if store_aff is None else store_aff
+    src_codes = "".join(nib.aff2axcodes(affine))
+    if src_codes != layout.axcodes:  # a mirrored placement would follow silently: refuse
+        raise PreprocessError(f"{name}: the source is in {src_codes} voxel order; layout {layout.name!r} "
+                              f"stores {layout.axcodes} — load it with load_bold(..., axcodes={layout.axcodes!r})")
+    geom = StoreGeometry.build(grid, cfg.voxel_size, store_aff, data.shape[:3], affine, source_axcodes)
+    if geom.axcodes != layout.axcodes:
+        raise PreprocessError(f"{name}: the store affine is in {geom.axcodes} voxel order; layout "
+                              f"{layout.name!r} stores {layout.axcodes}")
     if geom.offset is not None:  # on the lattice: exact integer crop/pad
         vol = crop_or_pad(data, geom.offset, grid)  # (D, H, W, T)
         fov = crop_or_pad(np.ones(data.shape[:3], bool), geom.offset, grid, fill=False)  # (D, H, W)
     else:
-        import nibabel as nib
         from nilearn.image import resample_img
 
         log.info("%s: not on the %g mm store lattice; resampling", name, cfg.voxel_size)
@@ -312,7 +245,6 @@ def prepare_subject(data, affine, cfg: PreprocessConfig, name: str = "image", st
         if fov.sum() and (~nonzero & fov).sum() >= 0.1 * fov.sum():  # skull-stripped (zeros outside brain)
             mask = nonzero
         else:
-            import nibabel as nib
             from nilearn.masking import compute_epi_mask
 
             mask = np.asarray(compute_epi_mask(nib.Nifti1Image(vol, store_aff)).dataobj) > 0
@@ -322,17 +254,28 @@ def prepare_subject(data, affine, cfg: PreprocessConfig, name: str = "image", st
     if geom.offset is not None:
         lost = int(np.any(data != 0, axis=3).sum()) - int(np.any(vol != 0, axis=3).sum())
         if lost > 0:
-            log.warning("%s: %d non-zero voxels fall outside the %s store grid", name, lost, grid)
-    bold, stats = normalise(vol, mask, cfg.normalisation, name=name)
+            log.warning("%s: %d non-zero voxels fall outside the %s store grid%s", name, lost, grid,
+                        " (SwiFT v1 counted them in its z-score statistics; these statistics leave them out)"
+                        if layout.arithmetic == "swift_v1" else "")
+    if layout.arithmetic == "swift_v1":
+        bold, stats = zscore_swift_v1(vol, mask, name=name)
+    else:
+        bold, stats = normalise(vol, mask, cfg.normalisation, name=name)
     return bold, mask, geom, stats
 
 
 # -- the driver ---------------------------------------------------------------------------
 def _process_one(scan: ScanInput, root: str, cfg: PreprocessConfig):
     try:
-        data, affine, tr = load_bold(scan.path, scan.sidecar, cfg.tr, cfg.min_frames, cfg.assume_mni)
-        bold, mask, geom, stats = prepare_subject(data, affine, cfg, name=scan.path)
-        writer = StoreWriter(root, cfg.grid, cfg.voxel_size, geom.affine_array, cfg.normalisation)
+        layout = get_layout(cfg.layout)
+        data, affine, tr, file_axcodes = load_scan(scan.path, scan.sidecar, cfg.tr, cfg.min_frames, cfg.assume_mni,
+                                               layout.axcodes)
+        if file_axcodes != layout.axcodes:
+            log.info("%s: %s voxel order reoriented to %s (layout %s)", scan.path, file_axcodes,
+                     layout.axcodes, layout.name)
+        bold, mask, geom, stats = prepare_subject(data, affine, cfg, name=scan.path, source_axcodes=file_axcodes)
+        writer = StoreWriter(root, cfg.grid, cfg.voxel_size, geom.affine_array, cfg.normalisation,
+                             layout=layout.name, template=scan.template)
         writer.write_subject(scan.subject_id, bold, mask, geom, tr, stats, source=scan.path)
         return scan.subject_id, None
     except (PreprocessError, StoreError) as e:
@@ -355,9 +298,10 @@ def preprocess(input_path, out, phenotype=None, dataset: str = "custom", config:
 
     cfg = config or PreprocessConfig()
     out = Path(out)
-    scans = discover_inputs(input_path)
+    scans = discover_inputs(input_path, template=cfg.template)
+    template = scans[0].template  # one per store (discover_inputs refuses several)
     adapter = get_dataset(dataset)
-    _check_existing(out, cfg)
+    _check_existing(out, cfg, template)
     report = PreprocessReport(store=str(out))
     if phenotype is not None:
         table = adapter.load_phenotype(phenotype)
@@ -373,7 +317,9 @@ def preprocess(input_path, out, phenotype=None, dataset: str = "custom", config:
     else:
         table = pd.DataFrame({"subject_id": sorted({s.participant_id for s in scans})})
         labels = {}
-    writer = StoreWriter(out, cfg.grid, cfg.voxel_size, store_affine(cfg.grid, cfg.voxel_size), cfg.normalisation)
+    layout = get_layout(cfg.layout)
+    writer = StoreWriter(out, cfg.grid, cfg.voxel_size, layout.store_affine(cfg.grid, cfg.voxel_size),
+                         cfg.normalisation, layout=layout.name, template=template)
     done = writer.completed(verify=True)
     todo = [s for s in scans if s.subject_id not in done]
     report.skipped = sorted(s.subject_id for s in scans if s.subject_id in done)
@@ -427,15 +373,17 @@ def _cfg_dict(cfg: PreprocessConfig) -> dict:
     return d
 
 
-def _check_existing(out: Path, cfg: PreprocessConfig) -> None:
-    """Refuse to mix geometries or normalisations in one store."""
+def _check_existing(out: Path, cfg: PreprocessConfig, template: str = UNKNOWN_TEMPLATE) -> None:
+    """Refuse to mix geometries, layouts, templates or normalisations in one store."""
     m = out / "manifest.json"
     if not m.exists():
         return
     man = json.loads(m.read_text())
-    for key, want in (("grid", list(cfg.grid)), ("voxel_size", cfg.voxel_size), ("normalisation", cfg.normalisation)):
-        if man.get(key) != want:
+    defaults = {"layout": DEFAULT_LAYOUT, "template": UNKNOWN_TEMPLATE}
+    for key, want in (("grid", list(cfg.grid)), ("voxel_size", cfg.voxel_size), ("normalisation", cfg.normalisation),
+                      ("layout", cfg.layout), ("template", template)):
+        if man.get(key, defaults.get(key)) != want:
             raise PreprocessError(
-                f"{out}: existing store has {key}={man.get(key)!r} but this run asks for {want!r}; "
+                f"{out}: existing store has {key}={man.get(key, defaults.get(key))!r} but this run asks for {want!r}; "
                 "use another output folder or the same settings"
             )

@@ -3,11 +3,13 @@
 Layout of a store directory::
 
     STORE/
-      manifest.json        format, geometry, normalisation, labels, per-file checksums
+      manifest.json        format, geometry, layout, template, normalisation, labels,
+                           per-file checksums
       subjects.csv         subject_id, participant_id, dataset, site, label columns
       subjects/<id>.h5     bold (D, H, W, T) float16, chunked over whole volumes x a few
                            frames, Blosc-LZ4 + byte shuffle; mask (D, H, W) bool;
-                           attrs: tr, normalisation statistics, geometry (JSON)
+                           attrs: tr, normalisation statistics, geometry (JSON),
+                           layout, template
       .progress.jsonl      journal of completed subjects (resume support)
 
 Every file is written to a temporary name and renamed, so a crash never leaves a file
@@ -26,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from swiftlib.data.geometry import StoreGeometry
+from swiftlib.data.layouts import DEFAULT_LAYOUT, UNKNOWN_TEMPLATE, check_template, get_layout
 from swiftlib.utils.io import atomic_path, atomic_write_json, read_json, sha256_file
 
 __all__ = [
@@ -98,13 +101,21 @@ class StoreWriter:
         root: store directory (created).
         grid: (D, H, W) of every volume.
         voxel_size: mm, isotropic.
-        affine: the store grid's voxel→MNI affine (4×4).
+        affine: the store grid's voxel→MNI affine (4×4), in the layout's voxel order.
         normalisation: one of ``NORM_METHODS``.
+        layout: the store's voxel convention (:mod:`swiftlib.data.layouts`).
+        template: the MNI template of the data (TemplateFlow name) or ``"unknown"``.
     """
 
-    def __init__(self, root, grid, voxel_size: float, affine, normalisation: str = "zscore_global"):
+    def __init__(self, root, grid, voxel_size: float, affine, normalisation: str = "zscore_global",
+                 layout: str = DEFAULT_LAYOUT, template: str = UNKNOWN_TEMPLATE):
         if normalisation not in NORM_METHODS:
             raise StoreError(f"normalisation={normalisation!r}: expected one of {NORM_METHODS}")
+        try:
+            self.layout = get_layout(layout).name
+            self.template = check_template(template)
+        except ValueError as e:
+            raise StoreError(str(e)) from None
         if len(tuple(grid)) != 3 or min(grid) < 1:
             raise StoreError(f"grid={tuple(grid)}: expected three positive sizes (D, H, W)")
         self.root = Path(root)
@@ -151,6 +162,8 @@ class StoreWriter:
                 f.attrs["norm_stats"] = json.dumps(norm_stats)
                 f.attrs["geometry"] = json.dumps(geometry.to_dict())
                 f.attrs["source"] = source or ""
+                f.attrs["layout"] = self.layout
+                f.attrs["template"] = self.template
                 f.attrs["format_version"] = FORMAT_VERSION
         path = self.root / rel
         rec = SubjectRecord(sid, rel, int(T), float(tr), sha256_file(path), path.stat().st_size)
@@ -218,6 +231,9 @@ class StoreWriter:
             "voxel_size": self.voxel_size,
             "affine": self.affine.tolist(),
             "space": "MNI152",
+            "layout": self.layout,
+            "axcodes": get_layout(self.layout).axcodes,
+            "template": self.template,
             "normalisation": self.normalisation,
             "tr_range": [float(min(trs)), float(max(trs))],
             "labels": labels,
@@ -269,6 +285,16 @@ class SubjectStore:
         return self.manifest["normalisation"]
 
     @property
+    def layout(self) -> str:
+        """The voxel convention (``mni_ras`` for stores written before layouts existed)."""
+        return self.manifest.get("layout", DEFAULT_LAYOUT)
+
+    @property
+    def template(self) -> str:
+        """The MNI template of the data, or ``unknown``."""
+        return self.manifest.get("template", UNKNOWN_TEMPLATE)
+
+    @property
     def labels(self) -> dict:
         return dict(self.manifest.get("labels", {}))
 
@@ -298,11 +324,14 @@ class SubjectStore:
         return self.root / self._record(subject_id)["file"]
 
     def contract(self) -> dict:
-        """The input contract a model trained on this store expects (saved with checkpoints)."""
+        """The input contract a model trained on this store expects (saved with checkpoints):
+        grid, voxel size, space, layout, template, normalisation and TR range."""
         return {
             "grid": list(self.grid),
             "voxel_size": self.voxel_size,
             "space": self.manifest.get("space", "MNI152"),
+            "layout": self.layout,
+            "template": self.template,
             "normalisation": self.normalisation,
             "tr_range": list(self.manifest["tr_range"]),
         }
@@ -368,7 +397,8 @@ class SubjectStore:
     def __repr__(self) -> str:
         return (
             f"SubjectStore({str(self.root)!r}, subjects={len(self)}, grid={self.grid}, "
-            f"voxel_size={self.voxel_size} mm, normalisation={self.normalisation!r}, "
+            f"voxel_size={self.voxel_size} mm, layout={self.layout!r}, template={self.template!r}, "
+            f"normalisation={self.normalisation!r}, "
             f"labels={list(self.labels)})"
         )
 
@@ -382,6 +412,8 @@ class SubjectStore:
             "sites": sorted(self.subjects["site"].astype(str).unique().tolist()),
             "grid": list(self.grid),
             "voxel_size_mm": self.voxel_size,
+            "layout": self.layout,
+            "template": self.template,
             "normalisation": self.normalisation,
             "tr_range_s": self.manifest["tr_range"],
             "frames_min_max": [min(frames), max(frames)],

@@ -70,3 +70,45 @@ def test_unaligned_geometry_uses_affines_and_refuses_exact_inverse():
         geom.to_source_array(np.zeros((20, 24, 22)))
     with pytest.raises(ValueError, match="space="):
         geom.to_nifti(np.zeros((20, 24, 22)), space="mni")
+
+
+def test_a_reoriented_source_goes_back_onto_the_file_grid_exactly():
+    """A file in PIR voxel order (axes permuted and flipped) is reoriented to RAS for the
+    store; maps go back onto the file's own grid, shape and affine, voxel for voxel."""
+    import nibabel as nib
+    from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
+
+    rng = np.random.default_rng(0)
+    ras_aff = _aff(4.0, (-96, -132, -72))
+    ras = rng.standard_normal((49, 58, 48)).astype(np.float32)
+    pir = nib.Nifti1Image(ras, ras_aff).as_reoriented(ornt_transform(io_orientation(ras_aff), axcodes2ornt(tuple("PIR"))))
+    file_data, file_aff = np.asarray(pir.dataobj), pir.affine
+    assert "".join(nib.aff2axcodes(file_aff)) == "PIR" and file_data.shape == (58, 48, 49)
+    back_to_ras = pir.as_reoriented(ornt_transform(io_orientation(file_aff), axcodes2ornt(tuple("RAS"))))
+    grid = (20, 24, 22)
+    geom = StoreGeometry.build(grid, 4.0, store_affine(grid, 4.0, (0, -17, 5)), back_to_ras.shape,
+                               back_to_ras.affine, source_axcodes="PIR")
+    assert geom.axcodes == "RAS" and geom.source_axcodes == "PIR" and geom.offset is not None
+    assert geom.file_shape == file_data.shape and np.allclose(geom.file_affine, file_aff)
+    store_map = crop_or_pad(np.asarray(back_to_ras.dataobj), geom.offset, grid)  # what a store holds
+    img = geom.to_nifti(store_map, space="source")
+    assert img.shape == file_data.shape and np.allclose(img.affine, file_aff)
+    inside = geom.to_nifti(np.ones(grid, np.float32), space="source").get_fdata() > 0
+    assert inside.sum() == np.prod(grid)
+    assert np.array_equal(np.asarray(img.dataobj)[inside], file_data[inside])  # exact where the store saw it
+    assert StoreGeometry.from_dict(geom.to_dict()) == geom
+
+
+def test_a_resampled_source_gets_its_map_resampled_with_nilearn():
+    src_aff = _aff(3.0, (-91, -127, -73))
+    grid = (20, 24, 22)
+    geom = StoreGeometry.build(grid, 4.0, store_affine(grid, 4.0, (0, -17, 5)), (61, 73, 61), src_aff)
+    x = np.arange(grid[0], dtype=np.float32)[:, None, None] * np.ones(grid, np.float32)  # a ramp in x
+    img = geom.to_nifti(x, space="source")
+    assert img.shape == (61, 73, 61) and np.allclose(img.affine, src_aff)
+    # a source voxel well inside the store box gets the ramp's value at its world position
+    ijk = np.array([30, 36, 30])
+    store_x = geom.source_to_store(ijk)[0, 0]
+    assert np.asarray(img.dataobj)[tuple(ijk)] == pytest.approx(store_x, abs=1e-3)
+    with pytest.raises(ValueError, match="interpolation='cubic'"):
+        geom.to_nifti(x, space="source", interpolation="cubic")

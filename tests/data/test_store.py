@@ -53,8 +53,9 @@ def test_round_trip_is_exact_in_fp16(tmp_path):
     assert store.geometry("sub-00") == _geom()
     assert store.labels["age"] == {"task": "regression"}
     assert store.subjects.loc["sub-01", "site"] == "b" and store.subjects.loc["sub-02", "age"] == 70.25
-    assert store.contract() == {"grid": list(GRID), "voxel_size": VS, "space": "MNI152",
-                                "normalisation": "zscore_global", "tr_range": [0.72, pytest.approx(0.92)]}
+    assert store.contract() == {"grid": list(GRID), "voxel_size": VS, "space": "MNI152", "layout": "mni_ras",
+                                "template": "unknown", "normalisation": "zscore_global",
+                                "tr_range": [0.72, pytest.approx(0.92)]}
 
 
 def test_chunks_hold_whole_volumes_of_a_few_frames(tmp_path):
