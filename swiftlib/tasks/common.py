@@ -6,16 +6,21 @@ from __future__ import annotations
 import ast
 import logging
 import random
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from swiftlib.utils.validation import check_choice
+
 __all__ = [
     "CHECKPOINT_KEY",
     "ContractError",
     "CheckpointError",
+    "TemplateMismatchWarning",
+    "SWIFT_V1_CONTRACT",
     "check_contract",
     "read_checkpoint",
     "resolve_checkpoint",
@@ -28,38 +33,93 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CHECKPOINT_KEY = "swiftlib"  # checkpoint["swiftlib"] = {"kind", "model", "model_overrides", "contract", ...}
-_CONTRACT_FIELDS = ("grid", "voxel_size", "space", "normalisation")
+_CONTRACT_FIELDS = ("grid", "voxel_size", "space", "layout", "normalisation")
+_FIX_FLAGS = {"grid": "--grid", "voxel_size": "--voxel-size", "layout": "--layout",
+              "normalisation": "--normalisation", "template": "--template"}
+_DEFAULT_LAYOUT = "mni_ras"  # what a contract without a layout meant (stores before layouts)
+_UNKNOWN_TEMPLATE = "unknown"
+_TEMPLATE_POLICIES = ("warn", "error", "ignore")
+#: What the public SwiFT v1 checkpoints (no swiftlib metadata) were trained on: v1's own input
+#: convention (the ``swift_v1`` layout: LAS order, 96³ at 2 mm, v1's global z-score) on
+#: FSL/HCP MNI152NLin6Asym data (HCP S1200; the contrastive checkpoint also saw UKB and ABCD).
+SWIFT_V1_CONTRACT = {"grid": [96, 96, 96], "voxel_size": 2.0, "layout": "swift_v1",
+                     "normalisation": "zscore_global", "template": "MNI152NLin6Asym"}
 
 
 class ContractError(ValueError):
     """Data does not match the input contract a checkpoint was trained with."""
 
 
+class TemplateMismatchWarning(UserWarning):
+    """Data in another MNI template than the checkpoint was trained on (escalate with
+    ``warnings.simplefilter("error", TemplateMismatchWarning)`` or ``template_mismatch="error"``)."""
+
+
 class CheckpointError(ValueError):
     """A file is not a usable checkpoint for what was asked."""
 
 
-def check_contract(expected: dict | None, actual: dict, what: str = "data") -> None:
+def check_contract(expected: dict | None, actual: dict, what: str = "data", template_mismatch: str = "warn") -> None:
     """Refuse ``actual`` (a store's ``contract()``) unless it matches the checkpoint's
-    ``expected`` contract: grid, voxel size, space and normalisation equal; TR range inside
-    the trained range widened by 10 %."""
+    ``expected`` contract: grid, voxel size, space, layout and normalisation equal; TR range
+    inside the trained range widened by 10 %. A contract without a layout (written before
+    layouts existed) means ``mni_ras``.
+
+    Templates: when both name a template and they differ, ``template_mismatch`` decides —
+    ``"warn"`` (:class:`TemplateMismatchWarning`), ``"error"`` (:class:`ContractError`) or
+    ``"ignore"``; an ``unknown`` template on either side cannot be checked (logged).
+    """
+    check_choice("template_mismatch", template_mismatch, _TEMPLATE_POLICIES)
     if not expected:
         return
-    diffs = []
+    if "layout" in expected or "layout" in actual:  # a store contract without one predates layouts
+        expected, actual = (({"layout": _DEFAULT_LAYOUT, **c} if "grid" in c else c) for c in (expected, actual))
+    diffs, fixes = [], []
     for key in _CONTRACT_FIELDS:
         if key in expected and key in actual and _norm(expected[key]) != _norm(actual[key]):
             diffs.append(f"{key}: checkpoint expects {expected[key]!r}, {what} has {actual[key]!r}")
+            fixes.append(_fix_flag(key, expected[key]))
     if "tr_range" in expected and "tr_range" in actual:
         lo, hi = expected["tr_range"]
         slack = 0.1 * max(hi, 1e-6)
         a_lo, a_hi = actual["tr_range"]
         if a_lo < lo - slack or a_hi > hi + slack:
             diffs.append(f"tr_range: checkpoint trained on TR {lo:g}–{hi:g} s, {what} has {a_lo:g}–{a_hi:g} s")
+    template_msg = _template_mismatch(expected, actual, what)
+    if template_msg and template_mismatch == "error":
+        diffs.append(template_msg)
+        fixes.append(_fix_flag("template", expected["template"]))
     if diffs:
+        fix = " ".join(f for f in fixes if f)
         raise ContractError(
             f"{what} breaks the checkpoint's normalisation contract — " + "; ".join(diffs)
-            + ". Preprocess the data with the checkpoint's settings (swiftlib preprocess --grid/--voxel-size/--normalisation)."
+            + f". Preprocess the data with the checkpoint's settings (swiftlib preprocess {fix})."
         )
+    if template_msg and template_mismatch == "warn":
+        warnings.warn(template_msg + " — predictions may degrade; pass template_mismatch='error' to refuse "
+                      "such data, or preprocess data registered to the checkpoint's template",
+                      TemplateMismatchWarning, stacklevel=2)
+
+
+def _template_mismatch(expected: dict, actual: dict, what: str) -> str | None:
+    """The message for two different known templates, else None (unknown ones are logged)."""
+    want = expected.get("template", _UNKNOWN_TEMPLATE)
+    have = actual.get("template", _UNKNOWN_TEMPLATE)
+    if want == have:
+        return None
+    if _UNKNOWN_TEMPLATE in (want, have):
+        log.info("template not checked: checkpoint trained on %s, %s is in %s", want, what, have)
+        return None
+    return f"template: checkpoint trained on {want!r}, {what} is in {have!r}"
+
+
+def _fix_flag(key: str, value) -> str:
+    flag = _FIX_FLAGS.get(key)
+    if flag is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return f"{flag} {' '.join(f'{v:g}' if isinstance(v, float) else str(v) for v in value)}"
+    return f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}"
 
 
 def _norm(v):
@@ -107,12 +167,14 @@ def read_checkpoint(path) -> dict:
 
 
 def load_encoder_weights(encoder: nn.Module, path, model_name: str, model_overrides: dict | None = None,
-                         contract: dict | None = None) -> dict:
+                         contract: dict | None = None, template_mismatch: str = "warn") -> dict:
     """Initialise ``encoder`` from a checkpoint (weights only): a swiftlib SimMIM or
     fine-tuning checkpoint, or a public SwiFT v1 Lightning checkpoint.
 
     Checks the checkpoint was made for the same preset and options and that ``contract``
-    (the data of this run) matches the checkpoint's. Returns the load report.
+    (the data of this run) matches the checkpoint's — for a SwiFT v1 checkpoint, which has
+    no contract of its own, :data:`SWIFT_V1_CONTRACT` (the ``swift_v1`` layout).
+    ``template_mismatch``: see :func:`check_contract`. Returns the load report.
     """
     ckpt = read_checkpoint(path)
     meta = ckpt.get(CHECKPOINT_KEY)
@@ -125,6 +187,7 @@ def load_encoder_weights(encoder: nn.Module, path, model_name: str, model_overri
                 f"{path}: not a swiftlib checkpoint (no {CHECKPOINT_KEY!r} metadata); foreign "
                 f"checkpoints load only into swift_v1 presets, this run builds {model_name!r}"
             )
+        _check_swift_v1_input(path, contract, template_mismatch)
         report = load_checkpoint(encoder, resolve_checkpoint(path))
         if not report["loaded"]:
             raise CheckpointError(f"{path}: no SwiFT v1 encoder weights found (keys like model.patch_embed…)")
@@ -134,7 +197,7 @@ def load_encoder_weights(encoder: nn.Module, path, model_name: str, model_overri
             f"{path}: made for model {meta.get('model')!r} with options {meta.get('model_overrides') or {}}; "
             f"this run builds {model_name!r} with {model_overrides or {}} — use the same preset and options"
         )
-    check_contract(meta.get("contract"), contract or {}, what="this run's data")
+    check_contract(meta.get("contract"), contract or {}, what="this run's data", template_mismatch=template_mismatch)
     prefix = {"pretrain": "model.encoder.", "finetune": "model."}.get(meta.get("kind"))
     if prefix is None:
         raise CheckpointError(f"{path}: unknown checkpoint kind {meta.get('kind')!r}; expected pretrain or finetune")
@@ -153,6 +216,26 @@ def load_encoder_weights(encoder: nn.Module, path, model_name: str, model_overri
               "kind": meta.get("kind")}
     log.info("initialised encoder from %s checkpoint %s (%d tensors)", meta.get("kind"), path, len(enc_state))
     return report
+
+
+def _check_swift_v1_input(path, contract: dict | None, template_mismatch: str) -> None:
+    """A SwiFT v1 checkpoint learned v1's input convention: refuse data in another layout
+    (a mirrored, shifted brain loads without error and silently degrades the transfer)."""
+    if not contract:
+        log.warning("%s: SwiFT v1 checkpoint loaded without the data's contract; it expects the "
+                    "'swift_v1' layout (swiftlib preprocess --layout swift_v1)", path)
+        return
+    layout = contract.get("layout", _DEFAULT_LAYOUT)
+    if layout != SWIFT_V1_CONTRACT["layout"]:
+        raise ContractError(
+            f"{path} is a SwiFT v1 checkpoint: it was trained on v1's input convention (layout "
+            f"'swift_v1': LAS voxel order, the MNI 91×109×91 2 mm grid padded/cropped to 96³, v1's "
+            f"global z-score), but this run's data has layout {layout!r} — the brain it sees would be "
+            "mirrored left-right and shifted. Preprocess the data again with "
+            "`swiftlib preprocess --layout swift_v1` (PreprocessConfig(layout='swift_v1')) and train on "
+            "that store."
+        )
+    check_contract(SWIFT_V1_CONTRACT, contract, what="this run's data", template_mismatch=template_mismatch)
 
 
 def rng_state() -> dict:

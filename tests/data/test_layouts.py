@@ -289,3 +289,75 @@ def test_a_store_keeps_one_layout_and_template(stores, las_ras_inputs, tmp_path)
     with pytest.raises(StoreError, match="did you mean 'swift_v1'"):
         StoreWriter(tmp_path / "w", (4, 5, 6), 2.0, np.eye(4), layout="swift-v1")
     assert set(KNOWN_TEMPLATES) >= {"MNI152NLin6Asym", "MNI152NLin2009cAsym"}
+
+
+# -- the contract: checkpoints meet stores -----------------------------------------------------
+def _v1_checkpoint(path):
+    """A public-SwiFT-v1-style Lightning checkpoint (no swiftlib metadata): the patch
+    embedding under v1's name (``model.patch_embed.fc``)."""
+    import swiftlib
+
+    enc = swiftlib.create_model("swift_v1_test", num_classes=0)
+    sd = {f"model.patch_embed.fc.{k.rsplit('.', 1)[1]}": v for k, v in enc.state_dict().items()
+          if k.startswith("patch_embed.proj.")}
+    torch.save({"state_dict": sd, "epoch": 1}, path)
+    return path
+
+
+def test_a_swift_v1_checkpoint_needs_the_swift_v1_layout(stores, tmp_path):
+    import swiftlib
+    from swiftlib.tasks import ContractError, FinetuneConfig, FinetuneTask
+    from swiftlib.tasks.common import load_encoder_weights
+
+    ckpt = _v1_checkpoint(tmp_path / "v1.ckpt")
+    enc = swiftlib.create_model("swift_v1_test", num_classes=0)
+    with pytest.raises(ContractError, match=r"SwiFT v1 checkpoint.*layout 'mni_ras'.*mirrored.*"
+                                            r"`swiftlib preprocess --layout swift_v1`"):
+        load_encoder_weights(enc, ckpt, "swift_v1_test", {}, stores["mni_ras"].contract())
+    report = load_encoder_weights(enc, ckpt, "swift_v1_test", {}, stores["swift_v1"].contract())
+    assert report["loaded"] == ["patch_embed.proj.bias", "patch_embed.proj.weight"]
+    # the fine-tuning task refuses it too, before any training
+    cfg = FinetuneConfig(model="swift_v1_test", init_from=str(ckpt), contract=stores["mni_ras"].contract())
+    with pytest.raises(ContractError, match="--layout swift_v1"):
+        FinetuneTask(cfg)
+
+
+def test_a_swift_v1_checkpoint_warns_on_another_template(stores, tmp_path):
+    import swiftlib
+    from swiftlib.tasks import ContractError
+    from swiftlib.tasks.common import TemplateMismatchWarning, load_encoder_weights
+
+    ckpt = _v1_checkpoint(tmp_path / "v1.ckpt")
+    enc = swiftlib.create_model("swift_v1_test", num_classes=0)
+    contract = {**stores["swift_v1"].contract(), "template": "MNI152NLin2009cAsym"}
+    with pytest.warns(TemplateMismatchWarning, match="trained on 'MNI152NLin6Asym'.*'MNI152NLin2009cAsym'"):
+        load_encoder_weights(enc, ckpt, "swift_v1_test", {}, contract)
+    with pytest.raises(ContractError, match="--template MNI152NLin6Asym"):
+        load_encoder_weights(enc, ckpt, "swift_v1_test", {}, contract, template_mismatch="error")
+
+
+def test_layout_and_template_in_the_checkpoint_contract(stores):
+    import warnings
+
+    from swiftlib.tasks.common import ContractError, TemplateMismatchWarning, check_contract
+
+    v1, ras = stores["swift_v1"].contract(), stores["mni_ras"].contract()
+    check_contract(v1, v1)
+    with pytest.raises(ContractError, match=r"layout: checkpoint expects 'swift_v1', store x has 'mni_ras'.*"
+                                            r"swiftlib preprocess --layout swift_v1\)"):
+        check_contract(v1, ras, what="store x")
+    old = {k: v for k, v in ras.items() if k not in ("layout", "template")}  # a checkpoint before layouts
+    check_contract(old, ras)
+    with pytest.raises(ContractError, match="checkpoint expects 'mni_ras'"):
+        check_contract(old, v1)  # its data were mni_ras: a swift_v1 store would be mirrored
+    other = {**ras, "template": "MNI152NLin2009cAsym"}
+    with pytest.warns(TemplateMismatchWarning, match="template: checkpoint trained on 'MNI152NLin6Asym', data is in"):
+        check_contract(ras, other)
+    with pytest.raises(ContractError, match="template: .*--template MNI152NLin6Asym"):
+        check_contract(ras, other, template_mismatch="error")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_contract(ras, other, template_mismatch="ignore")
+        check_contract(ras, {**ras, "template": "unknown"}, template_mismatch="error")  # cannot be checked
+    with pytest.raises(ValueError, match="template_mismatch='erorr'.*did you mean 'error'"):
+        check_contract(ras, other, template_mismatch="erorr")
