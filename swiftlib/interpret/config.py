@@ -17,7 +17,6 @@ given, and an unknown keyword is refused with a "did you mean".
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Any, ClassVar
 import torch
 
 from swiftlib.utils.config import ConfigError
+from swiftlib.utils.validation import did_you_mean
 
 __all__ = [
     "METHODS",
@@ -47,14 +47,8 @@ PRECISIONS = ("fp32", "bf16")
 
 
 # ---------------------------------------------------------------------------------------------
-# field checks (minimal and private: the shared "did you mean" validator is planned for
-# swiftlib/utils and will replace these)
+# field checks
 # ---------------------------------------------------------------------------------------------
-
-def _did_you_mean(value, allowed: Sequence[str]) -> str:
-    near = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1, cutoff=0.6)
-    return f" (did you mean {near[0]!r}?)" if near else ""
-
 
 def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
@@ -78,7 +72,7 @@ class _Fields:
     def choice(self, name: str, allowed: Sequence[str]) -> None:
         value = getattr(self.config, name)
         if not isinstance(value, str) or value not in allowed:
-            self.fail(name, f"one of {tuple(allowed)}{_did_you_mean(value, allowed)}")
+            self.fail(name, f"one of {tuple(allowed)}{did_you_mean(value, allowed)}")
 
     def integer(self, name: str, minimum: int, optional: bool = False, what: str = "") -> None:
         value = getattr(self.config, name)
@@ -174,7 +168,7 @@ class InferenceConfig:
         if unknown:
             key = unknown[0]
             raise ConfigError(
-                f"{where}unknown option {key!r}{_did_you_mean(key, [*names, *also])}; "
+                f"{where}unknown option {key!r}{did_you_mean(key, [*names, *also])}; "
                 f"options are the {cls.__name__} fields: {', '.join(names)}")
         return dataclasses.replace(config if config is not None else cls(), **options)
 
@@ -249,7 +243,7 @@ class AttributionConfig(InferenceConfig):
         t = self.target
         if t is None or (isinstance(t, str) and t in TARGETS) or (_is_int(t) and t >= 0):
             return
-        hint = _did_you_mean(t, TARGETS) if isinstance(t, str) else ""
+        hint = did_you_mean(t, TARGETS) if isinstance(t, str) else ""
         f.fail("target", f"a class index >= 0, 'label' (true class), 'predicted' or None{hint}")
 
     def _check_baseline(self, f: _Fields) -> None:
@@ -257,7 +251,7 @@ class AttributionConfig(InferenceConfig):
         if _is_number(b):
             self.baseline = float(b)
         elif not isinstance(b, str) or b not in BASELINES:
-            hint = _did_you_mean(b, BASELINES) if isinstance(b, str) else ""
+            hint = did_you_mean(b, BASELINES) if isinstance(b, str) else ""
             f.fail("baseline", f"'background', 'temporal_mean' or a number{hint}")
 
 

@@ -3,9 +3,10 @@ checkpoint's run (``train``/``val``/``test``/``all``) read from its split file."
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Sequence
 from pathlib import Path
+
+from swiftlib.utils.validation import did_you_mean
 
 __all__ = ["SPLITS", "as_store", "check_subjects", "resolve_split", "split_column"]
 
@@ -29,8 +30,7 @@ def check_subjects(store, subjects: Sequence[str] | str) -> list[str]:
     known = set(store.subject_ids)
     unknown = [s for s in ids if s not in known]
     if unknown:
-        near = difflib.get_close_matches(unknown[0], store.subject_ids, n=3)
-        hint = f" (did you mean {near} for {unknown[0]!r}?)" if near else ""
+        hint = did_you_mean(unknown[0], store.subject_ids, n=3)
         raise ValueError(
             f"{len(unknown)} subject(s) are not in store {store.root}: {unknown[:10]}{hint}; "
             f"the store has {len(known)} subjects (store.subject_ids)")
