@@ -71,23 +71,37 @@ class Attributions:
         raise KeyError(f"map {which!r}: expected 'group', ('class', k) or one of the subjects "
                        f"{list(self.subject_maps)[:5]}…")
 
-    def to_nifti(self, which="group", space: str = "source"):
-        """A map as NIfTI: ``space="source"`` (the subjects' source MNI grid, exact inverse of
-        the store crop/pad) or ``"store"`` (store grid, MNI affine). sform/qform code MNI."""
+    def to_nifti(self, which="group", space: str = "source", interpolation: str = "continuous"):
+        """A map as NIfTI (sform/qform code MNI; the header's ``descrip`` says which grid).
+
+        ``space="source"``: the subjects' source grid (the file's shape, voxel order and
+        affine) — the exact inverse of the store's crop/pad and reorientation when their
+        images lay on the store lattice; when they were resampled onto the store grid, the map
+        is resampled back with nilearn (``interpolation``: ``"continuous"``, ``"linear"`` or
+        ``"nearest"``), an approximation. ``"store"``: the store grid with its MNI affine, the
+        voxels the model saw, whatever the store's layout.
+        """
         data = np.asarray(self.map(which), dtype=np.float32)
-        if space == "source" and self.geometry.offset is None:
-            raise ValueError("these subjects were resampled onto the store grid, so there is no "
-                             "exact source grid; use space='store' (the store grid with its MNI "
-                             "affine)")
-        img = self.geometry.to_nifti(data, space=space)
+        img = self.geometry.to_nifti(data, space=space, interpolation=interpolation)
         img.set_sform(img.affine, code=MNI_XFORM_CODE)
         img.set_qform(img.affine, code=MNI_XFORM_CODE)
+        if space == "store":
+            img.header["descrip"] = b"swiftlib attribution: store grid, MNI affine (space='store')"
+        elif self.geometry.resampled:
+            img.header["descrip"] = b"swiftlib attribution: resampled to the source grid (nilearn)"
+        else:
+            img.header["descrip"] = b"swiftlib attribution: source grid (exact inverse)"
         return img
 
-    def save(self, out_dir, space: str = "source", subjects: bool = False) -> dict[str, Path]:
+    def save(self, out_dir, space: str = "source", subjects: bool = False,
+             interpolation: str = "continuous") -> dict[str, Path]:
         """Write the group map, the class maps (and each subject's map when ``subjects``) as
-        ``attribution_<name>.nii.gz`` plus ``time_curves.csv``; returns ``{name: path}``."""
+        ``attribution_<name>.nii.gz`` in ``space`` (see :meth:`to_nifti`), ``time_curves.csv``
+        and ``attribution_space.json`` (the grid the maps are on and a note on how they got
+        there); returns ``{name: path}``."""
         import nibabel as nib
+
+        from swiftlib.utils.io import atomic_write_json
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -97,11 +111,35 @@ class Attributions:
         written = {}
         for name, which in items.items():
             path = out / f"attribution_{name}.nii.gz"
-            nib.save(self.to_nifti(which, space=space), path)
+            img = self.to_nifti(which, space=space, interpolation=interpolation)
+            nib.save(img, path)
             written[name] = path
         curves = out / "time_curves.csv"
         self.time_curves.to_csv(curves, index=False)
         written["time_curves"] = curves
+        g = self.geometry
+        if space == "store":
+            note = (f"Maps on the store grid {list(g.grid)} ({g.voxel_size:g} mm voxels, {g.axcodes} voxel order) "
+                    "with the store's MNI affine: the voxels the model saw, no interpolation.")
+            if g.resampled:
+                note += (" The subjects' images were resampled onto this grid (their voxels were not on its "
+                         "lattice), so no exact way back exists; space='source' resamples the maps onto the "
+                         "source grid with nilearn.")
+        elif g.resampled:
+            note = (f"Maps resampled from the store grid onto the subjects' source grid {list(g.file_shape)} "
+                    f"with nilearn ({interpolation} interpolation): an approximation, because the subjects were "
+                    "resampled onto the store grid; space='store' keeps the maps as the model saw them.")
+        else:
+            note = (f"Maps on the subjects' source grid {list(g.file_shape)} (the file's voxel order "
+                    f"{g.source_axcodes or g.axcodes} and affine): the exact inverse of the store's crop/pad and "
+                    "reorientation; voxels outside the store grid are 0.")
+        log.info("attribution maps -> %s: %s", out, note)
+        info = out / "attribution_space.json"
+        atomic_write_json(info, {"space": space, "resampled_inputs": g.resampled,
+                                 "interpolation": interpolation if space == "source" and g.resampled else None,
+                                 "shape": list(img.shape), "affine": np.asarray(img.affine).tolist(),
+                                 "note": note})
+        written["space"] = info
         return written
 
 

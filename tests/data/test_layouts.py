@@ -361,3 +361,64 @@ def test_layout_and_template_in_the_checkpoint_contract(stores):
         check_contract(ras, {**ras, "template": "unknown"}, template_mismatch="error")  # cannot be checked
     with pytest.raises(ValueError, match="template_mismatch='erorr'.*did you mean 'error'"):
         check_contract(ras, other, template_mismatch="erorr")
+
+
+# -- attribution maps, whatever the layout ------------------------------------------------------
+def _attributions(group_map, geometry):
+    import pandas as pd
+
+    from swiftlib.interpret.maps import Attributions
+
+    curves = pd.DataFrame({"subject_id": ["s"], "window_start": [0], "frame": [0], "value": [0.0]})
+    return Attributions({"s": group_map}, {0: group_map}, group_map, curves, {"s": 0}, {"s": 0.5},
+                        group_map != 0, geometry)
+
+
+def test_attribution_maps_go_back_to_the_source_grid_for_every_layout(stores, las_ras_inputs, tmp_path):
+    root, _ = las_ras_inputs
+    for name, store in stores.items():
+        for sid in ("las", "ras"):
+            src = nib.load(str(root / f"{sid}.nii.gz"))
+            planted = np.zeros(src.shape[:3], np.float32)
+            planted[30, 40, 50] = 7.0  # a file voxel inside the brain box
+            geom = store.geometry(sid)
+            world = src.affine @ np.array([30, 40, 50, 1.0])
+            store_ijk = np.round(np.linalg.solve(geom.affine_array, world)[:3]).astype(int)
+            group = np.zeros(geom.grid, np.float32)
+            group[tuple(store_ijk)] = 7.0
+            att = _attributions(group, geom)
+            img = att.to_nifti(space="source")
+            assert np.allclose(img.affine, src.affine) and np.array_equal(np.asarray(img.dataobj), planted), (name, sid)
+            assert int(img.header["sform_code"]) == 4 and b"exact" in img.header["descrip"].tobytes()
+            store_img = att.to_nifti(space="store")
+            assert np.allclose(store_img.affine, store.affine) and store_img.shape == (96, 96, 96)
+    written = att.save(tmp_path / "maps", space="store")
+    info = json.loads(written["space"].read_text())
+    assert info["space"] == "store" and "store grid [96, 96, 96]" in info["note"] and "LAS" in info["note"]
+
+
+def test_attribution_maps_of_resampled_inputs_store_space_with_a_note_or_resampled(tmp_path):
+    """Subjects resampled onto the store grid (3 mm sources, origin off the 4 mm lattice):
+    space='store' writes the store-grid MNI map with a note; space='source' resamples it back
+    onto the source grid with nilearn."""
+    from swiftlib.data.geometry import store_affine
+
+    src_aff = np.diag([3.0, 3.0, 3.0, 1.0])
+    src_aff[:3, 3] = (-91, -127, -73)
+    grid = (20, 24, 22)
+    geom = StoreGeometry.build(grid, 4.0, store_affine(grid, 4.0, (0, -17, 5)), (61, 73, 61), src_aff)
+    assert geom.resampled
+    ramp = np.broadcast_to(np.arange(grid[2], dtype=np.float32), grid).copy()  # increases with z
+    att = _attributions(ramp, geom)
+    store_written = att.save(tmp_path / "store", space="store")
+    store_img = nib.load(store_written["group"])
+    assert store_img.shape == grid and np.array_equal(store_img.get_fdata(dtype=np.float32), ramp)
+    note = json.loads(store_written["space"].read_text())
+    assert note["resampled_inputs"] and "space='source' resamples" in note["note"]
+    src_written = att.save(tmp_path / "source", space="source", subjects=True)
+    img = nib.load(src_written["s"])
+    assert img.shape == (61, 73, 61) and np.allclose(img.affine, src_aff)
+    assert b"resampled" in img.header["descrip"].tobytes()
+    centre = np.array([30, 36, 30])
+    assert np.asarray(img.dataobj)[tuple(centre)] == pytest.approx(geom.source_to_store(centre)[0, 2], abs=1e-3)
+    assert json.loads(src_written["space"].read_text())["interpolation"] == "continuous"
