@@ -374,16 +374,38 @@ def _cfg_dict(cfg: PreprocessConfig) -> dict:
 
 
 def _check_existing(out: Path, cfg: PreprocessConfig, template: str = UNKNOWN_TEMPLATE) -> None:
-    """Refuse to mix geometries, layouts, templates or normalisations in one store."""
-    m = out / "manifest.json"
-    if not m.exists():
+    """Refuse to mix geometries, layouts, templates or normalisations in one store — a
+    finished one (its manifest) or an interrupted one (its first written subject). A store
+    written before templates were recorded takes this run's."""
+    have = _existing_settings(out)
+    if have is None:
         return
-    man = json.loads(m.read_text())
-    defaults = {"layout": DEFAULT_LAYOUT, "template": UNKNOWN_TEMPLATE}
-    for key, want in (("grid", list(cfg.grid)), ("voxel_size", cfg.voxel_size), ("normalisation", cfg.normalisation),
-                      ("layout", cfg.layout), ("template", template)):
-        if man.get(key, defaults.get(key)) != want:
+    want = {"grid": list(cfg.grid), "voxel_size": cfg.voxel_size, "normalisation": cfg.normalisation,
+            "layout": cfg.layout, "template": template}
+    for key, value in want.items():
+        if key in have and have[key] != value:
             raise PreprocessError(
-                f"{out}: existing store has {key}={man.get(key, defaults.get(key))!r} but this run asks for {want!r}; "
+                f"{out}: existing store has {key}={have[key]!r} but this run asks for {value!r}; "
                 "use another output folder or the same settings"
             )
+
+
+def _existing_settings(out: Path) -> dict | None:
+    m = out / "manifest.json"
+    if m.exists():
+        man = json.loads(m.read_text())
+        have = {k: man[k] for k in ("grid", "voxel_size", "normalisation", "template") if k in man}
+        have["layout"] = man.get("layout", DEFAULT_LAYOUT)
+        return have
+    written = sorted((out / "subjects").glob("*.h5")) if (out / "subjects").is_dir() else []
+    if not written:
+        return None
+    import h5py
+
+    with h5py.File(written[0], "r") as f:
+        geom = json.loads(f.attrs["geometry"])
+        have = {"grid": list(geom["grid"]), "voxel_size": float(geom["voxel_size"]),
+                "normalisation": str(f.attrs["normalisation"]), "layout": str(f.attrs.get("layout", DEFAULT_LAYOUT))}
+        if "template" in f.attrs:
+            have["template"] = str(f.attrs["template"])
+    return have

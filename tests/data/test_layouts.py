@@ -286,6 +286,23 @@ def test_a_store_keeps_one_layout_and_template(stores, las_ras_inputs, tmp_path)
                    progress=False)
     with pytest.raises(PreprocessError, match=r"existing store has template='MNI152NLin6Asym' .* 'MNI152NLin2009cAsym'"):
         preprocess(root, existing, config=PreprocessConfig(template="MNI152NLin2009cAsym", min_frames=T), progress=False)
+    # an interrupted store (no manifest yet) is checked through its written subjects
+    import shutil
+
+    interrupted = tmp_path / "interrupted"
+    shutil.copytree(existing, interrupted)
+    (interrupted / "manifest.json").unlink()
+    with pytest.raises(PreprocessError, match=r"existing store has layout='mni_ras' but this run asks for 'swift_v1'"):
+        preprocess(root, interrupted, config=PreprocessConfig(layout="swift_v1", min_frames=T), progress=False)
+    # a store written before templates were recorded takes this run's
+    old = tmp_path / "old"
+    shutil.copytree(existing, old)
+    man = json.loads((old / "manifest.json").read_text())
+    for key in ("layout", "axcodes", "template"):
+        man.pop(key)
+    (old / "manifest.json").write_text(json.dumps(man))
+    report = preprocess(root, old, config=PreprocessConfig(template="MNI152NLin6Asym", min_frames=T), progress=False)
+    assert report.ok and report.skipped == ["las", "ras"] and open_store(old).template == "MNI152NLin6Asym"
     with pytest.raises(StoreError, match="did you mean 'swift_v1'"):
         StoreWriter(tmp_path / "w", (4, 5, 6), 2.0, np.eye(4), layout="swift-v1")
     assert set(KNOWN_TEMPLATES) >= {"MNI152NLin6Asym", "MNI152NLin2009cAsym"}
