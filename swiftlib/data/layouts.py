@@ -182,11 +182,10 @@ def get_layout(name: str) -> Layout:
     return _LAYOUTS[name]
 
 
-def check_template(name: str, allow_auto: bool = False) -> str:
-    """``name`` if it is a known template identifier or ``unknown`` (and ``auto`` when
-    ``allow_auto``); else ``ValueError`` with the allowed names and a "did you mean"."""
-    allowed = (["auto"] if allow_auto else []) + [UNKNOWN_TEMPLATE, *KNOWN_TEMPLATES]
-    return check_choice("template", name, allowed)
+def check_template(name: str) -> str:
+    """``name`` if it is a known template identifier or ``unknown``; else ``ValueError``
+    with the allowed names and a "did you mean"."""
+    return check_choice("template", name, [UNKNOWN_TEMPLATE, *KNOWN_TEMPLATES])
 
 
 def pad_crop(source_shape, offset, grid) -> tuple[tuple[int, int], ...]:
