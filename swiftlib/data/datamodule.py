@@ -17,6 +17,7 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Literal
 
+import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
@@ -63,6 +64,11 @@ class DataConfig:
         dataset_weights: mixing weights: "balanced", "proportional", or {dataset: weight}.
         mix_num_samples: training draws per epoch when mixing (None = total windows).
         augment: augmentation settings (off by default).
+        pairs: two windows of one subject per item (contrastive pretraining;
+            :mod:`swiftlib.data.pairs`). ``fit`` sets it from the run's kind.
+        pair_min_separation: frames between a pair's two starts (None = a window's span, no
+            shared frame, as SwiFT v1; 0 = any start).
+        eval_pairs_per_subject: fixed validation/test pairs per subject.
         dtype: dtype of the windows handed to the model.
         seed: seed of training shuffling and mixing.
     """
@@ -90,6 +96,9 @@ class DataConfig:
     dataset_weights: str | dict[str, float] = "balanced"
     mix_num_samples: int | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    pairs: bool = False
+    pair_min_separation: int | None = None
+    eval_pairs_per_subject: int = 4
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     seed: int = 0
 
@@ -101,11 +110,19 @@ class DataConfig:
             raise ValueError(f"DataConfig.num_workers={self.num_workers}: expected >= 0")
         if self.eval_batch_size is not None and self.eval_batch_size < 1:
             raise ValueError(f"DataConfig.eval_batch_size={self.eval_batch_size}: expected a positive integer")
+        if self.pair_min_separation is not None and self.pair_min_separation < 0:
+            raise ValueError(f"DataConfig.pair_min_separation={self.pair_min_separation}: expected frames >= 0 or None")
+        if self.eval_pairs_per_subject < 1:
+            raise ValueError(f"DataConfig.eval_pairs_per_subject={self.eval_pairs_per_subject}: expected a positive integer")
         if self.few_shot_n is not None and self.few_shot_n < 1:
             raise ValueError(f"DataConfig.few_shot_n={self.few_shot_n}: expected a positive integer or None")
         if isinstance(self.augment, dict):
             self.augment = AugmentConfig.from_dict(self.augment)
         self.per_device_batch_size  # noqa: B018 - validates the batch arithmetic early
+        if self.pairs and self.per_device_batch_size < 2:
+            raise ValueError(
+                f"DataConfig.batch_size={self.batch_size} gives {self.per_device_batch_size} pair(s) per device; "
+                "contrastive pairs need at least 2 per device (the other pairs of a batch are the negatives)")
 
     @property
     def per_device_batch_size(self) -> int:
@@ -245,6 +262,19 @@ class FMRIDataModule(LightningDataModule):
             self.train_dataset = MixedWindowDataset(train)
         self.val_dataset = val[0] if len(val) == 1 else ConcatDataset(val)
         self.test_dataset = test[0] if len(test) == 1 else ConcatDataset(test)
+        if cfg.pairs:  # contrastive pretraining: two windows of one subject per item
+            from swiftlib.data.pairs import PairDataset
+
+            kw = dict(min_separation=cfg.pair_min_separation, pairs_per_subject=cfg.eval_pairs_per_subject,
+                      seed=cfg.seed)
+            self.train_dataset = PairDataset(self.train_dataset, **kw)
+            self.val_dataset = PairDataset(self.val_dataset, **kw)
+            self.test_dataset = PairDataset(self.test_dataset, **kw)
+            if self.val_dataset.num_subjects < 2:
+                raise ValueError(
+                    f"contrastive validation needs pairs of at least 2 subjects (a window must pick its partner out "
+                    f"of other subjects' windows); the validation split has {self.val_dataset.num_subjects}. Raise "
+                    f"split_fractions[1] (now {cfg.split_fractions[1]}) or add subjects")
         self._ready = True
         log.info("data: train %d, val %d, test %d windows (per-device batch %d)",
                  len(self.train_dataset), len(self.val_dataset), len(self.test_dataset),
@@ -255,9 +285,10 @@ class FMRIDataModule(LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
-    def _loader(self, dataset, batch_size: int, sampler, cls=DataLoader) -> DataLoader:
+    def _loader(self, dataset, batch_size: int, sampler, cls=DataLoader, drop_last: bool = False) -> DataLoader:
         cfg = self.config
         workers = cfg.num_workers
+        from swiftlib.data.pairs import collate_pairs
         from swiftlib.data.windows import collate_samples
 
         return cls(
@@ -265,14 +296,14 @@ class FMRIDataModule(LightningDataModule):
             batch_size=batch_size,
             sampler=sampler,
             num_workers=workers,
-            collate_fn=collate_samples,
+            collate_fn=collate_pairs if cfg.pairs else collate_samples,
             pin_memory=cfg.pin_memory,
             persistent_workers=workers > 0,
             worker_init_fn=reseed_worker_augment if workers > 0 else None,
             # a private generator: creating an iterator never draws from the global RNG,
             # so dropout/drop-path streams are the same in a resumed run
             generator=torch.Generator().manual_seed(cfg.seed),
-            drop_last=False,
+            drop_last=drop_last,
         )
 
     def _require_setup(self):
@@ -282,13 +313,18 @@ class FMRIDataModule(LightningDataModule):
     def _train_sampler(self):
         from swiftlib.data.loader import EpochShuffleSampler
         from swiftlib.data.mixing import MixedWindowDataset, MixingSampler
+        from swiftlib.data.pairs import EpochKeyedSampler
 
         cfg = self.config
         world, rank = self._rank()
-        if isinstance(self.train_dataset, MixedWindowDataset):
-            return MixingSampler(self.train_dataset, weights=cfg.dataset_weights, num_samples=cfg.mix_num_samples,
-                                 seed=cfg.seed, num_replicas=world, rank=rank)
-        return EpochShuffleSampler(len(self.train_dataset), seed=cfg.seed, num_replicas=world, rank=rank)
+        windows = self.train_dataset.dataset if cfg.pairs else self.train_dataset
+        if isinstance(windows, MixedWindowDataset):
+            sampler = MixingSampler(windows, weights=cfg.dataset_weights, num_samples=cfg.mix_num_samples,
+                                    seed=cfg.seed, num_replicas=world, rank=rank)
+        else:
+            sampler = EpochShuffleSampler(len(windows), seed=cfg.seed, num_replicas=world, rank=rank)
+        # pairs: the epoch travels with each index, so the pair drawn is the same after a resume
+        return EpochKeyedSampler(sampler) if cfg.pairs else sampler
 
     @property
     def num_train_samples(self) -> int:
@@ -307,17 +343,27 @@ class FMRIDataModule(LightningDataModule):
         from swiftlib.data.loader import ResumableLoader
 
         self._require_setup()
-        return self._loader(self.train_dataset, self.config.per_device_batch_size, self._train_sampler(),
-                            cls=ResumableLoader)
+        batch, sampler = self.config.per_device_batch_size, self._train_sampler()
+        if self.config.pairs and len(sampler) < batch:
+            raise ValueError(
+                f"{len(sampler)} training pair(s) per device, fewer than the per-device batch {batch}; contrastive "
+                "batches are never partial (the other pairs of a batch are its negatives): lower batch_size or "
+                "add subjects")
+        # contrastive: no partial last batch (a batch of one pair has no negative)
+        return self._loader(self.train_dataset, batch, sampler, cls=ResumableLoader, drop_last=self.config.pairs)
 
     def _eval_batch(self) -> int:
         return self.config.eval_batch_size or self.config.per_device_batch_size
 
     def _eval_loader(self, dataset) -> DataLoader:
         """Every window exactly once over all ranks (rank r takes windows r, r+W, …; no
-        padding), in order; the task gathers and averages per subject."""
+        padding), in order; the task gathers and averages per subject. Pairs: rank r takes the
+        r-th contiguous block, in which consecutive pairs are of different subjects."""
         world, rank = self._rank()
-        return self._loader(dataset, self._eval_batch(), list(range(rank, len(dataset), world)))
+        indices = list(range(rank, len(dataset), world))
+        if self.config.pairs:  # contiguous blocks: a rank's batches keep the pairs' alternation of subjects
+            indices = [int(i) for i in np.array_split(np.arange(len(dataset)), world)[rank]]
+        return self._loader(dataset, self._eval_batch(), indices)
 
     def val_dataloader(self) -> DataLoader:
         self._require_setup()

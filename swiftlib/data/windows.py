@@ -272,20 +272,31 @@ class WindowDataset(Dataset):
         return self.num_windows
 
     # -- items ---------------------------------------------------------------------------------
-    def _locate(self, i: int) -> tuple[int, int]:
-        if self.mode == "train" and self.windows_per_subject is not None:
-            si = i // self.windows_per_subject
-            k = int(torch.randint(int(self._counts[si]), (1,)).item())  # random window of this subject
-            return si, int(self._win_start[self._offsets[si] + k])
-        return int(self._win_subject[i]), int(self._win_start[i])
-
-    def __getitem__(self, i: int) -> Sample:
+    def locate(self, i: int, generator: torch.Generator | None = None) -> tuple[int, int]:
+        """``(subject index, start frame)`` of item ``i``. With ``windows_per_subject`` the
+        window is drawn at random, from ``generator`` (default: torch's global RNG)."""
         n = len(self)
         if i < 0:
             i += n
         if not 0 <= i < n:
             raise IndexError(f"window {i} out of range for a dataset of {n} windows")
-        si, start = self._locate(i)
+        if self.mode == "train" and self.windows_per_subject is not None:
+            si = i // self.windows_per_subject
+            k = int(torch.randint(int(self._counts[si]), (1,), generator=generator).item())  # random window
+            return si, int(self._win_start[self._offsets[si] + k])
+        return int(self._win_subject[i]), int(self._win_start[i])
+
+    def __getitem__(self, i: int) -> Sample:
+        return self.read(*self.locate(i))
+
+    def read(self, subject_index: int, start: int) -> Sample:
+        """The window of subject ``subject_ids[subject_index]`` starting at frame ``start`` (any
+        frame with room for the window, on the stride grid or not), transformed, augmented in
+        train mode, with its label."""
+        si = int(subject_index)
+        if not 0 <= start <= self.frames[si] - self.span:
+            raise IndexError(f"start {start} out of range for {self.subject_ids[si]} ({self.frames[si]} frames, "
+                             f"a window spans {self.span}): expected 0 ≤ start ≤ {self.frames[si] - self.span}")
         sid = self.subject_ids[si]
         arr = self.store.read_window(sid, start, self.sequence_length, self.stride_within_seq)  # (D, H, W, T) fp16
         x = torch.from_numpy(np.ascontiguousarray(arr)).to(self.dtype).unsqueeze(0)  # (1, D, H, W, T)

@@ -157,18 +157,18 @@ def load_inference_model(checkpoint, device: str | torch.device = "cpu") -> Infe
         config["init_from"] = None  # the weights below replace any initialisation
         module: nn.Module = FinetuneTask(config)
         missing, unexpected = module.load_state_dict(state, strict=False)
-    elif kind == "pretrain":
+    elif kind in ("pretrain", "contrastive"):  # the encoder alone
         from swiftlib.models import create_model
 
         overrides = {**(meta.get("model_overrides") or {}), "num_classes": 0}
         module = create_model(meta["model"], **overrides)
-        prefix = "model.encoder."
+        prefix = {"pretrain": "model.encoder.", "contrastive": "model."}[kind]
         enc_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         missing, unexpected = module.load_state_dict(enc_state, strict=False)
         missing = [k for k in missing if not k.startswith("head.")]
     else:
         raise CheckpointError(
-            f"{path}: checkpoint kind {kind!r}; expected 'finetune' or 'pretrain'")
+            f"{path}: checkpoint kind {kind!r}; expected 'finetune', 'pretrain' or 'contrastive'")
     if missing:
         raise CheckpointError(f"{path}: weights missing for {len(missing)} tensors of "
                               f"{meta.get('model')!r}: {missing[:5]}")

@@ -8,8 +8,9 @@ per-stage embeddings pool each stage's intermediate features and concatenate the
   as ``encoder.head`` (``num_classes=0`` gives the pooled embedding). Regression is the same
   head with ``num_classes = number of targets`` (train with MSE); :class:`RegressionHead`
   is that, named.
-* :class:`ProjectionHead` + :func:`nt_xent_loss` — SimCLR-style contrastive option; the
-  loss builds its masks on the inputs' device (no hard-coded CUDA).
+* :class:`ProjectionHead` + :func:`nt_xent_loss` — SimCLR-style contrastive pretraining
+  (:class:`~swiftlib.tasks.contrastive.ContrastiveTask`); the loss builds its masks on the
+  inputs' device (no hard-coded CUDA) and can leave same-subject rows out of the negatives.
 """
 
 from __future__ import annotations
@@ -105,16 +106,22 @@ class RegressionHead(ClassifierHead):
 class ProjectionHead(nn.Module):
     """SimCLR projection MLP: pooled ``(B, C)`` (or features ``(B, C, ...)``) → ``(B, out_dim)``.
 
-    Linear → BatchNorm → ReLU → Linear (Chen et al. 2020).
+    Linear → BatchNorm → ReLU → Linear (Chen et al. 2020). ``track_running_stats=False``
+    normalises with the statistics of the batch in evaluation too (the head then needs
+    batches of ≥ 2): for a head whose only use is a batch-level loss such as NT-Xent, so that
+    validation scores the function training optimises. Pooled encoder embeddings share a
+    large common component; running statistics of a short run leave part of it in, and
+    every cosine similarity comes out ≈ 1.
     """
 
-    def __init__(self, in_features: int, hidden_dim: int = 512, out_dim: int = 128) -> None:
+    def __init__(self, in_features: int, hidden_dim: int = 512, out_dim: int = 128,
+                 track_running_stats: bool = True) -> None:
         super().__init__()
         if min(in_features, hidden_dim, out_dim) < 1:
             raise ValueError(f"in_features ({in_features}), hidden_dim ({hidden_dim}) and "
                              f"out_dim ({out_dim}) must be ≥ 1")
         self.fc1 = nn.Linear(in_features, hidden_dim)
-        self.bn = nn.BatchNorm1d(hidden_dim)
+        self.bn = nn.BatchNorm1d(hidden_dim, track_running_stats=track_running_stats)
         self.act = nn.ReLU(inplace=True)
         self.fc2 = nn.Linear(hidden_dim, out_dim)
 
@@ -123,13 +130,18 @@ class ProjectionHead(nn.Module):
         return self.fc2(self.act(self.bn(self.fc1(x))))  # (B, out_dim)
 
 
-def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1,
+                 groups: Sequence | torch.Tensor | None = None) -> torch.Tensor:
     """NT-Xent (normalised temperature-scaled cross entropy) between two views.
 
     Args:
-        z1, z2: ``(B, E)`` embeddings of the same B samples under two augmentations; row i of
-            ``z1`` and row i of ``z2`` are the positive pair, all other 2B-2 rows negatives.
+        z1, z2: ``(B, E)`` embeddings of the same B samples under two views; row i of ``z1``
+            and row i of ``z2`` are the positive pair, all other 2B-2 rows negatives.
         temperature: softmax temperature (> 0).
+        groups: optional ``(B,)`` group of each sample (e.g. subject ids): rows of the anchor's
+            own group other than its positive — another pair of the same subject in the batch,
+            a false negative — leave its softmax. None: every other row is a negative (SimCLR,
+            SwiFT v1).
 
     Returns:
         scalar loss, averaged over the 2B anchors. Works on any device and dtype.
@@ -145,10 +157,27 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -
     B = z1.shape[0]
     z = F.normalize(torch.cat([z1, z2], dim=0).float(), dim=1)  # (2B, E)
     sim = z @ z.t() / temperature  # (2B, 2B)
-    self_mask = torch.eye(2 * B, dtype=torch.bool, device=z.device)
-    sim = sim.masked_fill(self_mask, float("-inf"))
     targets = torch.cat([torch.arange(B, 2 * B), torch.arange(0, B)]).to(z.device)  # (2B,)
+    drop = torch.eye(2 * B, dtype=torch.bool, device=z.device)  # (2B, 2B) self-similarity
+    if groups is not None:
+        g = _group_codes(groups, B).to(z.device).repeat(2)  # (2B,)
+        same = g[:, None] == g[None, :]  # (2B, 2B)
+        same[torch.arange(2 * B, device=z.device), targets] = False  # keep each anchor's positive
+        drop |= same
+    sim = sim.masked_fill(drop, float("-inf"))
     return F.cross_entropy(sim, targets)
+
+
+def _group_codes(groups: Sequence | torch.Tensor, n: int) -> torch.Tensor:
+    """``(n,)`` integer codes of ``groups`` (any hashable values, or a tensor)."""
+    if isinstance(groups, torch.Tensor):
+        codes = groups.reshape(-1).long()
+    else:
+        index: dict = {}
+        codes = torch.tensor([index.setdefault(v, len(index)) for v in groups], dtype=torch.long)
+    if codes.numel() != n:
+        raise ValueError(f"groups has {codes.numel()} entries; expected one per sample ({n})")
+    return codes
 
 
 class NTXentLoss(nn.Module):

@@ -198,9 +198,10 @@ def load_encoder_weights(encoder: nn.Module, path, model_name: str, model_overri
             f"this run builds {model_name!r} with {model_overrides or {}} — use the same preset and options"
         )
     check_contract(meta.get("contract"), contract or {}, what="this run's data", template_mismatch=template_mismatch)
-    prefix = {"pretrain": "model.encoder.", "finetune": "model."}.get(meta.get("kind"))
+    prefix = {"pretrain": "model.encoder.", "finetune": "model.", "contrastive": "model."}.get(meta.get("kind"))
     if prefix is None:
-        raise CheckpointError(f"{path}: unknown checkpoint kind {meta.get('kind')!r}; expected pretrain or finetune")
+        raise CheckpointError(f"{path}: unknown checkpoint kind {meta.get('kind')!r}; expected pretrain, "
+                              "contrastive or finetune")
     enc_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     own = encoder.state_dict()
     head_keys = {k for k in own if k.startswith("head.")}

@@ -8,14 +8,17 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from swiftlib.data.datamodule import DataConfig
+from swiftlib.tasks.contrastive import ContrastiveConfig
 from swiftlib.tasks.finetune import FinetuneConfig
 from swiftlib.tasks.pretrain import PretrainConfig
 from swiftlib.utils.config import ConfigError, config_from_dict, config_to_dict
 from swiftlib.utils.validation import did_you_mean
 
-__all__ = ["TrainerConfig", "FitConfig", "PRECISIONS", "STRATEGIES"]
+__all__ = ["TrainerConfig", "FitConfig", "KINDS", "PRECISIONS", "STRATEGIES"]
 
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true")
+# run kind -> its task's config: SimMIM pretraining, contrastive (NT-Xent) pretraining, fine-tuning
+KINDS = {"pretrain": PretrainConfig, "contrastive": ContrastiveConfig, "finetune": FinetuneConfig}
 STRATEGIES = ("auto", "single", "ddp", "ddp_spawn", "deepspeed_stage_1", "deepspeed_stage_2",
               "deepspeed_stage_2_offload", "deepspeed_stage_3", "deepspeed_stage_3_offload")
 
@@ -63,18 +66,19 @@ class TrainerConfig:
 
 @dataclass
 class FitConfig:
-    """One training run: ``kind`` selects the task (``pretrain`` = SimMIM, ``finetune``)."""
+    """One training run: ``kind`` selects the task (``pretrain`` = SimMIM, ``contrastive`` =
+    NT-Xent between two windows of a subject, ``finetune``)."""
 
-    kind: Literal["pretrain", "finetune"] = "finetune"
+    kind: Literal["pretrain", "contrastive", "finetune"] = "finetune"
     run_dir: str = "papermill_runs/fit"
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
-    task: PretrainConfig | FinetuneConfig = field(default_factory=FinetuneConfig)
+    task: PretrainConfig | ContrastiveConfig | FinetuneConfig = field(default_factory=FinetuneConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     resume_from: str | None = None  # exact continuation of an interrupted run (its last.ckpt)
 
     def __post_init__(self):
-        want = PretrainConfig if self.kind == "pretrain" else FinetuneConfig
+        want = KINDS[self.kind]
         if isinstance(self.task, dict):
             self.task = want.from_dict(self.task)
         if not isinstance(self.task, want):
@@ -95,16 +99,18 @@ class FitConfig:
                 raise ConfigError(f"data.label={self.data.label!r} but task.label={self.task.label!r}; make them equal")
         elif self.data.label is not None:
             self.data = dataclasses.replace(self.data, label=None)
+        if self.data.pairs != (self.kind == "contrastive"):  # contrastive batches hold pairs of windows
+            self.data = dataclasses.replace(self.data, pairs=self.kind == "contrastive")
 
     @classmethod
     def from_dict(cls, d: dict) -> FitConfig:
         d = dict(d)
         kind = d.get("kind", "finetune")
-        if kind not in ("pretrain", "finetune"):
-            raise ConfigError(f"kind={kind!r}: expected 'pretrain' or 'finetune'")
+        if kind not in KINDS:
+            raise ConfigError(f"kind={kind!r}: expected one of {sorted(KINDS)}{did_you_mean(str(kind), KINDS)}")
         task = d.pop("task", {})
         if isinstance(task, dict):
-            task = (PretrainConfig if kind == "pretrain" else FinetuneConfig).from_dict(task)
+            task = KINDS[kind].from_dict(task)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:

@@ -48,11 +48,14 @@ class RunResult:
 
 
 def monitor_for(cfg: FitConfig, label_task: str | None = None) -> tuple[str, str]:
+    from swiftlib.tasks.contrastive import CONTRASTIVE_MONITOR
     from swiftlib.tasks.finetune import MONITOR
     from swiftlib.tasks.pretrain import PRETRAIN_MONITOR
 
     if cfg.kind == "pretrain":
         return PRETRAIN_MONITOR
+    if cfg.kind == "contrastive":
+        return CONTRASTIVE_MONITOR
     return MONITOR[label_task or cfg.task.task]
 
 
@@ -89,7 +92,9 @@ def _prepare_task_config(cfg: FitConfig, dm) -> None:
 def planned_steps(cfg: FitConfig, num_train_windows: int) -> int:
     """Optimiser steps the run will take (sets the LR schedule's length)."""
     t, d = cfg.trainer, cfg.data
-    batches = math.ceil(math.ceil(num_train_windows / t.world_size) / d.per_device_batch_size)
+    per_rank = math.ceil(num_train_windows / t.world_size)
+    # contrastive pairs: the train loader drops a partial last batch
+    batches = per_rank // d.per_device_batch_size if d.pairs else math.ceil(per_rank / d.per_device_batch_size)
     lim = t.limit_train_batches
     batches = min(batches, lim) if isinstance(lim, int) else max(1, int(batches * lim))
     per_epoch = math.ceil(batches / t.accumulate_grad_batches)
@@ -131,7 +136,7 @@ def _check_resume(cfg: FitConfig) -> None:
                 "checkpoint folder a DeepSpeed run writes (checkpoints/last.ckpt/); to start from these weights use "
                 "task.init_from")
         meta = read_checkpoint(p).get(CHECKPOINT_KEY) or {}
-    kind = {"pretrain": "pretrain", "finetune": "finetune"}.get(meta.get("kind"))
+    kind = {"pretrain": "pretrain", "contrastive": "contrastive", "finetune": "finetune"}.get(meta.get("kind"))
     if kind != cfg.kind or meta.get("model") != cfg.task.model:
         raise CheckpointError(
             f"resume_from={str(p)!r} is a {meta.get('kind') or 'non-swiftlib'} checkpoint of model {meta.get('model')!r}; "
@@ -234,6 +239,7 @@ def fit(cfg: FitConfig | dict, callbacks=(), strategy_cls=None, test: bool = Tru
     import yaml
 
     from swiftlib.data.datamodule import FMRIDataModule
+    from swiftlib.tasks.contrastive import ContrastiveTask
     from swiftlib.tasks.finetune import FinetuneTask
     from swiftlib.tasks.pretrain import SimMIMTask
 
@@ -251,7 +257,9 @@ def fit(cfg: FitConfig | dict, callbacks=(), strategy_cls=None, test: bool = Tru
     dm.setup("fit")
     _prepare_task_config(cfg, dm)
     monitor = monitor_for(cfg, dm.label_task)
-    task = SimMIMTask(cfg.task) if cfg.kind == "pretrain" else FinetuneTask(cfg.task)
+    task = {"pretrain": SimMIMTask, "contrastive": ContrastiveTask, "finetune": FinetuneTask}[cfg.kind](cfg.task)
+    # results.json kinds are stages: a contrastive run is a pretraining run (parameters.kind says which)
+    results_kind = "pretrain" if cfg.kind == "contrastive" else cfg.kind
     outputs_cb = RunOutputs(run_dir)
     trainer, ckpt_cb, last_cb = build_trainer(cfg, run_dir, monitor, [outputs_cb, *callbacks], strategy_cls)
     if trainer.is_global_zero:
@@ -278,7 +286,7 @@ def fit(cfg: FitConfig | dict, callbacks=(), strategy_cls=None, test: bool = Tru
         for split in ("val", "test"):
             if split == "test" and not test:
                 continue
-            if cfg.kind == "pretrain" and split == "test":
+            if cfg.kind in ("pretrain", "contrastive") and split == "test":  # pretraining tasks score splits in validate
                 outputs_cb.enabled = False  # reconstructions.pt keeps the validation windows
                 out = eval_trainer.validate(eval_task, dataloaders=dm.test_dataloader(), ckpt_path=eval_ckpt,
                                             verbose=False)
@@ -297,13 +305,13 @@ def fit(cfg: FitConfig | dict, callbacks=(), strategy_cls=None, test: bool = Tru
         artifacts.update(last_checkpoint=last_cb.best_model_path or None)
         timings["total_s"] = time.perf_counter() - t0
         if trainer.is_global_zero:
-            save_results(run_dir, cfg.kind, metrics, cfg.to_dict(), artifacts, timings, status="failed", error=error,
+            save_results(run_dir, results_kind, metrics, cfg.to_dict(), artifacts, timings, status="failed", error=error,
                          extra={"monitor": monitor[0]})
         raise TrainingError(f"run {run_dir} failed: {error}") from e
     timings["total_s"] = time.perf_counter() - t0
     results_path = None
     if trainer.is_global_zero:
-        results_path = save_results(run_dir, cfg.kind, metrics, cfg.to_dict(), artifacts, timings,
+        results_path = save_results(run_dir, results_kind, metrics, cfg.to_dict(), artifacts, timings,
                                     extra={"monitor": monitor[0]})
     log.info("run %s: %s", run_dir, {k: round(v, 4) for k, v in metrics.items()})
     return RunResult(run_dir, status, metrics, artifacts.get("best_checkpoint"), artifacts.get("last_checkpoint"),
