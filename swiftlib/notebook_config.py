@@ -107,12 +107,14 @@ _PARAMETERS = {"pretrain": _PretrainParameters, "finetune": _FinetuneParameters}
 DESTINATIONS: dict[str, tuple[tuple[str, ...], ...]] = {
     "seed": (("seed",), ("task", "seed")),
     **{name: (("data", name),) for name in (
-        "store_path", "splits_dir", "sequence_length", "windows_per_subject", "eval_stride_between_seq",
-        "batch_size", "num_workers", "pin_memory", "dataset_weights", "few_shot_n")},
+        "store_path", "splits_dir", "sequence_length", "windows_per_subject",
+        "eval_stride_between_seq", "batch_size", "num_workers", "pin_memory", "dataset_weights",
+        "few_shot_n")},
     **{name: (("task", name),) for name in (
-        "model", "model_overrides", "init_from", "mask_ratio", "mask_strategy", "label", "task", "mode",
-        "unfreeze_fraction", "head", "head_dropout", "label_smoothing")},
-    **{name: (("task", "optim", name),) for name in ("lr", "weight_decay", "warmup_fraction", "layer_decay")},
+        "model", "model_overrides", "init_from", "mask_ratio", "mask_strategy", "label", "task",
+        "mode", "unfreeze_fraction", "head", "head_dropout", "label_smoothing")},
+    **{name: (("task", "optim", name),) for name in (
+        "lr", "weight_decay", "warmup_fraction", "layer_decay")},
     **{name: (("trainer", name),) for name in (
         "max_epochs", "max_steps", "accelerator", "devices", "num_nodes", "strategy", "precision",
         "accumulate_grad_batches", "enable_progress_bar", "checkpoint_every_n_steps")},
@@ -141,7 +143,7 @@ def _stores(value):
     return paths[0] if len(paths) == 1 else tuple(paths)
 
 
-#: The placeholder conversions (see the module docstring); ``unfreeze_fraction`` depends on ``mode``.
+#: The placeholder conversions (module docstring); ``unfreeze_fraction`` depends on ``mode``.
 _CONVERT = {
     "windows_per_subject": _zero_is_none,
     "few_shot_n": _zero_is_none,
@@ -174,7 +176,8 @@ def fit_config(kind: str, run_dir, **parameters):
         raise ConfigError(f"fit_config kind={kind!r}: expected one of {sorted(_PARAMETERS)}")
     other = next(k for k in _PARAMETERS if k != kind)
     own = {f.name for f in dataclasses.fields(_PARAMETERS[kind])}
-    foreign = sorted((set(parameters) - own) & {f.name for f in dataclasses.fields(_PARAMETERS[other])})
+    theirs = {f.name for f in dataclasses.fields(_PARAMETERS[other])}
+    foreign = sorted((set(parameters) - own) & theirs)
     if foreign:
         raise ConfigError(f"fit_config({kind!r}): {', '.join(map(repr, foreign))} only appl"
                           f"{'ies' if len(foreign) == 1 else 'y'} to kind {other!r}; "
@@ -186,9 +189,10 @@ def fit_config(kind: str, run_dir, **parameters):
         if name in values:
             values[name] = convert(values[name])
     if "unfreeze_fraction" in values and values.get("mode", "full") != "unfreeze":
-        values["unfreeze_fraction"] = None  # only read in mode unfreeze; the config refuses it elsewhere
+        values["unfreeze_fraction"] = None  # read in mode unfreeze only; refused elsewhere
 
-    tree: dict = {"kind": kind, "run_dir": str(run_dir), "data": {}, "task": {"optim": {}}, "trainer": {}}
+    tree: dict = {"kind": kind, "run_dir": str(run_dir), "data": {}, "task": {"optim": {}},
+                  "trainer": {}}
     for name, value in values.items():
         for *sections, key in DESTINATIONS[name]:
             node = tree
@@ -197,7 +201,8 @@ def fit_config(kind: str, run_dir, **parameters):
             node[key] = value
     optim = tree["task"].pop("optim")
     if optim:  # on top of the kind's own optimiser defaults (pretraining has its own learning rate)
-        tree["task"]["optim"] = {**FitConfig.from_dict({"kind": kind}).task.optim.to_dict(), **optim}
+        defaults = FitConfig.from_dict({"kind": kind}).task.optim.to_dict()
+        tree["task"]["optim"] = {**defaults, **optim}
     return FitConfig.from_dict(tree)
 
 

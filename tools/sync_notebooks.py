@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = ROOT / "notebooks"
 
 #: ``name: type = literal  # help`` (papermill reads the help from the comment; no ``=`` in it)
-PARAMETER_LINE = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*): (?P<type>\w+) = (?P<value>.+?)\s+#\s*(?P<help>\S.*)$")
+PARAMETER_LINE = re.compile(
+    r"^(?P<name>[a-z_][a-z0-9_]*): (?P<type>\w+) = (?P<value>.+?)\s+#\s*(?P<help>\S.*)$")
 NAME = re.compile(r"\d\d_[a-z0-9]+(_[a-z0-9]+)*\.ipynb")
 
 
@@ -39,7 +40,8 @@ def notebook_paths(paths=None) -> list[Path]:
     under ``notebooks/`` (including one that exists only as a ``.py`` twin so far)."""
     if paths:
         return sorted({Path(p).resolve().with_suffix(".ipynb") for p in paths})
-    found = set(NOTEBOOKS.glob("0*/*.ipynb")) | {p.with_suffix(".ipynb") for p in NOTEBOOKS.glob("0*/*.py")}
+    found = set(NOTEBOOKS.glob("0*/*.ipynb"))
+    found |= {p.with_suffix(".ipynb") for p in NOTEBOOKS.glob("0*/*.py")}
     return sorted(found)
 
 
@@ -51,18 +53,21 @@ def _rel(path: Path) -> str:
 
 
 def _cells(nb) -> list[tuple[str, str, tuple]]:
-    return [(c.cell_type, c.source.strip("\n"), tuple(c.metadata.get("tags", ()))) for c in nb.cells]
+    return [(c.cell_type, c.source.strip("\n"), tuple(c.metadata.get("tags", ())))
+            for c in nb.cells]
 
 
 def pair_differences(ipynb: Path) -> list[str]:
-    """How the ``.ipynb`` and its ``.py`` twin differ (cell types, sources, tags); ``[]`` when in step."""
+    """How the ``.ipynb`` and its ``.py`` twin differ (cell types, sources, tags); ``[]`` when
+    they are in step."""
     import jupytext
     import nbformat
 
     twin = ipynb.with_suffix(".py")
     missing = [p for p in (ipynb, twin) if not p.is_file()]
     if missing:
-        return [f"{_rel(p)} is missing: run `make notebooks` to create it from its pair" for p in missing]
+        return [f"{_rel(p)} is missing: run `make notebooks` to create it from its pair"
+                for p in missing]
     a = _cells(nbformat.read(str(ipynb), as_version=4))
     b = _cells(jupytext.read(str(twin), fmt="py:percent"))
     if a == b:
@@ -90,7 +95,8 @@ def house_rules(ipynb: Path) -> list[str]:
     markdown = [c for c in nb.cells if c.cell_type == "markdown"]
     for i, c in enumerate(nb.cells):
         if c.cell_type == "code" and (c.outputs or c.execution_count is not None):
-            problems.append(f"{rel}: cell {i} has outputs or an execution count; run `make notebooks` to strip them")
+            problems.append(f"{rel}: cell {i} has outputs or an execution count; "
+                            "run `make notebooks` to strip them")
     for i, c in enumerate(nb.cells):
         if c.cell_type != "code":
             continue
@@ -99,19 +105,22 @@ def house_rules(ipynb: Path) -> list[str]:
         except SyntaxError as e:
             problems.append(f"{rel}: cell {i} is not valid Python ({e.msg}, line {e.lineno})")
             continue
-        defined = [n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+        defined = [n.name for n in ast.walk(tree)
+                   if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
         if defined:
-            problems.append(f"{rel}: cell {i} defines {', '.join(defined)}: move def/class into the swiftlib package")
+            problems.append(f"{rel}: cell {i} defines {', '.join(defined)}: "
+                            "move def/class into the swiftlib package")
 
     # markdown explains: a title with what and why, and prose between the code
     title = nb.cells[0] if nb.cells else None
     if title is None or title.cell_type != "markdown" or not title.source.startswith("# "):
         problems.append(f"{rel}: the first cell must be a markdown title ('# ...')")
     elif len([line for line in title.source.splitlines()[1:] if line.strip()]) < 2:
-        problems.append(f"{rel}: the title cell must say what the notebook does and why (a few lines under the title)")
+        problems.append(f"{rel}: the title cell must say what the notebook does and why "
+                        "(a few lines under the title)")
     if len(markdown) * 4 < len(code):
         problems.append(f"{rel}: {len(code)} code cells but {len(markdown)} markdown cells; "
-                        "explain each step in markdown (at least one markdown cell per four code cells)")
+                        "explain each step in markdown (one markdown cell per four code cells)")
 
     # one parameters cell of typed literals, each with a help comment
     tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
@@ -122,12 +131,15 @@ def house_rules(ipynb: Path) -> list[str]:
     for line in nb.cells[tagged[0]].source.splitlines():
         m = PARAMETER_LINE.match(line)
         if not m:
-            problems.append(f"{rel}: parameter line must read 'name: type = literal  # help': {line!r}")
+            problems.append(
+                f"{rel}: parameter line must read 'name: type = literal  # help': {line!r}")
             continue
         if m["type"] not in TYPES:
-            problems.append(f"{rel}: parameter {m['name']}: type {m['type']!r} is not one of {TYPES}")
+            problems.append(
+                f"{rel}: parameter {m['name']}: type {m['type']!r} is not one of {TYPES}")
         if "=" in m["help"]:
-            problems.append(f"{rel}: parameter {m['name']}: papermill cannot read a help comment containing '='")
+            problems.append(f"{rel}: parameter {m['name']}: "
+                            "papermill cannot read a help comment containing '='")
         try:
             ast.literal_eval(m["value"])
         except (ValueError, SyntaxError):
@@ -135,29 +147,36 @@ def house_rules(ipynb: Path) -> list[str]:
         names.append(m["name"])
     params = notebook_parameters(ipynb)
     if list(params) != names:
-        problems.append(f"{rel}: papermill reads parameters {list(params)}, the cell declares {names}")
+        problems.append(
+            f"{rel}: papermill reads parameters {list(params)}, the cell declares {names}")
     if "run_dir" not in params or params["run_dir"].default != "":
-        problems.append(f"{rel}: needs the parameter run_dir: str = \"\"  # ... (swiftlib run fills it in)")
+        problems.append(
+            f"{rel}: needs the parameter run_dir: str = \"\"  # ... (swiftlib run fills it in)")
 
     # imports print the version; the last code cell saves the results
     if not any("nb.setup()" in c.source or "__version__" in c.source for c in code[:2]):
-        problems.append(f"{rel}: the imports cell must print the swiftlib version (print(\"swiftlib\", nb.setup()))")
+        problems.append(f"{rel}: the imports cell must print the swiftlib version "
+                        "(print(\"swiftlib\", nb.setup()))")
     if not code or "save_results(" not in code[-1].source:
         problems.append(f"{rel}: the last code cell must call nb.save_results(...)")
 
     # every parameter has an effect; run settings go to nb.fit_config under their own names
     later = [ast.parse(c.source) for c in nb.cells[tagged[0] + 1:] if c.cell_type == "code"]
-    read = {n.id for tree in later for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    read = {n.id for tree in later for n in ast.walk(tree)
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
     unused = [n for n in names if n not in read]
     if unused:
-        problems.append(f"{rel}: parameters {unused} are never read after the parameters cell (no effect)")
+        problems.append(
+            f"{rel}: parameters {unused} are never read after the parameters cell (no effect)")
     for tree in later:
         for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
             if isinstance(call.func, ast.Attribute) and call.func.attr == "fit_config":
                 renamed = [kw.arg for kw in call.keywords
-                           if not (isinstance(kw.value, ast.Name) and kw.value.id == kw.arg and kw.arg in params)]
+                           if not (isinstance(kw.value, ast.Name) and kw.value.id == kw.arg
+                                   and kw.arg in params)]
                 if renamed:
-                    problems.append(f"{rel}: pass parameters to nb.fit_config unchanged (name=name), not {renamed}")
+                    problems.append(f"{rel}: pass parameters to nb.fit_config unchanged "
+                                    f"(name=name), not {renamed}")
     return problems
 
 
@@ -179,8 +198,10 @@ def sync(ipynb: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("notebooks", nargs="*", help="notebooks to sync (either file of a pair); default: all")
-    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 on any difference or violation")
+    parser.add_argument("notebooks", nargs="*",
+                        help="notebooks to sync (either file of a pair); default: all")
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 on any difference or violation")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))  # this checkout's swiftlib, also when it is not installed
     problems = []

@@ -17,7 +17,7 @@ import pytest
 from tests.notebooks.test_notebooks import ROOT, sync_tool
 
 NOTEBOOK = "notebooks/01_data/03_explore_cohort.ipynb"
-NEW_MARKDOWN = "## Frames per subject\nHow many frames each scan holds (all equal in a synthetic cohort)."
+NEW_MARKDOWN = "## Frames per subject\nHow many frames each scan holds (all equal here)."
 NEW_CODE = "frames = {s: store.num_frames(s) for s in store.subject_ids[:3]}\nframes"
 
 
@@ -53,7 +53,8 @@ def _session(nb, new_cells) -> None:
         cell.execution_count = n + 1
         cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"output {n}\n")]
         cell.metadata["scrolled"] = True
-    nb.metadata["language_info"] = {"name": "python", "version": "3.11.2", "mimetype": "text/x-python"}
+    nb.metadata["language_info"] = {"name": "python", "version": "3.11.2",
+                                    "mimetype": "text/x-python"}
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
     at = len(nb.cells) - 1  # before save_results, which stays last
     nb.cells[at:at] = new_cells
@@ -71,12 +72,15 @@ def test_a_jupyterlab_save_then_make_notebooks_keeps_the_pair_in_step(checkout):
 
     assert sync_tool.main([str(ipynb)]) == 0  # make notebooks
     synced = nbformat.read(str(ipynb), as_version=4)
-    assert all(c.outputs == [] and c.execution_count is None for c in synced.cells if c.cell_type == "code")
-    assert synced.metadata["language_info"] == {"name": "python"} and "widgets" not in synced.metadata
+    code = [c for c in synced.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] and c.execution_count is None for c in code)
+    assert synced.metadata["language_info"] == {"name": "python"}
+    assert "widgets" not in synced.metadata
     assert not any("scrolled" in c.metadata for c in synced.cells)
     assert [c.source for c in synced.cells[-3:-1]] == [NEW_MARKDOWN, NEW_CODE]
     assert sync_tool.pair_differences(ipynb) == [] and sync_tool.house_rules(ipynb) == []
-    assert twin.stat().st_mtime >= ipynb.stat().st_mtime  # JupyterLab reads the inputs from the twin
+    # JupyterLab takes the inputs from the twin: it must not be older than the .ipynb
+    assert twin.stat().st_mtime >= ipynb.stat().st_mtime
     # a second run changes nothing
     before = ipynb.read_text(), twin.read_text()
     assert sync_tool.main([str(ipynb)]) == 0 and (ipynb.read_text(), twin.read_text()) == before
@@ -104,7 +108,8 @@ def test_a_broken_rule_saved_from_jupyterlab_is_reported_by_name(checkout, capsy
     assert sync_tool.main([str(ipynb)]) == 1
     err = capsys.readouterr().err
     assert "defines helper: move def/class into the swiftlib package" in err
-    assert sync_tool.pair_differences(ipynb) == []  # synced all the same: the twin shows the cell to review
+    # synced all the same: the twin shows the cell to review
+    assert sync_tool.pair_differences(ipynb) == []
     assert "def helper(x):" in jupytext.read(str(ipynb.with_suffix(".py"))).cells[-2].source
 
 
@@ -131,5 +136,7 @@ def test_the_environments_jupyterlab_pairs_notebooks():
     import sys
 
     config = Path(sys.prefix) / "etc" / "jupyter" / "jupyter_server_config.d" / "jupytext.json"
-    assert json.loads(config.read_text())["ServerApp"]["jpserver_extensions"]["jupyterlab_jupytext"] is True
-    assert (Path(sys.prefix) / "share" / "jupyter" / "labextensions" / "jupyterlab-jupytext" / "package.json").is_file()
+    extensions = json.loads(config.read_text())["ServerApp"]["jpserver_extensions"]
+    assert extensions["jupyterlab_jupytext"] is True
+    lab = Path(sys.prefix) / "share" / "jupyter" / "labextensions" / "jupyterlab-jupytext"
+    assert (lab / "package.json").is_file()
