@@ -41,6 +41,10 @@ _LAZY = {
     "MixingSampler": "swiftlib.data.mixing",
     "DataConfig": "swiftlib.data.datamodule",
     "FMRIDataModule": "swiftlib.data.datamodule",
+    "PairDataset": "swiftlib.data.pairs",
+    "Layout": "swiftlib.data.layouts",
+    "get_layout": "swiftlib.data.layouts",
+    "list_layouts": "swiftlib.data.layouts",
 }
 
 __all__ = [
