@@ -63,7 +63,8 @@ def executed(synth_store, tmp_path_factory):
 
     out = run_notebook(EXPLORE, run_dir=tmp_path_factory.mktemp("browser") / "explore",
                        parameters={"store_path": str(synth_store.root)},
-                       params_file=ROOT / "notebooks" / "params" / "ci.yaml", progress=False, log_output=False)
+                       params_file=ROOT / "notebooks" / "params" / "ci.yaml", progress=False,
+                       log_output=False)
     assert out.status == "ok", out.error
     return out.executed
 
@@ -80,17 +81,18 @@ def _stop(proc: subprocess.Popen) -> None:
 def _serve_lab(root_dir: Path, log: Path, *options: str):
     """JupyterLab serving ``root_dir`` on a free port: yields ``(base_url, token)``."""
     port, token = _free_port(), "swiftlib-browser-test"
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip", "127.0.0.1", "--port", str(port),
-           f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root_dir}",
-           "--ServerApp.allow_root=True", "--LabApp.news_url=", "--LabServerApp.app_settings_dir=" + str(log.parent / ".lab-settings"),
-           *options]
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip", "127.0.0.1",
+           "--port", str(port), f"--IdentityProvider.token={token}",
+           f"--ServerApp.root_dir={root_dir}", "--ServerApp.allow_root=True", "--LabApp.news_url=",
+           f"--LabServerApp.app_settings_dir={log.parent / '.lab-settings'}", *options]
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=root_dir)
     try:
         deadline = time.monotonic() + 60
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/status?token={token}", timeout=2) as r:
+                status = f"http://127.0.0.1:{port}/api/status?token={token}"
+                with urllib.request.urlopen(status, timeout=2) as r:
                     if r.status == 200:
                         break
             except OSError:
@@ -115,8 +117,8 @@ def test_jupyterlab_renders_the_executed_notebook_and_its_plotly_figure(lab, exe
     url, log = lab
     chromium = _chromium()
     shot = executed.parent / "jupyterlab.png"
-    out = subprocess.run([chromium, *CHROMIUM_FLAGS, "--window-size=1400,1800", "--virtual-time-budget=30000",
-                          f"--screenshot={shot}", "--dump-dom", url],
+    out = subprocess.run([chromium, *CHROMIUM_FLAGS, "--window-size=1400,1800",
+                          "--virtual-time-budget=30000", f"--screenshot={shot}", "--dump-dom", url],
                          capture_output=True, text=True, timeout=180)
     dom = out.stdout
     assert out.returncode == 0, out.stderr[-2000:]
@@ -140,6 +142,10 @@ def test_jupyterlab_renders_the_executed_notebook_and_its_plotly_figure(lab, exe
 PAIR = "notebooks/01_data/03_explore_cohort"
 NEW_CELL = "frames_per_subject = 2 * 3\nframes_per_subject"
 
+#: Resolves once JupyterLab has loaded and restored its layout (evaluated with retries).
+READY = ("(async () => { while (!window.jupyterapp) { await new Promise(r => setTimeout(r, 250)); }"
+         " await window.jupyterapp.restored; return true; })()")
+
 #: Runs in the page: wait for the notebook and its kernel, add a cell above the closing
 #: save_results cell, run it, save with JupyterLab's own command, report what the page holds.
 EDIT_RUN_SAVE = """
@@ -155,9 +161,14 @@ EDIT_RUN_SAVE = """
     tick();
   });
   const app = await wait(() => window.jupyterapp);
-  const panel = await wait(() => Array.from(app.shell.widgets('main')).find(w => w.content && w.content.widgets));
+  await app.restored;
+  const panel = await wait(() => Array.from(app.shell.widgets('main'))
+                                      .find(w => w.content && w.content.widgets));
   await panel.context.ready;
   await panel.sessionContext.ready;
+  await wait(() => panel.sessionContext.session?.kernel?.status === 'idle');
+  app.shell.activateById(panel.id);  // the notebook commands act on the current notebook
+  await wait(() => app.shell.currentWidget === panel);
   const notebook = panel.content;
   const at = notebook.widgets.length - 1;
   notebook.activeCellIndex = at - 1;
@@ -180,32 +191,41 @@ def _devtools_page(chromium: str, url: str, profile: Path):
     import websocket  # websocket-client, a jupyter_server dependency
 
     port = _free_port()
-    proc = subprocess.Popen([chromium, *CHROMIUM_FLAGS, "--window-size=1400,1800", f"--remote-debugging-port={port}",
-                             "--remote-allow-origins=*", f"--user-data-dir={profile}", url],
+    proc = subprocess.Popen([chromium, *CHROMIUM_FLAGS, "--window-size=1400,1800",
+                             f"--remote-debugging-port={port}", "--remote-allow-origins=*",
+                             f"--user-data-dir={profile}", url],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline, pages = time.monotonic() + 60, []
         while not pages:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2) as r:
-                    pages = [t for t in json.load(r) if t.get("type") == "page" and "/lab" in t.get("url", "")]
+                    pages = [t for t in json.load(r)
+                             if t.get("type") == "page" and "/lab" in t.get("url", "")]
             except OSError:
                 pass
             if not pages and (proc.poll() is not None or time.monotonic() > deadline):
                 pytest.fail("Chromium did not open the DevTools port")
             time.sleep(0.25)
-        ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=180, suppress_origin=True)
+        ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=180,
+                                         suppress_origin=True)
 
-        def evaluate(expression: str):
-            ws.send(json.dumps({"id": 1, "method": "Runtime.evaluate",
-                                "params": {"expression": expression, "awaitPromise": True, "returnByValue": True}}))
+        def evaluate(expression: str, retries: int = 0):
+            params = {"expression": expression, "awaitPromise": True, "returnByValue": True}
+            ws.send(json.dumps({"id": 1, "method": "Runtime.evaluate", "params": params}))
             while True:
                 reply = json.loads(ws.recv())
                 if reply.get("id") == 1:
                     break
+            if "error" in reply and retries > 0:  # e.g. a page still loading: its context went away
+                time.sleep(1)
+                return evaluate(expression, retries - 1)
+            if "error" in reply:
+                pytest.fail(f"DevTools: {reply['error']}")
             result = reply.get("result", {})
             if "exceptionDetails" in result:
-                pytest.fail(f"in the page: {result['exceptionDetails'].get('exception', {}).get('description')}")
+                error = result["exceptionDetails"].get("exception", {}).get("description")
+                pytest.fail(f"in the page: {error}")
             return result["result"].get("value")
 
         try:
@@ -216,7 +236,7 @@ def _devtools_page(chromium: str, url: str, profile: Path):
         _stop(proc)
 
 
-def test_a_notebook_saved_in_jupyterlab_is_in_step_and_follows_the_rules_after_make_notebooks(tmp_path):
+def test_a_jupyterlab_save_then_make_notebooks_keeps_the_pair_and_the_rules(tmp_path):
     import nbformat
 
     from tests.notebooks.test_notebooks import sync_tool
@@ -230,18 +250,24 @@ def test_a_notebook_saved_in_jupyterlab_is_in_step_and_follows_the_rules_after_m
     ipynb, twin = checkout / f"{PAIR}.ipynb", checkout / f"{PAIR}.py"
     log = tmp_path / "jupyterlab.log"
     with _serve_lab(checkout, log, "--LabApp.expose_app_in_browser=True") as (base, token):
-        with _devtools_page(chromium, f"{base}/lab/tree/{PAIR}.ipynb?token={token}", tmp_path / "profile") as evaluate:
+        url = f"{base}/lab/tree/{PAIR}.ipynb?token={token}"
+        with _devtools_page(chromium, url, tmp_path / "profile") as evaluate:
+            evaluate(READY, retries=30)
             page = evaluate(EDIT_RUN_SAVE.replace("NEW_CELL", json.dumps(NEW_CELL)))
-            served = log.read_text()  # before the browser closes (a closing page's kernel socket logs a traceback)
+            # read before the browser closes (a closing page's kernel socket logs a traceback)
+            served = log.read_text()
     assert page["count"] == 1 and page["kernel"] == "python3", page
     # the browser's save wrote both files of the pair
     saved = nbformat.read(str(ipynb), as_version=4)
     assert len(saved.cells) == page["cells"] and saved.cells[-2].source == NEW_CELL
-    assert saved.cells[-2].execution_count == 1 and saved.cells[-2].outputs[0]["data"]["text/plain"] == "6"
+    assert saved.cells[-2].execution_count == 1
+    assert saved.cells[-2].outputs[0]["data"]["text/plain"] == "6"
     assert NEW_CELL in twin.read_text()
     # make notebooks: outputs stripped, the pair in step, the rules hold
     assert sync_tool.main([str(ipynb)]) == 0
     synced = nbformat.read(str(ipynb), as_version=4)
-    assert all(c.outputs == [] and c.execution_count is None for c in synced.cells if c.cell_type == "code")
+    code = [c for c in synced.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] and c.execution_count is None for c in code)
     assert sync_tool.pair_differences(ipynb) == [] and sync_tool.house_rules(ipynb) == []
-    assert "Traceback" not in served and "Saving 03_explore_cohort.py in format py:percent" in served
+    assert "Saving 03_explore_cohort.py in format py:percent" in served  # jupytext wrote the twin
+    assert "Traceback" not in served
