@@ -46,7 +46,7 @@ voxel_size: float = 4.0  # mm; 4 gives a 48³ grid (CPU), 2 the real SwiFT 96³
 tr: float = 0.8  # repetition time in seconds
 num_sites: int = 3  # scanner sites (1 to 5)
 seed: int = 0  # random seed; the cohort is reproducible bit for bit
-export_nifti_dir: str = "data/demo/synthetic_bids"  # also write scans as BIDS-like NIfTI here; "" for none
+export_nifti_dir: str = "data/demo/synthetic_bids"  # also export BIDS-like NIfTI here; "" for none
 export_subjects: int = 8  # subjects exported as NIfTI (NIfTI is bulky)
 run_dir: str = ""  # results.json goes here; swiftlib run fills it in
 
@@ -54,8 +54,8 @@ run_dir: str = ""  # results.json goes here; swiftlib run fills it in
 out_dir = nb.resolve(out_dir)
 export_nifti_dir = nb.resolve(export_nifti_dir) or None
 run_dir = nb.run_dir(run_dir, "data")
-config = SyntheticConfig(num_subjects=num_subjects, num_frames=num_frames, voxel_size=voxel_size, tr=tr,
-                         num_sites=num_sites, seed=seed)
+config = SyntheticConfig(num_subjects=num_subjects, num_frames=num_frames, voxel_size=voxel_size,
+                         tr=tr, num_sites=num_sites, seed=seed)
 config
 
 # %% [markdown]
@@ -65,7 +65,7 @@ config
 #
 # | label | what differs between subjects |
 # |---|---|
-# | `sex` | left and right motor cortex fluctuate *together* (correlation 0.9) for sex 1, independently for sex 0 |
+# | `sex` | left and right motor cortex fluctuate *together* (r = 0.9) for sex 1, apart for 0 |
 # | `age` | the fluctuation *amplitude* of the precuneus grows with age |
 # | `null_label` | nothing — a negative control: any model "predicting" it is fooling us |
 #
@@ -110,5 +110,6 @@ nb.save_results(
     metrics={"data/num_subjects": len(store), "data/size_mb": summary["bytes_on_disk"] / 1e6,
              "data/num_exported": export_subjects if export_nifti_dir else 0},
     parameters=config.__dict__,
-    artifacts={"store": out_dir, "ground_truth": f"{out_dir}/ground_truth", "nifti_export": export_nifti_dir},
+    artifacts={"store": out_dir, "ground_truth": f"{out_dir}/ground_truth",
+               "nifti_export": export_nifti_dir},
 )

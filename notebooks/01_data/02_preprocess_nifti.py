@@ -20,7 +20,9 @@
 # can be written back as NIfTI later).
 #
 # **Real data** is a parameter file, never an edit of this notebook, e.g.
-# `swiftlib run notebooks/01_data/02_preprocess_nifti.ipynb -f notebooks/params/perlmutter_ukb.yaml`.
+#
+# `swiftlib run notebooks/01_data/02_preprocess_nifti.ipynb -f notebooks/params/perlmutter_ukb.yaml`
+#
 # The defaults preprocess the synthetic cohort's NIfTI export and check that the result is
 # identical, bit for bit, to the store the generator wrote directly.
 
@@ -35,19 +37,19 @@ from swiftlib.viz import data as viz
 print("swiftlib", nb.setup())
 
 # %% tags=["parameters"]
-input_path: str = "data/demo/synthetic_bids"  # a 4D NIfTI, a folder of them, or BIDS derivatives (MNI space)
+input_path: str = "data/demo/synthetic_bids"  # 4D NIfTI, a folder of them or BIDS derivatives (MNI)
 out_dir: str = "data/demo/store_from_nifti"  # store to write (a rerun resumes)
-phenotype: str = "data/demo/synthetic_bids/participants.tsv"  # phenotype table (CSV/TSV); "" for none
+phenotype: str = "data/demo/synthetic_bids/participants.tsv"  # phenotypes (CSV/TSV); "" for none
 dataset: str = "synthetic"  # dataset adapter: UKB, ABCD, HCP, ABIDE, EMBARC, synthetic, custom
 voxel_size: float = 4.0  # store voxel size in mm (SwiFT: 2)
 grid: list = [48, 48, 48]  # store grid D, H, W (SwiFT: 96, 96, 96)
-normalisation: str = "zscore_global"  # zscore_global (SwiFT), zscore_voxel, psc (percent signal change) or none
+normalisation: str = "zscore_global"  # zscore_global (SwiFT), zscore_voxel, psc (% signal) or none
 mask: str = "auto"  # brain mask: auto, mni, or the path of a mask NIfTI
 min_frames: int = 1  # refuse scans shorter than this many frames
 tr: float = 0.0  # TR in seconds; 0 reads it from the sidecar or the header
 assume_mni: bool = False  # skip the MNI-space check (you vouch for the space)
 num_jobs: int = 2  # subjects preprocessed in parallel
-compare_to_store: str = "data/demo/store_synthetic"  # check bit-identity against this store; "" to skip
+compare_to_store: str = "data/demo/store_synthetic"  # bit-identity check against it; "" to skip
 run_dir: str = ""  # results.json goes here; swiftlib run fills it in
 
 # %%
@@ -55,8 +57,9 @@ input_path, out_dir = nb.resolve(input_path), nb.resolve(out_dir)
 phenotype = nb.resolve(phenotype) or None
 compare_to_store = nb.resolve(compare_to_store)
 run_dir = nb.run_dir(run_dir, "data")
-config = PreprocessConfig(voxel_size=voxel_size, grid=tuple(grid), normalisation=normalisation, mask=mask,
-                          min_frames=min_frames, tr=tr or None, assume_mni=assume_mni, n_jobs=num_jobs)
+config = PreprocessConfig(voxel_size=voxel_size, grid=tuple(grid), normalisation=normalisation,
+                          mask=mask, min_frames=min_frames, tr=tr or None, assume_mni=assume_mni,
+                          n_jobs=num_jobs)
 config
 
 # %% [markdown]
@@ -68,7 +71,8 @@ config
 
 # %%
 report = preprocess(input_path, out_dir, phenotype=phenotype, dataset=dataset, config=config)
-print(f"written {len(report.written)}, skipped (done before) {len(report.skipped)}, failed {len(report.failed)}")
+print(f"written {len(report.written)}, skipped (done before) {len(report.skipped)}, "
+      f"failed {len(report.failed)}")
 report.failed
 
 # %%
@@ -85,8 +89,8 @@ store.summary()
 reference = open_store(compare_to_store) if compare_to_store else None
 identical = [bool(np.array_equal(store.read_subject(s), reference.read_subject(s)))
              for s in store.subject_ids] if reference is not None else []
-print(f"identical to {compare_to_store}: {sum(identical)}/{len(identical)} subjects" if reference is not None
-      else "no reference store given")
+print(f"identical to {compare_to_store}: {sum(identical)}/{len(identical)} subjects"
+      if reference is not None else "no reference store given")
 
 # %%
 subject = store.subject_ids[0]

@@ -43,7 +43,8 @@ run_dir = nb.run_dir(run_dir, "data")
 store = open_store(store_path)
 subject = subject or store.subject_ids[0]
 has_ground_truth = (Path(store_path) / "ground_truth" / "ground_truth.json").is_file()
-coords = {k: tuple(v) for k, v in coords_mm.items()} or (viz.region_centres(store) if has_ground_truth else {})
+coords = ({k: tuple(v) for k, v in coords_mm.items()}
+          or (viz.region_centres(store) if has_ground_truth else {}))
 store
 
 # %% [markdown]
@@ -97,7 +98,8 @@ viz.plot_carpet(store, subject)
 # %%
 subjects = store.subject_ids[:max_subjects] if has_ground_truth else []
 coupling = store.subjects.loc[subjects, ["sex", "site"]].assign(
-    coupling=[viz.voxel_timeseries(store, s, coords)[["sex_a", "sex_b"]].corr().iloc[0, 1] for s in subjects])
+    coupling=[viz.voxel_timeseries(store, s, coords)[["sex_a", "sex_b"]].corr().iloc[0, 1]
+              for s in subjects])
 px.strip(coupling, x="sex", y="coupling", color="site", title="sex_a–sex_b correlation per subject",
          height=360) if has_ground_truth else None
 

@@ -25,9 +25,9 @@
 # learned *mask token* for hidden patches and a light decoder back to voxels; the loss is
 # the error on masked brain voxels only.
 #
-# **Scale.** The same notebook is the multi-node job: on Perlmutter, `slurm/pretrain_deepspeed.sbatch`
-# runs it under `srun` with `strategy: deepspeed_stage_2`, `devices: 4`, `num_nodes: N`
-# (see `notebooks/params/perlmutter_ukb.yaml`).
+# **Scale.** The same notebook is the multi-node job: on Perlmutter,
+# `slurm/pretrain_deepspeed.sbatch` runs it under `srun` with `strategy: deepspeed_stage_2`,
+# `devices: 4`, `num_nodes: N` (see `notebooks/params/perlmutter_ukb.yaml`).
 
 # %%
 import pandas as pd
@@ -40,16 +40,16 @@ from swiftlib.viz import training as viz
 print("swiftlib", nb.setup())
 
 # %% tags=["parameters"]
-store_path: str = "data/demo/store_synthetic"  # store to pretrain on; several separated by commas are mixed
+store_path: str = "data/demo/store_synthetic"  # store to pretrain on; "a, b" mixes several
 dataset_weights: str = "balanced"  # mixing of several stores: balanced or proportional
 splits_dir: str = "data/demo/splits"  # split files are written here and reused
 model: str = "swift_v2_5m"  # encoder preset (swiftlib.list_models())
-model_overrides: dict = {"depths": [1, 1, 1, 1], "drop_path_rate": 0.0}  # preset fields to change; {} for none
+model_overrides: dict = {"depths": [1, 1, 1, 1], "drop_path_rate": 0.0}  # preset fields to change
 mask_ratio: float = 0.5  # fraction of mask blocks hidden (0.2 to 0.8)
 mask_strategy: str = "random"  # random, tube (same blocks in every frame) or block
 sequence_length: int = 10  # frames per window (SwiFT: 20)
 windows_per_subject: int = 1  # training windows drawn per subject and epoch; 0 for every window
-eval_stride_between_seq: float = 2.0  # val/test window step in window lengths; 2 skips every other window
+eval_stride_between_seq: float = 2.0  # val/test window step in windows; 2 skips every other
 batch_size: int = 8  # global batch: per device x devices x nodes x accumulation
 lr: float = 1.5e-3  # peak learning rate (warm-up, then cosine decay)
 weight_decay: float = 0.05  # AdamW weight decay
@@ -79,12 +79,13 @@ run_dir = nb.run_dir(run_dir, "pretrain")
 config = nb.fit_config(
     "pretrain", run_dir, seed=seed, store_path=store_path, dataset_weights=dataset_weights,
     splits_dir=splits_dir, model=model, model_overrides=model_overrides, mask_ratio=mask_ratio,
-    mask_strategy=mask_strategy, sequence_length=sequence_length, windows_per_subject=windows_per_subject,
-    eval_stride_between_seq=eval_stride_between_seq, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-    max_epochs=max_epochs, max_steps=max_steps, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
+    mask_strategy=mask_strategy, sequence_length=sequence_length,
+    windows_per_subject=windows_per_subject, eval_stride_between_seq=eval_stride_between_seq,
+    batch_size=batch_size, lr=lr, weight_decay=weight_decay, max_epochs=max_epochs,
+    max_steps=max_steps, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
     strategy=strategy, precision=precision, accumulate_grad_batches=accumulate_grad_batches,
-    num_workers=num_workers, pin_memory=pin_memory, checkpoint_every_n_steps=checkpoint_every_n_steps,
-    enable_progress_bar=enable_progress_bar,
+    num_workers=num_workers, pin_memory=pin_memory,
+    checkpoint_every_n_steps=checkpoint_every_n_steps, enable_progress_bar=enable_progress_bar,
 )
 print(yaml.safe_dump(config.to_dict(), sort_keys=False))
 
@@ -124,7 +125,7 @@ viz.plot_reconstructions(examples, index=0, num_frames=4)
 nb.save_results(
     run_dir, "pretrain", metrics=result.metrics, parameters=config.to_dict(),
     artifacts={"best_checkpoint": result.best_checkpoint, "last_checkpoint": result.last_checkpoint,
-               "tensorboard": run_dir / "tensorboard", "reconstructions": run_dir / "reconstructions.pt",
-               "config": run_dir / "config.yaml"},
+               "tensorboard": run_dir / "tensorboard", "config": run_dir / "config.yaml",
+               "reconstructions": run_dir / "reconstructions.pt"},
     extra={"monitor": result.monitor},
 )

@@ -19,7 +19,7 @@
 #
 # | mode | trained | when |
 # |---|---|---|
-# | `linear_probe` | head only (encoder frozen) | tests what pretraining learned; very few subjects |
+# | `linear_probe` | head only (encoder frozen) | what pretraining learned; very few subjects |
 # | `unfreeze` | head + the top `unfreeze_fraction` of the encoder | a few hundred subjects |
 # | `full` | everything | thousands of subjects |
 #
@@ -39,22 +39,22 @@ print("swiftlib", nb.setup())
 
 # %% tags=["parameters"]
 store_path: str = "data/demo/store_synthetic"  # store with the label
-splits_dir: str = "data/demo/splits"  # split files (the same as pretraining: test subjects stay unseen)
+splits_dir: str = "data/demo/splits"  # split files (as pretraining: test subjects stay unseen)
 label: str = "sex"  # label to predict (the store's label table lists them)
 task: str = "classification"  # classification or regression (must match the label)
 mode: str = "full"  # full, linear_probe (frozen encoder) or unfreeze (top fraction)
 unfreeze_fraction: float = 0.2  # mode unfreeze: top fraction of block groups that train
 few_shot_n: int = 0  # train on this many training participants; 0 for all
-init_from: str = "papermill_runs/demo/pretrain/checkpoints/best.ckpt"  # encoder weights (SimMIM, SwiFT v1 or fine-tuned); "" for scratch
+init_from: str = "papermill_runs/demo/pretrain/checkpoints/best.ckpt"  # encoder; "" for scratch
 model: str = "swift_v2_5m"  # encoder preset; must match the checkpoint
-model_overrides: dict = {"depths": [1, 1, 1, 1], "drop_path_rate": 0.0}  # preset fields to change; must match the checkpoint
+model_overrides: dict = {"depths": [1, 1, 1, 1], "drop_path_rate": 0.0}  # as in the checkpoint
 head: str = "linear"  # linear or mlp
 sequence_length: int = 10  # frames per window
 windows_per_subject: int = 1  # training windows drawn per subject and epoch; 0 for every window
-eval_stride_between_seq: float = 2.0  # val/test window step in window lengths; 2 skips every other window
+eval_stride_between_seq: float = 2.0  # val/test window step in windows; 2 skips every other
 batch_size: int = 8  # global batch: per device x devices x nodes x accumulation
 lr: float = 1e-3  # peak learning rate
-layer_decay: float = 1.0  # per-layer learning-rate decay (0.75 is common for fine-tuning); 1 for none
+layer_decay: float = 1.0  # per-layer learning-rate decay (fine-tuning: often 0.75); 1 for none
 weight_decay: float = 0.05  # AdamW weight decay
 max_epochs: int = 3  # passes over the training subjects
 max_steps: int = -1  # stop after this many optimiser steps; -1 for no limit
@@ -74,12 +74,13 @@ run_dir: str = ""  # checkpoints, logs and results.json go here; swiftlib run fi
 # %%
 run_dir = nb.run_dir(run_dir, "finetune")
 config = nb.fit_config(
-    "finetune", run_dir, seed=seed, store_path=store_path, splits_dir=splits_dir, label=label, task=task,
-    mode=mode, unfreeze_fraction=unfreeze_fraction, few_shot_n=few_shot_n, init_from=init_from, model=model,
-    model_overrides=model_overrides, head=head, sequence_length=sequence_length,
-    windows_per_subject=windows_per_subject, eval_stride_between_seq=eval_stride_between_seq,
-    batch_size=batch_size, lr=lr, layer_decay=layer_decay, weight_decay=weight_decay, max_epochs=max_epochs,
-    max_steps=max_steps, accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+    "finetune", run_dir, seed=seed, store_path=store_path, splits_dir=splits_dir, label=label,
+    task=task, mode=mode, unfreeze_fraction=unfreeze_fraction, few_shot_n=few_shot_n,
+    init_from=init_from, model=model, model_overrides=model_overrides, head=head,
+    sequence_length=sequence_length, windows_per_subject=windows_per_subject,
+    eval_stride_between_seq=eval_stride_between_seq, batch_size=batch_size, lr=lr,
+    layer_decay=layer_decay, weight_decay=weight_decay, max_epochs=max_epochs, max_steps=max_steps,
+    accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
     precision=precision, accumulate_grad_batches=accumulate_grad_batches, num_workers=num_workers,
     pin_memory=pin_memory, checkpoint_every_n_steps=checkpoint_every_n_steps,
     enable_progress_bar=enable_progress_bar,
@@ -106,18 +107,20 @@ pd.Series(result.metrics, name="value").round(4).to_frame()
 
 # %%
 scalars = viz.read_scalars(run_dir)
-viz.plot_loss_curves(scalars, tags=[t for t in scalars["tag"].unique() if t in ("train/loss_step", "val/loss", result.monitor)],
-                     title="fine-tuning curves")
+tags = [t for t in scalars["tag"].unique() if t in ("train/loss_step", "val/loss", result.monitor)]
+viz.plot_loss_curves(scalars, tags=tags, title="fine-tuning curves")
 
 # %%
 val = pd.read_csv(run_dir / "predictions_val.csv")
-viz.plot_roc(val, title="validation ROC (per subject)") if task == "classification" else viz.plot_pred_vs_true(val)
+(viz.plot_roc(val, title="validation ROC (per subject)") if task == "classification"
+ else viz.plot_pred_vs_true(val))
 
 # %%
 nb.save_results(
     run_dir, "finetune", metrics=result.metrics, parameters=config.to_dict(),
     artifacts={"best_checkpoint": result.best_checkpoint, "last_checkpoint": result.last_checkpoint,
-               "tensorboard": run_dir / "tensorboard", "predictions_val": run_dir / "predictions_val.csv",
-               "predictions_test": run_dir / "predictions_test.csv", "config": run_dir / "config.yaml"},
+               "tensorboard": run_dir / "tensorboard", "config": run_dir / "config.yaml",
+               "predictions_val": run_dir / "predictions_val.csv",
+               "predictions_test": run_dir / "predictions_test.csv"},
     extra={"monitor": result.monitor},
 )

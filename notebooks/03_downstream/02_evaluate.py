@@ -45,7 +45,8 @@ run_dir = nb.run_dir(run_dir, "evaluate")
 
 # %%
 res = evaluate_checkpoint(checkpoint, split=split, store_path=nb.resolve(store_path) or None,
-                          splits_dir=nb.resolve(splits_dir) or None, batch_size=batch_size, accelerator=accelerator)
+                          splits_dir=nb.resolve(splits_dir) or None, batch_size=batch_size,
+                          accelerator=accelerator)
 print(f"{res.config.label} ({res.config.task}), {len(res.predictions)} {split} subjects")
 pd.Series(res.metrics, name="value").round(4).to_frame()
 
@@ -57,7 +58,8 @@ pd.Series(res.metrics, name="value").round(4).to_frame()
 res.predictions.head(10)
 
 # %%
-(viz.plot_roc(res.predictions, title=f"{split} ROC (per subject)") if res.config.task == "classification"
+(viz.plot_roc(res.predictions, title=f"{split} ROC (per subject)")
+ if res.config.task == "classification"
  else viz.plot_pred_vs_true(res.predictions, color_by=group_by))
 
 # %% [markdown]
@@ -75,7 +77,8 @@ predictions_csv = run_dir / f"predictions_{split}.csv"
 res.predictions.to_csv(predictions_csv, index=False)
 nb.save_results(
     run_dir, "finetune", metrics=res.metrics,
-    parameters={"checkpoint": checkpoint, "split": split, "label": res.config.label, "task": res.config.task},
+    parameters={"checkpoint": checkpoint, "split": split, "label": res.config.label,
+                "task": res.config.task},
     artifacts={"checkpoint": checkpoint, "predictions": predictions_csv},
     extra={"by_" + group_by: by_group.reset_index().to_dict(orient="records")},
 )

@@ -56,31 +56,31 @@ print("swiftlib", nb.setup())
 
 # %% tags=["parameters"]
 store_path: str = "data/demo/store_synthetic"  # store with the label
-splits_dir: str = "data/demo/splits"  # split files (the same as pretraining, so test subjects stay unseen)
+splits_dir: str = "data/demo/splits"  # split files (as pretraining: test subjects stay unseen)
 label: str = "sex"  # label to predict
 task: str = "classification"  # classification or regression (must match the label)
-init_from: str = "papermill_runs/demo/pretrain/checkpoints/best.ckpt"  # encoder weights for every trial; "" for scratch
+init_from: str = "papermill_runs/demo/pretrain/checkpoints/best.ckpt"  # encoder; "" for scratch
 model: str = "swift_v2_5m"  # encoder preset; must match the checkpoint
-model_overrides: dict = {"depths": [1, 1, 1, 1], "drop_path_rate": 0.0}  # preset fields to change; must match the checkpoint
+model_overrides: dict = {"depths": [1, 1, 1, 1], "drop_path_rate": 0.0}  # as in the checkpoint
 sequence_length: int = 10  # frames per window
 windows_per_subject: int = 1  # training windows per subject and epoch; 0 for every window
-eval_stride_between_seq: float = 2.0  # val/test window step in window lengths; 2 skips every other window
+eval_stride_between_seq: float = 2.0  # val/test window step in windows; 2 skips every other
 max_epochs: int = 2  # epochs per trial (pruning decides after each)
 max_steps: int = -1  # optimiser steps per trial; -1 for no limit
 modes: list = ["linear_probe", "unfreeze", "full"]  # fine-tuning modes to search
 lr: list = [0.0001, 0.003]  # peak learning rate range (log scale)
 weight_decay: list = [0.0001, 0.1]  # AdamW weight decay range (log scale)
 layer_decay: list = [0.6, 1.0]  # layer-wise learning-rate decay range; 1 means none
-unfreeze_fraction: list = [0.1, 0.5]  # mode unfreeze: range of the trained top fraction of the encoder
+unfreeze_fraction: list = [0.1, 0.5]  # mode unfreeze: range of the encoder's trained top fraction
 heads: list = ["linear", "mlp"]  # head types to search
 head_dropout: list = [0.0, 0.3]  # head dropout range
 label_smoothing: list = [0.0, 0.1]  # classification only: label smoothing range
 batch_sizes: list = [4, 8]  # global batch sizes to search
 warmup_fraction: list = [0.0, 0.2]  # warm-up share of the optimiser steps
-n_trials: int = 6  # trials in the study in total; 0 attaches to an existing study without running any
+n_trials: int = 6  # trials in the study in total; 0 attaches to the study and runs none
 timeout: float = 0.0  # seconds after which no new trial starts; 0 for no limit
 pruning: bool = True  # stop unpromising trials after an epoch (median rule)
-storage: str = ""  # a .db (SQLite) or .log (journal, shared disks, SLURM workers) file, or a URL; "" for study_dir/optuna.db
+storage: str = ""  # .db (SQLite), .log (journal: SLURM workers) or URL; "" for study_dir/optuna.db
 study_name: str = "demo-sex"  # study to create, join or resume
 study_dir: str = ""  # trial run directories go here; "" for run_dir (SLURM workers share one)
 seed: int = 0  # sampler seed (SLURM array workers add their index) and training seed
@@ -89,7 +89,7 @@ precision: str = "32-true"  # 32-true, bf16-mixed or 16-mixed
 num_workers: int = 0  # DataLoader worker processes
 pin_memory: bool = False  # page-locked batches for faster copies to the GPU; true on GPUs
 enable_progress_bar: bool = False  # Lightning progress bar per trial
-run_dir: str = ""  # trials (unless study_dir), plots and results.json go here; swiftlib run fills it in
+run_dir: str = ""  # trials (unless study_dir), plots, results.json; swiftlib run fills it in
 
 # %%
 run_dir = nb.run_dir(run_dir, "tune")
@@ -97,16 +97,18 @@ study_dir = Path(nb.resolve(study_dir)) if study_dir else run_dir
 storage_url = (storage if "://" in storage or storage.startswith("journal:")
                else nb.resolve(storage) if storage else str(study_dir / "optuna.db"))
 base = nb.fit_config(
-    "finetune", study_dir, seed=seed, store_path=store_path, splits_dir=splits_dir, label=label, task=task,
-    init_from=init_from, model=model, model_overrides=model_overrides, sequence_length=sequence_length,
-    windows_per_subject=windows_per_subject, eval_stride_between_seq=eval_stride_between_seq,
-    max_epochs=max_epochs, max_steps=max_steps, accelerator=accelerator, precision=precision,
-    num_workers=num_workers, pin_memory=pin_memory, enable_progress_bar=enable_progress_bar,
+    "finetune", study_dir, seed=seed, store_path=store_path, splits_dir=splits_dir, label=label,
+    task=task, init_from=init_from, model=model, model_overrides=model_overrides,
+    sequence_length=sequence_length, windows_per_subject=windows_per_subject,
+    eval_stride_between_seq=eval_stride_between_seq, max_epochs=max_epochs, max_steps=max_steps,
+    accelerator=accelerator, precision=precision, num_workers=num_workers, pin_memory=pin_memory,
+    enable_progress_bar=enable_progress_bar,
 )
 space = SearchSpace.from_dict({
     "lr": lr, "weight_decay": weight_decay, "layer_decay": layer_decay, "modes": modes or None,
     "unfreeze_fraction": unfreeze_fraction, "heads": heads or None, "head_dropout": head_dropout,
-    "label_smoothing": label_smoothing, "batch_sizes": batch_sizes or None, "warmup_fraction": warmup_fraction,
+    "label_smoothing": label_smoothing, "batch_sizes": batch_sizes or None,
+    "warmup_fraction": warmup_fraction,
 })
 print("storage:", storage_url)
 print("searching:", ", ".join(space.searched(task)))
@@ -118,8 +120,8 @@ print("searching:", ", ".join(space.searched(task)))
 # study has `n_trials` trials, the best trial's checkpoint is evaluated on the test split.
 
 # %%
-summary = (tune(base, n_trials, storage=storage_url, study_name=study_name, study_dir=study_dir, space=space,
-                timeout=timeout or None, seed=seed, pruning=pruning)
+summary = (tune(base, n_trials, storage=storage_url, study_name=study_name, study_dir=study_dir,
+                space=space, timeout=timeout or None, seed=seed, pruning=pruning)
            if n_trials > 0 else attach(storage_url, study_name, study_dir, write=True))
 print(f"{summary.study_name}: {summary.states}; {summary.direction} {summary.monitor}")
 pd.Series(summary.metrics, name="value").round(4).to_frame()
@@ -133,7 +135,8 @@ pd.Series(summary.metrics, name="value").round(4).to_frame()
 viz.plot_study(summary, "history", title=f"optimisation history ({summary.monitor})")
 
 # %%
-viz.plot_study(summary, "intermediate", title="per-epoch validation metric (pruned trials stop early)")
+viz.plot_study(summary, "intermediate",
+               title="per-epoch validation metric (pruned trials stop early)")
 
 # %% [markdown]
 # ## Which settings matter
@@ -179,10 +182,11 @@ pd.DataFrame({"validation": {k.split("/", 1)[1]: v for k, v in summary.val_metri
 # %%
 nb.save_results(
     run_dir, "tune", metrics=summary.metrics,
-    parameters={"base": base.to_dict(), "space": space.to_dict(), "n_trials": n_trials, "study_name": study_name,
-                "storage": storage_url, "seed": seed},
+    parameters={"base": base.to_dict(), "space": space.to_dict(), "n_trials": n_trials,
+                "study_name": study_name, "storage": storage_url, "seed": seed},
     artifacts={"best_checkpoint": summary.best_checkpoint, "best_run_dir": summary.best_run_dir,
                "trials": study_dir / "trials.csv"},
-    extra={"monitor": summary.monitor, "direction": summary.direction, "study_name": summary.study_name,
-           "storage": storage_url, "best_params": summary.best_params, "states": summary.states},
+    extra={"monitor": summary.monitor, "direction": summary.direction,
+           "study_name": summary.study_name, "storage": storage_url,
+           "best_params": summary.best_params, "states": summary.states},
 )

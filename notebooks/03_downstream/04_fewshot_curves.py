@@ -47,12 +47,12 @@ print("swiftlib", nb.setup())
 
 # %% tags=["parameters"]
 store_path: str = "data/demo/store_synthetic"  # store with the label
-splits_dir: str = "data/demo/splits"  # split files (the same as pretraining, so test subjects stay unseen)
+splits_dir: str = "data/demo/splits"  # split files (as pretraining: test subjects stay unseen)
 label: str = "sex"  # label to predict
 task: str = "classification"  # classification or regression (must match the label)
-pretrained: str = "papermill_runs/demo/pretrain/checkpoints/best.ckpt"  # encoder checkpoint of the pretrained runs
+pretrained: str = "papermill_runs/demo/pretrain/checkpoints/best.ckpt"  # the pretrained encoder
 model: str = "swift_v2_5m"  # encoder preset; must match the checkpoint
-model_overrides: dict = {"depths": [1, 1, 1, 1], "drop_path_rate": 0.0}  # preset fields to change; must match the checkpoint
+model_overrides: dict = {"depths": [1, 1, 1, 1], "drop_path_rate": 0.0}  # as in the checkpoint
 sizes: list = [8, "all"]  # training participants per run; "all" for the whole training split
 inits: list = ["scratch", "pretrained"]  # encoder initialisations to compare
 modes: list = ["linear_probe"]  # fine-tuning modes (linear_probe, unfreeze, full)
@@ -60,12 +60,12 @@ unfreeze_fraction: float = 0.2  # mode unfreeze: top fraction of the encoder tha
 seeds: list = [0, 1]  # seeds: each draws its own nested subsets and training seed
 sequence_length: int = 10  # frames per window
 windows_per_subject: int = 1  # training windows per subject and epoch; 0 for every window
-eval_stride_between_seq: float = 2.0  # val/test window step in window lengths; 2 skips every other window
+eval_stride_between_seq: float = 2.0  # val/test window step in windows; 2 skips every other
 batch_size: int = 8  # global batch size
 lr: float = 0.001  # peak learning rate
 max_epochs: int = 2  # epochs per run
 max_steps: int = -1  # optimiser steps per run; -1 for no limit
-metric: str = ""  # test metric for the curves; "" for the task's monitored one (test/auroc or test/r2)
+metric: str = ""  # test metric of the curves; "" for the monitored one (test/auroc or test/r2)
 grid_dir: str = ""  # run directories and the table go here; "" for run_dir (a rerun resumes)
 accelerator: str = "cpu"  # cpu, gpu or auto
 precision: str = "32-true"  # 32-true, bf16-mixed or 16-mixed
@@ -80,13 +80,15 @@ grid_dir = Path(nb.resolve(grid_dir)) if grid_dir else run_dir
 grid = FewShotGrid(sizes=tuple(sizes), inits=tuple(inits), modes=tuple(modes), seeds=tuple(seeds),
                    unfreeze_fraction=unfreeze_fraction)
 base = nb.fit_config(
-    "finetune", grid_dir, store_path=store_path, splits_dir=splits_dir, label=label, task=task, model=model,
-    model_overrides=model_overrides, sequence_length=sequence_length, windows_per_subject=windows_per_subject,
-    eval_stride_between_seq=eval_stride_between_seq, batch_size=batch_size, lr=lr, max_epochs=max_epochs,
-    max_steps=max_steps, accelerator=accelerator, precision=precision, num_workers=num_workers,
-    pin_memory=pin_memory, enable_progress_bar=enable_progress_bar,
+    "finetune", grid_dir, store_path=store_path, splits_dir=splits_dir, label=label, task=task,
+    model=model, model_overrides=model_overrides, sequence_length=sequence_length,
+    windows_per_subject=windows_per_subject, eval_stride_between_seq=eval_stride_between_seq,
+    batch_size=batch_size, lr=lr, max_epochs=max_epochs, max_steps=max_steps,
+    accelerator=accelerator, precision=precision, num_workers=num_workers, pin_memory=pin_memory,
+    enable_progress_bar=enable_progress_bar,
 )
-print(f"{len(grid)} runs: sizes {grid.sizes} x inits {grid.inits} x modes {grid.modes} x seeds {grid.seeds}")
+print(f"{len(grid)} runs: sizes {grid.sizes} x inits {grid.inits} x modes {grid.modes} "
+      f"x seeds {grid.seeds}")
 
 # %% [markdown]
 # ## Run the grid
@@ -94,8 +96,10 @@ print(f"{len(grid)} runs: sizes {grid.sizes} x inits {grid.inits} x modes {grid.
 # cells are skipped. Each run picks its best epoch on validation and reports the test split.
 
 # %%
-res = run_fewshot(base, grid_dir, grid, pretrained=nb.resolve(pretrained) or None, metric=metric or None)
-print(f"ran {len(res.ran)}, finished before {len(res.skipped)}, failed {len(res.failed)}; metric {res.metric}")
+res = run_fewshot(base, grid_dir, grid, pretrained=nb.resolve(pretrained) or None,
+                  metric=metric or None)
+print(f"ran {len(res.ran)}, finished before {len(res.skipped)}, failed {len(res.failed)}; "
+      f"metric {res.metric}")
 res.table[["cell", "n", "init", "mode", "seed", "status", res.metric]].round(4)
 
 # %% [markdown]
@@ -126,7 +130,8 @@ paired.round(4)
 nb.save_results(
     run_dir, "fewshot",
     metrics=res.metrics,
-    parameters={"base": base.to_dict(), "grid": grid.to_dict(), "pretrained": nb.resolve(pretrained), "metric": res.metric},
+    parameters={"base": base.to_dict(), "grid": grid.to_dict(), "metric": res.metric,
+                "pretrained": nb.resolve(pretrained)},
     artifacts={"table": res.table_path, "runs": grid_dir / "runs"},
     extra={"paired": paired.to_dict(orient="records"), "failed": res.failed},
 )

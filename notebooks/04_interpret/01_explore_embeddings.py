@@ -38,7 +38,7 @@ from swiftlib.viz import embeddings as viz
 print("swiftlib", nb.setup())
 
 # %% tags=["parameters"]
-checkpoint: str = "papermill_runs/demo/finetune/checkpoints/best.ckpt"  # fine-tuning or SimMIM checkpoint
+checkpoint: str = "papermill_runs/demo/finetune/checkpoints/best.ckpt"  # fine-tuned or SimMIM
 store_path: str = "data/demo/store_synthetic"  # store (must satisfy the checkpoint's contract)
 split: str = "all"  # subjects to embed: all, train, val or test
 batch_size: int = 8  # windows per forward pass
@@ -63,11 +63,13 @@ out_path = run_dir / "embeddings_window.parquet"
 # resumes), and the subject-level table is the mean over each subject's windows.
 
 # %%
-windows = emb.extract_embeddings(checkpoint, store_path, split=split, level="window", out_path=out_path,
-                                 batch_size=batch_size, precision=precision, device=device)
+windows = emb.extract_embeddings(checkpoint, store_path, split=split, level="window",
+                                 out_path=out_path, batch_size=batch_size, precision=precision,
+                                 device=device)
 windows = emb.split_column(windows, open_store(store_path), checkpoint=checkpoint)
 subjects = emb.to_subject_level(windows)
-print(f"{len(windows)} windows of {len(subjects)} subjects, {len(emb.embedding_columns(windows))} features")
+print(f"{len(windows)} windows of {len(subjects)} subjects, "
+      f"{len(emb.embedding_columns(windows))} features")
 subjects.head()
 
 # %% [markdown]
@@ -79,7 +81,8 @@ subjects.head()
 # %%
 probes = emb.probe_scores(subjects, cv=cv_folds)
 leak = emb.site_leakage(subjects, cv=cv_folds, num_permutations=site_permutations)
-print(f"site: balanced accuracy {leak['balanced_acc']:.2f} vs chance {leak['chance']:.2f} (permutation p = {leak['p_value']})")
+print(f"site: balanced accuracy {leak['balanced_acc']:.2f} vs chance {leak['chance']:.2f} "
+      f"(permutation p = {leak['p_value']})")
 probes.round(3)
 
 # %%
@@ -96,7 +99,8 @@ viz.plot_probe_scores(probes, leak)
 tables = {("subject", "all"): subjects, ("window", "all"): windows}
 tables.update({("subject", s): subjects[subjects.split == s].reset_index(drop=True)
                for s in ("train", "val", "test") if (subjects.split == s).sum() >= 5})
-colors = [color_by] + [c for c in ["site", "split", *open_store(store_path).labels] if c != color_by]
+colors = [color_by] + [c for c in ["site", "split", *open_store(store_path).labels]
+                       if c != color_by]
 explorer = viz.embedding_explorer(tables, colors=colors, interactive=interactive)
 explorer
 
@@ -109,9 +113,11 @@ subjects.to_parquet(run_dir / "embeddings_subject.parquet", index=False)
 probes.to_csv(run_dir / "probes.csv", index=False)
 nb.save_results(
     run_dir, "embed", metrics=emb.diagnostics_metrics(probes, leak, split=split),
-    parameters={"checkpoint": checkpoint, "store_path": store_path, "split": split, "precision": precision,
-                "cv_folds": cv_folds, "site_permutations": site_permutations},
-    artifacts={"embeddings_window": out_path, "embeddings_subject": run_dir / "embeddings_subject.parquet",
+    parameters={"checkpoint": checkpoint, "store_path": store_path, "split": split,
+                "precision": precision, "cv_folds": cv_folds,
+                "site_permutations": site_permutations},
+    artifacts={"embeddings_window": out_path,
+               "embeddings_subject": run_dir / "embeddings_subject.parquet",
                "probes": run_dir / "probes.csv", "html": html_path, "checkpoint": checkpoint},
     notebook="notebooks/04_interpret/01_explore_embeddings.ipynb",
 )

@@ -72,7 +72,8 @@ store = open_store(store_path)
 subjects = resolve_split(store, split, checkpoint)[:num_subjects]
 baseline_value = nb.number_or_word(baseline)  # "0.0", "1e-3" -> a number; a name stays a name
 settings = dict(method=method, baseline=baseline_value, aggregate=aggregate, n_steps=n_steps,
-                internal_batch_size=internal_batch_size, windows=windows_per_subject or None, device=device)
+                internal_batch_size=internal_batch_size, windows=windows_per_subject or None,
+                device=device)
 print(subjects)
 
 # %% [markdown]
@@ -84,7 +85,8 @@ print(subjects)
 result = attr.attribute(checkpoint, store, subjects, **settings)
 paths = result.save(run_dir / "maps", space="source")
 group_img = result.to_nifti("group", space="source")
-print(f"{result.params['num_windows']} windows; label {result.params['label']!r}; predictions {result.predictions}")
+print(f"{result.params['num_windows']} windows; label {result.params['label']!r}; "
+      f"predictions {result.predictions}")
 
 # %% [markdown]
 # ## Where the model looks
@@ -92,7 +94,8 @@ print(f"{result.params['num_windows']} windows; label {result.params['label']!r}
 # the peak, over the MNI152 template. Only the top 20 % of voxels are coloured.
 
 # %%
-viz.plot_glass_brain(group_img, signed=aggregate == "signed", title=f"{method} ({aggregate}), {len(subjects)} subjects")
+viz.plot_glass_brain(group_img, signed=aggregate == "signed",
+                     title=f"{method} ({aggregate}), {len(subjects)} subjects")
 
 # %%
 viz.plot_stat_map(group_img, title="peak of the group map")
@@ -106,7 +109,8 @@ viz.plot_stat_map(group_img, display_mode="z", cut_coords=6, title="axial slices
 # window's edges, where shifted windows wrap) more than others?
 
 # %%
-viz.plot_time_curves(result.time_curves, tr=store.tr(subjects[0]), title="attribution over the window")
+viz.plot_time_curves(result.time_curves, tr=store.tr(subjects[0]),
+                     title="attribution over the window")
 
 # %% [markdown]
 # ## By region
@@ -117,7 +121,8 @@ viz.plot_time_curves(result.time_curves, tr=store.tr(subjects[0]), title="attrib
 # %%
 gt = attr.ground_truth(store)
 regions = attr.summarise_by_region(group_img, gt["regions"], mask_img=gt["brain_mask"])
-atlas_table = attr.summarise_by_region(group_img, nb.resolve(atlas_path), mask_img=gt["brain_mask"]) if atlas_path else None
+atlas_table = (attr.summarise_by_region(group_img, nb.resolve(atlas_path),
+                                        mask_img=gt["brain_mask"]) if atlas_path else None)
 viz.plot_region_summary(regions, title="attribution by ground-truth region")
 
 # %% [markdown]
@@ -129,7 +134,8 @@ viz.plot_region_summary(regions, title="attribution by ground-truth region")
 label = result.params["label"]
 checks = {}
 if sanity_checks and attr.ground_truth_mask(store, label).any():
-    randomised = attr.attribute(attr.randomised_model(checkpoint, device=device), store, subjects, **settings)
+    randomised = attr.attribute(attr.randomised_model(checkpoint, device=device), store, subjects,
+                                **settings)
     checks = {"trained_auroc": attr.recovery_auroc(group_img, store, label),
               "randomised_auroc": attr.recovery_auroc(randomised.to_nifti("group"), store, label),
               "trained_preference": attr.region_preference(group_img, store, [label])}
@@ -145,8 +151,9 @@ viz.view_img_html(group_img, output_file=html_path, title=f"{method} attribution
 regions.to_csv(run_dir / "regions.csv", index=False)
 nb.save_results(
     run_dir, "attribute", metrics={f"{split}/{k}": v for k, v in checks.items()},
-    parameters={"checkpoint": checkpoint, "store_path": store_path, "subjects": subjects, **settings},
-    artifacts={"group_map": paths["group"], "time_curves": paths["time_curves"], "regions": run_dir / "regions.csv",
-               "html": html_path, "checkpoint": checkpoint},
+    parameters={"checkpoint": checkpoint, "store_path": store_path, "subjects": subjects,
+                **settings},
+    artifacts={"group_map": paths["group"], "time_curves": paths["time_curves"],
+               "regions": run_dir / "regions.csv", "html": html_path, "checkpoint": checkpoint},
     notebook="notebooks/04_interpret/02_brain_attributions.ipynb",
 )
