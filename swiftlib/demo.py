@@ -9,7 +9,7 @@ checkpoint feeds fine-tuning, the fine-tuned checkpoint feeds evaluation). Layou
     data/demo/synthetic_bids/         a NIfTI export of a few subjects
     data/demo/store_from_nifti/       that export preprocessed (must equal the cohort bit for bit)
     data/demo/splits/                 the subject-level split every stage reuses
-    papermill_runs/demo/<stage>/      executed notebook, HTML, results.json (+ checkpoints/, tensorboard/)
+    papermill_runs/demo/<stage>/      executed notebook, HTML, results.json (+ checkpoints/, …)
 
 The tuned and few-shot stages (a small Optuna study and pretrained-vs-scratch curves) read
 the pretrained checkpoint and feed nothing later; ``swiftlib demo --skip tune fewshot``
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import re
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +44,7 @@ class Stage:
     params: dict = field(default_factory=dict)
     show: tuple[str, ...] = ()
     require: dict = field(default_factory=dict)
-    fresh: bool = False  # empty the stage's run folder first (a study or grid would otherwise resume)
+    fresh: bool = False  # empty the stage's run folder first (else a study or grid resumes)
 
 
 _NB = "notebooks"
@@ -53,8 +54,10 @@ STAGES: list[Stage] = [
            "num_subjects": "{subjects}", "seed": "{seed}"}, ("data/num_subjects", "data/size_mb")),
     Stage("preprocess NIfTI export", f"{_NB}/01_data/02_preprocess_nifti.ipynb", "preprocess",
           {"input_path": "{data}/synthetic_bids", "out_dir": "{data}/store_from_nifti",
-           "phenotype": "{data}/synthetic_bids/participants.tsv", "compare_to_store": "{data}/store_synthetic"},
-          ("data/written", "data/failed", "data/identical_to_reference"), {"data/identical_to_reference": 1.0}),
+           "phenotype": "{data}/synthetic_bids/participants.tsv",
+           "compare_to_store": "{data}/store_synthetic"},
+          ("data/written", "data/failed", "data/identical_to_reference"),
+          {"data/identical_to_reference": 1.0}),
     Stage("explore cohort", f"{_NB}/01_data/03_explore_cohort.ipynb", "explore",
           {"store_path": "{data}/store_synthetic"}, ("data/coupling_sex0", "data/coupling_sex1")),
     Stage("pretrain (SimMIM)", f"{_NB}/02_pretrain/01_pretrain_simmim.ipynb", "pretrain",
@@ -64,7 +67,8 @@ STAGES: list[Stage] = [
           {"store_path": "{data}/store_synthetic", "splits_dir": "{data}/splits", "seed": "{seed}",
            "init_from": "{runs}/pretrain/checkpoints/best.ckpt"}, ("val/auroc", "test/auroc")),
     Stage("evaluate (test split)", f"{_NB}/03_downstream/02_evaluate.ipynb", "evaluate",
-          {"checkpoint": "{runs}/finetune/checkpoints/best.ckpt"}, ("test/auroc", "test/acc", "test/num_subjects")),
+          {"checkpoint": "{runs}/finetune/checkpoints/best.ckpt"},
+          ("test/auroc", "test/acc", "test/num_subjects")),
     Stage("tune (Optuna, sex)", f"{_NB}/03_downstream/03_tune_optuna.ipynb", "tune",
           {"store_path": "{data}/store_synthetic", "splits_dir": "{data}/splits", "seed": "{seed}",
            "init_from": "{runs}/pretrain/checkpoints/best.ckpt"},
@@ -74,12 +78,13 @@ STAGES: list[Stage] = [
            "pretrained": "{runs}/pretrain/checkpoints/best.ckpt"},
           ("fewshot/num_pairs", "fewshot/mean_diff", "fewshot/wilcoxon_p"), fresh=True),
     Stage("explore embeddings", f"{_NB}/04_interpret/01_explore_embeddings.ipynb", "embed",
-          {"checkpoint": "{runs}/finetune/checkpoints/best.ckpt", "store_path": "{data}/store_synthetic",
-           "site_permutations": 20, "cv_folds": 3},
+          {"checkpoint": "{runs}/finetune/checkpoints/best.ckpt",
+           "store_path": "{data}/store_synthetic", "site_permutations": 20, "cv_folds": 3},
           ("all/sex_linear_auroc", "all/site_balanced_acc", "all/site_chance")),
     Stage("brain attributions", f"{_NB}/04_interpret/02_brain_attributions.ipynb", "attribute",
-          {"checkpoint": "{runs}/finetune/checkpoints/best.ckpt", "store_path": "{data}/store_synthetic",
-           "num_subjects": 2, "n_steps": 8}, ("test/trained_auroc", "test/randomised_auroc")),
+          {"checkpoint": "{runs}/finetune/checkpoints/best.ckpt",
+           "store_path": "{data}/store_synthetic", "num_subjects": 2, "n_steps": 8},
+          ("test/trained_auroc", "test/randomised_auroc")),
 ]
 
 #: Stages ``swiftlib demo --skip`` may leave out (nothing later reads their outputs).
@@ -118,9 +123,10 @@ def _short(v) -> str:
     return str(v)
 
 
-def run_demo(out_dir="data/demo", runs_dir="papermill_runs/demo", num_subjects: int = 40, seed: int = 0,
-             stages: list[Stage] | None = None, params_file=PARAMS_FILE, progress: bool = True,
-             log_output: bool = False, on_stage=None, skip=()) -> list[DemoStage]:
+def run_demo(out_dir="data/demo", runs_dir="papermill_runs/demo", num_subjects: int = 40,
+             seed: int = 0, stages: list[Stage] | None = None, params_file=PARAMS_FILE,
+             progress: bool = True, log_output: bool = False, on_stage=None,
+             skip=()) -> list[DemoStage]:
     """Run ``stages`` (default :data:`STAGES`) in order, leaving out those whose run folder
     is named in ``skip`` (only :data:`SKIPPABLE` ones); returns one :class:`DemoStage` row per
     stage. Raises :class:`DemoError` at the first failing stage (its notebook is kept)."""
@@ -131,25 +137,24 @@ def run_demo(out_dir="data/demo", runs_dir="papermill_runs/demo", num_subjects: 
     from swiftlib.runner import run_notebook
 
     root = project_root()
-    if not (root / "notebooks").is_dir():  # run from elsewhere: the checkout swiftlib is installed from
+    if not (root / "notebooks").is_dir():  # run from elsewhere: the checkout installed from
         import swiftlib
 
         root = Path(swiftlib.__file__).resolve().parent.parent
-    ctx = {"data": str(Path(out_dir)), "runs": str(Path(runs_dir)), "subjects": int(num_subjects), "seed": int(seed)}
+    ctx = {"data": str(Path(out_dir)), "runs": str(Path(runs_dir)), "subjects": int(num_subjects),
+           "seed": int(seed)}
     rows: list[DemoStage] = []
     plan = [st for st in (STAGES if stages is None else stages) if st.run not in skip]
     for i, st in enumerate(plan, start=1):
         notebook = root / st.notebook
         if not notebook.is_file():
-            raise FileNotFoundError(f"{notebook} not found; run swiftlib demo from a swiftlib checkout "
-                                    "(the notebooks are not part of the installed package)")
+            raise FileNotFoundError(f"{notebook} not found; run swiftlib demo from a swiftlib "
+                                    "checkout (the installed package has no notebooks)")
         if on_stage is not None:
             on_stage(i, len(plan), st)
         log.info("demo stage %d/%d: %s (%s)", i, len(plan), st.name, st.notebook)
         pfile = root / params_file if params_file else None
         if st.fresh:
-            import shutil
-
             shutil.rmtree(Path(runs_dir) / st.run, ignore_errors=True)
         t0 = time.perf_counter()
         out = run_notebook(notebook, run_dir=Path(runs_dir) / st.run,
@@ -158,13 +163,15 @@ def run_demo(out_dir="data/demo", runs_dir="papermill_runs/demo", num_subjects: 
                            log_output=log_output, progress=progress)
         seconds = time.perf_counter() - t0
         metrics = out.results.get("metrics", {})
-        shown = {k.split("/", 1)[-1] if k.startswith("data/") else k: _short(metrics.get(k)) for k in st.show}
+        shown = {k.split("/", 1)[-1] if k.startswith("data/") else k: _short(metrics.get(k))
+                 for k in st.show}
         row = DemoStage(st.name, seconds, shown, str(out.html or out.executed), out.status)
         rows.append(row)
         missing = {k: v for k, v in st.require.items() if metrics.get(k) != v}
         if out.status != "ok" or missing:
             row.status = "FAILED"
-            why = out.error if out.status != "ok" else f"required {missing}, got { {k: metrics.get(k) for k in missing} }"
+            got = {k: metrics.get(k) for k in missing}
+            why = out.error if out.status != "ok" else f"required {missing}, got {got}"
             raise DemoError(f"demo stage {st.name!r} failed: {why}; see {out.executed}", rows)
     return rows
 

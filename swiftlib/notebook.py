@@ -6,7 +6,7 @@ Notebooks stay thin (no ``def``/``class``); the little logic they share lives he
     nb.setup()                                   # logging into the notebook, plotly renderer
     store_path = nb.resolve(store_path)          # relative paths are relative to the project
     run_dir = nb.run_dir(run_dir, "pretrain")    # "" (interactive) -> papermill_runs/interactive/…
-    config = nb.fit_config("pretrain", run_dir, batch_size=batch_size, ...)  # parameters -> FitConfig
+    config = nb.fit_config("pretrain", run_dir, batch_size=batch_size, ...)  # -> FitConfig
     ...
     nb.save_results(run_dir, "pretrain", metrics=..., artifacts=...)   # rank 0 writes results.json
 
@@ -25,8 +25,8 @@ from pathlib import Path
 
 from swiftlib.notebook_config import fit_config, number_or_word
 
-__all__ = ["setup", "launched_externally", "project_root", "resolve", "run_dir", "is_rank_zero", "elapsed",
-           "save_results", "fit_config", "number_or_word"]
+__all__ = ["setup", "launched_externally", "project_root", "resolve", "run_dir", "is_rank_zero",
+           "elapsed", "save_results", "fit_config", "number_or_word"]
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def setup(level: int = logging.INFO, quiet_warnings: bool = True) -> str:
     if quiet_warnings:
         for pattern in _QUIET:
             warnings.filterwarnings("ignore", message=pattern)
-    try:  # inline figures for Figure objects returned by swiftlib.viz (registers IPython's formatters)
+    try:  # inline figures for Figures returned by swiftlib.viz (registers IPython's formatters)
         from IPython import get_ipython
 
         shell = get_ipython()
@@ -100,7 +100,8 @@ def _not_interactive() -> None:
     kernel, started from outside, so this kernel is one process of a script-style job."""
     if hasattr(sys, "ps1"):
         del sys.ps1
-    for name in ("lightning.fabric.utilities.imports", "lightning.pytorch.trainer.connectors.accelerator_connector"):
+    for name in ("lightning.fabric.utilities.imports",
+                 "lightning.pytorch.trainer.connectors.accelerator_connector"):
         module = sys.modules.get(name)
         if module is not None and getattr(module, "_IS_INTERACTIVE", False):
             module._IS_INTERACTIVE = False
@@ -184,4 +185,5 @@ def save_results(run_dir, kind: str, metrics: dict | None = None, parameters: di
                 kept_artifacts[k] = str(Path(run_dir) / v)
     timings = {**kept, "total_s": elapsed(), **(timings or {})}
     artifacts = {**kept_artifacts, **(artifacts or {})}
-    return _save(run_dir, kind, metrics=metrics, parameters=parameters, artifacts=artifacts, timings=timings, **kw)
+    return _save(run_dir, kind, metrics=metrics, parameters=parameters, artifacts=artifacts,
+                 timings=timings, **kw)

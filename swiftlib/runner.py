@@ -30,16 +30,18 @@ and requeues the job (SLURM also signals the kernel itself: the callback acts on
 from __future__ import annotations
 
 import ast
-import difflib
 import logging
 import os
 import re
 import signal
+import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from swiftlib.utils.validation import did_you_mean
 
 __all__ = [
     "NotebookParameter",
@@ -65,7 +67,8 @@ log = logging.getLogger(__name__)
 #: Annotations a parameter may carry; anything else is accepted untyped (with a warning).
 TYPES = ("int", "float", "str", "bool", "list", "dict")
 #: results.json ``kind`` by stage folder, when the notebook's metadata does not say.
-KIND_BY_STAGE = {"data": "data", "pretrain": "pretrain", "downstream": "finetune", "interpret": "embed"}
+KIND_BY_STAGE = {"data": "data", "pretrain": "pretrain", "downstream": "finetune",
+                 "interpret": "embed"}
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -108,7 +111,9 @@ class RunOutcome:
     def results(self) -> dict:
         from swiftlib.results import load_results
 
-        return load_results(self.run_dir) if self.results_path and self.results_path.exists() else {}
+        if self.results_path is None or not self.results_path.exists():
+            return {}
+        return load_results(self.run_dir)
 
 
 # ---------------------------------------------------------------------------------------
@@ -147,7 +152,8 @@ def format_parameters(params: dict[str, NotebookParameter]) -> str:
     w0 = max([len(r[0]) for r in rows] + [4])
     w1 = max([len(r[1]) for r in rows] + [4])
     w2 = min(40, max([len(r[2]) for r in rows] + [7]))
-    return "\n".join(f"  {a.ljust(w0)}  {b.ljust(w1)}  {c.ljust(w2)}  {d}".rstrip() for a, b, c, d in rows)
+    return "\n".join(f"  {a.ljust(w0)}  {b.ljust(w1)}  {c.ljust(w2)}  {d}".rstrip()
+                     for a, b, c, d in rows)
 
 
 def load_params_file(path, notebook=None) -> dict:
@@ -162,21 +168,23 @@ def load_params_file(path, notebook=None) -> dict:
     except yaml.YAMLError as e:
         raise ParameterError(f"{p}: not valid YAML ({e})") from None
     if not isinstance(doc, dict):
-        raise ParameterError(f"{p}: expected a mapping of parameter names to values, got {type(doc).__name__}")
+        raise ParameterError(f"{p}: expected a mapping of parameter names to values, "
+                             f"got {type(doc).__name__}")
     sections = [k for k in doc if isinstance(k, str) and re.match(r"^\d\d_", k)]
     if not sections:
         return doc
     if len(sections) != len(doc):
         other = sorted(set(doc) - set(sections))
-        raise ParameterError(f"{p}: mixes notebook sections ({sections}) with plain parameters {other}; "
-                             "put every parameter inside a notebook section")
+        raise ParameterError(f"{p}: mixes notebook sections ({sections}) with plain parameters "
+                             f"{other}; put every parameter inside a notebook section")
     stem = Path(notebook).stem if notebook is not None else None
     if stem not in doc:
         raise ParameterError(f"{p} has sections for {sections} but not for notebook {stem!r}; "
                              f"add a '{stem}:' section")
     section = doc[stem] or {}
     if not isinstance(section, dict):
-        raise ParameterError(f"{p}: section {stem!r} must be a mapping of parameter names to values")
+        raise ParameterError(
+            f"{p}: section {stem!r} must be a mapping of parameter names to values")
     return section
 
 
@@ -217,7 +225,8 @@ def coerce_value(param: NotebookParameter, value: Any, from_text: bool = False) 
     return value
 
 
-def resolve_parameters(notebook, file_values: dict | None = None, cli_values=(), values: dict | None = None,
+def resolve_parameters(notebook, file_values: dict | None = None, cli_values=(),
+                       values: dict | None = None,
                        params: dict[str, NotebookParameter] | None = None) -> dict:
     """Validated overrides for ``notebook``: the params file, then ``values`` (typed), then
     ``cli_values`` (``[(name, text)]``, parsed). Every problem is reported at once."""
@@ -230,8 +239,7 @@ def resolve_parameters(notebook, file_values: dict | None = None, cli_values=(),
     items += [(k, v, True, "-p") for k, v in cli_values]
     for name, value, from_text, source in items:
         if name not in params:
-            close = difflib.get_close_matches(str(name), list(params), n=1)
-            problems.append(f"unknown parameter {name!r} ({source})" + (f"; did you mean {close[0]!r}?" if close else ""))
+            problems.append(f"unknown parameter {name!r} ({source}){did_you_mean(name, params)}")
             continue
         try:
             out[name] = coerce_value(params[name], value, from_text=from_text)
@@ -311,10 +319,12 @@ def _failure(nb_path: Path, exc: BaseException) -> tuple[int | None, str | None,
     try:  # the saved notebook is what the user opens: index and source from there
         nb = nbformat.read(str(nb_path), as_version=4)
         code = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
-        hit = next((i for i, c in code if any(o.get("output_type") == "error" for o in c.get("outputs", []))), None)
+        hit = next((i for i, c in code
+                    if any(o.get("output_type") == "error" for o in c.get("outputs", []))), None)
         if hit is None:  # e.g. a timeout: the cell left running
             hit = next((i for i, c in code
-                        if (c.get("metadata", {}).get("papermill", {}) or {}).get("status") == "running"), None)
+                        if (c.get("metadata", {}).get("papermill", {}) or {}).get("status")
+                        == "running"), None)
         if hit is not None:
             index, source = hit, nb.cells[hit].source
     except Exception:  # noqa: BLE001 - the partial notebook may be unreadable; the error still stands
@@ -364,7 +374,8 @@ def export_html(executed, out=None) -> Path:
     level = quiet.level
     quiet.setLevel(logging.ERROR)
     try:
-        body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.read(str(executed), as_version=4))
+        nb = nbformat.read(str(executed), as_version=4)
+        body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
     finally:
         quiet.setLevel(level)
     out.write_text(body, encoding="utf-8")
@@ -372,7 +383,8 @@ def export_html(executed, out=None) -> Path:
 
 
 #: Cell metadata that a JupyterLab session or papermill adds and a committed notebook drops.
-_SESSION_CELL_METADATA = ("papermill", "execution", "ExecuteTime", "collapsed", "scrolled", "trusted")
+_SESSION_CELL_METADATA = ("papermill", "execution", "ExecuteTime", "collapsed", "scrolled",
+                          "trusted")
 
 
 def strip_outputs(path) -> bool:
@@ -411,11 +423,14 @@ def _finish_results(run_dir: Path, notebook: Path, kind: str, parameters: dict, 
         doc = read_json(path)
     else:
         if outcome.status == "ok":
-            log.warning("%s did not write results.json (no save_results at its end?); writing a minimal one", notebook)
-        save_results(run_dir, kind, status="failed" if outcome.status == "failed" else "ok", error=outcome.error)
+            log.warning("%s did not write results.json (no save_results at its end?); "
+                        "writing a minimal one", notebook)
+        save_results(run_dir, kind, status="failed" if outcome.status == "failed" else "ok",
+                     error=outcome.error)
         doc = read_json(path)
-    if doc.get("status") == "failed" and outcome.status == "ok":  # the notebook itself reported a failure
-        outcome.status, outcome.error = "failed", doc.get("error") or "the notebook reported status 'failed'"
+    if doc.get("status") == "failed" and outcome.status == "ok":  # the notebook reported a failure
+        outcome.status = "failed"
+        outcome.error = doc.get("error") or "the notebook reported status 'failed'"
     notebook_config = doc.get("parameters") or {}
     doc["parameters"] = dict(parameters)
     if notebook_config and notebook_config != parameters:
@@ -438,8 +453,6 @@ def _finish_results(run_dir: Path, notebook: Path, kind: str, parameters: dict, 
 
 def _rank_status(path: Path, rank: int, world: int, outcome: RunOutcome) -> Path:
     """``ranks/rank-<r>/status.json``: how this rank's notebook ended (rank 0 has results.json)."""
-    import socket
-
     from swiftlib.utils.io import atomic_write_json
 
     return atomic_write_json(path, {
@@ -448,9 +461,10 @@ def _rank_status(path: Path, rank: int, world: int, outcome: RunOutcome) -> Path
         "notebook": outcome.executed.name, "seconds": round(outcome.seconds, 3)})
 
 
-def run_notebook(notebook, run_dir=None, parameters: dict | None = None, params_file=None, cli_values=(),
-                 cell_timeout: int | None = 3600, kernel_name: str = "python3", log_output: bool = True,
-                 progress: bool = True, html: bool = True, raise_on_error: bool = False) -> RunOutcome:
+def run_notebook(notebook, run_dir=None, parameters: dict | None = None, params_file=None,
+                 cli_values=(), cell_timeout: int | None = 3600, kernel_name: str = "python3",
+                 log_output: bool = True, progress: bool = True, html: bool = True,
+                 raise_on_error: bool = False) -> RunOutcome:
     """Validate parameters, execute ``notebook`` into ``run_dir`` and finish its results.json.
 
     ``parameters`` are typed values (Python callers), ``cli_values`` ``[(name, text)]`` pairs;
@@ -463,7 +477,8 @@ def run_notebook(notebook, run_dir=None, parameters: dict | None = None, params_
     notebook = Path(notebook)
     params = notebook_parameters(notebook)
     file_values = load_params_file(params_file, notebook) if params_file else {}
-    resolved = resolve_parameters(notebook, file_values, cli_values, values=parameters, params=params)
+    resolved = resolve_parameters(notebook, file_values, cli_values, values=parameters,
+                                  params=params)
     run_dir = Path(run_dir) if run_dir else default_run_dir(notebook)
     if "run_dir" in params:
         resolved["run_dir"] = str(run_dir)
@@ -482,12 +497,14 @@ def run_notebook(notebook, run_dir=None, parameters: dict | None = None, params_
     t0 = time.perf_counter()
     try:
         with _ForwardSignals():
-            pm.execute_notebook(str(notebook), str(executed), parameters=resolved, kernel_name=kernel_name,
-                                log_output=log_output, progress_bar=progress, execution_timeout=cell_timeout,
+            pm.execute_notebook(str(notebook), str(executed), parameters=resolved,
+                                kernel_name=kernel_name, log_output=log_output,
+                                progress_bar=progress, execution_timeout=cell_timeout,
                                 request_save_on_cell_execute=True, report_mode=False)
     except Exception as e:  # noqa: BLE001 - any failure of a cell or the kernel ends the run the same way
         outcome.status = "failed"
-        outcome.failed_cell, outcome.failed_source, outcome.error, outcome.traceback = _failure(executed, e)
+        failure = _failure(executed, e)
+        outcome.failed_cell, outcome.failed_source, outcome.error, outcome.traceback = failure
     outcome.seconds = time.perf_counter() - t0
     if canonical:
         if html and executed.exists():
@@ -501,5 +518,6 @@ def run_notebook(notebook, run_dir=None, parameters: dict | None = None, params_
     if outcome.status == "failed":
         log.error("%s failed in cell %s: %s", notebook.name, outcome.failed_cell, outcome.error)
         if raise_on_error:
-            raise NotebookRunError(f"{notebook.name} failed in cell {outcome.failed_cell}: {outcome.error}", outcome)
+            raise NotebookRunError(
+                f"{notebook.name} failed in cell {outcome.failed_cell}: {outcome.error}", outcome)
     return outcome
