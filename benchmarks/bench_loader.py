@@ -45,7 +45,11 @@ def brain_mask(grid) -> np.ndarray:
     """An ellipsoid filling the grid like an MNI brain fills 96³ at 2 mm (≈ 26 % of voxels)."""
     D, H, W = grid
     z, y, x = np.ogrid[:D, :H, :W]
-    r = ((z - D / 2) / (0.37 * D)) ** 2 + ((y - H / 2) / (0.45 * H)) ** 2 + ((x - W / 2) / (0.37 * W)) ** 2
+    r = (
+        ((z - D / 2) / (0.37 * D)) ** 2
+        + ((y - H / 2) / (0.45 * H)) ** 2
+        + ((x - W / 2) / (0.37 * W)) ** 2
+    )
     return r <= 1.0  # (D, H, W)
 
 
@@ -58,18 +62,23 @@ def subject_bold(grid, num_frames: int, seed: int, mask: np.ndarray) -> np.ndarr
     D, H, W = grid
     K = 6  # networks
     low = torch.from_numpy(rng.standard_normal((1, K, 6, 6, 6)).astype(np.float32))
-    maps = F.interpolate(low, size=grid, mode="trilinear", align_corners=False)[0].numpy()  # (K, D, H, W)
+    maps = F.interpolate(low, size=grid, mode="trilinear", align_corners=False)[
+        0
+    ].numpy()  # (K, D, H, W)
     inside = maps[:, mask].T  # (N, K) in-brain voxels
     t = np.arange(num_frames) * 0.8
     freqs = rng.uniform(0.01, 0.1, size=K)
-    courses = np.sin(2 * np.pi * freqs[:, None] * t[None, :] + rng.uniform(0, 6.3, size=(K, 1)))  # (K, T)
+    courses = np.sin(
+        2 * np.pi * freqs[:, None] * t[None, :] + rng.uniform(0, 6.3, size=(K, 1))
+    )  # (K, T)
     signal = inside @ courses  # (N, T)
     noise = rng.standard_normal(signal.shape).astype(np.float32)
     for i in range(1, num_frames):  # AR(1), rho 0.3
         noise[:, i] += 0.3 * noise[:, i - 1]
     vox = (signal + 0.8 * noise).astype(np.float32)  # (N, T)
     vox = (vox - vox.mean()) / vox.std()
-    bold = np.full((D, H, W, num_frames), vox.min(), dtype=np.float32)  # background = in-brain minimum
+    # background = in-brain minimum
+    bold = np.full((D, H, W, num_frames), vox.min(), dtype=np.float32)
     bold[mask] = vox
     return bold.astype(np.float16)
 
@@ -90,7 +99,9 @@ def write_v1(root: Path, sid: str, bold16: np.ndarray) -> None:
 class V1Windows(Dataset):
     """The SwiFT v1 read path: torch.load each frame, unsqueeze(0), cat on dim 4."""
 
-    def __init__(self, root: Path, subjects: list[str], sequence_length: int, stride_between_seq: float):
+    def __init__(
+        self, root: Path, subjects: list[str], sequence_length: int, stride_between_seq: float
+    ):
         self.data = []
         for sid in subjects:
             num_frames = len(os.listdir(root / sid)) - 2  # voxel mean & std
@@ -103,14 +114,18 @@ class V1Windows(Dataset):
 
     def __getitem__(self, i):
         sid, path, start = self.data[i]
-        y = [torch.load(path / f"frame_{f}.pt").unsqueeze(0) for f in range(start, start + self.sequence_length)]
+        y = [
+            torch.load(path / f"frame_{f}.pt").unsqueeze(0)
+            for f in range(start, start + self.sequence_length)
+        ]
         y = torch.cat(y, dim=4)  # T × (1, D, H, W, 1) -> (1, D, H, W, T)
         return {"fmri_sequence": y, "subject_name": sid, "TR": start}
 
 
 # -- a candidate store layout (for the recommendation; not the store's API) -----------------------
 def write_frame_major(root: Path, sid: str, bold16: np.ndarray) -> None:
-    """Same file-per-subject HDF5 + codec as the store, but frame-major (T, D, H, W), 1 frame/chunk."""
+    """Same file-per-subject HDF5 + codec as the store, but frame-major (T, D, H, W),
+    1 frame/chunk."""
     import h5py
 
     from swiftlib.data.store import _compression
@@ -118,8 +133,12 @@ def write_frame_major(root: Path, sid: str, bold16: np.ndarray) -> None:
     root.mkdir(parents=True, exist_ok=True)
     D, H, W, T = bold16.shape
     with h5py.File(root / f"{sid}.h5", "w") as f:
-        f.create_dataset("bold", data=np.ascontiguousarray(bold16.transpose(3, 0, 1, 2)),  # (T, D, H, W)
-                         chunks=(1, D, H, W), **_compression())
+        f.create_dataset(
+            "bold",
+            data=np.ascontiguousarray(bold16.transpose(3, 0, 1, 2)),  # (T, D, H, W)
+            chunks=(1, D, H, W),
+            **_compression(),
+        )
 
 
 class FrameMajorWindows(Dataset):
@@ -139,8 +158,10 @@ class FrameMajorWindows(Dataset):
         from swiftlib.data.windows import Sample
 
         sid, start = self.index[i]
-        f = self._files.get(sid) or self._files.setdefault(sid, h5py.File(self.root / f"{sid}.h5", "r"))
-        arr = f["bold"][start:start + self.L]  # (L, D, H, W) float16
+        f = self._files.get(sid) or self._files.setdefault(
+            sid, h5py.File(self.root / f"{sid}.h5", "r")
+        )
+        arr = f["bold"][start : start + self.L]  # (L, D, H, W) float16
         x = torch.from_numpy(arr).permute(1, 2, 3, 0).unsqueeze(0)  # (1, D, H, W, L) view
         return Sample(x, torch.tensor(float("nan")), sid, "bench", start)
 
@@ -161,8 +182,14 @@ def evict(paths) -> None:
 
 
 def windows_per_second(dataset, num_workers: int, seed: int, collate=None) -> tuple[float, int]:
-    loader = DataLoader(dataset, batch_size=1, shuffle=True, num_workers=num_workers,
-                        generator=torch.Generator().manual_seed(seed), collate_fn=collate)
+    loader = DataLoader(
+        dataset,
+        batch_size=1,
+        shuffle=True,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+        collate_fn=collate,
+    )
     it = iter(loader)
     next(it)  # worker start-up is not reading
     t0 = time.perf_counter()
@@ -176,11 +203,15 @@ def files_under(root: Path) -> list[Path]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="small grid (40, 48, 44), 4 subjects × 60 frames")
+    ap.add_argument(
+        "--quick", action="store_true", help="small grid (40, 48, 44), 4 subjects × 60 frames"
+    )
     ap.add_argument("--subjects", type=int, default=None)
     ap.add_argument("--frames", type=int, default=None)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--stride", type=float, default=0.25, help="stride_between_seq (fraction of 20 frames)")
+    ap.add_argument(
+        "--stride", type=float, default=0.25, help="stride_between_seq (fraction of 20 frames)"
+    )
     ap.add_argument("--repeats", type=int, default=3, help="epochs per layout and cache state")
     ap.add_argument("--work-dir", default=str(ROOT / "benchmarks" / "_work" / "loader"))
     ap.add_argument("--keep", action="store_true", help="keep the generated data")
@@ -195,8 +226,10 @@ def main(argv=None) -> int:
     store_dir, v1_dir, fm_dir = work / "store", work / "v1", work / "frame_major"
     torch.set_num_threads(1)
 
-    print(f"cohort: {num_subjects} subjects × {num_frames} frames, grid {grid}, fp16; "
-          f"store chunk = {chunk_frames_for(grid, num_frames)} frames")
+    print(
+        f"cohort: {num_subjects} subjects × {num_frames} frames, grid {grid}, fp16; "
+        f"store chunk = {chunk_frames_for(grid, num_frames)} frames"
+    )
     mask = brain_mask(grid)
     aff = np.diag([2.0, 2.0, 2.0, 1.0])
     geom = StoreGeometry.build(grid, 2.0, aff, source_shape=grid, source_affine=aff)
@@ -221,15 +254,21 @@ def main(argv=None) -> int:
     # exact fp16 round trip, and both layouts give the same windows
     for sid, bold in originals.items():
         back = open_store(store_dir).read_subject(sid)
-        assert back.dtype == np.float16 and np.array_equal(back.view(np.uint16), bold.view(np.uint16)), sid
-    ours = WindowDataset(store, sequence_length=L, stride_between_seq=args.stride, mode="eval", dtype=torch.float16)
+        assert back.dtype == np.float16 and np.array_equal(
+            back.view(np.uint16), bold.view(np.uint16)
+        ), sid
+    ours = WindowDataset(
+        store, sequence_length=L, stride_between_seq=args.stride, mode="eval", dtype=torch.float16
+    )
     theirs = V1Windows(v1_dir, list(originals), L, args.stride)
     assert len(ours) == len(theirs), (len(ours), len(theirs))
     for i in (0, len(ours) // 2, len(ours) - 1):
         assert torch.equal(ours[i].x, theirs[i]["fmri_sequence"]), i
     frame_major = FrameMajorWindows(fm_dir, list(ours.index.itertuples(index=False, name=None)), L)
     assert torch.equal(frame_major[1].x, ours[1].x)
-    print(f"fp16 round trip exact for {num_subjects} subjects; both layouts return identical windows")
+    print(
+        f"fp16 round trip exact for {num_subjects} subjects; both layouts return identical windows"
+    )
 
     bytes_store = sum(p.stat().st_size for p in files_under(store_dir))
     bytes_v1 = sum(p.stat().st_size for p in files_under(v1_dir))
@@ -237,10 +276,14 @@ def main(argv=None) -> int:
     raw = num_subjects * num_frames * int(np.prod(grid)) * 2
     print(f"write time: store {t_store:.1f} s, v1 {t_v1:.1f} s")
 
-    train = WindowDataset(store, sequence_length=L, stride_between_seq=args.stride, mode="train",
-                          dtype=torch.float16)
-    layouts = (("store", train, store_dir, collate_samples), ("v1", theirs, v1_dir, None),
-               ("frame-major", frame_major, fm_dir, collate_samples))
+    train = WindowDataset(
+        store, sequence_length=L, stride_between_seq=args.stride, mode="train", dtype=torch.float16
+    )
+    layouts = (
+        ("store", train, store_dir, collate_samples),
+        ("v1", theirs, v1_dir, None),
+        ("frame-major", frame_major, fm_dir, collate_samples),
+    )
     results = {(c, name): [] for c in ("warm", "cold") for name, *_ in layouts}
     for _ in range(args.repeats):  # interleaved, so background load hits every layout alike
         for cache in ("warm", "cold"):
@@ -251,19 +294,27 @@ def main(argv=None) -> int:
                 else:  # warm the page cache with one untimed pass
                     for p in files:
                         p.read_bytes()
-                results[(cache, name)].append(windows_per_second(ds, args.workers, seed=0, collate=collate)[0])
+                results[(cache, name)].append(
+                    windows_per_second(ds, args.workers, seed=0, collate=collate)[0]
+                )
     med = {k: float(np.median(v)) for k, v in results.items()}
 
     print()
-    print(f"windows per epoch: {len(train)} ({L} frames, stride_between_seq {args.stride}), "
-          f"{args.workers} workers, batch 1, shuffled, fp16 windows; median of {args.repeats} epochs")
+    print(
+        f"windows per epoch: {len(train)} ({L} frames, stride_between_seq {args.stride}), "
+        f"{args.workers} workers, batch 1, shuffled, fp16 windows; median of {args.repeats} epochs"
+    )
     for cache in ("warm", "cold"):
         ws, wv, wf = med[(cache, "store")], med[(cache, "v1")], med[(cache, "frame-major")]
-        print(f"{cache:>5}: store {ws:7.1f} windows/s | SwiFT v1 {wv:7.1f} windows/s | speed ratio {ws / wv:5.2f}× "
-              f"|| frame-major candidate {wf:7.1f} windows/s ({wf / wv:4.2f}× v1)")
-    print(f"bytes: store {bytes_store / 1e6:9.1f} MB | SwiFT v1 {bytes_v1 / 1e6:9.1f} MB | "
-          f"bytes ratio {bytes_store / bytes_v1:5.3f} (raw fp16 {raw / 1e6:.1f} MB; "
-          f"frame-major candidate {bytes_fm / 1e6:.1f} MB)")
+        print(
+            f"{cache:>5}: store {ws:7.1f} windows/s | SwiFT v1 {wv:7.1f} windows/s | speed ratio "
+            f"{ws / wv:5.2f}× || frame-major candidate {wf:7.1f} windows/s ({wf / wv:4.2f}× v1)"
+        )
+    print(
+        f"bytes: store {bytes_store / 1e6:9.1f} MB | SwiFT v1 {bytes_v1 / 1e6:9.1f} MB | "
+        f"bytes ratio {bytes_store / bytes_v1:5.3f} (raw fp16 {raw / 1e6:.1f} MB; "
+        f"frame-major candidate {bytes_fm / 1e6:.1f} MB)"
+    )
     # in-process read cost (no DataLoader): what the layout itself costs per window
     print("in-process, ms per window (median of 10):", end="")
     for name, ds, _, _ in layouts:

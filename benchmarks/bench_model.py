@@ -50,8 +50,16 @@ CONFIGS: dict[str, tuple[str, dict, tuple[int, int, int, int], str]] = {
     "v2f_51m_96": ("swift_v2_factorized_51m", {"drop_path_rate": 0.0}, (96, 96, 96, 20), "sdpa"),
 }
 QUICK = ["v1_small_48"]
-DEFAULT = ["v1_paper_96", "v1_paper_96_explicit", "v1_small_48", "v1_T10", "v1_T20", "v1_T40",
-           "v2_5m_96", "v2_51m_96"]
+DEFAULT = [
+    "v1_paper_96",
+    "v1_paper_96_explicit",
+    "v1_small_48",
+    "v1_T10",
+    "v1_T20",
+    "v1_T40",
+    "v2_5m_96",
+    "v2_51m_96",
+]
 
 
 def _rss_mb() -> float:
@@ -76,7 +84,7 @@ def sgemm_gflops(threads: int, n: int = 2048, repeats: int = 7) -> float:
     torch.set_num_threads(threads)
     a, b = torch.randn(n, n), torch.randn(n, n)
     t, _ = _median_time(lambda: a @ b, 2, repeats)
-    return 2 * n ** 3 / t / 1e9
+    return 2 * n**3 / t / 1e9
 
 
 def model_flops(preset: str, overrides: dict, grid: tuple[int, ...]) -> tuple[int, int]:
@@ -109,6 +117,7 @@ def model_flops(preset: str, overrides: dict, grid: tuple[int, ...]) -> tuple[in
 def worker(name: str, threads: int, warmup: int, repeats: int) -> dict:
     """Measure one configuration in this process (called in a fresh subprocess)."""
     import torch
+
     torch.set_num_threads(threads)
     sys.path.insert(0, str(REPO))
     from swiftlib.models import create_model
@@ -138,11 +147,20 @@ def worker(name: str, threads: int, warmup: int, repeats: int) -> dict:
     rss_peak = _rss_mb()
     flops_fwd, flops_step = model_flops(preset, overrides, (D, H, W, T))
     return {
-        "name": name, "preset": preset, "overrides": overrides, "input": [1, 1, D, H, W, T],
-        "attention": path, "params": sum(p.numel() for p in model.parameters()),
-        "fwd_s": t_fwd, "fwd_times": fwd_times, "step_s": t_step, "step_times": step_times,
-        "rss_model_mb": rss_model, "rss_peak_mb": rss_peak,
-        "gflop_fwd": flops_fwd / 1e9, "gflop_step": flops_step / 1e9,
+        "name": name,
+        "preset": preset,
+        "overrides": overrides,
+        "input": [1, 1, D, H, W, T],
+        "attention": path,
+        "params": sum(p.numel() for p in model.parameters()),
+        "fwd_s": t_fwd,
+        "fwd_times": fwd_times,
+        "step_s": t_step,
+        "step_times": step_times,
+        "rss_model_mb": rss_model,
+        "rss_peak_mb": rss_peak,
+        "gflop_fwd": flops_fwd / 1e9,
+        "gflop_step": flops_step / 1e9,
         "gflops_step": flops_step / t_step / 1e9,
     }
 
@@ -168,8 +186,18 @@ def main(argv: list[str] | None = None) -> int:
     gemm_before = sgemm_gflops(args.threads)
     results = []
     for name in names:
-        cmd = [sys.executable, __file__, "--worker", name, "--threads", str(args.threads),
-               "--warmup", str(args.warmup), "--repeats", str(args.repeats)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--worker",
+            name,
+            "--threads",
+            str(args.threads),
+            "--warmup",
+            str(args.warmup),
+            "--repeats",
+            str(args.repeats),
+        ]
         load = os.getloadavg()[0]
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
         if proc.returncode != 0:
@@ -178,36 +206,61 @@ def main(argv: list[str] | None = None) -> int:
         res = json.loads(proc.stdout.strip().splitlines()[-1])
         res["loadavg_1m_before"] = load
         results.append(res)
-        print(f"{name}: step {res['step_s']:.3f} s, fwd {res['fwd_s']:.3f} s, "
-              f"peak RSS {res['rss_peak_mb']:.0f} MB", file=sys.stderr, flush=True)
+        print(
+            f"{name}: step {res['step_s']:.3f} s, fwd {res['fwd_s']:.3f} s, "
+            f"peak RSS {res['rss_peak_mb']:.0f} MB",
+            file=sys.stderr,
+            flush=True,
+        )
     gemm_after = sgemm_gflops(args.threads)
     gemm = max(gemm_before, gemm_after)
 
     import torch
 
-    print(f"\nsgemm fp32 2048³ at {args.threads} threads: {gemm_before:.1f} / {gemm_after:.1f} "
-          f"GFLOP/s (before / after; ratios use {gemm:.1f})")
-    print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"median of {args.repeats} after {args.warmup} warm-up, batch 1, fp32\n")
-    print("| config | preset | input D×H×W×T | attention | params | fwd s | fwd+bwd s (min) | "
-          "GFLOP fwd+bwd | GFLOP/s | / sgemm | peak RSS MB (model) | load |")
+    print(
+        f"\nsgemm fp32 2048³ at {args.threads} threads: {gemm_before:.1f} / {gemm_after:.1f} "
+        f"GFLOP/s (before / after; ratios use {gemm:.1f})"
+    )
+    print(
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"median of {args.repeats} after {args.warmup} warm-up, batch 1, fp32\n"
+    )
+    print(
+        "| config | preset | input D×H×W×T | attention | params | fwd s | fwd+bwd s (min) | "
+        "GFLOP fwd+bwd | GFLOP/s | / sgemm | peak RSS MB (model) | load |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         grid = "×".join(str(s) for s in r["input"][2:])
-        print(f"| {r['name']} | {r['preset']} | {grid} | {r['attention']} | {r['params']:,} | "
-              f"{r['fwd_s']:.3f} | {r['step_s']:.3f} ({min(r['step_times']):.3f}) | {r['gflop_step']:.1f} | "
-              f"{r['gflops_step']:.1f} | {r['gflops_step'] / gemm:.0%} | "
-              f"{r['rss_peak_mb']:.0f} ({r['rss_model_mb']:.0f}) | {r['loadavg_1m_before']:.1f} |")
+        print(
+            f"| {r['name']} | {r['preset']} | {grid} | {r['attention']} | {r['params']:,} | "
+            f"{r['fwd_s']:.3f} | {r['step_s']:.3f} ({min(r['step_times']):.3f}) | "
+            f"{r['gflop_step']:.1f} | {r['gflops_step']:.1f} | {r['gflops_step'] / gemm:.0%} | "
+            f"{r['rss_peak_mb']:.0f} ({r['rss_model_mb']:.0f}) | {r['loadavg_1m_before']:.1f} |"
+        )
     t_scaling = [r for r in results if r["name"] in ("v1_T10", "v1_T20", "v1_T40")]
     if len(t_scaling) >= 2:
         base = t_scaling[0]
-        print("\nT scaling (fwd+bwd, relative to the first): " + ", ".join(
-            f"T={r['input'][5]}: {r['step_s'] / base['step_s']:.2f}× time for "
-            f"{r['input'][5] / base['input'][5]:.0f}× frames" for r in t_scaling))
+        print(
+            "\nT scaling (fwd+bwd, relative to the first): "
+            + ", ".join(
+                f"T={r['input'][5]}: {r['step_s'] / base['step_s']:.2f}× time for "
+                f"{r['input'][5] / base['input'][5]:.0f}× frames"
+                for r in t_scaling
+            )
+        )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"sgemm_gflops": [gemm_before, gemm_after],
-                                         "threads": args.threads, "results": results}, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "sgemm_gflops": [gemm_before, gemm_after],
+                    "threads": args.threads,
+                    "results": results,
+                },
+                indent=1,
+            )
+        )
     return 0
 
 

@@ -64,8 +64,14 @@ from swiftlib.models import create_model, get_model_config  # noqa: E402
 
 #: Dense bf16 tensor-core peaks (TFLOP/s, vendor datasheets), first matching name fragment wins.
 PEAK_BF16_TFLOPS = (
-    ("H100 PCIe", 756.0), ("H100 NVL", 835.0), ("H200 NVL", 835.0),
-    ("H200", 989.0), ("H100", 989.0), ("A100", 312.0), ("L40S", 362.0), ("A10", 125.0),
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H200 NVL", 835.0),
+    ("H200", 989.0),
+    ("H100", 989.0),
+    ("A100", 312.0),
+    ("L40S", 362.0),
+    ("A10", 125.0),
 )
 
 #: Agreement pass rules (module constants so tests can tighten them).
@@ -107,7 +113,7 @@ def matmul_tflops(device: torch.device, n: int = 8192, repeats: int = 10) -> flo
     seconds = start.elapsed_time(end) / 1000.0 / repeats
     del a, b
     free(device)
-    return 2 * n ** 3 / seconds / 1e12
+    return 2 * n**3 / seconds / 1e12
 
 
 def count_flops(preset: str, grid: tuple[int, ...], overrides: dict) -> float:
@@ -152,12 +158,16 @@ def fp32_matmul(precision: str):
 
 def agreement_overrides(preset: str) -> dict:
     """LayerScale raised for the agreement model (presets without LayerScale: none)."""
-    return {"layer_scale_init": AGREEMENT_LAYER_SCALE} if hasattr(get_model_config(preset),
-                                                                  "layer_scale_init") else {}
+    return (
+        {"layer_scale_init": AGREEMENT_LAYER_SCALE}
+        if hasattr(get_model_config(preset), "layer_scale_init")
+        else {}
+    )
 
 
-def agreement(preset: str, grid: tuple[int, ...], overrides: dict, device: torch.device,
-              batch: int = 1) -> dict:
+def agreement(
+    preset: str, grid: tuple[int, ...], overrides: dict, device: torch.device, batch: int = 1
+) -> dict:
     """CPU fp32 vs device fp32 (TF32 off) and bf16 autocast outputs for the same weights."""
     overrides = {**overrides, **agreement_overrides(preset)}
     torch.manual_seed(0)
@@ -169,8 +179,11 @@ def agreement(preset: str, grid: tuple[int, ...], overrides: dict, device: torch
     cpu_s = time.perf_counter() - t0
     model = model.to(device)
     xd = x.to(device)
-    out: dict = {"cpu_fp32_s": cpu_s, "overrides": overrides,
-                 "tolerances": {"fp32_max_rel_err": FP32_MAX_REL_ERR, "bf16_min_cosine": BF16_MIN_COSINE}}
+    out: dict = {
+        "cpu_fp32_s": cpu_s,
+        "overrides": overrides,
+        "tolerances": {"fp32_max_rel_err": FP32_MAX_REL_ERR, "bf16_min_cosine": BF16_MIN_COSINE},
+    }
     with fp32_matmul("highest"), torch.no_grad():
         y32 = model.forward_features(xd).float().cpu()
         with torch.autocast(device.type, dtype=torch.bfloat16):
@@ -181,7 +194,8 @@ def agreement(preset: str, grid: tuple[int, ...], overrides: dict, device: torch
         out[f"{tag}_max_abs_err"] = err
         out[f"{tag}_max_rel_err"] = err / max(scale, 1e-12)
         out[f"{tag}_cosine"] = torch.nn.functional.cosine_similarity(
-            y.flatten().double(), ref.flatten().double(), dim=0).item()
+            y.flatten().double(), ref.flatten().double(), dim=0
+        ).item()
     # comparisons with NaN are False: a non-finite output fails
     out["fp32_ok"] = bool(out["fp32_max_rel_err"] <= FP32_MAX_REL_ERR)
     out["bf16_ok"] = bool(out["bf16_cosine"] >= BF16_MIN_COSINE)
@@ -215,16 +229,26 @@ def prepare_compile() -> None:
 class Trainer:
     """One bf16-autocast training step of ``model`` on random data."""
 
-    def __init__(self, preset: str, overrides: dict, grid: tuple[int, ...], device: torch.device,
-                 compile_model: bool = False, checkpointing: bool = False) -> None:
+    def __init__(
+        self,
+        preset: str,
+        overrides: dict,
+        grid: tuple[int, ...],
+        device: torch.device,
+        compile_model: bool = False,
+        checkpointing: bool = False,
+    ) -> None:
         torch.manual_seed(0)
         self.model = create_model(preset, **overrides).to(device).train()
         if checkpointing:
             self.model.set_grad_checkpointing(True)
         if compile_model:
             prepare_compile()
-        self.fwd = (torch.compile(self.model.forward_features, dynamic=False) if compile_model
-                    else self.model.forward_features)
+        self.fwd = (
+            torch.compile(self.model.forward_features, dynamic=False)
+            if compile_model
+            else self.model.forward_features
+        )
         fused = device.type == "cuda"
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=fused)
         self.grid, self.device = grid, device
@@ -247,8 +271,11 @@ class Trainer:
 def is_oom(err: BaseException) -> bool:
     """Out of device memory, also as cuBLAS / cuDNN report it when a workspace cannot be had."""
     msg = str(err).lower()
-    return (isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in msg
-            or "status_alloc_failed" in msg)
+    return (
+        isinstance(err, torch.cuda.OutOfMemoryError)
+        or "out of memory" in msg
+        or "status_alloc_failed" in msg
+    )
 
 
 def free(device: torch.device) -> None:
@@ -327,8 +354,9 @@ def time_steps(tr: Trainer, batch: int, warmup: int, repeats: int) -> list[float
     return times
 
 
-def check_preset(preset: str, args, device: torch.device, deadline: float,
-                 matmul_peak: float | None) -> dict:
+def check_preset(
+    preset: str, args, device: torch.device, deadline: float, matmul_peak: float | None
+) -> dict:
     overrides = {"drop_path_rate": 0.0}
     grid = tuple(args.grid) if args.grid else tuple(get_model_config(preset).img_size)
     res: dict = {"preset": preset, "grid": list(grid)}
@@ -340,9 +368,11 @@ def check_preset(preset: str, args, device: torch.device, deadline: float,
         try:
             res["agreement"] = agreement(preset, grid, overrides, device)
             agr = res["agreement"]
-            log(f"{preset}: fp32 rel err {agr['fp32_max_rel_err']:.2e} "
+            log(
+                f"{preset}: fp32 rel err {agr['fp32_max_rel_err']:.2e} "
                 f"({'ok' if agr['fp32_ok'] else 'FAIL'}), bf16 cosine {agr['bf16_cosine']:.5f} "
-                f"({'ok' if agr['bf16_ok'] else 'FAIL'})")
+                f"({'ok' if agr['bf16_ok'] else 'FAIL'})"
+            )
         except Exception as err:  # keep going: throughput is still useful
             res["agreement"] = {"error": repr(err)}
             log(traceback.format_exc())
@@ -363,16 +393,42 @@ def check_preset(preset: str, args, device: torch.device, deadline: float,
             ctx = sdpa_fast_only() if device.type == "cuda" else contextlib.nullcontext()
             try:
                 with ctx:
-                    entry.update(_throughput(preset, overrides, grid, device, compiled, args, deadline,
-                                             flops1, peak, matmul_peak, fixed))
+                    entry.update(
+                        _throughput(
+                            preset,
+                            overrides,
+                            grid,
+                            device,
+                            compiled,
+                            args,
+                            deadline,
+                            flops1,
+                            peak,
+                            matmul_peak,
+                            fixed,
+                        )
+                    )
                 entry["sdpa_backends"] = "fused only" if device.type == "cuda" else "cpu"
             except RuntimeError as err:
                 if is_oom(err) or device.type != "cuda":
                     raise
                 log(f"{preset} {tag}: fused-only SDPA failed ({err}); retrying with all backends")
                 free(device)
-                entry.update(_throughput(preset, overrides, grid, device, compiled, args, deadline,
-                                         flops1, peak, matmul_peak, fixed))
+                entry.update(
+                    _throughput(
+                        preset,
+                        overrides,
+                        grid,
+                        device,
+                        compiled,
+                        args,
+                        deadline,
+                        flops1,
+                        peak,
+                        matmul_peak,
+                        fixed,
+                    )
+                )
                 entry["sdpa_backends"] = f"all (fused-only failed: {str(err)[:200]})"
         except Exception as err:
             entry["error"] = repr(err)
@@ -381,10 +437,27 @@ def check_preset(preset: str, args, device: torch.device, deadline: float,
     return res
 
 
-def _throughput(preset, overrides, grid, device, compiled, args, deadline, flops1, peak,
-                matmul_peak, fixed_batch=None) -> dict:
-    tr = Trainer(preset, overrides, grid, device, compile_model=compiled,
-                 checkpointing=args.grad_checkpointing)
+def _throughput(
+    preset,
+    overrides,
+    grid,
+    device,
+    compiled,
+    args,
+    deadline,
+    flops1,
+    peak,
+    matmul_peak,
+    fixed_batch=None,
+) -> dict:
+    tr = Trainer(
+        preset,
+        overrides,
+        grid,
+        device,
+        compile_model=compiled,
+        checkpointing=args.grad_checkpointing,
+    )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     out: dict = {}
@@ -418,19 +491,27 @@ def _throughput(preset, overrides, grid, device, compiled, args, deadline, flops
             continue
         t = statistics.median(times)
         flops = flops1 * batch
-        row = {"step_s": t, "step_times": times, "samples_per_s": batch / t,
-               "tflops": flops / t / 1e12}
+        row = {
+            "step_s": t,
+            "step_times": times,
+            "samples_per_s": batch / t,
+            "tflops": flops / t / 1e12,
+        }
         if peak:
             row["mfu"] = flops / t / (peak * 1e12)
         if matmul_peak:
             row["fraction_of_measured_matmul"] = flops / t / (matmul_peak * 1e12)
         if device.type == "cuda":
-            row["max_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+            row["max_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
         out[f"batch_{batch}"] = row
-        log(f"{preset}{' compiled' if compiled else ''}: batch {batch}: {t * 1000:.0f} ms/step, "
+        log(
+            f"{preset}{' compiled' if compiled else ''}: batch {batch}: {t * 1000:.0f} ms/step, "
             f"{batch / t:.2f} samples/s, {row['tflops']:.1f} TFLOP/s"
-            + (f", MFU {row['mfu']:.1%}" if peak else ""))
-    rows = [r for k, r in out.items() if k.startswith("batch_") and isinstance(r, dict) and "mfu" in r]
+            + (f", MFU {row['mfu']:.1%}" if peak else "")
+        )
+    rows = [
+        r for k, r in out.items() if k.startswith("batch_") and isinstance(r, dict) and "mfu" in r
+    ]
     if rows:
         out["best_mfu"] = max(r["mfu"] for r in rows)
     del tr
@@ -440,37 +521,51 @@ def _throughput(preset, overrides, grid, device, compiled, args, deadline, flops
 def summary(report: dict) -> str:
     peak = report.get("peak_bf16_tflops")
     mm = report.get("measured_matmul_tflops")
-    lines = [f"GPU check: {report['device']} (torch {report['torch']}), bf16 autocast, "
-             f"fused AdamW, grid {report['grid_label']}, {report['wall_s']:.0f} s wall; MFU against "
-             f"{peak or '—'} TFLOP/s dense bf16 (datasheet); bf16 8192³ matmul measured "
-             f"{f'{mm:.0f}' if mm else '—'} TFLOP/s",
-             "",
-             "| preset | mode | batch | ms/step | samples/s | TFLOP/s | MFU | of matmul | max mem GB | "
-             "CPU-vs-GPU fp32 rel err | bf16 cosine |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"GPU check: {report['device']} (torch {report['torch']}), bf16 autocast, "
+        f"fused AdamW, grid {report['grid_label']}, {report['wall_s']:.0f} s wall; MFU against "
+        f"{peak or '—'} TFLOP/s dense bf16 (datasheet); bf16 8192³ matmul measured "
+        f"{f'{mm:.0f}' if mm else '—'} TFLOP/s",
+        "",
+        "| preset | mode | batch | ms/step | samples/s | TFLOP/s | MFU | of matmul | max mem GB | "
+        "CPU-vs-GPU fp32 rel err | bf16 cosine |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in report["results"]:
         agr = r.get("agreement", {})
         fp32 = f"{agr['fp32_max_rel_err']:.1e}" if "fp32_max_rel_err" in agr else "—"
         cos = f"{agr['bf16_cosine']:.5f}" if "bf16_cosine" in agr else "—"
         if "skipped" in r:
-            lines.append(f"| {r['preset']} | — | — | skipped: {r['skipped']} | | | | | | {fp32} | {cos} |")
+            lines.append(
+                f"| {r['preset']} | — | — | skipped: {r['skipped']} | | | | | | {fp32} | {cos} |"
+            )
         for mode in ("eager", "compiled"):
             entry = r.get(mode)
             if not entry:
                 continue
             if "error" in entry or "skipped" in entry:
-                why = f"error: {entry['error'][:80]}" if "error" in entry else f"skipped: {entry['skipped']}"
+                why = (
+                    f"error: {entry['error'][:80]}"
+                    if "error" in entry
+                    else f"skipped: {entry['skipped']}"
+                )
                 lines.append(f"| {r['preset']} | {mode} | — | {why} | | | | | | {fp32} | {cos} |")
                 continue
             for key, row in entry.items():
                 if not key.startswith("batch_") or key == "batch_trials" or "step_s" not in row:
                     continue
                 mfu = f"{row['mfu']:.1%}" if "mfu" in row else "—"
-                frac = f"{row['fraction_of_measured_matmul']:.1%}" if "fraction_of_measured_matmul" in row else "—"
+                frac = (
+                    f"{row['fraction_of_measured_matmul']:.1%}"
+                    if "fraction_of_measured_matmul" in row
+                    else "—"
+                )
                 mem = f"{row['max_memory_gb']:.1f}" if "max_memory_gb" in row else "—"
-                lines.append(f"| {r['preset']} | {mode} | {key[6:]} | {row['step_s'] * 1000:.0f} | "
-                             f"{row['samples_per_s']:.2f} | {row['tflops']:.1f} | {mfu} | {frac} | {mem} | "
-                             f"{fp32} | {cos} |")
+                lines.append(
+                    f"| {r['preset']} | {mode} | {key[6:]} | {row['step_s'] * 1000:.0f} | "
+                    f"{row['samples_per_s']:.2f} | {row['tflops']:.1f} | {mfu} | {frac} | {mem} | "
+                    f"{fp32} | {cos} |"
+                )
     return "\n".join(lines)
 
 
@@ -489,8 +584,10 @@ def failures(results: list[dict], check_agreement: bool) -> list[str]:
                 bad.append(f"{name}: agreement errored: {agr['error'][:200]}")
             else:
                 if not agr.get("fp32_ok"):
-                    bad.append(f"{name}: fp32 CPU-vs-GPU max rel err {agr.get('fp32_max_rel_err')} "
-                               f"> {FP32_MAX_REL_ERR}")
+                    bad.append(
+                        f"{name}: fp32 CPU-vs-GPU max rel err {agr.get('fp32_max_rel_err')} "
+                        f"> {FP32_MAX_REL_ERR}"
+                    )
                 if not agr.get("bf16_ok"):
                     bad.append(f"{name}: bf16 cosine {agr.get('bf16_cosine')} < {BF16_MIN_COSINE}")
         for mode in ("eager", "compiled"):
@@ -510,16 +607,27 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", nargs="+", default=None)
     ap.add_argument("--grid", nargs=4, type=int, default=None, metavar=("D", "H", "W", "T"))
-    ap.add_argument("--dry-run", action="store_true",
-                    help="tiny presets on CPU (or the given device) to test this script")
+    ap.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="tiny presets on CPU (or the given device) to test this script",
+    )
     ap.add_argument("--device", default=None)
     ap.add_argument("--max-batch", type=int, default=None)
-    ap.add_argument("--batch", type=int, default=None,
-                    help="time at this batch (stepping down on OOM) instead of searching")
+    ap.add_argument(
+        "--batch",
+        type=int,
+        default=None,
+        help="time at this batch (stepping down on OOM) instead of searching",
+    )
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=10)
-    ap.add_argument("--budget-s", type=float, default=240.0,
-                    help="stop starting new measurements after this many seconds")
+    ap.add_argument(
+        "--budget-s",
+        type=float,
+        default=240.0,
+        help="stop starting new measurements after this many seconds",
+    )
     ap.add_argument("--peak-tflops", type=float, default=None)
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile")
     ap.add_argument("--compile-only", action="store_true", help="measure torch.compile only")
@@ -547,7 +655,11 @@ def main(argv: list[str] | None = None) -> int:
     deadline = t_start + args.budget_s
     if not args.dry_run:
         torch.set_num_threads(max(1, os.cpu_count() or 1))
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu"
+    )
     log(f"device {name}, torch {torch.__version__}, presets {args.presets}")
     matmul_peak = None
     if device.type == "cuda":
@@ -564,14 +676,20 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {}
 
     def write() -> None:
-        report.update({
-            "device": name, "torch": torch.__version__, "dry_run": args.dry_run,
-            "cuda": torch.version.cuda, "args": {k: str(v) for k, v in vars(args).items()},
-            "grid_label": "×".join(map(str, args.grid)) if args.grid else "preset img_size",
-            "peak_bf16_tflops": peak_tflops(device, args.peak_tflops),
-            "measured_matmul_tflops": matmul_peak,
-            "wall_s": time.time() - t_start, "results": results,
-        })
+        report.update(
+            {
+                "device": name,
+                "torch": torch.__version__,
+                "dry_run": args.dry_run,
+                "cuda": torch.version.cuda,
+                "args": {k: str(v) for k, v in vars(args).items()},
+                "grid_label": "×".join(map(str, args.grid)) if args.grid else "preset img_size",
+                "peak_bf16_tflops": peak_tflops(device, args.peak_tflops),
+                "measured_matmul_tflops": matmul_peak,
+                "wall_s": time.time() - t_start,
+                "results": results,
+            }
+        )
         path.write_text(json.dumps(report, indent=1, default=str))
 
     for preset in args.presets:

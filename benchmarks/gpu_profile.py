@@ -40,7 +40,10 @@ GROUPS = (
     ("gemm", r"gemm|cutlass|xmma|nvjet|sm90_|sm80_|ampere_|hopper_|cublas|matmul|addmm|\bmm\b|bmm"),
     ("optimiser", r"adam|multi_tensor|foreach"),
     ("normalisation", r"layer_norm|layernorm|rms_norm|norm_kernel"),
-    ("copy-gather", r"copy|gather|index|scatter|cat|roll|permute|transpose|elementwise_kernel_with_index"),
+    (
+        "copy-gather",
+        r"copy|gather|index|scatter|cat|roll|permute|transpose|elementwise_kernel_with_index",
+    ),
     ("elementwise", r"elementwise|vectorized|gelu|silu|mul|add|reduce"),
 )
 
@@ -73,9 +76,14 @@ def profile_preset(preset: str, batch: int, steps: int, device: torch.device, gr
         tr.sync()
     use_cuda = device.type == "cuda"
     sort = "self_cuda_time_total" if use_cuda else "self_cpu_time_total"
-    lines = [f"## {preset} batch {batch} grid {'x'.join(map(str, grid))}: {step_ms:.1f} ms/step (unprofiled)",
-             "", "### aten operators by self device time", "",
-             prof.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=60)]
+    lines = [
+        f"## {preset} batch {batch} grid {'x'.join(map(str, grid))}: {step_ms:.1f} ms/step "
+        "(unprofiled)",
+        "",
+        "### aten operators by self device time",
+        "",
+        prof.key_averages().table(sort_by=sort, row_limit=25, max_name_column_width=60),
+    ]
     if use_cuda:
         per_group: dict[str, float] = defaultdict(float)
         per_kernel: dict[str, float] = defaultdict(float)
@@ -84,7 +92,11 @@ def profile_preset(preset: str, batch: int, steps: int, device: torch.device, gr
                 per_group[group_of(ev.name)] += ev.device_time
                 per_kernel[ev.name] += ev.device_time
         total = sum(per_group.values()) or 1.0
-        lines += ["", f"### kernels by group (total {total / 1e3 / steps:.1f} ms of device time per step)", ""]
+        lines += [
+            "",
+            f"### kernels by group (total {total / 1e3 / steps:.1f} ms of device time per step)",
+            "",
+        ]
         for group, us in sorted(per_group.items(), key=lambda kv: -kv[1]):
             lines.append(f"{group:14s} {us / 1e3 / steps:9.1f} ms/step  {100 * us / total:5.1f} %")
         lines += ["", "### top kernels", ""]
@@ -104,13 +116,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="swift_v2_test on CPU at a small grid")
     args = ap.parse_args(argv)
     if args.dry_run:
-        device, grid, presets, batches = torch.device("cpu"), (16, 20, 12, 6), ["swift_v2_test"], [2]
+        device, grid, presets, batches = (
+            torch.device("cpu"),
+            (16, 20, 12, 6),
+            ["swift_v2_test"],
+            [2],
+        )
     else:
         if not torch.cuda.is_available():
             print("no CUDA device: use --dry-run on a CPU", file=sys.stderr)
             return 2
         torch.set_float32_matmul_precision("high")
-        device, grid, presets, batches = torch.device("cuda"), (96, 96, 96, 20), args.presets, args.batches
+        device, grid, presets, batches = (
+            torch.device("cuda"),
+            (96, 96, 96, 20),
+            args.presets,
+            args.batches,
+        )
     out = Path(os.environ.get("OUT") or REPO / "benchmarks" / "_work") / "profile.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
     text = ""

@@ -22,7 +22,14 @@ def describe(path, verify: str = "size") -> dict:
         from swiftlib.utils.io import read_json
 
         res = read_json(p / "results.json" if p.is_dir() else p)
-        return {"kind": "run", "path": str(p), **{k: res.get(k) for k in ("kind", "status", "metrics", "artifacts", "timings", "error")}}
+        return {
+            "kind": "run",
+            "path": str(p),
+            **{
+                k: res.get(k)
+                for k in ("kind", "status", "metrics", "artifacts", "timings", "error")
+            },
+        }
     if p.is_file() and p.suffix in (".ckpt", ".pt", ".pth"):
         return _describe_checkpoint(p)
     from swiftlib.training.deepspeed import is_deepspeed_checkpoint

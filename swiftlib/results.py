@@ -21,7 +21,17 @@ def versions() -> dict[str, str]:
     from swiftlib import __version__
 
     out = {"swiftlib": __version__, "python": platform.python_version()}
-    for pkg in ("torch", "lightning", "torchmetrics", "monai", "nibabel", "nilearn", "h5py", "numpy", "deepspeed"):
+    for pkg in (
+        "torch",
+        "lightning",
+        "torchmetrics",
+        "monai",
+        "nibabel",
+        "nilearn",
+        "h5py",
+        "numpy",
+        "deepspeed",
+    ):
         try:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
@@ -33,7 +43,11 @@ def _relative(value: Any, run_dir: Path) -> Any:
     if isinstance(value, (str, Path)):
         p = Path(value)
         try:
-            return str(p.resolve().relative_to(run_dir.resolve())) if p.is_absolute() or p.exists() else str(value)
+            return (
+                str(p.resolve().relative_to(run_dir.resolve()))
+                if p.is_absolute() or p.exists()
+                else str(value)
+            )
         except ValueError:
             return str(value)
     return value
@@ -49,9 +63,18 @@ def _clean(metrics: dict) -> dict:
     return out
 
 
-def save_results(run_dir, kind: str, metrics: dict | None = None, parameters: dict | None = None,
-                 artifacts: dict | None = None, timings: dict | None = None, notebook: str | None = None,
-                 status: str = "ok", error: str | None = None, extra: dict | None = None) -> Path:
+def save_results(
+    run_dir,
+    kind: str,
+    metrics: dict | None = None,
+    parameters: dict | None = None,
+    artifacts: dict | None = None,
+    timings: dict | None = None,
+    notebook: str | None = None,
+    status: str = "ok",
+    error: str | None = None,
+    extra: dict | None = None,
+) -> Path:
     """Write ``run_dir/results.json`` atomically; paths inside ``run_dir`` become relative.
 
     NaN/Inf metrics are written as ``null`` (JSON has no NaN).

@@ -22,11 +22,23 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TEMPLATES", "SlurmError", "Submission", "template_for", "render", "submit", "directives"]
+__all__ = [
+    "TEMPLATES",
+    "SlurmError",
+    "Submission",
+    "template_for",
+    "render",
+    "submit",
+    "directives",
+]
 
 log = logging.getLogger(__name__)
 
-TEMPLATES = {"pretrain": "pretrain_deepspeed.sbatch", "finetune": "finetune.sbatch", "tune": "optuna_workers.sbatch"}
+TEMPLATES = {
+    "pretrain": "pretrain_deepspeed.sbatch",
+    "finetune": "finetune.sbatch",
+    "tune": "optuna_workers.sbatch",
+}
 _DIRECTIVE = re.compile(r"^(?P<hash>##?)SBATCH (?P<key>--[\w-]+)(=(?P<value>.*))?$")
 _VARIABLE = re.compile(r"^(?P<name>[A-Z_]+)=\$\{(?P=name):-(?P<default>.*)\}$")
 VARIABLES = ("NOTEBOOK", "PARAMS", "RUN_DIR", "SWIFTLIB_ENV", "SWIFTLIB_MODULES")
@@ -55,7 +67,8 @@ def slurm_dir() -> Path:
 
 
 def template_for(notebook) -> Path:
-    """The template for a notebook: by its stage folder / name (tuning, pretraining, else fine-tuning)."""
+    """The template for a notebook: by its stage folder / name (tuning, pretraining, else
+    fine-tuning)."""
     from swiftlib.runner import notebook_stage
 
     name = Path(notebook).stem
@@ -78,8 +91,15 @@ def directives(script: str) -> dict[str, str | None]:
     return out
 
 
-def render(notebook, params_file=None, template=None, run_dir=None, sbatch: dict | None = None,
-           variables: dict | None = None, check_params: bool = True) -> str:
+def render(
+    notebook,
+    params_file=None,
+    template=None,
+    run_dir=None,
+    sbatch: dict | None = None,
+    variables: dict | None = None,
+    check_params: bool = True,
+) -> str:
     """The job script for ``notebook`` (see the module docstring).
 
     ``sbatch``: directive values by option name without dashes (``{"nodes": 8, "time":
@@ -108,10 +128,16 @@ def render(notebook, params_file=None, template=None, run_dir=None, sbatch: dict
     known = {m["key"][2:] for m in map(_DIRECTIVE.match, text.splitlines()) if m}
     unknown = sorted(set(opts) - known)
     if unknown:
-        raise ValueError(f"{template.name} has no #SBATCH {', '.join('--' + u for u in unknown)}; "
-                         f"it sets: {', '.join(sorted(known))}")
-    values = {"NOTEBOOK": str(notebook), **({"PARAMS": str(params_file)} if params_file else {}),
-              **({"RUN_DIR": str(run_dir)} if run_dir else {}), **(variables or {})}
+        raise ValueError(
+            f"{template.name} has no #SBATCH {', '.join('--' + u for u in unknown)}; "
+            f"it sets: {', '.join(sorted(known))}"
+        )
+    values = {
+        "NOTEBOOK": str(notebook),
+        **({"PARAMS": str(params_file)} if params_file else {}),
+        **({"RUN_DIR": str(run_dir)} if run_dir else {}),
+        **(variables or {}),
+    }
     bad = sorted(set(values) - set(VARIABLES))
     if bad:
         raise ValueError(f"unknown script variable(s) {bad}; expected some of {VARIABLES}")
@@ -133,8 +159,16 @@ def render(notebook, params_file=None, template=None, run_dir=None, sbatch: dict
     return "\n".join(lines) + "\n"
 
 
-def submit(notebook, params_file=None, run_dir=None, sbatch: dict | None = None, variables: dict | None = None,
-           template=None, sbatch_cmd: str = "sbatch", extra_args=()) -> Submission:
+def submit(
+    notebook,
+    params_file=None,
+    run_dir=None,
+    sbatch: dict | None = None,
+    variables: dict | None = None,
+    template=None,
+    sbatch_cmd: str = "sbatch",
+    extra_args=(),
+) -> Submission:
     """Render into ``RUN_DIR/job.sbatch`` (absolute paths, SLURM log ``RUN_DIR/slurm-%j.out``)
     and submit it with ``sbatch --parsable``."""
     from swiftlib.runner import default_run_dir
@@ -143,9 +177,18 @@ def submit(notebook, params_file=None, run_dir=None, sbatch: dict | None = None,
     run_dir = Path(run_dir).resolve() if run_dir else default_run_dir(notebook).resolve()
     sb = dict(sbatch or {})
     name = Path(template).name if template else template_for(notebook).name
-    sb.setdefault("output", str(run_dir / ("slurm-%A_%a.out" if name == TEMPLATES["tune"] else "slurm-%j.out")))
-    script = render(notebook, Path(params_file).resolve() if params_file else None, template=template,
-                    run_dir=run_dir, sbatch=sb, variables=variables)
+    sb.setdefault(
+        "output",
+        str(run_dir / ("slurm-%A_%a.out" if name == TEMPLATES["tune"] else "slurm-%j.out")),
+    )
+    script = render(
+        notebook,
+        Path(params_file).resolve() if params_file else None,
+        template=template,
+        run_dir=run_dir,
+        sbatch=sb,
+        variables=variables,
+    )
     run_dir.mkdir(parents=True, exist_ok=True)
     path = run_dir / "job.sbatch"
     path.write_text(script)
@@ -153,10 +196,14 @@ def submit(notebook, params_file=None, run_dir=None, sbatch: dict | None = None,
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     except FileNotFoundError:
-        raise SlurmError(f"{sbatch_cmd!r} not found: submit from a SLURM login node, or use `swiftlib slurm render`"
-                         ) from None
+        raise SlurmError(
+            f"{sbatch_cmd!r} not found: submit from a SLURM login node, or use `swiftlib slurm "
+            "render`"
+        ) from None
     if proc.returncode != 0:
-        raise SlurmError(f"sbatch failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}")
+        raise SlurmError(
+            f"sbatch failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}"
+        )
     job_id = proc.stdout.strip().split(";")[0]
     log.info("submitted job %s, run dir %s", job_id, run_dir)
     return Submission(job_id, run_dir, path)

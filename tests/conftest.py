@@ -20,8 +20,9 @@ def synth_cohort(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("synth")
     cfg = SyntheticConfig(**SYNTH_KW)
-    store = make_synthetic_cohort(root / "store", config=cfg, export_nifti=root / "bids", export_subjects=4,
-                                  progress=False)
+    store = make_synthetic_cohort(
+        root / "store", config=cfg, export_nifti=root / "bids", export_subjects=4, progress=False
+    )
     return store, root / "bids", cfg
 
 
@@ -43,19 +44,35 @@ def train_store(tmp_path_factory):
     return make_synthetic_cohort(root / "store", config=SyntheticConfig(**TRAIN_KW), progress=False)
 
 
-def tiny_fit_config(store, run_dir, kind="finetune", task=None, trainer=None, data=None, **kw) -> dict:
+def tiny_fit_config(
+    store, run_dir, kind="finetune", task=None, trainer=None, data=None, **kw
+) -> dict:
     """A seconds-long fit() configuration on ``store`` (for tests)."""
     return {
         "kind": kind,
         "run_dir": str(run_dir),
         "seed": 0,
-        "data": {"store_path": str(store.root), "sequence_length": 8, "batch_size": 4, "num_workers": 0,
-                 "splits_dir": str(run_dir.parent / "splits"), **(data or {})},
-        "task": {"model": "swift_v2_test", **({"label": "sex"} if kind == "finetune" else {}), **(task or {})},
-        "trainer": {"max_epochs": 1, "enable_progress_bar": False, "accelerator": "cpu", **(trainer or {})},
+        "data": {
+            "store_path": str(store.root),
+            "sequence_length": 8,
+            "batch_size": 4,
+            "num_workers": 0,
+            "splits_dir": str(run_dir.parent / "splits"),
+            **(data or {}),
+        },
+        "task": {
+            "model": "swift_v2_test",
+            **({"label": "sex"} if kind == "finetune" else {}),
+            **(task or {}),
+        },
+        "trainer": {
+            "max_epochs": 1,
+            "enable_progress_bar": False,
+            "accelerator": "cpu",
+            **(trainer or {}),
+        },
         **kw,
     }
-
 
 
 class KillAt(pl.Callback):

@@ -16,17 +16,39 @@ def test_help_lists_every_command(capsys):
         assert cmd in out
     parser = build_parser()
     assert parser.parse_args(["synth", "out"]).subjects == 40
-    assert parser.parse_args(["preprocess", "in", "--out", "s"]).grid == [96, 96, 96]  # SwiFT default
+    # SwiFT default
+    assert parser.parse_args(["preprocess", "in", "--out", "s"]).grid == [96, 96, 96]
     assert parser.parse_args(["info", "x"]).verify == "size"
     assert parser.parse_args(["demo"]).out.name == "demo"
 
 
 def test_synth_then_info(tmp_path, capsys):
-    rc = main(["synth", str(tmp_path / "s"), "--subjects", "4", "--voxel-size", "8", "--grid", "20", "24", "22",
-               "--frames", "24", "--seed", "5", "-q"])
+    rc = main(
+        [
+            "synth",
+            str(tmp_path / "s"),
+            "--subjects",
+            "4",
+            "--voxel-size",
+            "8",
+            "--grid",
+            "20",
+            "24",
+            "22",
+            "--frames",
+            "24",
+            "--seed",
+            "5",
+            "-q",
+        ]
+    )
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["subjects"] == 4 and summary["grid"] == [20, 24, 22] and summary["frames_min_max"] == [24, 24]
+    assert (
+        summary["subjects"] == 4
+        and summary["grid"] == [20, 24, 22]
+        and summary["frames_min_max"] == [24, 24]
+    )
     assert main(["info", str(tmp_path / "s"), "--verify", "checksum"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["kind"] == "store" and set(info["labels"]) == {"sex", "age", "null_label"}
@@ -34,12 +56,29 @@ def test_synth_then_info(tmp_path, capsys):
 
 def test_preprocess_cli_exit_codes(tmp_path, synth_cohort, capsys):
     _, export, cfg = synth_cohort
-    args = ["preprocess", str(export), "--out", str(tmp_path / "p"), "--voxel-size", "8", "--grid", "20", "24", "22",
-            "--dataset", "synthetic", "--phenotype", str(export / "participants.tsv"), "-q"]
+    args = [
+        "preprocess",
+        str(export),
+        "--out",
+        str(tmp_path / "p"),
+        "--voxel-size",
+        "8",
+        "--grid",
+        "20",
+        "24",
+        "22",
+        "--dataset",
+        "synthetic",
+        "--phenotype",
+        str(export / "participants.tsv"),
+        "-q",
+    ]
     assert main(args) == 0
     assert "written 4, skipped (already done) 0, failed 0" in capsys.readouterr().out
     (tmp_path / "bad.nii.gz").write_text("nope")
-    assert main(["preprocess", str(tmp_path / "bad.nii.gz"), "--out", str(tmp_path / "q"), "-q"]) == 1
+    assert (
+        main(["preprocess", str(tmp_path / "bad.nii.gz"), "--out", str(tmp_path / "q"), "-q"]) == 1
+    )
     err = capsys.readouterr().err
     assert "FAILED bad" in err and "not a readable NIfTI image" in err
 
@@ -47,7 +86,9 @@ def test_preprocess_cli_exit_codes(tmp_path, synth_cohort, capsys):
 def test_errors_are_one_line_messages(tmp_path, capsys):
     assert main(["info", str(tmp_path / "missing")]) == 2
     assert "swiftlib info: error:" in capsys.readouterr().err
-    assert main(["preprocess", str(tmp_path), "--out", str(tmp_path / "o"), "--dataset", "UKBB"]) == 2
+    assert (
+        main(["preprocess", str(tmp_path), "--out", str(tmp_path / "o"), "--dataset", "UKBB"]) == 2
+    )
     err = capsys.readouterr().err
     assert "no 4D NIfTI images found" in err or "UKBB" in err
     assert main(["synth", str(tmp_path / "x"), "--subjects", "2"]) == 2
@@ -55,5 +96,10 @@ def test_errors_are_one_line_messages(tmp_path, capsys):
 
 
 def test_console_script_is_installed():
-    out = subprocess.run([sys.executable, "-m", "swiftlib.cli", "--version"], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "swiftlib.cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert out.stdout.startswith("swiftlib ")

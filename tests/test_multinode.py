@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PRETRAIN = ROOT / "notebooks" / "02_pretrain" / "01_pretrain_simmim.ipynb"
 SWIFTLIB = Path(sys.executable).parent / "swiftlib"
 
-DIGEST_STARTUP = '''
+DIGEST_STARTUP = """
 import hashlib, os, pathlib
 import lightning.pytorch as pl
 
@@ -48,7 +48,7 @@ def _with_digest(self, *args, callbacks=None, **kwargs):
     _init(self, *args, callbacks=[*(callbacks or []), _WeightsDigest()], **kwargs)
 
 pl.Trainer.__init__ = _with_digest
-'''
+"""
 
 
 def _free_port() -> int:
@@ -68,31 +68,80 @@ def _digest(checkpoint: Path) -> str:
 
 def _errors(path: Path) -> list[str]:
     nb = nbformat.read(str(path), as_version=4)
-    return [f"{o.get('ename')}: {o.get('evalue')}" for c in nb.cells if c.cell_type == "code"
-            for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    return [
+        f"{o.get('ename')}: {o.get('evalue')}"
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
 
 
 def test_two_nodes_on_localhost_run_the_pretraining_notebook_as_one_ddp_job(train_store, tmp_path):
     ipython_dir = tmp_path / "ipython"
     (ipython_dir / "profile_default" / "startup").mkdir(parents=True)
-    (ipython_dir / "profile_default" / "startup" / "00-weights-digest.py").write_text(DIGEST_STARTUP)
+    (ipython_dir / "profile_default" / "startup" / "00-weights-digest.py").write_text(
+        DIGEST_STARTUP
+    )
     digests = tmp_path / "digests"
     digests.mkdir()
     run_dir = tmp_path / "run"
-    params = {"store_path": str(train_store.root), "splits_dir": str(tmp_path / "splits"), "model": "swift_v2_test",
-              "model_overrides": "{}", "sequence_length": "8", "windows_per_subject": "1", "batch_size": "4",
-              "max_epochs": "2", "accelerator": "cpu", "devices": "1", "num_nodes": "2", "strategy": "ddp"}
-    cmd = [str(SWIFTLIB), "run", str(PRETRAIN), "-o", str(run_dir), "-q",
-           *[x for k, v in params.items() for x in ("-p", k, v)]]
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("SLURM_", "PMI_")) and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")}
-    base.update(OMP_NUM_THREADS="1", IPYTHONDIR=str(ipython_dir), DIGEST_DIR=str(digests), MASTER_ADDR="127.0.0.1",
-                MASTER_PORT=str(_free_port()), SLURM_JOB_ID="31337", SLURM_JOB_NAME="swiftlib-rehearsal",
-                SLURM_NTASKS="2", SLURM_NTASKS_PER_NODE="1", SLURM_NNODES="2", SLURM_JOB_NUM_NODES="2",
-                SLURM_NODELIST="127.0.0.1,127.0.0.1", SLURM_LOCALID="0")
+    params = {
+        "store_path": str(train_store.root),
+        "splits_dir": str(tmp_path / "splits"),
+        "model": "swift_v2_test",
+        "model_overrides": "{}",
+        "sequence_length": "8",
+        "windows_per_subject": "1",
+        "batch_size": "4",
+        "max_epochs": "2",
+        "accelerator": "cpu",
+        "devices": "1",
+        "num_nodes": "2",
+        "strategy": "ddp",
+    }
+    cmd = [
+        str(SWIFTLIB),
+        "run",
+        str(PRETRAIN),
+        "-o",
+        str(run_dir),
+        "-q",
+        *[x for k, v in params.items() for x in ("-p", k, v)],
+    ]
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLURM_", "PMI_"))
+        and k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT")
+    }
+    base.update(
+        OMP_NUM_THREADS="1",
+        IPYTHONDIR=str(ipython_dir),
+        DIGEST_DIR=str(digests),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(_free_port()),
+        SLURM_JOB_ID="31337",
+        SLURM_JOB_NAME="swiftlib-rehearsal",
+        SLURM_NTASKS="2",
+        SLURM_NTASKS_PER_NODE="1",
+        SLURM_NNODES="2",
+        SLURM_JOB_NUM_NODES="2",
+        SLURM_NODELIST="127.0.0.1,127.0.0.1",
+        SLURM_LOCALID="0",
+    )
     t0 = time.time()
-    procs = [subprocess.Popen(cmd, env={**base, "SLURM_PROCID": str(r), "SLURM_NODEID": str(r)}, cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            cmd,
+            env={**base, "SLURM_PROCID": str(r), "SLURM_NODEID": str(r)},
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for r in (0, 1)
+    ]
     try:
         outs = [p.communicate(timeout=240)[0] for p in procs]
     finally:
@@ -109,21 +158,28 @@ def test_two_nodes_on_localhost_run_the_pretraining_notebook_as_one_ddp_job(trai
     assert doc["parameters"]["num_nodes"] == 2 and doc["parameters"]["devices"] == 1
     assert doc["config"]["trainer"]["num_nodes"] == 2 and doc["config"]["data"]["num_devices"] == 2
     assert doc["metrics"]["val/recon_loss"] > 0 and doc["metrics"]["test/recon_loss"] > 0
-    assert (run_dir / PRETRAIN.name).exists() and (run_dir / PRETRAIN.with_suffix(".html").name).exists()
+    assert (run_dir / PRETRAIN.name).exists() and (
+        run_dir / PRETRAIN.with_suffix(".html").name
+    ).exists()
     assert _errors(run_dir / PRETRAIN.name) == []
 
     # rank 1: its executed notebook and status under ranks/, nothing canonical
     rank1 = run_dir / "ranks" / "rank-1"
     assert sorted(p.name for p in rank1.iterdir()) == [PRETRAIN.name, "status.json"]
     assert _errors(rank1 / PRETRAIN.name) == []
-    assert "MEMBER: 2/2" in (rank1 / PRETRAIN.name).read_text()  # Lightning: the second of two processes
+    # Lightning: the second of two processes
+    assert "MEMBER: 2/2" in (rank1 / PRETRAIN.name).read_text()
     status = json.loads((rank1 / "status.json").read_text())
     assert status["status"] == "ok" and status["rank"] == 1 and status["world_size"] == 2
 
     # DDP: both ranks ended training with the same weights, the ones in rank 0's last.ckpt
     per_rank = {p.name: p.read_text() for p in digests.iterdir()}
     assert sorted(per_rank) == ["rank-0.txt", "rank-1.txt"]
-    assert per_rank["rank-0.txt"] == per_rank["rank-1.txt"] == _digest(run_dir / "checkpoints" / "last.ckpt")
+    assert (
+        per_rank["rank-0.txt"]
+        == per_rank["rank-1.txt"]
+        == _digest(run_dir / "checkpoints" / "last.ckpt")
+    )
     print(f"two-node rehearsal: {seconds:.1f} s")
 
 
@@ -135,9 +191,18 @@ def test_torchrun_ranks_are_recognised_by_the_runner(tmp_path, monkeypatch):
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell('run_dir: str = ""  # run directory')
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell(
-        'from swiftlib import notebook as nb\nnb.save_results(run_dir, "data", metrics={"toy/ok": 1.0})')]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.cells = [
+        params,
+        nbformat.v4.new_code_cell(
+            'from swiftlib import notebook as nb\nnb.save_results(run_dir, "data", '
+            'metrics={"toy/ok": 1.0})'
+        ),
+    ]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     path = tmp_path / "01_data" / "01_toy.ipynb"
     path.parent.mkdir()
     nbformat.write(nb, str(path))
@@ -147,9 +212,15 @@ def test_torchrun_ranks_are_recognised_by_the_runner(tmp_path, monkeypatch):
     for rank in (1, 0):
         monkeypatch.setenv("RANK", str(rank))
         assert launch_rank() == (rank, 2)
-        out = run_notebook(path, run_dir=tmp_path / "run", progress=False, log_output=False, html=False)
+        out = run_notebook(
+            path, run_dir=tmp_path / "run", progress=False, log_output=False, html=False
+        )
         assert out.status == "ok", out.error
     status = json.loads((tmp_path / "run" / "ranks" / "rank-1" / "status.json").read_text())
     assert status["status"] == "ok" and status["rank"] == 1
     doc = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert doc["status"] == "ok" and doc["ranks"]["world_size"] == 2 and doc["metrics"] == {"toy/ok": 1.0}
+    assert (
+        doc["status"] == "ok"
+        and doc["ranks"]["world_size"] == 2
+        and doc["metrics"] == {"toy/ok": 1.0}
+    )

@@ -51,8 +51,11 @@ def test_scripts_pass_bash_n_and_carry_the_perlmutter_settings(script):
     text = script.read_text()
     d = directives(text)
     assert d["--constraint"] == "gpu" and d["--signal"] == "SIGUSR1@90" and "--requeue" in d
-    assert "##SBATCH --account=" in text and "--qos" in d and "--time" in d  # account/QOS/time as variables
-    assert "conda activate" in text and re.search(r"srun .*\\\n\s+swiftlib run \"\$NOTEBOOK\" -f \"\$PARAMS\" -o", text)
+    # account/QOS/time as variables
+    assert "##SBATCH --account=" in text and "--qos" in d and "--time" in d
+    assert "conda activate" in text and re.search(
+        r"srun .*\\\n\s+swiftlib run \"\$NOTEBOOK\" -f \"\$PARAMS\" -o", text
+    )
     assert d["--ntasks-per-node"] == d["--gpus-per-node"]  # one task per GPU
 
 
@@ -64,15 +67,40 @@ def test_template_follows_the_notebook_stage():
 
 @pytest.mark.parametrize("notebook", [PRETRAIN, FINETUNE], ids=lambda p: p.stem)
 def test_cli_render_keeps_the_template_structure_and_sets_values(notebook, capsys, tmp_path):
-    assert main(["slurm", "render", str(notebook), "-f", str(UKB), "--nodes", "8", "--gpus-per-node", "2",
-                 "--time", "01:30:00", "--account", "m1234", "--qos", "", "-o", str(tmp_path / "run")]) == 0
+    assert (
+        main(
+            [
+                "slurm",
+                "render",
+                str(notebook),
+                "-f",
+                str(UKB),
+                "--nodes",
+                "8",
+                "--gpus-per-node",
+                "2",
+                "--time",
+                "01:30:00",
+                "--account",
+                "m1234",
+                "--qos",
+                "",
+                "-o",
+                str(tmp_path / "run"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     template = template_for(notebook).read_text()
     assert _structure(out) == _structure(template)
     d = directives(out)
     assert d["--nodes"] == "8" and d["--gpus-per-node"] == "2" and d["--ntasks-per-node"] == "2"
-    assert d["--time"] == "01:30:00" and d["--account"] == "m1234" and "--qos" not in d  # '' drops a directive
-    assert f"RUN_DIR=${{RUN_DIR:-{tmp_path / 'run'}}}" in out and f"PARAMS=${{PARAMS:-{UKB}}}" in out
+    # '' drops a directive
+    assert d["--time"] == "01:30:00" and d["--account"] == "m1234" and "--qos" not in d
+    assert (
+        f"RUN_DIR=${{RUN_DIR:-{tmp_path / 'run'}}}" in out and f"PARAMS=${{PARAMS:-{UKB}}}" in out
+    )
     script = tmp_path / "job.sbatch"
     script.write_text(out)
     subprocess.run(["bash", "-n", str(script)], check=True)
@@ -94,19 +122,44 @@ def test_render_refuses_bad_parameters_and_unknown_directives(tmp_path):
 
 def test_submit_runs_sbatch_and_prints_job_id_and_run_dir(tmp_path, capsys):
     fake = tmp_path / "sbatch"
-    fake.write_text("#!/bin/bash\necho \"$@\" > \"$(dirname \"$0\")/args\"\necho '4242;perlmutter'\n")
+    fake.write_text('#!/bin/bash\necho "$@" > "$(dirname "$0")/args"\necho \'4242;perlmutter\'\n')
     fake.chmod(0o755)
-    rc = main(["slurm", "submit", str(FINETUNE), "-f", str(UKB), "-o", str(tmp_path / "run"), "--sbatch", str(fake)])
+    rc = main(
+        [
+            "slurm",
+            "submit",
+            str(FINETUNE),
+            "-f",
+            str(UKB),
+            "-o",
+            str(tmp_path / "run"),
+            "--sbatch",
+            str(fake),
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "job id:  4242" in out and f"run dir: {tmp_path / 'run'}" in out
     script = (tmp_path / "run" / "job.sbatch").read_text()
     assert directives(script)["--output"] == str(tmp_path / "run" / "slurm-%j.out")
     assert f"NOTEBOOK=${{NOTEBOOK:-{FINETUNE}}}" in script
-    assert (tmp_path / "args").read_text().split() == ["--parsable", str(tmp_path / "run" / "job.sbatch")]
+    assert (tmp_path / "args").read_text().split() == [
+        "--parsable",
+        str(tmp_path / "run" / "job.sbatch"),
+    ]
 
 
 def test_submit_without_sbatch_says_so(tmp_path, capsys):
-    rc = main(["slurm", "submit", str(FINETUNE), "-o", str(tmp_path / "r"), "--sbatch", str(tmp_path / "nope")])
+    rc = main(
+        [
+            "slurm",
+            "submit",
+            str(FINETUNE),
+            "-o",
+            str(tmp_path / "r"),
+            "--sbatch",
+            str(tmp_path / "nope"),
+        ]
+    )
     assert rc == 1 and "not found" in capsys.readouterr().err
 
 
@@ -124,7 +177,9 @@ def _free_port() -> int:
 
 
 def _ensure_installed():
-    if all(shutil.which(b) for b in ("slurmctld", "slurmd", "sbatch", "srun", "scontrol", "munged")):
+    if all(
+        shutil.which(b) for b in ("slurmctld", "slurmd", "sbatch", "srun", "scontrol", "munged")
+    ):
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         pytest.skip("SLURM is not installed and apt-get as root is not available")
@@ -186,31 +241,52 @@ SchedulerParameters=sched_interval=2
 NodeName={host} NodeAddr=127.0.0.1 CPUs={os.cpu_count()} RealMemory={mem_mb} State=UNKNOWN
 PartitionName=debug Nodes={host} Default=YES MaxTime=INFINITE State=UP
 """)
-    env = {**os.environ, "SLURM_CONF": str(conf),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        **os.environ,
+        "SLURM_CONF": str(conf),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     for var in [k for k in env if k.startswith("SLURM_") and k != "SLURM_CONF"]:
         env.pop(var)  # a pytest started inside a SLURM job must not leak its job into ours
     daemons = []
     try:
-        daemons.append(subprocess.Popen(
-            ["munged", "-F", f"--socket={munge_dir}/munge.socket", f"--pid-file={munge_dir}/munged.pid",
-             f"--seed-file={munge_dir}/seed", f"--log-file={munge_dir}/munged.log"],
-            user="munge", group="munge", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        daemons.append(
+            subprocess.Popen(
+                [
+                    "munged",
+                    "-F",
+                    f"--socket={munge_dir}/munge.socket",
+                    f"--pid-file={munge_dir}/munged.pid",
+                    f"--seed-file={munge_dir}/seed",
+                    f"--log-file={munge_dir}/munged.log",
+                ],
+                user="munge",
+                group="munge",
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         deadline = time.time() + 10
         while not (munge_dir / "munge.socket").exists() and time.time() < deadline:
             time.sleep(0.05)
         for cmd in (["slurmctld", "-D", "-i"], ["slurmd", "-D"]):
-            daemons.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            daemons.append(
+                subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            )
         deadline = time.time() + 30
         state = ""
         while time.time() < deadline:
-            out = subprocess.run(["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True, timeout=10)
+            out = subprocess.run(
+                ["sinfo", "-h", "-o", "%T"], env=env, capture_output=True, text=True, timeout=10
+            )
             state = out.stdout.strip()
             if state == "idle":
                 break
             time.sleep(0.2)
         if state != "idle":
-            pytest.fail(f"local SLURM cluster did not come up (node state {state!r}); logs in {root}/log")
+            pytest.fail(
+                f"local SLURM cluster did not come up (node state {state!r}); logs in {root}/log"
+            )
         yield env
     finally:
         for p in reversed(daemons):
@@ -229,16 +305,39 @@ def _wait_for_job(job_id: str, env: dict, timeout: float = 420) -> dict:
     deadline = time.time() + timeout
     fields: dict = {}
     while time.time() < deadline:
-        out = subprocess.run(["scontrol", "show", "job", "-o", job_id], env=env, capture_output=True, text=True)
+        out = subprocess.run(
+            ["scontrol", "show", "job", "-o", job_id], env=env, capture_output=True, text=True
+        )
         fields = dict(kv.split("=", 1) for kv in out.stdout.split() if "=" in kv)
-        if fields.get("JobState") in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"):
+        if fields.get("JobState") in (
+            "COMPLETED",
+            "FAILED",
+            "CANCELLED",
+            "TIMEOUT",
+            "NODE_FAIL",
+            "OUT_OF_MEMORY",
+        ):
             return fields
         time.sleep(1)
     pytest.fail(f"job {job_id} did not finish in {timeout} s: {fields.get('JobState')}")
 
 
-LOCAL = ["--constraint", "", "--qos", "", "--gpus-per-node", "0", "--cpus-per-task", "1", "--time", "00:10:00",
-         "--env", "", "--modules", ""]
+LOCAL = [
+    "--constraint",
+    "",
+    "--qos",
+    "",
+    "--gpus-per-node",
+    "0",
+    "--cpus-per-task",
+    "1",
+    "--time",
+    "00:10:00",
+    "--env",
+    "",
+    "--modules",
+    "",
+]
 
 
 def _submit(args: list[str], env: dict, capsys) -> tuple[str, Path]:
@@ -260,17 +359,38 @@ def _submit(args: list[str], env: dict, capsys) -> tuple[str, Path]:
 def test_rendered_notebook_job_completes_on_a_real_cluster(slurm_cluster, tmp_path, capsys):
     env = {**slurm_cluster, "SWIFTLIB_SCALE_ARGS": ""}  # the data notebook has no devices/num_nodes
     params = tmp_path / "params.yaml"
-    params.write_text(f"01_make_synthetic_cohort:\n  num_subjects: 4\n  num_frames: 16\n  voxel_size: 8.0\n"
-                      f"  out_dir: {tmp_path / 'store'}\n  export_nifti_dir: ''\n")
-    job_id, run_dir = _submit([str(MAKE), "-f", str(params), "-o", str(tmp_path / "run"), "--template",
-                               str(ROOT / "slurm" / TEMPLATES["finetune"]), "--ntasks-per-node", "1", *LOCAL],
-                              env, capsys)
+    params.write_text(
+        f"01_make_synthetic_cohort:\n  num_subjects: 4\n  num_frames: 16\n  voxel_size: 8.0\n"
+        f"  out_dir: {tmp_path / 'store'}\n  export_nifti_dir: ''\n"
+    )
+    job_id, run_dir = _submit(
+        [
+            str(MAKE),
+            "-f",
+            str(params),
+            "-o",
+            str(tmp_path / "run"),
+            "--template",
+            str(ROOT / "slurm" / TEMPLATES["finetune"]),
+            "--ntasks-per-node",
+            "1",
+            *LOCAL,
+        ],
+        env,
+        capsys,
+    )
     job = _wait_for_job(job_id, env)
-    log = (run_dir / f"slurm-{job_id}.out").read_text() if (run_dir / f"slurm-{job_id}.out").exists() else ""
+    log = (
+        (run_dir / f"slurm-{job_id}.out").read_text()
+        if (run_dir / f"slurm-{job_id}.out").exists()
+        else ""
+    )
     assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", log[-3000:]
     doc = json.loads((run_dir / "results.json").read_text())
     assert doc["status"] == "ok" and doc["metrics"]["data/num_subjects"] == 4
-    assert (run_dir / "01_make_synthetic_cohort.ipynb").exists() and (run_dir / "01_make_synthetic_cohort.html").exists()
+    assert (run_dir / "01_make_synthetic_cohort.ipynb").exists() and (
+        run_dir / "01_make_synthetic_cohort.html"
+    ).exists()
 
 
 @pytest.mark.slurm
@@ -281,26 +401,53 @@ def test_two_task_srun_ddp_finetuning_job(slurm_cluster, tmp_path, capsys):
     encoder's final norm takes no part in the SimMIM loss.)"""
     from swiftlib.data.synthetic import SyntheticConfig, make_synthetic_cohort
 
-    store = make_synthetic_cohort(tmp_path / "store", config=SyntheticConfig(num_subjects=12, num_frames=24,
-                                                                          voxel_size=8.0, seed=1), progress=False)
+    store = make_synthetic_cohort(
+        tmp_path / "store",
+        config=SyntheticConfig(num_subjects=12, num_frames=24, voxel_size=8.0, seed=1),
+        progress=False,
+    )
     params = tmp_path / "params.yaml"
     params.write_text(
-        "01_finetune:\n"
-        f"  store_path: {store.root}\n  splits_dir: {tmp_path / 'splits'}\n  init_from: ''\n"
-        "  model: swift_v2_test\n  model_overrides: {}\n  sequence_length: 8\n  windows_per_subject: 1\n"
-        "  batch_size: 4\n  max_epochs: 1\n  accelerator: cpu\n  strategy: ddp\n")
-    job_id, run_dir = _submit([str(FINETUNE), "-f", str(params), "-o", str(tmp_path / "run"),
-                               "--ntasks-per-node", "2", "--nodes", "1", *LOCAL], env=slurm_cluster, capsys=capsys)
+        f"01_finetune:\n  store_path: {store.root}\n  splits_dir: {tmp_path / 'splits'}\n  "
+        "init_from: ''\n  model: swift_v2_test\n  model_overrides: {}\n  sequence_length: 8\n  "
+        "windows_per_subject: 1\n  batch_size: 4\n  max_epochs: 1\n  accelerator: cpu\n  strategy: "
+        "ddp\n"
+    )
+    job_id, run_dir = _submit(
+        [
+            str(FINETUNE),
+            "-f",
+            str(params),
+            "-o",
+            str(tmp_path / "run"),
+            "--ntasks-per-node",
+            "2",
+            "--nodes",
+            "1",
+            *LOCAL,
+        ],
+        env=slurm_cluster,
+        capsys=capsys,
+    )
     job = _wait_for_job(job_id, slurm_cluster)
-    log = (run_dir / f"slurm-{job_id}.out").read_text() if (run_dir / f"slurm-{job_id}.out").exists() else ""
+    log = (
+        (run_dir / f"slurm-{job_id}.out").read_text()
+        if (run_dir / f"slurm-{job_id}.out").exists()
+        else ""
+    )
     assert job["JobState"] == "COMPLETED" and job["ExitCode"] == "0:0", log[-3000:]
     doc = json.loads((run_dir / "results.json").read_text())
-    assert doc["status"] == "ok" and doc["parameters"]["devices"] == 2 and doc["config"]["trainer"]["devices"] == 2
+    assert (
+        doc["status"] == "ok"
+        and doc["parameters"]["devices"] == 2
+        and doc["config"]["trainer"]["devices"] == 2
+    )
     assert doc["config"]["data"]["num_devices"] == 2 and 0 <= doc["metrics"]["val/acc"] <= 1
     # rank 0 keeps the canonical notebook; rank 1 wrote its own under ranks/
     rank1 = run_dir / "ranks" / "rank-1" / "01_finetune.ipynb"
     assert (run_dir / "01_finetune.ipynb").exists() and rank1.exists()
-    assert "MEMBER: 2/2" in rank1.read_text()  # Lightning: this kernel was the second of two DDP processes
+    # Lightning: this kernel was the second of two DDP processes
+    assert "MEMBER: 2/2" in rank1.read_text()
 
 
 def _state_digest(path: Path) -> str:
@@ -327,13 +474,19 @@ def _notebook_errors(path: Path) -> list[str]:
     import nbformat
 
     nb = nbformat.read(str(path), as_version=4)
-    return [f"{o.get('ename')}: {o.get('evalue')}" for c in nb.cells if c.cell_type == "code"
-            for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    return [
+        f"{o.get('ename')}: {o.get('evalue')}"
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
 
 
 @pytest.mark.slurm
 def test_sigusr1_checkpoints_requeues_and_the_requeued_job_ends_as_an_uninterrupted_run(
-        slurm_cluster, train_store, tmp_path, capsys, monkeypatch):
+    slurm_cluster, train_store, tmp_path, capsys, monkeypatch
+):
     """``scancel --signal=USR1`` (what ``#SBATCH --signal=SIGUSR1@90`` sends: every process of the
     job's steps) mid-training: swiftlib saves ``RUN_DIR/hpc_ckpt_1.ckpt`` at the next step
     boundary and runs ``scontrol requeue``; SLURM restarts the same script, ``swiftlib run``
@@ -341,27 +494,61 @@ def test_sigusr1_checkpoints_requeues_and_the_requeued_job_ends_as_an_uninterrup
     and the run ends with the weights and metrics of an uninterrupted run with the same seed."""
     from swiftlib.runner import run_notebook
 
-    params = {"store_path": str(train_store.root), "splits_dir": str(tmp_path / "splits"), "model": "swift_v2_test",
-              "model_overrides": {"drop_path_rate": 0.1}, "sequence_length": 8, "windows_per_subject": 0,
-              "batch_size": 4, "max_epochs": 4, "accelerator": "cpu", "checkpoint_every_n_steps": 1}
+    params = {
+        "store_path": str(train_store.root),
+        "splits_dir": str(tmp_path / "splits"),
+        "model": "swift_v2_test",
+        "model_overrides": {"drop_path_rate": 0.1},
+        "sequence_length": 8,
+        "windows_per_subject": 0,
+        "batch_size": 4,
+        "max_epochs": 4,
+        "accelerator": "cpu",
+        "checkpoint_every_n_steps": 1,
+    }
     steps = 4 * 6  # 4 epochs x (8 training subjects x 3 windows / batch 4)
-    (tmp_path / "params.yaml").write_text(json.dumps({"01_pretrain_simmim": params}))  # JSON is YAML
+    # JSON is YAML
+    (tmp_path / "params.yaml").write_text(json.dumps({"01_pretrain_simmim": params}))
     env = {**slurm_cluster, "OMP_NUM_THREADS": "1"}
-    job_id, run_dir = _submit([str(PRETRAIN), "-f", str(tmp_path / "params.yaml"), "-o", str(tmp_path / "run"),
-                               "--ntasks-per-node", "1", "--nodes", "1", *LOCAL], env, capsys)
+    job_id, run_dir = _submit(
+        [
+            str(PRETRAIN),
+            "-f",
+            str(tmp_path / "params.yaml"),
+            "-o",
+            str(tmp_path / "run"),
+            "--ntasks-per-node",
+            "1",
+            "--nodes",
+            "1",
+            *LOCAL,
+        ],
+        env,
+        capsys,
+    )
     log_file = run_dir / f"slurm-{job_id}.out"
 
     deadline = time.time() + 180
-    while not (run_dir / "checkpoints" / "last.ckpt").exists():  # training has begun (a checkpoint every step)
-        assert time.time() < deadline, log_file.read_text()[-3000:] if log_file.exists() else "no job log"
+    # training has begun (a checkpoint every step)
+    while not (run_dir / "checkpoints" / "last.ckpt").exists():
+        assert time.time() < deadline, (
+            log_file.read_text()[-3000:] if log_file.exists() else "no job log"
+        )
         time.sleep(0.1)
     subprocess.run(["scancel", "--signal=USR1", job_id], env=env, check=True)
 
-    # the uninterrupted reference, same notebook and seed, outside SLURM (while the job is requeued),
-    # with the job's thread count: another one changes the float reduction order (1e-7 differences)
+    # the uninterrupted reference, same notebook and seed, outside SLURM (while the job is
+    # requeued), with the job's thread count: another one changes the float reduction order (1e-7
+    # differences)
     monkeypatch.setenv("OMP_NUM_THREADS", env["OMP_NUM_THREADS"])
-    ref = run_notebook(PRETRAIN, run_dir=tmp_path / "reference", parameters=params, progress=False,
-                       log_output=False, html=False)
+    ref = run_notebook(
+        PRETRAIN,
+        run_dir=tmp_path / "reference",
+        parameters=params,
+        progress=False,
+        log_output=False,
+        html=False,
+    )
     assert ref.status == "ok", ref.error
 
     job = _wait_for_job(job_id, env)
@@ -387,4 +574,5 @@ def test_sigusr1_checkpoints_requeues_and_the_requeued_job_ends_as_an_uninterrup
             assert doc["metrics"][k] == v, k
     for name in ("best.ckpt", "last.ckpt"):
         assert _state_digest(run_dir / "checkpoints" / name) == _state_digest(
-            tmp_path / "reference" / "checkpoints" / name), name
+            tmp_path / "reference" / "checkpoints" / name
+        ), name

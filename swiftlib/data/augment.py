@@ -59,7 +59,9 @@ class AugmentConfig:
 
     def __post_init__(self):
         if self.strength < 0:
-            raise ValueError(f"AugmentConfig.strength={self.strength}: expected >= 0 (0 = no augmentation)")
+            raise ValueError(
+                f"AugmentConfig.strength={self.strength}: expected >= 0 (0 = no augmentation)"
+            )
         for name in ("affine_prob", "elastic_prob", "noise_prob", "temporal_noise_prob"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
@@ -69,7 +71,9 @@ class AugmentConfig:
                 raise ValueError(f"AugmentConfig.{name}={getattr(self, name)}: expected >= 0")
         lo, hi = self.elastic_sigma
         if not 0 < lo <= hi:
-            raise ValueError(f"AugmentConfig.elastic_sigma={self.elastic_sigma}: expected 0 < min <= max")
+            raise ValueError(
+                f"AugmentConfig.elastic_sigma={self.elastic_sigma}: expected 0 < min <= max"
+            )
 
     @classmethod
     def from_dict(cls, d) -> AugmentConfig:
@@ -91,12 +95,18 @@ class FrameAugment:
         k = cfg.strength
         rot = math.radians(cfg.rotate_deg * k)
         self.affine = RandAffine(
-            prob=cfg.affine_prob, rotate_range=(rot, rot, rot), scale_range=(cfg.scale * k,) * 3,
-            mode="bilinear", padding_mode="border",
+            prob=cfg.affine_prob,
+            rotate_range=(rot, rot, rot),
+            scale_range=(cfg.scale * k,) * 3,
+            mode="bilinear",
+            padding_mode="border",
         )
         self.elastic = Rand3DElastic(
-            sigma_range=cfg.elastic_sigma, magnitude_range=(0.0, cfg.elastic_magnitude * k),
-            prob=cfg.elastic_prob, mode="bilinear", padding_mode="border",
+            sigma_range=cfg.elastic_sigma,
+            magnitude_range=(0.0, cfg.elastic_magnitude * k),
+            prob=cfg.elastic_prob,
+            mode="bilinear",
+            padding_mode="border",
         )
         self.set_random_state(cfg.seed)
 
@@ -110,7 +120,9 @@ class FrameAugment:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 5 or x.shape[0] != 1:
-            raise ValueError(f"FrameAugment expects one window x of shape (1, D, H, W, T); got {tuple(x.shape)}")
+            raise ValueError(
+                f"FrameAugment expects one window x of shape (1, D, H, W, T); got {tuple(x.shape)}"
+            )
         cfg, k = self.config, self.config.strength
         if k == 0:
             return x
@@ -125,8 +137,11 @@ class FrameAugment:
         if cfg.noise_std > 0 and self.R.rand() < cfg.noise_prob:
             vol = vol + torch.randn(vol.shape, generator=g) * (cfg.noise_std * k)  # (T, D, H, W)
         if cfg.temporal_noise_std > 0 and self.R.rand() < cfg.temporal_noise_prob:
-            vol = vol + torch.randn(T, 1, 1, 1, generator=g) * (cfg.temporal_noise_std * k)  # per-frame offset
-        return vol.permute(1, 2, 3, 0).unsqueeze(0).to(dtype).contiguous()  # (T, D, H, W) -> (1, D, H, W, T)
+            # per-frame offset
+            vol = vol + torch.randn(T, 1, 1, 1, generator=g) * (cfg.temporal_noise_std * k)
+        return (
+            vol.permute(1, 2, 3, 0).unsqueeze(0).to(dtype).contiguous()
+        )  # (T, D, H, W) -> (1, D, H, W, T)
 
 
 def _plain(t) -> torch.Tensor:

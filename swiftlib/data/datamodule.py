@@ -103,26 +103,46 @@ class DataConfig:
     seed: int = 0
 
     def __post_init__(self):
-        for name in ("batch_size", "num_devices", "accumulate_grad_batches", "sequence_length", "stride_within_seq"):
+        for name in (
+            "batch_size",
+            "num_devices",
+            "accumulate_grad_batches",
+            "sequence_length",
+            "stride_within_seq",
+        ):
             if getattr(self, name) < 1:
-                raise ValueError(f"DataConfig.{name}={getattr(self, name)}: expected a positive integer")
+                raise ValueError(
+                    f"DataConfig.{name}={getattr(self, name)}: expected a positive integer"
+                )
         if self.num_workers < 0:
             raise ValueError(f"DataConfig.num_workers={self.num_workers}: expected >= 0")
         if self.eval_batch_size is not None and self.eval_batch_size < 1:
-            raise ValueError(f"DataConfig.eval_batch_size={self.eval_batch_size}: expected a positive integer")
+            raise ValueError(
+                f"DataConfig.eval_batch_size={self.eval_batch_size}: expected a positive integer"
+            )
         if self.pair_min_separation is not None and self.pair_min_separation < 0:
-            raise ValueError(f"DataConfig.pair_min_separation={self.pair_min_separation}: expected frames >= 0 or None")
+            raise ValueError(
+                f"DataConfig.pair_min_separation={self.pair_min_separation}: expected frames >= 0 "
+                "or None"
+            )
         if self.eval_pairs_per_subject < 1:
-            raise ValueError(f"DataConfig.eval_pairs_per_subject={self.eval_pairs_per_subject}: expected a positive integer")
+            raise ValueError(
+                f"DataConfig.eval_pairs_per_subject={self.eval_pairs_per_subject}: expected a "
+                "positive integer"
+            )
         if self.few_shot_n is not None and self.few_shot_n < 1:
-            raise ValueError(f"DataConfig.few_shot_n={self.few_shot_n}: expected a positive integer or None")
+            raise ValueError(
+                f"DataConfig.few_shot_n={self.few_shot_n}: expected a positive integer or None"
+            )
         if isinstance(self.augment, dict):
             self.augment = AugmentConfig.from_dict(self.augment)
         self.per_device_batch_size  # noqa: B018 - validates the batch arithmetic early
         if self.pairs and self.per_device_batch_size < 2:
             raise ValueError(
-                f"DataConfig.batch_size={self.batch_size} gives {self.per_device_batch_size} pair(s) per device; "
-                "contrastive pairs need at least 2 per device (the other pairs of a batch are the negatives)")
+                f"DataConfig.batch_size={self.batch_size} gives {self.per_device_batch_size} "
+                "pair(s) per device; contrastive pairs need at least 2 per device (the other pairs "
+                "of a batch are the negatives)"
+            )
 
     @property
     def per_device_batch_size(self) -> int:
@@ -130,8 +150,9 @@ class DataConfig:
         if self.batch_size % per_step:
             raise ValueError(
                 f"global batch_size {self.batch_size} is not divisible by num_devices "
-                f"{self.num_devices} × accumulate_grad_batches {self.accumulate_grad_batches} = {per_step}; "
-                f"choose a batch_size that is a multiple of {per_step} (e.g. {per_step * max(1, self.batch_size // per_step)})"
+                f"{self.num_devices} × accumulate_grad_batches {self.accumulate_grad_batches} = "
+                f"{per_step}; choose a batch_size that is a multiple of {per_step} (e.g. "
+                f"{per_step * max(1, self.batch_size // per_step)})"
             )
         return self.batch_size // per_step
 
@@ -141,7 +162,8 @@ class DataConfig:
 
     @classmethod
     def from_dict(cls, d) -> DataConfig:
-        """Build from plain values (YAML/JSON/notebook parameters); unknown keys and wrong types fail."""
+        """Build from plain values (YAML/JSON/notebook parameters); unknown keys and wrong types
+        fail."""
         return config_from_dict(cls, d)
 
     def to_dict(self) -> dict:
@@ -178,13 +200,14 @@ class FMRIDataModule(LightningDataModule):
         if trainer.world_size != cfg.num_devices:
             raise ValueError(
                 f"the Trainer runs on {trainer.world_size} device(s) but DataConfig.num_devices is "
-                f"{cfg.num_devices}; set num_devices to the Trainer's devices × nodes so the global "
-                f"batch_size {cfg.batch_size} is split correctly"
+                f"{cfg.num_devices}; set num_devices to the Trainer's devices × nodes so the "
+                f"global batch_size {cfg.batch_size} is split correctly"
             )
         if trainer.accumulate_grad_batches != cfg.accumulate_grad_batches:
             raise ValueError(
                 f"the Trainer accumulates {trainer.accumulate_grad_batches} batch(es) but "
-                f"DataConfig.accumulate_grad_batches is {cfg.accumulate_grad_batches}; make them equal"
+                f"DataConfig.accumulate_grad_batches is {cfg.accumulate_grad_batches}; make them "
+                "equal"
             )
 
     def setup(self, stage: str | None = None) -> None:
@@ -204,7 +227,11 @@ class FMRIDataModule(LightningDataModule):
         cfg = self.config
         dtype = _DTYPES[cfg.dtype]
         augment = build_augment(cfg.augment)
-        eval_stride = cfg.eval_stride_between_seq if cfg.eval_stride_between_seq is not None else cfg.stride_between_seq
+        eval_stride = (
+            cfg.eval_stride_between_seq
+            if cfg.eval_stride_between_seq is not None
+            else cfg.stride_between_seq
+        )
         train, val, test = {}, [], []
         first_store_of: dict[str, str] = {}  # dataset name -> store path
         for path in cfg.store_paths:
@@ -215,15 +242,16 @@ class FMRIDataModule(LightningDataModule):
                 # the training mix and the split files are keyed by dataset name: a second store
                 # of the same name would silently replace the first one in training
                 raise ValueError(
-                    f"stores {first_store_of[dataset_name]} and {path} both hold dataset {dataset_name!r}; "
-                    f"each store in store_path must hold a different dataset (write one store per cohort, "
-                    f"or preprocess both into one store)"
+                    f"stores {first_store_of[dataset_name]} and {path} both hold dataset "
+                    f"{dataset_name!r}; each store in store_path must hold a different dataset "
+                    "(write one store per cohort, or preprocess both into one store)"
                 )
             first_store_of[dataset_name] = str(path)
             spec = store.labels.get(cfg.label) if cfg.label is not None else None
             if cfg.label is not None and spec is None:
                 raise KeyError(
-                    f"label {cfg.label!r} is not declared in store {path}; valid labels: {sorted(store.labels)}"
+                    f"label {cfg.label!r} is not declared in store {path}; valid labels: "
+                    f"{sorted(store.labels)}"
                 )
             table = store.subjects.drop_duplicates("participant_id")
             participants = table["participant_id"].astype(str).tolist()
@@ -231,29 +259,63 @@ class FMRIDataModule(LightningDataModule):
             if cfg.stratify and spec is not None and spec["task"] == "classification":
                 stratify = table[cfg.label].tolist()
             splits = load_or_create_splits(
-                participants, dataset_name, cfg.split_name, cfg.split_fractions, cfg.split_seed,
-                stratify=stratify, stratify_label=cfg.label if stratify is not None else None,
+                participants,
+                dataset_name,
+                cfg.split_name,
+                cfg.split_fractions,
+                cfg.split_seed,
+                stratify=stratify,
+                stratify_label=cfg.label if stratify is not None else None,
                 splits_dir=cfg.splits_dir,
             )
             check_leakage(splits)
             self.splits[str(path)] = splits
             train_participants = splits.train
             if cfg.few_shot_n is not None:
-                train_participants = few_shot_subset(splits.train, cfg.few_shot_n, cfg.few_shot_seed)
-            common = dict(sequence_length=cfg.sequence_length, stride_within_seq=cfg.stride_within_seq,
-                          label=cfg.label, dtype=dtype)
-            train[dataset_name] = WindowDataset(
-                store, subjects_of(store, train_participants), stride_between_seq=cfg.stride_between_seq,
-                mode="train", windows_per_subject=cfg.windows_per_subject, augment=augment, **common,
+                train_participants = few_shot_subset(
+                    splits.train, cfg.few_shot_n, cfg.few_shot_seed
+                )
+            common = dict(
+                sequence_length=cfg.sequence_length,
+                stride_within_seq=cfg.stride_within_seq,
+                label=cfg.label,
+                dtype=dtype,
             )
-            val.append(WindowDataset(store, subjects_of(store, splits.val), stride_between_seq=eval_stride,
-                                     mode="eval", **common))
-            test.append(WindowDataset(store, subjects_of(store, splits.test), stride_between_seq=eval_stride,
-                                      mode="eval", **common))
+            train[dataset_name] = WindowDataset(
+                store,
+                subjects_of(store, train_participants),
+                stride_between_seq=cfg.stride_between_seq,
+                mode="train",
+                windows_per_subject=cfg.windows_per_subject,
+                augment=augment,
+                **common,
+            )
+            val.append(
+                WindowDataset(
+                    store,
+                    subjects_of(store, splits.val),
+                    stride_between_seq=eval_stride,
+                    mode="eval",
+                    **common,
+                )
+            )
+            test.append(
+                WindowDataset(
+                    store,
+                    subjects_of(store, splits.test),
+                    stride_between_seq=eval_stride,
+                    mode="eval",
+                    **common,
+                )
+            )
             if spec is not None:
-                if self.label_task is not None and (self.label_task, self.num_classes) != (spec["task"], spec.get("num_classes")):
+                if self.label_task is not None and (self.label_task, self.num_classes) != (
+                    spec["task"],
+                    spec.get("num_classes"),
+                ):
                     raise ValueError(
-                        f"label {cfg.label!r} is {spec['task']} in {path} but {self.label_task} in an earlier store"
+                        f"label {cfg.label!r} is {spec['task']} in {path} but {self.label_task} in "
+                        "an earlier store"
                     )
                 self.label_task, self.num_classes = spec["task"], spec.get("num_classes")
         if len(train) == 1:
@@ -265,27 +327,38 @@ class FMRIDataModule(LightningDataModule):
         if cfg.pairs:  # contrastive pretraining: two windows of one subject per item
             from swiftlib.data.pairs import PairDataset
 
-            kw = dict(min_separation=cfg.pair_min_separation, pairs_per_subject=cfg.eval_pairs_per_subject,
-                      seed=cfg.seed)
+            kw = dict(
+                min_separation=cfg.pair_min_separation,
+                pairs_per_subject=cfg.eval_pairs_per_subject,
+                seed=cfg.seed,
+            )
             self.train_dataset = PairDataset(self.train_dataset, **kw)
             self.val_dataset = PairDataset(self.val_dataset, **kw)
             self.test_dataset = PairDataset(self.test_dataset, **kw)
             if self.val_dataset.num_subjects < 2:
                 raise ValueError(
-                    f"contrastive validation needs pairs of at least 2 subjects (a window must pick its partner out "
-                    f"of other subjects' windows); the validation split has {self.val_dataset.num_subjects}. Raise "
-                    f"split_fractions[1] (now {cfg.split_fractions[1]}) or add subjects")
+                    "contrastive validation needs pairs of at least 2 subjects (a window must pick "
+                    "its partner out of other subjects' windows); the validation split has "
+                    f"{self.val_dataset.num_subjects}. Raise split_fractions[1] (now "
+                    f"{cfg.split_fractions[1]}) or add subjects"
+                )
         self._ready = True
-        log.info("data: train %d, val %d, test %d windows (per-device batch %d)",
-                 len(self.train_dataset), len(self.val_dataset), len(self.test_dataset),
-                 cfg.per_device_batch_size)
+        log.info(
+            "data: train %d, val %d, test %d windows (per-device batch %d)",
+            len(self.train_dataset),
+            len(self.val_dataset),
+            len(self.test_dataset),
+            cfg.per_device_batch_size,
+        )
 
     # -- loaders -----------------------------------------------------------------------------
     def _rank(self) -> tuple[int, int]:
         trainer = getattr(self, "trainer", None)
         return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
-    def _loader(self, dataset, batch_size: int, sampler, cls=DataLoader, drop_last: bool = False) -> DataLoader:
+    def _loader(
+        self, dataset, batch_size: int, sampler, cls=DataLoader, drop_last: bool = False
+    ) -> DataLoader:
         cfg = self.config
         workers = cfg.num_workers
         from swiftlib.data.pairs import collate_pairs
@@ -319,10 +392,18 @@ class FMRIDataModule(LightningDataModule):
         world, rank = self._rank()
         windows = self.train_dataset.dataset if cfg.pairs else self.train_dataset
         if isinstance(windows, MixedWindowDataset):
-            sampler = MixingSampler(windows, weights=cfg.dataset_weights, num_samples=cfg.mix_num_samples,
-                                    seed=cfg.seed, num_replicas=world, rank=rank)
+            sampler = MixingSampler(
+                windows,
+                weights=cfg.dataset_weights,
+                num_samples=cfg.mix_num_samples,
+                seed=cfg.seed,
+                num_replicas=world,
+                rank=rank,
+            )
         else:
-            sampler = EpochShuffleSampler(len(windows), seed=cfg.seed, num_replicas=world, rank=rank)
+            sampler = EpochShuffleSampler(
+                len(windows), seed=cfg.seed, num_replicas=world, rank=rank
+            )
         # pairs: the epoch travels with each index, so the pair drawn is the same after a resume
         return EpochKeyedSampler(sampler) if cfg.pairs else sampler
 
@@ -346,11 +427,14 @@ class FMRIDataModule(LightningDataModule):
         batch, sampler = self.config.per_device_batch_size, self._train_sampler()
         if self.config.pairs and len(sampler) < batch:
             raise ValueError(
-                f"{len(sampler)} training pair(s) per device, fewer than the per-device batch {batch}; contrastive "
-                "batches are never partial (the other pairs of a batch are its negatives): lower batch_size or "
-                "add subjects")
+                f"{len(sampler)} training pair(s) per device, fewer than the per-device batch "
+                f"{batch}; contrastive batches are never partial (the other pairs of a batch are "
+                "its negatives): lower batch_size or add subjects"
+            )
         # contrastive: no partial last batch (a batch of one pair has no negative)
-        return self._loader(self.train_dataset, batch, sampler, cls=ResumableLoader, drop_last=self.config.pairs)
+        return self._loader(
+            self.train_dataset, batch, sampler, cls=ResumableLoader, drop_last=self.config.pairs
+        )
 
     def _eval_batch(self) -> int:
         return self.config.eval_batch_size or self.config.per_device_batch_size
@@ -361,7 +445,8 @@ class FMRIDataModule(LightningDataModule):
         r-th contiguous block, in which consecutive pairs are of different subjects."""
         world, rank = self._rank()
         indices = list(range(rank, len(dataset), world))
-        if self.config.pairs:  # contiguous blocks: a rank's batches keep the pairs' alternation of subjects
+        # contiguous blocks: a rank's batches keep the pairs' alternation of subjects
+        if self.config.pairs:
             indices = [int(i) for i in np.array_split(np.arange(len(dataset)), world)[rank]]
         return self._loader(dataset, self._eval_batch(), indices)
 

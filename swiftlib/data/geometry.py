@@ -139,7 +139,9 @@ class StoreGeometry:
             return None
         from nibabel.orientations import axcodes2ornt, ornt_transform
 
-        return ornt_transform(axcodes2ornt(tuple(self.axcodes)), axcodes2ornt(tuple(self.source_axcodes)))
+        return ornt_transform(
+            axcodes2ornt(tuple(self.axcodes)), axcodes2ornt(tuple(self.source_axcodes))
+        )
 
     @property
     def file_shape(self) -> tuple[int, int, int]:
@@ -208,7 +210,9 @@ class StoreGeometry:
             out = np.ascontiguousarray(apply_orientation(out, t))
         return out
 
-    def to_nifti(self, store_data: np.ndarray, space: str = "store", interpolation: str = "continuous"):
+    def to_nifti(
+        self, store_data: np.ndarray, space: str = "store", interpolation: str = "continuous"
+    ):
         """A nibabel image of a store-grid map (D, H, W[, ...]).
 
         ``space='store'``: the store grid with its MNI affine. ``'source'``: the source
@@ -227,12 +231,23 @@ class StoreGeometry:
         from nilearn.image import resample_img
 
         check_choice("interpolation", interpolation, ("continuous", "linear", "nearest"))
-        log.info("resampling a store-grid map onto the source grid %s (%s interpolation): the subject "
-                 "was resampled onto the store grid, so this inverse is approximate", self.file_shape,
-                 interpolation)
-        img = nib.Nifti1Image(data.astype(np.float32) if data.dtype == bool else data, self.affine_array)
-        return resample_img(img, target_affine=self.file_affine, target_shape=self.file_shape,
-                            interpolation=interpolation, force_resample=True, copy_header=True)
+        log.info(
+            "resampling a store-grid map onto the source grid %s (%s interpolation): the subject "
+            "was resampled onto the store grid, so this inverse is approximate",
+            self.file_shape,
+            interpolation,
+        )
+        img = nib.Nifti1Image(
+            data.astype(np.float32) if data.dtype == bool else data, self.affine_array
+        )
+        return resample_img(
+            img,
+            target_affine=self.file_affine,
+            target_shape=self.file_shape,
+            interpolation=interpolation,
+            force_resample=True,
+            copy_header=True,
+        )
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -254,7 +269,9 @@ class StoreGeometry:
         )
 
     @classmethod
-    def build(cls, grid, voxel_size, affine, source_shape, source_affine, source_axcodes=None) -> StoreGeometry:
+    def build(
+        cls, grid, voxel_size, affine, source_shape, source_affine, source_axcodes=None
+    ) -> StoreGeometry:
         """Geometry of a source (already in the store's voxel order) on the store grid.
         ``source_axcodes``: the file's own order when it was reoriented on loading."""
         import nibabel as nib

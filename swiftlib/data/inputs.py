@@ -88,18 +88,22 @@ def _assign_templates(root: Path, files: list[Path], template: str) -> list[tupl
         if template != "auto":
             if found not in (UNKNOWN_TEMPLATE, template):
                 raise PreprocessError(
-                    f"{p}: is in template {found} (from its name or sidecar) but template={template!r} "
-                    "was asked for; one store holds one template — drop --template to read it from the "
-                    "files, or preprocess these images into another store")
+                    f"{p}: is in template {found} (from its name or sidecar) but "
+                    f"template={template!r} was asked for; one store holds one template — drop "
+                    "--template to read it from the files, or preprocess these images into another "
+                    "store"
+                )
             found = template
         out.append((p, found))
     found_all = sorted({t for _, t in out})
     if len(found_all) > 1:
         counts = {t: sum(1 for _, x in out if x == t) for t in found_all}
         raise PreprocessError(
-            f"{root}: images are in several templates {counts}; one store holds one template — pass "
-            f"--template NAME (e.g. {next(t for t in found_all if t != UNKNOWN_TEMPLATE)!r}) to choose "
-            "one space in a BIDS tree or to declare it for files that do not say, or split the input")
+            f"{root}: images are in several templates {counts}; one store holds one template — "
+            f"pass --template NAME (e.g. {next(t for t in found_all if t != UNKNOWN_TEMPLATE)!r}) "
+            "to choose one space in a BIDS tree or to declare it for files that do not say, or "
+            "split the input"
+        )
     return out
 
 
@@ -116,7 +120,10 @@ def discover_inputs(input_path, template: str = "auto") -> list[ScanInput]:
     elif (root / "dataset_description.json").exists() or any(root.glob("sub-*/")):
         from nilearn.interfaces.bids import get_bids_files
 
-        files = [Path(p) for p in get_bids_files(root, file_tag="bold", file_type="nii*", modality_folder="func")]
+        files = [
+            Path(p)
+            for p in get_bids_files(root, file_tag="bold", file_type="nii*", modality_folder="func")
+        ]
         preproc = [p for p in files if _entities(p.name).get("desc") == "preproc"]
         files = preproc or files
         mni = [p for p in files if _entities(p.name).get("space", "").startswith("MNI")]
@@ -133,7 +140,11 @@ def discover_inputs(input_path, template: str = "auto") -> list[ScanInput]:
         ent = _entities(p.name)
         participant = f"sub-{ent['sub']}" if "sub" in ent else _NII.sub("", p.name)
         sidecar = Path(_NII.sub(".json", str(p)))
-        scans.append(ScanInput(participant, participant, str(p), str(sidecar) if sidecar.exists() else None, tpl))
+        scans.append(
+            ScanInput(
+                participant, participant, str(p), str(sidecar) if sidecar.exists() else None, tpl
+            )
+        )
     counts: dict[str, int] = {}
     for s in scans:
         counts[s.participant_id] = counts.get(s.participant_id, 0) + 1
@@ -141,14 +152,23 @@ def discover_inputs(input_path, template: str = "auto") -> list[ScanInput]:
     for s in scans:  # several scans of one person: key each scan by its other entities
         if counts[s.participant_id] > 1:
             ent = _entities(Path(s.path).name)
-            extra = "_".join(f"{k}-{v}" for k, v in ent.items() if k in ("ses", "task", "acq", "run", "echo"))
-            s = ScanInput(f"{s.participant_id}_{extra}" if extra else _NII.sub("", Path(s.path).name),
-                          s.participant_id, s.path, s.sidecar, s.template)
+            extra = "_".join(
+                f"{k}-{v}" for k, v in ent.items() if k in ("ses", "task", "acq", "run", "echo")
+            )
+            s = ScanInput(
+                f"{s.participant_id}_{extra}" if extra else _NII.sub("", Path(s.path).name),
+                s.participant_id,
+                s.path,
+                s.sidecar,
+                s.template,
+            )
         out.append(s)
     keys = [s.subject_id for s in out]
     dup = sorted({k for k in keys if keys.count(k) > 1})
     if dup:
-        raise PreprocessError(f"{root}: several images map to the same subject key {dup}; rename them")
+        raise PreprocessError(
+            f"{root}: several images map to the same subject key {dup}; rename them"
+        )
     return out
 
 
@@ -172,27 +192,43 @@ def load_scan(path, sidecar=None, tr=None, min_frames=1, assume_mni=False, axcod
     try:
         img = nib.load(path)
     except Exception as e:  # nibabel raises several types for "not an image"
-        raise PreprocessError(f"{path}: not a readable NIfTI image ({type(e).__name__}: {e}); expected .nii or .nii.gz") from None
+        raise PreprocessError(
+            f"{path}: not a readable NIfTI image ({type(e).__name__}: {e}); expected .nii or "
+            ".nii.gz"
+        ) from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise PreprocessError(f"{path}: is a {type(img).__name__}; expected a NIfTI-1/2 image")
     if len(img.shape) != 4:
-        raise PreprocessError(f"{path}: image is {len(img.shape)}D with shape {img.shape}; expected 4D (X, Y, Z, T) fMRI")
+        raise PreprocessError(
+            f"{path}: image is {len(img.shape)}D with shape {img.shape}; expected 4D (X, Y, Z, T) "
+            "fMRI"
+        )
     T = img.shape[3]
     if T < min_frames:
-        raise PreprocessError(f"{path}: {T} frames; expected at least {min_frames} (one window of sequence_length)")
+        raise PreprocessError(
+            f"{path}: {T} frames; expected at least {min_frames} (one window of sequence_length)"
+        )
     tr_s = _read_tr(img, path, sidecar, tr)
     if not assume_mni:
         _check_mni(img, path)
     file_axcodes = "".join(nib.aff2axcodes(img.affine))
     if file_axcodes != "".join(axcodes):
-        img = img.as_reoriented(ornt_transform(io_orientation(img.affine), axcodes2ornt(tuple(axcodes))))
+        img = img.as_reoriented(
+            ornt_transform(io_orientation(img.affine), axcodes2ornt(tuple(axcodes)))
+        )
     try:
         data = np.asarray(img.get_fdata(dtype=np.float32))
     except (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError) as e:
-        raise PreprocessError(f"{path}: truncated or corrupt file ({type(e).__name__}: {e}); expected a complete NIfTI") from None
+        raise PreprocessError(
+            f"{path}: truncated or corrupt file ({type(e).__name__}: {e}); expected a complete "
+            "NIfTI"
+        ) from None
     bad = ~np.isfinite(data)
     if bad.any():
-        raise PreprocessError(f"{path}: {int(bad.sum())} NaN/Inf voxel values; expected finite data (check the preprocessing that wrote it)")
+        raise PreprocessError(
+            f"{path}: {int(bad.sum())} NaN/Inf voxel values; expected finite data (check the "
+            "preprocessing that wrote it)"
+        )
     return data, img.affine, tr_s, file_axcodes
 
 
@@ -211,11 +247,14 @@ def _read_tr(img, path, sidecar, tr) -> float:
         scale = {"msec": 1e-3, "usec": 1e-6}.get(unit, 1.0)
         value, source = zoom * scale, f"header pixdim[4]={zoom} ({unit})"
     if not value or value <= 0:
-        raise PreprocessError(f"{path}: TR is missing ({source}); expected seconds > 0 — pass tr= / --tr")
+        raise PreprocessError(
+            f"{path}: TR is missing ({source}); expected seconds > 0 — pass tr= / --tr"
+        )
     if not (TR_RANGE_S[0] <= value <= TR_RANGE_S[1]):
         raise PreprocessError(
-            f"{path}: TR={value:g} s from {source} is implausible; expected {TR_RANGE_S[0]}–{TR_RANGE_S[1]} s "
-            "(milliseconds written as seconds?) — pass the right tr= / --tr"
+            f"{path}: TR={value:g} s from {source} is implausible; expected "
+            f"{TR_RANGE_S[0]}–{TR_RANGE_S[1]} s (milliseconds written as seconds?) — pass the "
+            "right tr= / --tr"
         )
     return value
 
@@ -231,7 +270,8 @@ def _check_mni(img, path) -> None:
     if s_code in MNI_CODES or q_code in MNI_CODES:
         return
     raise PreprocessError(
-        f"{path}: looks like native (scanner) space (sform_code={s_code}, qform_code={q_code}, "
-        "no space-MNI… in the name); expected an image normalised to MNI space (e.g. fMRIPrep "
-        "--output-spaces MNI152NLin2009cAsym). If it is in MNI space, pass assume_mni=True / --assume-mni"
+        f"{path}: looks like native (scanner) space (sform_code={s_code}, qform_code={q_code}, no "
+        "space-MNI… in the name); expected an image normalised to MNI space (e.g. fMRIPrep "
+        "--output-spaces MNI152NLin2009cAsym). If it is in MNI space, pass assume_mni=True / "
+        "--assume-mni"
     )

@@ -104,10 +104,20 @@ class Layout:
     arithmetic: str = "swiftlib"
 
     def __post_init__(self):
-        if sorted(self.axcodes.replace("L", "R").replace("P", "A").replace("I", "S")) != ["A", "R", "S"]:
-            raise ValueError(f"layout {self.name!r}: axcodes={self.axcodes!r}; expected one of R/L, A/P, S/I each, e.g. 'RAS'")
+        if sorted(self.axcodes.replace("L", "R").replace("P", "A").replace("I", "S")) != [
+            "A",
+            "R",
+            "S",
+        ]:
+            raise ValueError(
+                f"layout {self.name!r}: axcodes={self.axcodes!r}; expected one of R/L, A/P, S/I "
+                "each, e.g. 'RAS'"
+            )
         if self.origin_mm is None and self.axcodes != "RAS":
-            raise ValueError(f"layout {self.name!r}: a brain-centred grid is defined for 'RAS' only; give origin_mm")
+            raise ValueError(
+                f"layout {self.name!r}: a brain-centred grid is defined for 'RAS' only; give "
+                "origin_mm"
+            )
         check_choice("arithmetic", self.arithmetic, ("swiftlib", "swift_v1"))
 
     def check(self, grid, voxel_size: float, normalisation: str | None = None) -> None:
@@ -118,7 +128,11 @@ class Layout:
             wrong.append(f"grid={grid} (it needs {self.grid})")
         if self.voxel_size is not None and float(voxel_size) != self.voxel_size:
             wrong.append(f"voxel_size={voxel_size:g} mm (it needs {self.voxel_size:g} mm)")
-        if self.normalisation is not None and normalisation is not None and normalisation != self.normalisation:
+        if (
+            self.normalisation is not None
+            and normalisation is not None
+            and normalisation != self.normalisation
+        ):
             wrong.append(f"normalisation={normalisation!r} (it needs {self.normalisation!r})")
         if wrong:
             raise ValueError(
@@ -150,22 +164,28 @@ def _register(layout: Layout) -> Layout:
     return layout
 
 
-_register(Layout(
-    name="mni_ras",
-    axcodes="RAS",
-    description="RAS+ voxel order, grid centred on the MNI152 brain (swiftlib's default)",
-))
-_register(Layout(
-    name="swift_v1",
-    axcodes="LAS",
-    description=("SwiFT v1's input: LAS voxel order, 96³ at 2 mm, the FSL 91×109×91 grid padded "
-                 "x 3|2, cropped y 7|6, padded z 3|2; v1's global z-score"),
-    grid=(96, 96, 96),
-    voxel_size=2.0,
-    origin_mm=(96.0, -112.0, -78.0),
-    normalisation="zscore_global",
-    arithmetic="swift_v1",
-))
+_register(
+    Layout(
+        name="mni_ras",
+        axcodes="RAS",
+        description="RAS+ voxel order, grid centred on the MNI152 brain (swiftlib's default)",
+    )
+)
+_register(
+    Layout(
+        name="swift_v1",
+        axcodes="LAS",
+        description=(
+            "SwiFT v1's input: LAS voxel order, 96³ at 2 mm, the FSL 91×109×91 grid padded "
+            "x 3|2, cropped y 7|6, padded z 3|2; v1's global z-score"
+        ),
+        grid=(96, 96, 96),
+        voxel_size=2.0,
+        origin_mm=(96.0, -112.0, -78.0),
+        normalisation="zscore_global",
+        arithmetic="swift_v1",
+    )
+)
 
 
 def list_layouts() -> list[str]:

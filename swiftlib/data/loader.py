@@ -43,7 +43,7 @@ class ResumableSampler(Sampler[int]):
         raise NotImplementedError(f"{type(self).__name__} must implement indices()")
 
     def __iter__(self):
-        idx = self.indices()[self.skip:]
+        idx = self.indices()[self.skip :]
         self.skip = 0
         return iter(idx)
 
@@ -53,9 +53,19 @@ class EpochShuffleSampler(ResumableSampler):
     ranks (padding by wrap-around so every rank has the same count, as DistributedSampler);
     skip the first ``skip`` indices of this rank once (mid-epoch resume)."""
 
-    def __init__(self, num_samples: int, seed: int = 0, num_replicas: int = 1, rank: int = 0, shuffle: bool = True):
+    def __init__(
+        self,
+        num_samples: int,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        shuffle: bool = True,
+    ):
         if num_samples < 1:
-            raise ValueError(f"EpochShuffleSampler: num_samples={num_samples}; expected ≥ 1 (an empty training set?)")
+            raise ValueError(
+                f"EpochShuffleSampler: num_samples={num_samples}; expected ≥ 1 (an empty training "
+                "set?)"
+            )
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank={rank} must be in [0, num_replicas={num_replicas})")
         self.num_samples, self.seed, self.shuffle = int(num_samples), int(seed), shuffle
@@ -72,7 +82,7 @@ class EpochShuffleSampler(ResumableSampler):
             order = list(range(self.num_samples))
         total = self.per_rank * self.num_replicas
         order = (order * math.ceil(total / len(order)))[:total]  # pad by wrap-around
-        return order[self.rank:total:self.num_replicas]
+        return order[self.rank : total : self.num_replicas]
 
     def __len__(self) -> int:
         return self.per_rank
@@ -112,20 +122,26 @@ class ResumableLoader(DataLoader):
 
     def state_dict(self) -> dict:
         consumed = self._yielded if self._exhausted else max(0, self._yielded - self.prefetch)
-        return {"epoch": self.sampler.epoch, "batches": consumed, "batch_size": self.batch_size,
-                "samples_per_epoch": len(self.sampler)}
+        return {
+            "epoch": self.sampler.epoch,
+            "batches": consumed,
+            "batch_size": self.batch_size,
+            "samples_per_epoch": len(self.sampler),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("batch_size") not in (None, self.batch_size):
             raise ValueError(
-                f"resuming with per-device batch size {self.batch_size}, but the checkpoint was written with "
-                f"{state['batch_size']}; resume with the same batch_size, devices and accumulation"
+                f"resuming with per-device batch size {self.batch_size}, but the checkpoint was "
+                f"written with {state['batch_size']}; resume with the same batch_size, devices and "
+                "accumulation"
             )
         if state.get("samples_per_epoch") not in (None, len(self.sampler)):
             raise ValueError(
-                f"resuming with {len(self.sampler)} training samples per epoch on this device, but the checkpoint "
-                f"was written with {state['samples_per_epoch']}; resume with the same stores, splits, "
-                f"few_shot_n, mix_num_samples and devices (or start a new run with init_from)"
+                f"resuming with {len(self.sampler)} training samples per epoch on this device, but "
+                f"the checkpoint was written with {state['samples_per_epoch']}; resume with the "
+                "same stores, splits, few_shot_n, mix_num_samples and devices (or start a new run "
+                "with init_from)"
             )
         self.sampler.epoch = int(state["epoch"])
         self.sampler.skip = int(state["batches"]) * self.batch_size

@@ -42,7 +42,9 @@ class MixedWindowDataset(ConcatDataset):
         datasets: ``{name: dataset}`` or a sequence of datasets (named ``"0"``, ``"1"``, …).
     """
 
-    def __init__(self, datasets: Mapping[str, torch.utils.data.Dataset] | Sequence[torch.utils.data.Dataset]):
+    def __init__(
+        self, datasets: Mapping[str, torch.utils.data.Dataset] | Sequence[torch.utils.data.Dataset]
+    ):
         if isinstance(datasets, Mapping):
             names, parts = [str(k) for k in datasets], list(datasets.values())
         else:
@@ -65,9 +67,13 @@ class MixedWindowDataset(ConcatDataset):
         return self.names[bisect.bisect_right(self.cumulative_sizes, index)]
 
 
-def resolve_weights(names: Sequence[str], sizes: Sequence[int],
-                    weights: str | Mapping[str, float] | Sequence[float] = "balanced") -> torch.Tensor:
-    """Per-dataset probabilities (sum 1) from ``"balanced"``, ``"proportional"`` or explicit weights."""
+def resolve_weights(
+    names: Sequence[str],
+    sizes: Sequence[int],
+    weights: str | Mapping[str, float] | Sequence[float] = "balanced",
+) -> torch.Tensor:
+    """Per-dataset probabilities (sum 1) from ``"balanced"``, ``"proportional"`` or explicit
+    weights."""
     n = len(names)
     if isinstance(weights, str):
         if weights == "balanced":
@@ -75,7 +81,9 @@ def resolve_weights(names: Sequence[str], sizes: Sequence[int],
         elif weights == "proportional":
             w = torch.tensor([float(s) for s in sizes], dtype=torch.float64)
         else:
-            raise ValueError(f"weights={weights!r}: expected 'balanced', 'proportional', or a weight per dataset")
+            raise ValueError(
+                f"weights={weights!r}: expected 'balanced', 'proportional', or a weight per dataset"
+            )
     elif isinstance(weights, Mapping):
         unknown = [k for k in weights if k not in names]
         missing = [k for k in names if k not in weights]
@@ -90,7 +98,9 @@ def resolve_weights(names: Sequence[str], sizes: Sequence[int],
         if len(w) != n:
             raise ValueError(f"{len(w)} weights for {n} datasets {list(names)}")
     if (w < 0).any() or not torch.isfinite(w).all() or w.sum() <= 0:
-        raise ValueError(f"dataset weights {w.tolist()} must be finite, non-negative and not all zero")
+        raise ValueError(
+            f"dataset weights {w.tolist()} must be finite, non-negative and not all zero"
+        )
     return w / w.sum()
 
 
@@ -110,36 +120,58 @@ class MixingSampler(ResumableSampler, DistributedSampler):
     first ``skip`` draws of this rank once; :meth:`set_epoch` to another epoch clears it.
     """
 
-    def __init__(self, dataset: MixedWindowDataset, weights="balanced", num_samples: int | None = None,
-                 seed: int = 0, num_replicas: int | None = None, rank: int | None = None):
+    def __init__(
+        self,
+        dataset: MixedWindowDataset,
+        weights="balanced",
+        num_samples: int | None = None,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ):
         if num_replicas is None or rank is None:
             dist = torch.distributed
             on = dist.is_available() and dist.is_initialized()
-            num_replicas = num_replicas if num_replicas is not None else (dist.get_world_size() if on else 1)
+            num_replicas = (
+                num_replicas if num_replicas is not None else (dist.get_world_size() if on else 1)
+            )
             rank = rank if rank is not None else (dist.get_rank() if on else 0)
         if num_replicas < 1 or not 0 <= rank < num_replicas:
-            raise ValueError(f"rank={rank}, num_replicas={num_replicas}: expected 0 <= rank < num_replicas")
+            raise ValueError(
+                f"rank={rank}, num_replicas={num_replicas}: expected 0 <= rank < num_replicas"
+            )
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
         names = getattr(dataset, "names", [str(i) for i in range(len(dataset.datasets))])
         self.sizes = [len(d) for d in dataset.datasets]
         self.probs = resolve_weights(names, self.sizes, weights)  # (K,)
-        self.offsets = torch.tensor([0] + list(dataset.cumulative_sizes[:-1]), dtype=torch.long)  # (K,)
+        self.offsets = torch.tensor(
+            [0] + list(dataset.cumulative_sizes[:-1]), dtype=torch.long
+        )  # (K,)
         total = int(num_samples) if num_samples is not None else len(dataset)
         if total < 1:
-            raise ValueError(f"num_samples={num_samples}: expected a positive number of draws per epoch")
+            raise ValueError(
+                f"num_samples={num_samples}: expected a positive number of draws per epoch"
+            )
         self.num_samples = math.ceil(total / self.num_replicas)  # per rank
         self.total_size = self.num_samples * self.num_replicas
-        log.info("mixing %s with probabilities %s", dict(zip(names, self.sizes, strict=True)),
-                 [round(p, 3) for p in self.probs.tolist()])
+        log.info(
+            "mixing %s with probabilities %s",
+            dict(zip(names, self.sizes, strict=True)),
+            [round(p, 3) for p in self.probs.tolist()],
+        )
 
     def indices(self) -> list[int]:
         """This rank's draws for the whole of epoch ``self.epoch`` (global dataset indices)."""
         g = torch.Generator().manual_seed(int(self.seed) + int(self.epoch))
-        which = torch.multinomial(self.probs, self.total_size, replacement=True, generator=g)  # (N,) dataset
+        which = torch.multinomial(
+            self.probs, self.total_size, replacement=True, generator=g
+        )  # (N,) dataset
         sizes = torch.tensor(self.sizes, dtype=torch.float64)
-        within = (torch.rand(self.total_size, generator=g, dtype=torch.float64) * sizes[which]).long()  # (N,)
+        within = (
+            torch.rand(self.total_size, generator=g, dtype=torch.float64) * sizes[which]
+        ).long()  # (N,)
         indices = self.offsets[which] + within  # (N,) global index
-        return indices[self.rank:self.total_size:self.num_replicas].tolist()
+        return indices[self.rank : self.total_size : self.num_replicas].tolist()
 
     def __len__(self) -> int:
         return self.num_samples

@@ -42,7 +42,14 @@ from torch.utils.data import ConcatDataset, Dataset
 from swiftlib.data.loader import ResumableSampler
 from swiftlib.data.windows import WindowDataset, _stack, window_starts
 
-__all__ = ["PairSample", "PairBatch", "PairDataset", "EpochKeyedSampler", "collate_pairs", "partner_starts"]
+__all__ = [
+    "PairSample",
+    "PairBatch",
+    "PairDataset",
+    "EpochKeyedSampler",
+    "collate_pairs",
+    "partner_starts",
+]
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +57,8 @@ _EVAL_STREAM = 0  # generator key of evaluation pairs; training epoch e uses e +
 
 
 class PairSample(NamedTuple):
-    """Two windows of one subject. ``x1``, ``x2``: (1, D, H, W, T); ``starts``: their first frames."""
+    """Two windows of one subject. ``x1``, ``x2``: (1, D, H, W, T); ``starts``: their first
+    frames."""
 
     x1: torch.Tensor
     x2: torch.Tensor
@@ -98,8 +106,10 @@ class EpochKeyedSampler(ResumableSampler):
 
     def __init__(self, sampler: ResumableSampler):
         if not isinstance(sampler, ResumableSampler):
-            raise TypeError(f"EpochKeyedSampler wraps a ResumableSampler (EpochShuffleSampler, MixingSampler), "
-                            f"got {type(sampler).__name__}")
+            raise TypeError(
+                f"EpochKeyedSampler wraps a ResumableSampler (EpochShuffleSampler, MixingSampler), "
+                f"got {type(sampler).__name__}"
+            )
         self.sampler = sampler
         self.epoch = sampler.epoch
         self.skip = 0
@@ -124,16 +134,24 @@ class PairDataset(Dataset):
         seed: seed of the window draws.
     """
 
-    def __init__(self, dataset, min_separation: int | None = None, pairs_per_subject: int = 4, seed: int = 0):
+    def __init__(
+        self, dataset, min_separation: int | None = None, pairs_per_subject: int = 4, seed: int = 0
+    ):
         parts = list(dataset.datasets) if isinstance(dataset, ConcatDataset) else [dataset]
         bad = [type(p).__name__ for p in parts if not isinstance(p, WindowDataset)]
         if bad:
-            raise TypeError(f"PairDataset wraps WindowDatasets (or a ConcatDataset of them), got {bad}")
+            raise TypeError(
+                f"PairDataset wraps WindowDatasets (or a ConcatDataset of them), got {bad}"
+            )
         modes = {p.mode for p in parts}
         if len(modes) != 1:
-            raise ValueError(f"PairDataset: the wrapped datasets mix modes {sorted(modes)}; expected one")
+            raise ValueError(
+                f"PairDataset: the wrapped datasets mix modes {sorted(modes)}; expected one"
+            )
         if min_separation is not None and int(min_separation) < 0:
-            raise ValueError(f"min_separation={min_separation}: expected frames ≥ 0, or None (a window's span)")
+            raise ValueError(
+                f"min_separation={min_separation}: expected frames ≥ 0, or None (a window's span)"
+            )
         if int(pairs_per_subject) < 1:
             raise ValueError(f"pairs_per_subject={pairs_per_subject}: expected an integer ≥ 1")
         self.dataset = dataset  # `dataset`: the name augmentation re-seeding follows into wrappers
@@ -152,9 +170,14 @@ class PairDataset(Dataset):
         return part.span if self.min_separation is None else self.min_separation
 
     def _anchors(self, part: WindowDataset, si: int) -> tuple[np.ndarray, np.ndarray]:
-        """First-window starts of subject ``si`` (the stride grid) and which of them have a partner."""
-        anchors = window_starts(int(part.frames[si]), part.sequence_length, part.stride_between_seq,
-                                part.stride_within_seq)
+        """First-window starts of subject ``si`` (the stride grid) and which of them have a
+        partner."""
+        anchors = window_starts(
+            int(part.frames[si]),
+            part.sequence_length,
+            part.stride_between_seq,
+            part.stride_within_seq,
+        )
         sep, last = self.separation(part), int(part.frames[si]) - part.span
         return anchors, (anchors - sep >= 0) | (anchors + sep <= last)
 
@@ -165,17 +188,19 @@ class PairDataset(Dataset):
         for part in self.parts:
             for si, sid in enumerate(part.subject_ids):
                 _, paired = self._anchors(part, si)
-                # training pairs every window of the dataset; evaluation picks among those that can be
+                # training pairs every window of the dataset; evaluation picks among those that
+                # can be
                 if not (paired.any() if self.mode == "eval" else paired.all()):
                     short.append(f"{sid} ({int(part.frames[si])} frames)")
         if short:
             part = self.parts[0]
             sep = self.separation(part)
             raise ValueError(
-                f"{len(short)} scan(s) are too short for two windows {sep} frames apart (a window spans "
-                f"{part.span} frames; every first window needs a partner): {', '.join(short[:10])}. Use a shorter "
-                "sequence_length, a smaller pair_min_separation (0 lets the two windows overlap) or leave these "
-                "subjects out")
+                f"{len(short)} scan(s) are too short for two windows {sep} frames apart (a window "
+                f"spans {part.span} frames; every first window needs a partner): "
+                f"{', '.join(short[:10])}. Use a shorter sequence_length, a smaller "
+                "pair_min_separation (0 lets the two windows overlap) or leave these subjects out"
+            )
 
     @property
     def num_subjects(self) -> int:
@@ -203,13 +228,18 @@ class PairDataset(Dataset):
             k = bisect.bisect_right(self._cumulative, i)
             part = self.parts[k]
             local = i - (self._cumulative[k - 1] if k > 0 else 0)
-            gen = torch.Generator().manual_seed(int(rng.integers(2**62)))  # windows_per_subject draws
+            # windows_per_subject draws
+            gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
             si, anchor = part.locate(local, generator=gen)
         choices = partner_starts(int(part.frames[si]), part.span, anchor, self.separation(part))
         partner = int(choices[rng.integers(len(choices))])
         a, b = part.read(si, anchor), part.read(si, partner)
-        return PairSample(x1=a.x, x2=b.x, subject_id=a.subject_id, dataset=a.dataset, starts=(anchor, partner))
+        return PairSample(
+            x1=a.x, x2=b.x, subject_id=a.subject_id, dataset=a.dataset, starts=(anchor, partner)
+        )
 
     def __repr__(self) -> str:
-        return (f"PairDataset(mode={self.mode!r}, pairs={len(self)}, subjects={len(self._subjects)}, "
-                f"min_separation={self.min_separation})")
+        return (
+            f"PairDataset(mode={self.mode!r}, pairs={len(self)}, subjects={len(self._subjects)}, "
+            f"min_separation={self.min_separation})"
+        )

@@ -91,9 +91,13 @@ class PreprocessConfig:
         if not self.voxel_size > 0:
             raise PreprocessError(f"voxel_size={self.voxel_size}: expected a positive size in mm")
         if self.normalisation not in NORM_METHODS:
-            raise PreprocessError(f"normalisation={self.normalisation!r}: expected one of {NORM_METHODS}")
+            raise PreprocessError(
+                f"normalisation={self.normalisation!r}: expected one of {NORM_METHODS}"
+            )
         if self.mask not in ("auto", "mni") and not Path(self.mask).exists():
-            raise PreprocessError(f"mask={self.mask!r}: expected 'auto', 'mni' or an existing NIfTI mask file")
+            raise PreprocessError(
+                f"mask={self.mask!r}: expected 'auto', 'mni' or an existing NIfTI mask file"
+            )
         if self.min_frames < 1:
             raise PreprocessError(f"min_frames={self.min_frames}: expected ≥ 1")
         if self.tr is not None and not (TR_RANGE_S[0] <= self.tr <= TR_RANGE_S[1]):
@@ -135,10 +139,16 @@ def normalise(data: np.ndarray, mask: np.ndarray, method: str, name: str = "imag
     """
     brain = data[mask]  # (N, T) in-brain time series
     if brain.size == 0:
-        raise PreprocessError(f"{name}: the brain mask is empty on the store grid; expected brain voxels inside the grid")
+        raise PreprocessError(
+            f"{name}: the brain mask is empty on the store grid; expected brain voxels inside the "
+            "grid"
+        )
     std_all = float(brain.std(dtype=np.float64))
     if std_all == 0.0 or not np.isfinite(std_all):
-        raise PreprocessError(f"{name}: the brain has zero variance (every in-brain value is {float(brain.flat[0]):g}); expected a real BOLD series")
+        raise PreprocessError(
+            f"{name}: the brain has zero variance (every in-brain value is "
+            f"{float(brain.flat[0]):g}); expected a real BOLD series"
+        )
     stats: dict = {"method": method}
     if method == "zscore_global":
         mean = float(brain.mean(dtype=np.float64))
@@ -148,7 +158,9 @@ def normalise(data: np.ndarray, mask: np.ndarray, method: str, name: str = "imag
         mu = brain.mean(axis=1, keepdims=True)  # (N, 1)
         sd = brain.std(axis=1, keepdims=True)  # (N, 1)
         z = np.where(sd > 0, (brain - mu) / np.where(sd > 0, sd, 1.0), 0.0)
-        stats.update(mean=float(mu.mean()), std=float(sd.mean()), constant_voxels=int((sd == 0).sum()))
+        stats.update(
+            mean=float(mu.mean()), std=float(sd.mean()), constant_voxels=int((sd == 0).sum())
+        )
     elif method == "psc":
         mu = brain.mean(axis=1, keepdims=True, dtype=np.float64)  # (N, 1)
         ok = mu > 0.01 * np.median(mu)
@@ -182,17 +194,29 @@ def zscore_swift_v1(data: np.ndarray, mask: np.ndarray, name: str = "image"):
     brain = in_mask[..., None] & (x != 0)  # (D, H, W, T)
     values = x[brain]  # (N,) in C order, as v1 gathers them
     if values.numel() < 2:
-        raise PreprocessError(f"{name}: {values.numel()} non-zero in-brain values on the store grid; expected a brain")
+        raise PreprocessError(
+            f"{name}: {values.numel()} non-zero in-brain values on the store grid; expected a brain"
+        )
     mean, std = values.mean(), values.std()  # float32; std unbiased, as torch's default in v1
     if not (float(std) > 0 and np.isfinite(float(std))):
-        raise PreprocessError(f"{name}: the brain has zero variance (every in-brain value is {float(values[0]):g}); expected a real BOLD series")
-    fill = (values.min() - mean) / std  # = min over the brain of (x - mean) / std (rounding is monotone)
+        raise PreprocessError(
+            f"{name}: the brain has zero variance (every in-brain value is {float(values[0]):g}); "
+            "expected a real BOLD series"
+        )
+    # = min over the brain of (x - mean) / std (rounding is monotone)
+    fill = (values.min() - mean) / std
     del values
     out = (x - mean) / std  # (D, H, W, T) float32
     out.masked_fill_(~brain, fill)
     zeros_in_mask = int(in_mask.sum()) * x.shape[3] - int(brain.sum())  # in-brain exact zeros
-    stats = {"method": "zscore_global", "arithmetic": "swift_v1", "mean": float(mean), "std": float(std),
-             "fill_value": float(fill), "zero_values_in_mask": zeros_in_mask}
+    stats = {
+        "method": "zscore_global",
+        "arithmetic": "swift_v1",
+        "mean": float(mean),
+        "std": float(std),
+        "fill_value": float(fill),
+        "zero_values_in_mask": zeros_in_mask,
+    }
     return out.numpy(), stats
 
 
@@ -206,13 +230,20 @@ def _mask_on_store(mask_spec: str, affine, grid) -> np.ndarray:
         img = load_mni152_brain_mask(resolution=2)
     else:
         img = nib.load(mask_spec)
-    res = resample_img(img, target_affine=affine, target_shape=tuple(grid), interpolation="nearest",
-                       force_resample=True, copy_header=True)
+    res = resample_img(
+        img,
+        target_affine=affine,
+        target_shape=tuple(grid),
+        interpolation="nearest",
+        force_resample=True,
+        copy_header=True,
+    )
     return np.asarray(res.dataobj) > 0
 
 
-def prepare_subject(data, affine, cfg: PreprocessConfig, name: str = "image", store_aff=None,
-                    source_axcodes=None):
+def prepare_subject(
+    data, affine, cfg: PreprocessConfig, name: str = "image", store_aff=None, source_axcodes=None
+):
     """Source data (X, Y, Z, T) in the layout's voxel order (:func:`load_bold` with the
     layout's ``axcodes``) → ``(bold (D, H, W, T) float32, mask, geometry, stats)``.
     ``source_axcodes``: the file's own voxel order when it was reoriented (recorded in the
@@ -224,12 +255,18 @@ def prepare_subject(data, affine, cfg: PreprocessConfig, name: str = "image", st
     store_aff = layout.store_affine(grid, cfg.voxel_size) if store_aff is None else store_aff
     src_codes = "".join(nib.aff2axcodes(affine))
     if src_codes != layout.axcodes:  # a mirrored placement would follow silently: refuse
-        raise PreprocessError(f"{name}: the source is in {src_codes} voxel order; layout {layout.name!r} "
-                              f"stores {layout.axcodes} — load it with load_bold(..., axcodes={layout.axcodes!r})")
-    geom = StoreGeometry.build(grid, cfg.voxel_size, store_aff, data.shape[:3], affine, source_axcodes)
+        raise PreprocessError(
+            f"{name}: the source is in {src_codes} voxel order; layout {layout.name!r} "
+            f"stores {layout.axcodes} — load it with load_bold(..., axcodes={layout.axcodes!r})"
+        )
+    geom = StoreGeometry.build(
+        grid, cfg.voxel_size, store_aff, data.shape[:3], affine, source_axcodes
+    )
     if geom.axcodes != layout.axcodes:
-        raise PreprocessError(f"{name}: the store affine is in {geom.axcodes} voxel order; layout "
-                              f"{layout.name!r} stores {layout.axcodes}")
+        raise PreprocessError(
+            f"{name}: the store affine is in {geom.axcodes} voxel order; layout "
+            f"{layout.name!r} stores {layout.axcodes}"
+        )
     if geom.offset is not None:  # on the lattice: exact integer crop/pad
         vol = crop_or_pad(data, geom.offset, grid)  # (D, H, W, T)
         fov = crop_or_pad(np.ones(data.shape[:3], bool), geom.offset, grid, fill=False)  # (D, H, W)
@@ -238,11 +275,24 @@ def prepare_subject(data, affine, cfg: PreprocessConfig, name: str = "image", st
 
         log.info("%s: not on the %g mm store lattice; resampling", name, cfg.voxel_size)
         kw = dict(target_affine=store_aff, target_shape=grid, force_resample=True, copy_header=True)
-        vol = np.asarray(resample_img(nib.Nifti1Image(data, affine), interpolation="continuous", **kw).dataobj, np.float32)
-        fov = np.asarray(resample_img(nib.Nifti1Image(np.ones(data.shape[:3], np.uint8), affine), interpolation="nearest", **kw).dataobj) > 0
+        vol = np.asarray(
+            resample_img(nib.Nifti1Image(data, affine), interpolation="continuous", **kw).dataobj,
+            np.float32,
+        )
+        fov = (
+            np.asarray(
+                resample_img(
+                    nib.Nifti1Image(np.ones(data.shape[:3], np.uint8), affine),
+                    interpolation="nearest",
+                    **kw,
+                ).dataobj
+            )
+            > 0
+        )
     if cfg.mask == "auto":
         nonzero = np.any(vol != 0, axis=3)  # (D, H, W)
-        if fov.sum() and (~nonzero & fov).sum() >= 0.1 * fov.sum():  # skull-stripped (zeros outside brain)
+        # skull-stripped (zeros outside brain)
+        if fov.sum() and (~nonzero & fov).sum() >= 0.1 * fov.sum():
             mask = nonzero
         else:
             from nilearn.masking import compute_epi_mask
@@ -254,9 +304,16 @@ def prepare_subject(data, affine, cfg: PreprocessConfig, name: str = "image", st
     if geom.offset is not None:
         lost = int(np.any(data != 0, axis=3).sum()) - int(np.any(vol != 0, axis=3).sum())
         if lost > 0:
-            log.warning("%s: %d non-zero voxels fall outside the %s store grid%s", name, lost, grid,
-                        " (SwiFT v1 counted them in its z-score statistics; these statistics leave them out)"
-                        if layout.arithmetic == "swift_v1" else "")
+            log.warning(
+                "%s: %d non-zero voxels fall outside the %s store grid%s",
+                name,
+                lost,
+                grid,
+                " (SwiFT v1 counted them in its z-score statistics; these statistics leave them "
+                "out)"
+                if layout.arithmetic == "swift_v1"
+                else "",
+            )
     if layout.arithmetic == "swift_v1":
         bold, stats = zscore_swift_v1(vol, mask, name=name)
     else:
@@ -268,14 +325,29 @@ def prepare_subject(data, affine, cfg: PreprocessConfig, name: str = "image", st
 def _process_one(scan: ScanInput, root: str, cfg: PreprocessConfig):
     try:
         layout = get_layout(cfg.layout)
-        data, affine, tr, file_axcodes = load_scan(scan.path, scan.sidecar, cfg.tr, cfg.min_frames, cfg.assume_mni,
-                                               layout.axcodes)
+        data, affine, tr, file_axcodes = load_scan(
+            scan.path, scan.sidecar, cfg.tr, cfg.min_frames, cfg.assume_mni, layout.axcodes
+        )
         if file_axcodes != layout.axcodes:
-            log.info("%s: %s voxel order reoriented to %s (layout %s)", scan.path, file_axcodes,
-                     layout.axcodes, layout.name)
-        bold, mask, geom, stats = prepare_subject(data, affine, cfg, name=scan.path, source_axcodes=file_axcodes)
-        writer = StoreWriter(root, cfg.grid, cfg.voxel_size, geom.affine_array, cfg.normalisation,
-                             layout=layout.name, template=scan.template)
+            log.info(
+                "%s: %s voxel order reoriented to %s (layout %s)",
+                scan.path,
+                file_axcodes,
+                layout.axcodes,
+                layout.name,
+            )
+        bold, mask, geom, stats = prepare_subject(
+            data, affine, cfg, name=scan.path, source_axcodes=file_axcodes
+        )
+        writer = StoreWriter(
+            root,
+            cfg.grid,
+            cfg.voxel_size,
+            geom.affine_array,
+            cfg.normalisation,
+            layout=layout.name,
+            template=scan.template,
+        )
         writer.write_subject(scan.subject_id, bold, mask, geom, tr, stats, source=scan.path)
         return scan.subject_id, None
     except (PreprocessError, StoreError) as e:
@@ -284,8 +356,14 @@ def _process_one(scan: ScanInput, root: str, cfg: PreprocessConfig):
         return scan.subject_id, f"{scan.path}: out of memory; use fewer n_jobs"
 
 
-def preprocess(input_path, out, phenotype=None, dataset: str = "custom", config: PreprocessConfig | None = None,
-               progress: bool = True) -> PreprocessReport:
+def preprocess(
+    input_path,
+    out,
+    phenotype=None,
+    dataset: str = "custom",
+    config: PreprocessConfig | None = None,
+    progress: bool = True,
+) -> PreprocessReport:
     """Preprocess every image under ``input_path`` into the store ``out``. Resumable.
 
     Returns a :class:`PreprocessReport` (also written to ``out/preprocess_report.json``);
@@ -311,15 +389,25 @@ def preprocess(input_path, out, phenotype=None, dataset: str = "custom", config:
             if s.participant_id in known:
                 keep.append(s)
             else:
-                report.failed[s.subject_id] = f"{s.path}: participant {s.participant_id!r} is not in the phenotype table {phenotype}"
+                report.failed[s.subject_id] = (
+                    f"{s.path}: participant {s.participant_id!r} is not in the phenotype table "
+                    f"{phenotype}"
+                )
         scans = keep
         labels = {k: v for k, v in adapter.store_labels(table).items() if k in table.columns}
     else:
         table = pd.DataFrame({"subject_id": sorted({s.participant_id for s in scans})})
         labels = {}
     layout = get_layout(cfg.layout)
-    writer = StoreWriter(out, cfg.grid, cfg.voxel_size, layout.store_affine(cfg.grid, cfg.voxel_size),
-                         cfg.normalisation, layout=layout.name, template=template)
+    writer = StoreWriter(
+        out,
+        cfg.grid,
+        cfg.voxel_size,
+        layout.store_affine(cfg.grid, cfg.voxel_size),
+        cfg.normalisation,
+        layout=layout.name,
+        template=template,
+    )
     done = writer.completed(verify=True)
     todo = [s for s in scans if s.subject_id not in done]
     report.skipped = sorted(s.subject_id for s in scans if s.subject_id in done)
@@ -350,13 +438,22 @@ def preprocess(input_path, out, phenotype=None, dataset: str = "custom", config:
         rows.append(row)
     report.written.sort()
     if records:
-        writer.finalize(pd.DataFrame(rows), labels=labels, dataset_info={"adapter": adapter.name, "config": _cfg_dict(cfg)},
-                        records=records)
+        writer.finalize(
+            pd.DataFrame(rows),
+            labels=labels,
+            dataset_info={"adapter": adapter.name, "config": _cfg_dict(cfg)},
+            records=records,
+        )
     atomic_write_json(out / "preprocess_report.json", report.to_dict())
     for sid, reason in report.failed.items():
         log.error("failed %s: %s", sid, reason)
-    log.info("preprocess: %d written, %d skipped (already done), %d failed -> %s",
-             len(report.written), len(report.skipped), len(report.failed), out)
+    log.info(
+        "preprocess: %d written, %d skipped (already done), %d failed -> %s",
+        len(report.written),
+        len(report.skipped),
+        len(report.failed),
+        out,
+    )
     return report
 
 
@@ -380,8 +477,13 @@ def _check_existing(out: Path, cfg: PreprocessConfig, template: str = UNKNOWN_TE
     have = _existing_settings(out)
     if have is None:
         return
-    want = {"grid": list(cfg.grid), "voxel_size": cfg.voxel_size, "normalisation": cfg.normalisation,
-            "layout": cfg.layout, "template": template}
+    want = {
+        "grid": list(cfg.grid),
+        "voxel_size": cfg.voxel_size,
+        "normalisation": cfg.normalisation,
+        "layout": cfg.layout,
+        "template": template,
+    }
     for key, value in want.items():
         if key in have and have[key] != value:
             raise PreprocessError(
@@ -404,8 +506,12 @@ def _existing_settings(out: Path) -> dict | None:
 
     with h5py.File(written[0], "r") as f:
         geom = json.loads(f.attrs["geometry"])
-        have = {"grid": list(geom["grid"]), "voxel_size": float(geom["voxel_size"]),
-                "normalisation": str(f.attrs["normalisation"]), "layout": str(f.attrs.get("layout", DEFAULT_LAYOUT))}
+        have = {
+            "grid": list(geom["grid"]),
+            "voxel_size": float(geom["voxel_size"]),
+            "normalisation": str(f.attrs["normalisation"]),
+            "layout": str(f.attrs.get("layout", DEFAULT_LAYOUT)),
+        }
         if "template" in f.attrs:
             have["template"] = str(f.attrs["template"])
     return have

@@ -79,14 +79,18 @@ class LabelSpec:
 
     def __post_init__(self):
         if self.task not in TASKS:
-            raise ValueError(f"LabelSpec(column={self.column!r}): task={self.task!r}; expected one of {TASKS}")
+            raise ValueError(
+                f"LabelSpec(column={self.column!r}): task={self.task!r}; expected one of {TASKS}"
+            )
         if self.task == "classification" and (self.num_classes is None or self.num_classes < 2):
             raise ValueError(
-                f"LabelSpec(column={self.column!r}): a classification label needs num_classes >= 2, "
-                f"got {self.num_classes}"
+                f"LabelSpec(column={self.column!r}): a classification label needs num_classes >= "
+                f"2, got {self.num_classes}"
             )
         if self.task == "regression" and self.num_classes is not None:
-            raise ValueError(f"LabelSpec(column={self.column!r}): num_classes is only for classification")
+            raise ValueError(
+                f"LabelSpec(column={self.column!r}): num_classes is only for classification"
+            )
 
     def to_store(self) -> dict:
         """The ``labels`` entry the store manifest keeps (``StoreWriter.finalize(labels=...)``)."""
@@ -180,13 +184,22 @@ class DatasetAdapter:
     labels: Mapping[str, LabelSpec] = field(default_factory=dict)
     image_pattern: str = "sub-*/func/*_space-MNI152*_desc-preproc_bold.nii.gz"
 
-    def with_columns(self, subject_column: str | None = None, site_column: str | None = None,
-                     **label_columns: str) -> DatasetAdapter:
+    def with_columns(
+        self,
+        subject_column: str | None = None,
+        site_column: str | None = None,
+        **label_columns: str,
+    ) -> DatasetAdapter:
         """A copy with renamed source columns, e.g. ``ukb.with_columns(age="age_at_scan")``."""
         unknown = [k for k in label_columns if k not in self.labels]
         if unknown:
-            raise KeyError(f"{self.name}: no label(s) {unknown}; declared labels: {list(self.labels)}")
-        labels = {k: dataclasses.replace(v, column=label_columns.get(k, v.column)) for k, v in self.labels.items()}
+            raise KeyError(
+                f"{self.name}: no label(s) {unknown}; declared labels: {list(self.labels)}"
+            )
+        labels = {
+            k: dataclasses.replace(v, column=label_columns.get(k, v.column))
+            for k, v in self.labels.items()
+        }
         return dataclasses.replace(
             self,
             subject_column=subject_column or self.subject_column,
@@ -222,7 +235,9 @@ class DatasetAdapter:
             return dict(self.labels)
         unknown = [k for k in labels if k not in self.labels]
         if unknown:
-            raise KeyError(f"dataset {self.name!r} has no label(s) {unknown}; declared: {list(self.labels)}")
+            raise KeyError(
+                f"dataset {self.name!r} has no label(s) {unknown}; declared: {list(self.labels)}"
+            )
         return {k: self.labels[k] for k in labels}
 
     def _canonical(self, raw, specs: Mapping[str, LabelSpec], path: Path):
@@ -245,7 +260,9 @@ class DatasetAdapter:
             )
         out["participant_id"] = out["subject_id"]
         out["dataset"] = self.name
-        out["site"] = raw[self.site_column].astype(str).str.strip() if self.site_column else self.name
+        out["site"] = (
+            raw[self.site_column].astype(str).str.strip() if self.site_column else self.name
+        )
         for name, spec in specs.items():
             where = f"{path}: label {name!r} (column {spec.column!r})"
             if spec.mapping is not None:
@@ -254,14 +271,18 @@ class DatasetAdapter:
                 values = pd.to_numeric(raw[spec.column].str.strip(), errors="coerce")
                 bad = raw[spec.column][values.isna() & raw[spec.column].notna()].unique().tolist()
                 if bad:
-                    raise PhenotypeError(f"{where}: non-numeric values {bad[:10]}; expected numbers")
+                    raise PhenotypeError(
+                        f"{where}: non-numeric values {bad[:10]}; expected numbers"
+                    )
             if spec.task == "classification":
                 ok = values.dropna()
-                wrong = ok[(ok != np.round(ok)) | (ok < 0) | (ok >= spec.num_classes)].unique().tolist()
+                wrong = (
+                    ok[(ok != np.round(ok)) | (ok < 0) | (ok >= spec.num_classes)].unique().tolist()
+                )
                 if wrong:
                     raise PhenotypeError(
-                        f"{where}: classification values must be integers 0..{spec.num_classes - 1}, "
-                        f"found {wrong[:10]}"
+                        f"{where}: classification values must be integers "
+                        f"0..{spec.num_classes - 1}, found {wrong[:10]}"
                     )
             out[name] = values.to_numpy()
             n_missing = int(values.isna().sum())
@@ -271,7 +292,8 @@ class DatasetAdapter:
         return out.reset_index(drop=True)
 
     def store_labels(self, table=None) -> dict:
-        """``{label: {"task": ..., "num_classes": ...}}`` for ``StoreWriter.finalize(labels=...)``."""
+        """``{label: {"task": ..., "num_classes": ...}}`` for
+        ``StoreWriter.finalize(labels=...)``."""
         if table is not None and "labels" in getattr(table, "attrs", {}):
             return dict(table.attrs["labels"])
         return {k: s.to_store() for k, s in self.labels.items()}
@@ -296,21 +318,37 @@ def infer_label_specs(raw, exclude=()) -> dict[str, LabelSpec]:
         numeric = pd.to_numeric(text, errors="coerce")
         distinct = sorted(text.unique().tolist())
         if len(distinct) < 2:
-            log.warning("custom dataset: column %r has %d distinct value(s); not used as a label", col, len(distinct))
+            log.warning(
+                "custom dataset: column %r has %d distinct value(s); not used as a label",
+                col,
+                len(distinct),
+            )
             continue
         if numeric.notna().all():
             values = np.unique(numeric.to_numpy(dtype=float))
             if len(values) <= _MAX_INFERRED_CLASSES and np.all(values == np.round(values)):
                 ints = [int(v) for v in values]
-                mapping = None if ints == list(range(len(ints))) else {v: i for i, v in enumerate(ints)}
-                specs[col] = LabelSpec("classification", col, num_classes=len(ints), mapping=mapping,
-                                       description=f"inferred: {len(ints)} integer classes {ints}")
+                mapping = (
+                    None if ints == list(range(len(ints))) else {v: i for i, v in enumerate(ints)}
+                )
+                specs[col] = LabelSpec(
+                    "classification",
+                    col,
+                    num_classes=len(ints),
+                    mapping=mapping,
+                    description=f"inferred: {len(ints)} integer classes {ints}",
+                )
             else:
                 specs[col] = LabelSpec("regression", col, description="inferred: numeric")
         else:
             mapping = {v: i for i, v in enumerate(distinct)}
-            specs[col] = LabelSpec("classification", col, num_classes=len(distinct), mapping=mapping,
-                                   description=f"inferred: categories {distinct[:10]}")
+            specs[col] = LabelSpec(
+                "classification",
+                col,
+                num_classes=len(distinct),
+                mapping=mapping,
+                description=f"inferred: categories {distinct[:10]}",
+            )
     return specs
 
 
@@ -327,21 +365,30 @@ class CustomAdapter(DatasetAdapter):
     def load_phenotype(self, path, labels: list[str] | None = None):
         path = Path(path)
         raw = _read_table(path)
-        subject_column = next((c for c in (self.subject_column, *self.id_candidates) if c and c in raw.columns), None)
+        subject_column = next(
+            (c for c in (self.subject_column, *self.id_candidates) if c and c in raw.columns), None
+        )
         if subject_column is None:
             raise PhenotypeError(
-                f"{path}: no subject-id column; expected one of {list(self.id_candidates)} "
-                f"(BIDS participants.tsv uses 'participant_id'); the table has columns {list(raw.columns)}"
+                f"{path}: no subject-id column; expected one of {list(self.id_candidates)} (BIDS "
+                "participants.tsv uses 'participant_id'); the table has columns "
+                f"{list(raw.columns)}"
             )
-        site_column = self.site_column or next((c for c in self.site_candidates if c in raw.columns), None)
+        site_column = self.site_column or next(
+            (c for c in self.site_candidates if c in raw.columns), None
+        )
         exclude = {subject_column, site_column, *_CANONICAL}
         specs = dict(self.labels) or infer_label_specs(raw, exclude=exclude)
         if labels is not None:
             unknown = [k for k in labels if k not in specs]
             if unknown:
-                raise KeyError(f"{path}: no label column(s) {unknown}; usable labels: {list(specs)}")
+                raise KeyError(
+                    f"{path}: no label column(s) {unknown}; usable labels: {list(specs)}"
+                )
             specs = {k: specs[k] for k in labels}
-        adapter = dataclasses.replace(self, subject_column=subject_column, site_column=site_column, labels=specs)
+        adapter = dataclasses.replace(
+            self, subject_column=subject_column, site_column=site_column, labels=specs
+        )
         return DatasetAdapter._canonical(adapter, raw, specs, path)
 
 
@@ -355,7 +402,9 @@ def register_dataset(adapter: DatasetAdapter, overwrite: bool = False) -> Datase
         raise TypeError(f"register_dataset expects a DatasetAdapter, got {type(adapter).__name__}")
     key = adapter.name.lower()
     if key in _REGISTRY and not overwrite:
-        raise ValueError(f"dataset {adapter.name!r} is already registered; pass overwrite=True to replace it")
+        raise ValueError(
+            f"dataset {adapter.name!r} is already registered; pass overwrite=True to replace it"
+        )
     _REGISTRY[key] = adapter
     return adapter
 
@@ -378,7 +427,9 @@ def get_dataset(name: str | DatasetAdapter) -> DatasetAdapter:
 
 
 def _cls(column, n=2, mapping=None, description=""):
-    return LabelSpec("classification", column, num_classes=n, mapping=mapping, description=description)
+    return LabelSpec(
+        "classification", column, num_classes=n, mapping=mapping, description=description
+    )
 
 
 def _reg(column, description=""):
@@ -394,7 +445,9 @@ for _adapter in (
         subject_column="eid",
         site_column="54-2.0",  # assessment centre at the imaging visit
         labels={
-            "sex": _cls("31-0.0", mapping={0: 0, 1: 1}, description="field 31: 0 = female, 1 = male"),
+            "sex": _cls(
+                "31-0.0", mapping={0: 0, 1: 1}, description="field 31: 0 = female, 1 = male"
+            ),
             "age": _reg("21003-2.0", "field 21003: age (years) at the imaging visit"),
             "fluid_intelligence": _reg("20016-2.0", "field 20016: fluid intelligence score"),
         },
@@ -403,36 +456,58 @@ for _adapter in (
     DatasetAdapter(
         name="ABCD",
         description="Adolescent Brain Cognitive Development study (NDA release; baseline visit).",
-        subject_column="subjectkey",  # NDA GUID, e.g. NDAR_INVXXXXXXXX (release 5 calls it src_subject_id)
+        # NDA GUID, e.g. NDAR_INVXXXXXXXX (release 5 calls it src_subject_id)
+        subject_column="subjectkey",
         site_column="site_id_l",
         labels={
             "sex": _cls("sex", mapping=_SEX_MF, description="NDA sex: M = 1, F = 0"),
             "age": _reg("interview_age", "age at interview, in months"),
-            "intelligence": _reg("nihtbx_totalcomp_uncorrected", "NIH Toolbox total composite (uncorrected)"),
+            "intelligence": _reg(
+                "nihtbx_totalcomp_uncorrected", "NIH Toolbox total composite (uncorrected)"
+            ),
         },
         image_pattern="sub-*/ses-baselineYear1Arm1/func/*task-rest*_space-MNI152*_bold.nii.gz",
     ),
     DatasetAdapter(
         name="HCP",
-        description="Human Connectome Project Young Adult S1200, resting-state fMRI (MNINonLinear).",
+        description=(
+            "Human Connectome Project Young Adult S1200, resting-state fMRI (MNINonLinear)."
+        ),
         subject_column="Subject",
         site_column=None,  # single site (WU-Minn)
         labels={
-            "sex": _cls("Gender", mapping=_SEX_MF, description="unrestricted 'Gender': M = 1, F = 0"),
-            "age": _reg("Age_in_Yrs", "restricted table: age in years (the unrestricted 'Age' is binned)"),
-            "intelligence": _reg("CogTotalComp_AgeAdj", "NIH Toolbox cognition total composite, age-adjusted"),
-            "fluid_intelligence": _reg("PMAT24_A_CR", "Penn progressive matrices, correct responses"),
+            "sex": _cls(
+                "Gender", mapping=_SEX_MF, description="unrestricted 'Gender': M = 1, F = 0"
+            ),
+            "age": _reg(
+                "Age_in_Yrs", "restricted table: age in years (the unrestricted 'Age' is binned)"
+            ),
+            "intelligence": _reg(
+                "CogTotalComp_AgeAdj", "NIH Toolbox cognition total composite, age-adjusted"
+            ),
+            "fluid_intelligence": _reg(
+                "PMAT24_A_CR", "Penn progressive matrices, correct responses"
+            ),
         },
         image_pattern="*/MNINonLinear/Results/rfMRI_REST1_LR/rfMRI_REST1_LR_hp2000_clean.nii.gz",
     ),
     DatasetAdapter(
         name="ABIDE",
-        description="Autism Brain Imaging Data Exchange I (phenotypic file V1_0b, preprocessed-connectomes).",
+        description=(
+            "Autism Brain Imaging Data Exchange I (phenotypic file V1_0b, "
+            "preprocessed-connectomes)."
+        ),
         subject_column="SUB_ID",
         site_column="SITE_ID",
         labels={
-            "asd": _cls("DX_GROUP", mapping={1: 1, 2: 0}, description="DX_GROUP: 1 = autism → 1, 2 = control → 0"),
-            "sex": _cls("SEX", mapping={1: 1, 2: 0}, description="SEX: 1 = male → 1, 2 = female → 0"),
+            "asd": _cls(
+                "DX_GROUP",
+                mapping={1: 1, 2: 0},
+                description="DX_GROUP: 1 = autism → 1, 2 = control → 0",
+            ),
+            "sex": _cls(
+                "SEX", mapping={1: 1, 2: 0}, description="SEX: 1 = male → 1, 2 = female → 0"
+            ),
             "age": _reg("AGE_AT_SCAN", "age at scan, years"),
             "fiq": _reg("FIQ", "full-scale IQ"),
         },
@@ -440,14 +515,19 @@ for _adapter in (
     ),
     DatasetAdapter(
         name="EMBARC",
-        description="EMBARC antidepressant-response trial (sertraline vs placebo), BIDS participants table.",
+        description=(
+            "EMBARC antidepressant-response trial (sertraline vs placebo), BIDS participants table."
+        ),
         subject_column="participant_id",
         site_column="site",
         labels={
             "sex": _cls("sex", mapping=_SEX_MF, description="M = 1, F = 0"),
             "age": _reg("age", "age in years"),
-            "treatment": _cls("stage1_treatment", mapping={"SER": 1, "PLA": 0},
-                              description="stage-1 arm: sertraline = 1, placebo = 0"),
+            "treatment": _cls(
+                "stage1_treatment",
+                mapping={"SER": 1, "PLA": 0},
+                description="stage-1 arm: sertraline = 1, placebo = 0",
+            ),
             "hamd_change": _reg("hamd_change", "change in HAM-D score over stage 1"),
             "responder": _cls("responder", description="stage-1 responder (1) or not (0)"),
         },
@@ -479,7 +559,9 @@ for _adapter in (
         subject_column="participant_id",  # its NIfTI export ships a BIDS participants.tsv
         site_column="site",
         labels={
-            "sex": _cls("sex", description="planted: connectivity difference between two named regions"),
+            "sex": _cls(
+                "sex", description="planted: connectivity difference between two named regions"
+            ),
             "age": _reg("age", "planted: fluctuation amplitude of a named region"),
             "null_label": _cls("null_label", description="negative control: no signal"),
         },

@@ -104,8 +104,12 @@ def _allocate_cells(stratum_sizes, split_counts, fractions) -> np.ndarray:
     return cells
 
 
-def make_splits(participant_ids: Sequence[str], fractions=(0.7, 0.15, 0.15), seed: int = 0,
-                stratify: Sequence | None = None) -> Splits:
+def make_splits(
+    participant_ids: Sequence[str],
+    fractions=(0.7, 0.15, 0.15),
+    seed: int = 0,
+    stratify: Sequence | None = None,
+) -> Splits:
     """Split participants at random (seeded), optionally stratified by a class label.
 
     Args:
@@ -129,8 +133,10 @@ def make_splits(participant_ids: Sequence[str], fractions=(0.7, 0.15, 0.15), see
     else:
         if len(stratify) != len(order):
             raise SplitError(f"stratify has {len(stratify)} values for {len(order)} participants")
-        strata = np.asarray(["<missing>" if _isnan(v) else str(v) for v in np.asarray(stratify, dtype=object)],
-                            dtype=object)[order]
+        strata = np.asarray(
+            ["<missing>" if _isnan(v) else str(v) for v in np.asarray(stratify, dtype=object)],
+            dtype=object,
+        )[order]
     rng = np.random.default_rng(seed)
     names = sorted(set(strata))
     members = [ids[strata == st] for st in names]
@@ -140,7 +146,7 @@ def make_splits(participant_ids: Sequence[str], fractions=(0.7, 0.15, 0.15), see
     for m, row in zip(members, cells, strict=True):
         edges = np.concatenate([[0], np.cumsum(row)])
         for k, name in enumerate(SPLIT_NAMES):
-            out[name].extend(m[edges[k]:edges[k + 1]].tolist())
+            out[name].extend(m[edges[k] : edges[k + 1]].tolist())
     params = {"fractions": list(fr), "seed": int(seed), "stratified": stratify is not None}
     splits = Splits(*(tuple(sorted(out[k])) for k in SPLIT_NAMES), params=params)
     check_leakage(splits)
@@ -158,10 +164,17 @@ def _fingerprint(ids) -> str:
     return hashlib.sha256("\n".join(sorted(map(str, ids))).encode()).hexdigest()[:16]
 
 
-def load_or_create_splits(participant_ids: Sequence[str], dataset: str, name: str = "default",
-                          fractions=(0.7, 0.15, 0.15), seed: int = 0, stratify: Sequence | None = None,
-                          stratify_label: str | None = None, splits_dir="data/splits",
-                          overwrite: bool = False) -> Splits:
+def load_or_create_splits(
+    participant_ids: Sequence[str],
+    dataset: str,
+    name: str = "default",
+    fractions=(0.7, 0.15, 0.15),
+    seed: int = 0,
+    stratify: Sequence | None = None,
+    stratify_label: str | None = None,
+    splits_dir="data/splits",
+    overwrite: bool = False,
+) -> Splits:
     """Reuse ``<splits_dir>/<dataset>/<name>.json`` if it exists, else make and write it.
 
     ``stratify_label`` names the label used for ``stratify`` (recorded in the file and
@@ -181,18 +194,25 @@ def load_or_create_splits(participant_ids: Sequence[str], dataset: str, name: st
     if path.exists() and not overwrite:
         saved = read_json(path)
         have = saved.get("params", {})
-        diffs = [f"{k}: file has {have.get(k)!r}, requested {v!r}" for k, v in want.items() if have.get(k) != v]
+        diffs = [
+            f"{k}: file has {have.get(k)!r}, requested {v!r}"
+            for k, v in want.items()
+            if have.get(k) != v
+        ]
         if diffs:
             extra = ""
             if have.get("participants_sha256") != want["participants_sha256"]:
                 listed = {p for s in SPLIT_NAMES for p in saved.get(s, [])}
                 added, removed = sorted(set(ids) - listed), sorted(listed - set(ids))
-                extra = f" (participants added: {added[:5]}{'…' if len(added) > 5 else ''} [{len(added)}], " \
-                        f"removed: {removed[:5]}{'…' if len(removed) > 5 else ''} [{len(removed)}])"
+                extra = (
+                    f" (participants added: {added[:5]}{'…' if len(added) > 5 else ''} "
+                    f"[{len(added)}], removed: {removed[:5]}{'…' if len(removed) > 5 else ''} "
+                    f"[{len(removed)}])"
+                )
             raise SplitError(
-                f"split file {path} was made with different parameters — {'; '.join(diffs)}{extra}. "
-                "Use another split name, or overwrite=True to replace it (earlier results then no "
-                "longer match this split)"
+                f"split file {path} was made with different parameters — "
+                f"{'; '.join(diffs)}{extra}. Use another split name, or overwrite=True to replace "
+                "it (earlier results then no longer match this split)"
             )
         splits = Splits(*(tuple(saved[k]) for k in SPLIT_NAMES), params=have, path=str(path))
         check_leakage(splits)
@@ -200,13 +220,16 @@ def load_or_create_splits(participant_ids: Sequence[str], dataset: str, name: st
         return splits
     made = make_splits(ids if stratify is None else participant_ids, fr, seed, stratify)
     splits = Splits(made.train, made.val, made.test, params=want, path=str(path))
-    atomic_write_json(path, {
-        "format_version": SPLIT_FORMAT_VERSION,
-        "dataset": str(dataset),
-        "name": name,
-        "params": want,
-        **{k: list(v) for k, v in splits.as_dict().items()},
-    })
+    atomic_write_json(
+        path,
+        {
+            "format_version": SPLIT_FORMAT_VERSION,
+            "dataset": str(dataset),
+            "name": name,
+            "params": want,
+            **{k: list(v) for k, v in splits.as_dict().items()},
+        },
+    )
     log.info("wrote split %s (%s)", path, _sizes(splits))
     return splits
 
@@ -221,10 +244,12 @@ def check_leakage(splits: Splits | Mapping[str, Sequence[str]]) -> None:
     names = list(groups)
     problems = []
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             both = sorted(set(map(str, groups[a])) & set(map(str, groups[b])))
             if both:
-                problems.append(f"{a}∩{b}: {both[:10]}{' …' if len(both) > 10 else ''} ({len(both)})")
+                problems.append(
+                    f"{a}∩{b}: {both[:10]}{' …' if len(both) > 10 else ''} ({len(both)})"
+                )
     if problems:
         raise LeakageError("participants appear in more than one split — " + "; ".join(problems))
 
@@ -251,4 +276,8 @@ def subjects_of(store, participant_ids: Sequence[str]) -> list[str]:
     """Store subject ids (scans) of the given participants, in store order."""
     wanted = {str(p) for p in participant_ids}
     table = store.subjects
-    return [str(s) for s, p in zip(table["subject_id"], table["participant_id"].astype(str), strict=True) if p in wanted]
+    return [
+        str(s)
+        for s, p in zip(table["subject_id"], table["participant_id"].astype(str), strict=True)
+        if p in wanted
+    ]

@@ -107,8 +107,16 @@ class StoreWriter:
         template: the MNI template of the data (TemplateFlow name) or ``"unknown"``.
     """
 
-    def __init__(self, root, grid, voxel_size: float, affine, normalisation: str = "zscore_global",
-                 layout: str = DEFAULT_LAYOUT, template: str = UNKNOWN_TEMPLATE):
+    def __init__(
+        self,
+        root,
+        grid,
+        voxel_size: float,
+        affine,
+        normalisation: str = "zscore_global",
+        layout: str = DEFAULT_LAYOUT,
+        template: str = UNKNOWN_TEMPLATE,
+    ):
         if normalisation not in NORM_METHODS:
             raise StoreError(f"normalisation={normalisation!r}: expected one of {NORM_METHODS}")
         try:
@@ -191,8 +199,13 @@ class StoreWriter:
             done[rec.subject_id] = rec
         return done
 
-    def finalize(self, subjects, labels: dict | None = None, dataset_info: dict | None = None,
-                 records: dict[str, SubjectRecord] | None = None) -> SubjectStore:
+    def finalize(
+        self,
+        subjects,
+        labels: dict | None = None,
+        dataset_info: dict | None = None,
+        records: dict[str, SubjectRecord] | None = None,
+    ) -> SubjectStore:
         """Write ``subjects.csv`` and ``manifest.json`` for the written subjects; open the store.
 
         ``subjects``: DataFrame with a ``subject_id`` column (+ dataset, site, labels); rows of
@@ -207,10 +220,14 @@ class StoreWriter:
         labels = dict(labels or {})
         for name, spec in labels.items():
             if spec.get("task") not in TASK_TYPES:
-                raise StoreError(f"label {name!r}: task={spec.get('task')!r}; expected one of {TASK_TYPES}")
+                raise StoreError(
+                    f"label {name!r}: task={spec.get('task')!r}; expected one of {TASK_TYPES}"
+                )
         df = pd.DataFrame(subjects).copy()
         if "subject_id" not in df.columns:
-            raise StoreError(f"subjects table has columns {list(df.columns)}; expected a 'subject_id' column")
+            raise StoreError(
+                f"subjects table has columns {list(df.columns)}; expected a 'subject_id' column"
+            )
         df["subject_id"] = df["subject_id"].astype(str)
         df = df[df["subject_id"].isin(records)].sort_values("subject_id").reset_index(drop=True)
         for col, default in (("participant_id", None), ("dataset", "custom"), ("site", "unknown")):
@@ -218,7 +235,9 @@ class StoreWriter:
                 df[col] = df["subject_id"] if default is None else default
         missing_labels = [name for name in labels if name not in df.columns]
         if missing_labels:
-            raise StoreError(f"labels {missing_labels} are declared but not columns of the subjects table")
+            raise StoreError(
+                f"labels {missing_labels} are declared but not columns of the subjects table"
+            )
         front = ["subject_id", "participant_id", "dataset", "site"]
         df = df[front + [c for c in df.columns if c not in front]]
         with atomic_path(self.root / "subjects.csv") as tmp:
@@ -312,7 +331,8 @@ class SubjectStore:
         from swiftlib.utils.validation import did_you_mean
 
         hint = did_you_mean(subject_id, self.subject_ids, n=3)
-        return f"subject {subject_id!r} is not in store {self.root} ({len(self.subject_ids)} subjects){hint}"
+        count = len(self.subject_ids)
+        return f"subject {subject_id!r} is not in store {self.root} ({count} subjects){hint}"
 
     def num_frames(self, subject_id: str) -> int:
         return int(self._record(subject_id)["num_frames"])
@@ -434,7 +454,11 @@ def open_store(root, verify: str = "size") -> SubjectStore:
     root = Path(root)
     mpath = root / "manifest.json"
     if not mpath.exists():
-        hint = " (a preprocessing run may not have finished; rerun it to resume)" if (root / ".progress.jsonl").exists() else ""
+        hint = (
+            " (a preprocessing run may not have finished; rerun it to resume)"
+            if (root / ".progress.jsonl").exists()
+            else ""
+        )
         raise StoreError(f"{root}: no manifest.json — not a swiftlib store{hint}")
     try:
         manifest = read_json(mpath)
@@ -452,7 +476,9 @@ def open_store(root, verify: str = "size") -> SubjectStore:
     spath = root / "subjects.csv"
     if not spath.exists():
         raise StoreError(f"{root}: subjects.csv is missing")
-    subjects = pd.read_csv(spath, dtype={"subject_id": str, "participant_id": str, "site": str, "dataset": str})
+    subjects = pd.read_csv(
+        spath, dtype={"subject_id": str, "participant_id": str, "site": str, "dataset": str}
+    )
     subjects = subjects.set_index("subject_id", drop=False)
     missing, corrupt = [], []
     if verify != "none":
@@ -460,7 +486,9 @@ def open_store(root, verify: str = "size") -> SubjectStore:
             p = root / rec["file"]
             if not p.exists():
                 missing.append(sid)
-            elif p.stat().st_size != rec["bytes"] or (verify == "checksum" and sha256_file(p) != rec["sha256"]):
+            elif p.stat().st_size != rec["bytes"] or (
+                verify == "checksum" and sha256_file(p) != rec["sha256"]
+            ):
                 corrupt.append(sid)
     if missing or corrupt:
         parts = []
@@ -471,5 +499,7 @@ def open_store(root, verify: str = "size") -> SubjectStore:
         raise StoreError(f"store {root}: {'; '.join(parts)}. Re-run preprocessing to rewrite them.")
     not_in_table = sorted(set(manifest["subjects"]) - set(subjects.index))
     if not_in_table:
-        raise StoreError(f"store {root}: subjects {not_in_table} are in manifest.json but not subjects.csv")
+        raise StoreError(
+            f"store {root}: subjects {not_in_table} are in manifest.json but not subjects.csv"
+        )
     return SubjectStore(root, manifest, subjects)

@@ -35,8 +35,17 @@ from swiftlib.data.preprocess import PreprocessConfig, prepare_subject
 from swiftlib.data.store import StoreWriter
 from swiftlib.utils.io import atomic_path, atomic_write_json
 
-__all__ = ["SyntheticConfig", "REGIONS", "LABELS", "default_grid", "source_space",
-           "region_maps", "subject_table", "make_subject", "make_synthetic_cohort"]
+__all__ = [
+    "SyntheticConfig",
+    "REGIONS",
+    "LABELS",
+    "default_grid",
+    "source_space",
+    "region_maps",
+    "subject_table",
+    "make_subject",
+    "make_synthetic_cohort",
+]
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +60,20 @@ REGIONS: dict[str, tuple[tuple[float, float, float], str]] = {
     "parietal_r": ((44.0, -62.0, 40.0), "background"),
 }
 LABELS = {
-    "sex": {"task": "classification", "num_classes": 2,
-            "description": "connectivity between sex_a and sex_b (left/right motor)"},
-    "age": {"task": "regression", "description": "fluctuation amplitude of the age region (precuneus)"},
-    "null_label": {"task": "classification", "num_classes": 2, "description": "no signal (negative control)"},
+    "sex": {
+        "task": "classification",
+        "num_classes": 2,
+        "description": "connectivity between sex_a and sex_b (left/right motor)",
+    },
+    "age": {
+        "task": "regression",
+        "description": "fluctuation amplitude of the age region (precuneus)",
+    },
+    "null_label": {
+        "task": "classification",
+        "num_classes": 2,
+        "description": "no signal (negative control)",
+    },
 }
 _SITE_SCALE = (1.0, 1.25, 0.8, 1.1, 0.9)
 _SITE_NOISE = (1.0, 1.5, 0.8, 1.2, 1.0)
@@ -95,7 +114,9 @@ class SyntheticConfig:
 
     def __post_init__(self):
         if self.num_subjects < 4:
-            raise ValueError(f"num_subjects={self.num_subjects}: expected ≥ 4 (splits need subjects)")
+            raise ValueError(
+                f"num_subjects={self.num_subjects}: expected ≥ 4 (splits need subjects)"
+            )
         if not 1 <= self.num_sites <= len(_SITE_SCALE):
             raise ValueError(f"num_sites={self.num_sites}: expected 1–{len(_SITE_SCALE)}")
         if self.num_frames < 8:
@@ -104,14 +125,23 @@ class SyntheticConfig:
             raise ValueError(f"voxel_size={self.voxel_size}: expected > 0 mm")
         nyquist = 0.5 / self.tr
         if self.bands_hz[0] >= min(self.bands_hz[1], nyquist):
-            raise ValueError(f"bands_hz={self.bands_hz} is empty at tr={self.tr} s (Nyquist {nyquist:.3f} Hz)")
-        self.grid = default_grid(self.voxel_size) if self.grid is None else tuple(int(g) for g in self.grid)
+            raise ValueError(
+                f"bands_hz={self.bands_hz} is empty at tr={self.tr} s (Nyquist {nyquist:.3f} Hz)"
+            )
+        self.grid = (
+            default_grid(self.voxel_size) if self.grid is None else tuple(int(g) for g in self.grid)
+        )
         self.age_range = tuple(float(a) for a in self.age_range)
         self.bands_hz = tuple(float(b) for b in self.bands_hz)
 
     def preprocess_config(self) -> PreprocessConfig:
-        return PreprocessConfig(voxel_size=self.voxel_size, grid=self.grid, normalisation=self.normalisation,
-                                mask="auto", min_frames=1)
+        return PreprocessConfig(
+            voxel_size=self.voxel_size,
+            grid=self.grid,
+            normalisation=self.normalisation,
+            mask="auto",
+            min_frames=1,
+        )
 
 
 def source_space(voxel_size: float):
@@ -122,7 +152,8 @@ def source_space(voxel_size: float):
 
     mni = load_mni152_brain_mask(resolution=2)
     aff0 = mni.affine
-    mni = nib.Nifti1Image(np.asarray(mni.dataobj, dtype=np.float32), aff0)  # smooth edges at coarse grids
+    # smooth edges at coarse grids
+    mni = nib.Nifti1Image(np.asarray(mni.dataobj, dtype=np.float32), aff0)
     lo = aff0[:3, 3]
     hi = lo + (np.array(mni.shape) - 1) * 2.0
     origin = np.ceil(lo / voxel_size) * voxel_size  # lattice point: world 0 is a voxel centre
@@ -132,8 +163,14 @@ def source_space(voxel_size: float):
     aff[:3, 3] = origin
     with warnings.catch_warnings():  # continuous on purpose: a smooth edge, thresholded below
         warnings.simplefilter("ignore", UserWarning)
-        img = resample_img(mni, target_affine=aff, target_shape=shape, interpolation="continuous",
-                           force_resample=True, copy_header=True)
+        img = resample_img(
+            mni,
+            target_affine=aff,
+            target_shape=shape,
+            interpolation="continuous",
+            force_resample=True,
+            copy_header=True,
+        )
     return np.asarray(img.dataobj) > 0.5, aff
 
 
@@ -158,14 +195,16 @@ def subject_table(cfg: SyntheticConfig):
     age = np.round(rng.uniform(*cfg.age_range, size=n), 1)
     null = rng.permutation(np.arange(n) % 2)
     site = rng.permutation(np.arange(n) % cfg.num_sites)
-    return pd.DataFrame({
-        "subject_id": [f"sub-{i + 1:04d}" for i in range(n)],
-        "dataset": "synthetic",
-        "site": [f"site-{chr(65 + s)}" for s in site],
-        "sex": sex.astype(int),
-        "age": age,
-        "null_label": null.astype(int),
-    })
+    return pd.DataFrame(
+        {
+            "subject_id": [f"sub-{i + 1:04d}" for i in range(n)],
+            "dataset": "synthetic",
+            "site": [f"site-{chr(65 + s)}" for s in site],
+            "sex": sex.astype(int),
+            "age": age,
+            "null_label": null.astype(int),
+        }
+    )
 
 
 def _band_limited(rng, num: int, T: int, tr: float, band) -> np.ndarray:
@@ -174,7 +213,7 @@ def _band_limited(rng, num: int, T: int, tr: float, band) -> np.ndarray:
     spec = np.fft.rfft(rng.standard_normal((num, pad)), axis=1)
     freqs = np.fft.rfftfreq(pad, d=tr)
     spec[:, (freqs < band[0]) | (freqs > band[1])] = 0
-    x = np.fft.irfft(spec, n=pad, axis=1)[:, 32:32 + T]  # (num, T)
+    x = np.fft.irfft(spec, n=pad, axis=1)[:, 32 : 32 + T]  # (num, T)
     x -= x.mean(axis=1, keepdims=True)
     return x / x.std(axis=1, keepdims=True)
 
@@ -186,7 +225,9 @@ def make_subject(i: int, row, cfg: SyntheticConfig, mask, affine, maps) -> np.nd
     rng = np.random.default_rng([cfg.seed, i])
     T, R = cfg.num_frames, len(REGIONS)
     names = list(REGIONS)
-    courses = _band_limited(rng, R + 1, T, cfg.tr, cfg.bands_hz)  # (R+1, T); last = independent part
+    courses = _band_limited(
+        rng, R + 1, T, cfg.tr, cfg.bands_hz
+    )  # (R+1, T); last = independent part
     a, b = names.index("sex_a"), names.index("sex_b")
     rho = cfg.sex_coupling if int(row["sex"]) == 1 else cfg.baseline_coupling
     courses[b] = rho * courses[a] + np.sqrt(1 - rho**2) * courses[R]  # planted connectivity
@@ -220,17 +261,30 @@ def _write_ground_truth(root: Path, mask, affine, maps, cfg: SyntheticConfig) ->
         fname = f"region_{name}.nii.gz"
         with atomic_path(gt / fname, suffix=".nii.gz") as tmp:
             nib.save(nib.Nifti1Image((maps[k] >= 0.5).astype(np.uint8), affine), tmp)
-        regions[name] = {"file": fname, "centre_mm": list(centre), "drives": None if role == "background" else role}
+        regions[name] = {
+            "file": fname,
+            "centre_mm": list(centre),
+            "drives": None if role == "background" else role,
+        }
     with atomic_path(gt / "brain_mask.nii.gz", suffix=".nii.gz") as tmp:
         nib.save(nib.Nifti1Image(mask.astype(np.uint8), affine), tmp)
     info = {
         "space": "MNI152 (nilearn bundled brain mask)",
         "voxel_size_mm": cfg.voxel_size,
         "labels": {
-            "sex": {"mechanism": "connectivity", "regions": ["sex_a", "sex_b"],
-                    "effect": f"corr(sex_a, sex_b) = {cfg.sex_coupling} if sex == 1 else {cfg.baseline_coupling}"},
-            "age": {"mechanism": "amplitude", "regions": ["age"],
-                    "effect": f"amplitude = 1 + {cfg.age_gain} * z(age)"},
+            "sex": {
+                "mechanism": "connectivity",
+                "regions": ["sex_a", "sex_b"],
+                "effect": (
+                    f"corr(sex_a, sex_b) = {cfg.sex_coupling} "
+                    f"if sex == 1 else {cfg.baseline_coupling}"
+                ),
+            },
+            "age": {
+                "mechanism": "amplitude",
+                "regions": ["age"],
+                "effect": f"amplitude = 1 + {cfg.age_gain} * z(age)",
+            },
             "null_label": {"mechanism": "none", "regions": [], "effect": "independent of the data"},
         },
         "regions": regions,
@@ -259,11 +313,19 @@ def _export_nifti(root: Path, sid: str, raw: np.ndarray, affine, tr: float) -> N
     img.set_qform(affine, code=4)
     with atomic_path(func / name, suffix=".nii.gz") as tmp:
         nib.save(img, tmp)
-    atomic_write_json(func / name.replace(".nii.gz", ".json"), {"RepetitionTime": tr, "TaskName": "rest"})
+    atomic_write_json(
+        func / name.replace(".nii.gz", ".json"), {"RepetitionTime": tr, "TaskName": "rest"}
+    )
 
 
-def make_synthetic_cohort(out_dir, config: SyntheticConfig | None = None, export_nifti=None,
-                          export_subjects: int | None = None, progress: bool = True, **overrides):
+def make_synthetic_cohort(
+    out_dir,
+    config: SyntheticConfig | None = None,
+    export_nifti=None,
+    export_subjects: int | None = None,
+    progress: bool = True,
+    **overrides,
+):
     """Generate the cohort into the store ``out_dir``; returns the opened store.
 
     ``export_nifti``: also write the raw scans as a BIDS-derivatives-like tree there
@@ -287,7 +349,9 @@ def make_synthetic_cohort(out_dir, config: SyntheticConfig | None = None, export
     gt = _write_ground_truth(root, mask, affine, maps, cfg)
     done = writer.completed(verify=False)
     export = Path(export_nifti) if export_nifti else None
-    for i, row in tqdm(list(table.iterrows()), desc="synthetic cohort", unit="subject", disable=not progress):
+    for i, row in tqdm(
+        list(table.iterrows()), desc="synthetic cohort", unit="subject", disable=not progress
+    ):
         sid = row["subject_id"]
         want_export = export is not None and (export_subjects is None or i < export_subjects)
         exported = want_export and (export / sid / "func").exists()
@@ -297,16 +361,39 @@ def make_synthetic_cohort(out_dir, config: SyntheticConfig | None = None, export
         if want_export and not exported:
             _export_nifti(export, sid, raw, affine, cfg.tr)
         if sid not in done:
-            bold, bmask, geom, stats = prepare_subject(raw, affine, pcfg, name=sid, store_aff=store_aff)
-            writer.write_subject(sid, bold, bmask, geom, cfg.tr, stats, source=f"synthetic seed={cfg.seed} i={i}")
+            bold, bmask, geom, stats = prepare_subject(
+                raw, affine, pcfg, name=sid, store_aff=store_aff
+            )
+            writer.write_subject(
+                sid, bold, bmask, geom, cfg.tr, stats, source=f"synthetic seed={cfg.seed} i={i}"
+            )
     if export is not None:
         export.mkdir(parents=True, exist_ok=True)
         with atomic_path(export / "participants.tsv") as tmp:
             part = table if export_subjects is None else table.iloc[:export_subjects]
             part.rename(columns={"subject_id": "participant_id"}).to_csv(tmp, sep="\t", index=False)
-        atomic_write_json(export / "dataset_description.json",
-                          {"Name": "swiftlib synthetic cohort", "BIDSVersion": "1.8.0", "DatasetType": "derivative"})
-    store = writer.finalize(table, labels=LABELS, dataset_info={"adapter": "synthetic", "ground_truth": "ground_truth/ground_truth.json",
-                                                                 "synthetic": gt["config"]})
-    log.info("synthetic cohort: %d subjects, grid %s at %g mm -> %s", len(store), cfg.grid, cfg.voxel_size, root)
+        atomic_write_json(
+            export / "dataset_description.json",
+            {
+                "Name": "swiftlib synthetic cohort",
+                "BIDSVersion": "1.8.0",
+                "DatasetType": "derivative",
+            },
+        )
+    store = writer.finalize(
+        table,
+        labels=LABELS,
+        dataset_info={
+            "adapter": "synthetic",
+            "ground_truth": "ground_truth/ground_truth.json",
+            "synthetic": gt["config"],
+        },
+    )
+    log.info(
+        "synthetic cohort: %d subjects, grid %s at %g mm -> %s",
+        len(store),
+        cfg.grid,
+        cfg.voxel_size,
+        root,
+    )
     return store

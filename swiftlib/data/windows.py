@@ -75,17 +75,24 @@ def collate_samples(samples: Sequence[Sample]) -> Batch:
 
 def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
     """``torch.stack``; inside a DataLoader worker, straight into shared memory (as torch's
-    ``default_collate`` does), which saves one copy of every batch on its way to the main process."""
+    ``default_collate`` does), which saves one copy of every batch on its way to the main
+    process."""
     out = None
     if torch.utils.data.get_worker_info() is not None:
         elem = tensors[0]
-        storage = elem._typed_storage()._new_shared(sum(t.numel() for t in tensors), device=elem.device)
+        storage = elem._typed_storage()._new_shared(
+            sum(t.numel() for t in tensors), device=elem.device
+        )
         out = elem.new(storage).resize_(len(tensors), *elem.shape)
     return torch.stack(tensors, 0, out=out)
 
 
-def window_starts(num_frames: int, sequence_length: int, stride_between_seq: float = 1.0,
-                  stride_within_seq: int = 1) -> np.ndarray:
+def window_starts(
+    num_frames: int,
+    sequence_length: int,
+    stride_between_seq: float = 1.0,
+    stride_within_seq: int = 1,
+) -> np.ndarray:
     """All window starts of a run of ``num_frames`` frames (see the module docstring)."""
     span = (sequence_length - 1) * stride_within_seq + 1  # frames a window touches
     step = max(round(stride_between_seq * sequence_length * stride_within_seq), 1)
@@ -131,7 +138,9 @@ class WindowDataset(Dataset):
         if mode not in ("train", "eval"):
             raise ValueError(f"mode={mode!r}: expected 'train' or 'eval'")
         if int(sequence_length) < 1:
-            raise ValueError(f"sequence_length={sequence_length}: expected a positive number of frames")
+            raise ValueError(
+                f"sequence_length={sequence_length}: expected a positive number of frames"
+            )
         if int(stride_within_seq) < 1:
             raise ValueError(f"stride_within_seq={stride_within_seq}: expected an integer >= 1")
         if not stride_between_seq > 0:
@@ -146,7 +155,9 @@ class WindowDataset(Dataset):
                     "enumerates every window so predictions can be averaged per subject"
                 )
             if int(windows_per_subject) < 1:
-                raise ValueError(f"windows_per_subject={windows_per_subject}: expected an integer >= 1 or None")
+                raise ValueError(
+                    f"windows_per_subject={windows_per_subject}: expected an integer >= 1 or None"
+                )
         if augment is not None and mode != "train":
             raise ValueError(
                 "augment was given with mode='eval'; augmentation is never applied to evaluation "
@@ -173,7 +184,9 @@ class WindowDataset(Dataset):
         self.subject_ids: list[str] = ids
         self._values = values  # (S,) label per subject
         table = store.subjects
-        self._datasets = [str(table.loc[s, "dataset"]) if "dataset" in table.columns else "unknown" for s in ids]
+        self._datasets = [
+            str(table.loc[s, "dataset"]) if "dataset" in table.columns else "unknown" for s in ids
+        ]
         self._build_index()
 
     # -- construction ------------------------------------------------------------------------
@@ -183,7 +196,8 @@ class WindowDataset(Dataset):
         if unknown:
             hint = did_you_mean(unknown[0], known, n=3)
             raise KeyError(
-                f"{len(unknown)} subject(s) are not in store {self.store.root}: {unknown[:10]}{hint}"
+                f"{len(unknown)} subject(s) are not in store {self.store.root}: "
+                f"{unknown[:10]}{hint}"
             )
 
     def _labels_for(self, ids):
@@ -198,14 +212,21 @@ class WindowDataset(Dataset):
         self.num_classes = spec.get("num_classes")
         table = self.store.subjects
         if self.label not in table.columns:
-            raise KeyError(f"label {self.label!r} is declared but is not a column of {self.store.root}/subjects.csv")
+            raise KeyError(
+                f"label {self.label!r} is declared but is not a column of "
+                f"{self.store.root}/subjects.csv"
+            )
         values = table.loc[ids, self.label].to_numpy(dtype=float) if ids else np.zeros(0)
         missing = np.isnan(values)
         if missing.any():
             dropped = [s for s, m in zip(ids, missing, strict=True) if m]
             log.warning(
                 "label %r: dropping %d of %d subjects with no value (%s%s)",
-                self.label, len(dropped), len(ids), ", ".join(dropped[:5]), " …" if len(dropped) > 5 else "",
+                self.label,
+                len(dropped),
+                len(ids),
+                ", ".join(dropped[:5]),
+                " …" if len(dropped) > 5 else "",
             )
             if missing.all():
                 raise ValueError(
@@ -219,17 +240,25 @@ class WindowDataset(Dataset):
         L, s = self.sequence_length, self.stride_within_seq
         span = (L - 1) * s + 1  # frames one window touches
         step = max(round(self.stride_between_seq * L * s), 1)
-        frames = np.array([self.store.num_frames(sid) for sid in self.subject_ids], dtype=np.int64)  # (S,)
+        frames = np.array(
+            [self.store.num_frames(sid) for sid in self.subject_ids], dtype=np.int64
+        )  # (S,)
         short = frames < span
         if short.any():
-            bad = [f"{sid} ({t} frames)" for sid, t, b in zip(self.subject_ids, frames, short, strict=True) if b]
+            bad = [
+                f"{sid} ({t} frames)"
+                for sid, t, b in zip(self.subject_ids, frames, short, strict=True)
+                if b
+            ]
             raise ValueError(
-                f"{len(bad)} subject(s) have fewer frames than one window needs "
-                f"({span} = sequence_length {L} with stride_within_seq {s}): {', '.join(bad[:10])}. "
-                "Use a shorter sequence_length or leave these subjects out"
+                f"{len(bad)} subject(s) have fewer frames than one window needs ({span} = "
+                f"sequence_length {L} with stride_within_seq {s}): {', '.join(bad[:10])}. Use a "
+                "shorter sequence_length or leave these subjects out"
             )
         counts = (frames - span) // step + 1  # (S,) windows per subject
-        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]) if len(counts) else np.zeros(0, np.int64)
+        offsets = (
+            np.concatenate([[0], np.cumsum(counts)[:-1]]) if len(counts) else np.zeros(0, np.int64)
+        )
         subj = np.repeat(np.arange(len(counts)), counts)  # (N,) subject index of each window
         starts = (np.arange(int(counts.sum())) - np.repeat(offsets, counts)) * step  # (N,)
         self.frames, self.step, self.span = frames, step, span
@@ -244,10 +273,14 @@ class WindowDataset(Dataset):
         """DataFrame of every window: ``subject_id``, ``start`` (eval-mode item order)."""
         import pandas as pd
 
-        return pd.DataFrame({
-            "subject_id": np.asarray(self.subject_ids, dtype=object)[self._win_subject] if len(self._win_subject) else [],
-            "start": self._win_start,
-        })
+        return pd.DataFrame(
+            {
+                "subject_id": np.asarray(self.subject_ids, dtype=object)[self._win_subject]
+                if len(self._win_subject)
+                else [],
+                "start": self._win_start,
+            }
+        )
 
     @property
     def num_windows(self) -> int:
@@ -282,7 +315,8 @@ class WindowDataset(Dataset):
             raise IndexError(f"window {i} out of range for a dataset of {n} windows")
         if self.mode == "train" and self.windows_per_subject is not None:
             si = i // self.windows_per_subject
-            k = int(torch.randint(int(self._counts[si]), (1,), generator=generator).item())  # random window
+            # random window
+            k = int(torch.randint(int(self._counts[si]), (1,), generator=generator).item())
             return si, int(self._win_start[self._offsets[si] + k])
         return int(self._win_subject[i]), int(self._win_start[i])
 
@@ -295,11 +329,17 @@ class WindowDataset(Dataset):
         train mode, with its label."""
         si = int(subject_index)
         if not 0 <= start <= self.frames[si] - self.span:
-            raise IndexError(f"start {start} out of range for {self.subject_ids[si]} ({self.frames[si]} frames, "
-                             f"a window spans {self.span}): expected 0 ≤ start ≤ {self.frames[si] - self.span}")
+            raise IndexError(
+                f"start {start} out of range for {self.subject_ids[si]} ({self.frames[si]} frames, "
+                f"a window spans {self.span}): expected 0 ≤ start ≤ {self.frames[si] - self.span}"
+            )
         sid = self.subject_ids[si]
-        arr = self.store.read_window(sid, start, self.sequence_length, self.stride_within_seq)  # (D, H, W, T) fp16
-        x = torch.from_numpy(np.ascontiguousarray(arr)).to(self.dtype).unsqueeze(0)  # (1, D, H, W, T)
+        arr = self.store.read_window(
+            sid, start, self.sequence_length, self.stride_within_seq
+        )  # (D, H, W, T) fp16
+        x = (
+            torch.from_numpy(np.ascontiguousarray(arr)).to(self.dtype).unsqueeze(0)
+        )  # (1, D, H, W, T)
         if self.transform is not None:
             x = self.transform(x)
         if self.augment is not None and self.mode == "train":
@@ -313,6 +353,7 @@ class WindowDataset(Dataset):
 
     def __repr__(self) -> str:
         return (
-            f"WindowDataset(mode={self.mode!r}, subjects={len(self.subject_ids)}, windows={len(self)}, "
-            f"sequence_length={self.sequence_length}, step={self.step}, label={self.label!r})"
+            f"WindowDataset(mode={self.mode!r}, subjects={len(self.subject_ids)}, "
+            f"windows={len(self)}, sequence_length={self.sequence_length}, step={self.step}, "
+            f"label={self.label!r})"
         )

@@ -65,8 +65,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def attribute(checkpoint, store, subjects: Sequence[str] | str,
-              config: AttributionConfig | None = None, **options) -> Attributions:
+def attribute(
+    checkpoint,
+    store,
+    subjects: Sequence[str] | str,
+    config: AttributionConfig | None = None,
+    **options,
+) -> Attributions:
     """Explain a fine-tuned checkpoint's output for every window of ``subjects``.
 
     Args:
@@ -108,28 +113,44 @@ def attribute(checkpoint, store, subjects: Sequence[str] | str,
     keep = _evenly_spaced(ds.index, cfg.windows)
     acc = MapAccumulator(model, inputs.store, ds.subject_ids, cfg.aggregate, cfg.keep_window_maps)
     rng_devices = [dev] if dev.type == "cuda" else []
-    bar = tqdm(total=len(keep), desc=f"attribution ({cfg.method})", unit="window",
-               disable=not cfg.progress)
+    bar = tqdm(
+        total=len(keep), desc=f"attribution ({cfg.method})", unit="window", disable=not cfg.progress
+    )
     with torch.random.fork_rng(devices=rng_devices), bar:
         torch.manual_seed(cfg.seed)
         for b0 in range(0, len(keep), cfg.batch_size):
-            batch = collate_samples([ds[i] for i in keep[b0:b0 + cfg.batch_size]])
+            batch = collate_samples([ds[i] for i in keep[b0 : b0 + cfg.batch_size]])
             x = batch.x.to(dev)  # (B, 1, D, H, W, T)
             with torch.no_grad(), inputs.autocast():
                 out = model.forward(x).float().cpu()  # (B, num_outputs)
-            tgt = [_resolve_target(model, cfg.target, y, o)
-                   for y, o in zip(batch.y, out, strict=True)]
+            tgt = [
+                _resolve_target(model, cfg.target, y, o) for y, o in zip(batch.y, out, strict=True)
+            ]
             target = torch.tensor(tgt, device=dev)
             maps = attribute_windows(model, x, target, cfg)  # (B, D, H, W, T)
             acc.add(batch.subject_id, batch.window_start, maps, out, tgt)
             bar.update(len(batch.subject_id))
-    params = {"checkpoint": model.path, "method": cfg.method, "baseline": cfg.baseline,
-              "aggregate": cfg.aggregate, "target": cfg.target, "label": model.label,
-              "windows": cfg.windows, "sequence_length": inputs.sequence_length,
-              "stride_within_seq": inputs.stride_within_seq, "seed": cfg.seed,
-              "n_steps": cfg.n_steps, "num_subjects": len(ds.subject_ids), "num_windows": len(keep)}
-    log.info("attributions (%s) for %d windows of %d subjects", cfg.method, len(keep),
-             len(ds.subject_ids))
+    params = {
+        "checkpoint": model.path,
+        "method": cfg.method,
+        "baseline": cfg.baseline,
+        "aggregate": cfg.aggregate,
+        "target": cfg.target,
+        "label": model.label,
+        "windows": cfg.windows,
+        "sequence_length": inputs.sequence_length,
+        "stride_within_seq": inputs.stride_within_seq,
+        "seed": cfg.seed,
+        "n_steps": cfg.n_steps,
+        "num_subjects": len(ds.subject_ids),
+        "num_windows": len(keep),
+    }
+    log.info(
+        "attributions (%s) for %d windows of %d subjects",
+        cfg.method,
+        len(keep),
+        len(ds.subject_ids),
+    )
     return acc.result(params)
 
 
@@ -148,7 +169,8 @@ def _resolve_target(model: InferenceModel, target, y, pred) -> int:
     if model.task == "regression":
         if target not in (None, 0, "label", "predicted"):
             raise ValueError(
-                f"target={target!r}: a regression head has one output; use target=0 (or None)")
+                f"target={target!r}: a regression head has one output; use target=0 (or None)"
+            )
         return 0
     n = model.num_outputs
     if target is None or target == "predicted":
@@ -156,8 +178,10 @@ def _resolve_target(model: InferenceModel, target, y, pred) -> int:
     if target == "label":
         return int(y)
     if not 0 <= int(target) < n:
-        raise ValueError(f"target={target}: the checkpoint's head for {model.label!r} has {n} "
-                         f"classes (0–{n - 1})")
+        raise ValueError(
+            f"target={target}: the checkpoint's head for {model.label!r} has {n} "
+            f"classes (0–{n - 1})"
+        )
     return int(target)
 
 
@@ -166,11 +190,13 @@ def _check_head(model: InferenceModel, label: str | None) -> None:
         raise CheckpointError(
             f"{model.path}: a {model.kind!r} checkpoint has no prediction head to explain; pass a "
             "fine-tuning checkpoint (fit(kind='finetune')) trained on the label you want "
-            "attributions for")
+            "attributions for"
+        )
     if label is not None and label != model.label:
         raise CheckpointError(
             f"{model.path}: its head predicts {model.label!r}, not {label!r}; use a checkpoint "
-            f"fine-tuned on {label!r} (or label={model.label!r})")
+            f"fine-tuned on {label!r} (or label={model.label!r})"
+        )
 
 
 def randomised_model(checkpoint, seed: int = 0, device: str = "auto") -> InferenceModel:
@@ -184,14 +210,21 @@ def randomised_model(checkpoint, seed: int = 0, device: str = "auto") -> Inferen
     else:
         model = load_inference_model(checkpoint, device=device)
     if model.kind != "finetune":
-        raise CheckpointError(f"{model.path}: randomisation checks need a fine-tuning checkpoint, "
-                              f"got kind {model.kind!r}")
+        raise CheckpointError(
+            f"{model.path}: randomisation checks need a fine-tuning checkpoint, "
+            f"got kind {model.kind!r}"
+        )
     torch.manual_seed(seed)
     module = FinetuneTask({**model.config, "init_from": None})
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
-    rnd = InferenceModel(module=module, kind=model.kind, meta=dict(model.meta),
-                         config=dict(model.config),
-                         path=f"{model.path} (randomised, seed {seed})", data=dict(model.data))
+    rnd = InferenceModel(
+        module=module,
+        kind=model.kind,
+        meta=dict(model.meta),
+        config=dict(model.config),
+        path=f"{model.path} (randomised, seed {seed})",
+        data=dict(model.data),
+    )
     return rnd.to(next(model.module.parameters()).device)

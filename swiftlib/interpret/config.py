@@ -50,6 +50,7 @@ PRECISIONS = ("fp32", "bf16")
 # field checks
 # ---------------------------------------------------------------------------------------------
 
+
 def _is_int(value) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
@@ -98,6 +99,7 @@ class _Fields:
 # configs
 # ---------------------------------------------------------------------------------------------
 
+
 @dataclass
 class InferenceConfig:
     """How a checkpoint reads a store's windows: what attributions and embeddings share.
@@ -128,8 +130,12 @@ class InferenceConfig:
     def __post_init__(self) -> None:
         f = _Fields(self)
         f.integer("sequence_length", 1, optional=True, what=" (frames per window)")
-        f.number("stride_between_seq", 0.0, strict=True,
-                 what=" (a fraction of the window: 1.0 = back to back, 0.5 = half overlap)")
+        f.number(
+            "stride_between_seq",
+            0.0,
+            strict=True,
+            what=" (a fraction of the window: 1.0 = back to back, 0.5 = half overlap)",
+        )
         f.integer("stride_within_seq", 1, optional=True, what=" (frame step inside a window)")
         f.integer("batch_size", 1, what=" (windows per forward pass)")
         f.choice("precision", PRECISIONS)
@@ -148,8 +154,13 @@ class InferenceConfig:
             f.fail("device", expected)
 
     @classmethod
-    def resolve(cls, config=None, options: Mapping[str, Any] | None = None,
-                caller: str | None = None, also: Sequence[str] = ()):
+    def resolve(
+        cls,
+        config=None,
+        options: Mapping[str, Any] | None = None,
+        caller: str | None = None,
+        also: Sequence[str] = (),
+    ):
         """``config`` (default: every field at its default) with ``options`` replacing fields.
 
         ``caller`` names the function in messages; ``also`` lists the caller's own keyword
@@ -158,10 +169,12 @@ class InferenceConfig:
         """
         where = f"{caller}: " if caller else ""
         if config is not None and not isinstance(config, cls):
-            hint = (f"; pass settings as keywords (e.g. {cls.example_option}={config!r})"
-                    if isinstance(config, str) else "")
-            raise ConfigError(
-                f"{where}config={config!r}: expected {cls.__name__} or None{hint}")
+            hint = (
+                f"; pass settings as keywords (e.g. {cls.example_option}={config!r})"
+                if isinstance(config, str)
+                else ""
+            )
+            raise ConfigError(f"{where}config={config!r}: expected {cls.__name__} or None{hint}")
         options = dict(options or {})
         names = [f.name for f in dataclasses.fields(cls)]
         unknown = [k for k in options if k not in names]
@@ -169,7 +182,8 @@ class InferenceConfig:
             key = unknown[0]
             raise ConfigError(
                 f"{where}unknown option {key!r}{did_you_mean(key, [*names, *also])}; "
-                f"options are the {cls.__name__} fields: {', '.join(names)}")
+                f"options are the {cls.__name__} fields: {', '.join(names)}"
+            )
         return dataclasses.replace(config if config is not None else cls(), **options)
 
 
@@ -232,8 +246,12 @@ class AttributionConfig(InferenceConfig):
         f.integer("nt_samples", 1, what=" (noisy copies per window)")
         f.number("noise_level", 0.0, strict=False, what=" (a fraction of the value range)")
         win = self.occlusion_window
-        if (isinstance(win, (str, bytes)) or not isinstance(win, Sequence) or len(win) != 3
-                or not all(_is_int(v) and v >= 1 for v in win)):
+        if (
+            isinstance(win, (str, bytes))
+            or not isinstance(win, Sequence)
+            or len(win) != 3
+            or not all(_is_int(v) and v >= 1 for v in win)
+        ):
             f.fail("occlusion_window", "three positive voxel counts (d, h, w)")
         self.occlusion_window = tuple(int(v) for v in win)
         f.flag("keep_window_maps")
@@ -278,8 +296,11 @@ class EmbeddingConfig(InferenceConfig):
         f = _Fields(self)
         f.choice("level", LEVELS)
         st = self.stages
-        if (isinstance(st, (str, bytes)) or not isinstance(st, Sequence)
-                or not all(_is_int(s) and s >= 0 for s in st)):
+        if (
+            isinstance(st, (str, bytes))
+            or not isinstance(st, Sequence)
+            or not all(_is_int(s) and s >= 0 for s in st)
+        ):
             f.fail("stages", "a sequence of stage indices >= 0, e.g. (0, 2)")
         self.stages = tuple(int(s) for s in st)
         f.integer("chunk_subjects", 1, what=" (subjects per written chunk)")

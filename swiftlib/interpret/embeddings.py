@@ -67,9 +67,17 @@ log = logging.getLogger(__name__)
 _OWN_KEYWORDS = ("split", "subjects", "out_path", "splits_file", "config")
 
 
-def extract_embeddings(checkpoint, store, split: str | None = None,
-                       subjects: Sequence[str] | None = None, *, out_path=None, splits_file=None,
-                       config: EmbeddingConfig | None = None, **options):
+def extract_embeddings(
+    checkpoint,
+    store,
+    split: str | None = None,
+    subjects: Sequence[str] | None = None,
+    *,
+    out_path=None,
+    splits_file=None,
+    config: EmbeddingConfig | None = None,
+    **options,
+):
     """Embed the windows of a store's subjects with a checkpoint's encoder.
 
     Args:
@@ -90,25 +98,37 @@ def extract_embeddings(checkpoint, store, split: str | None = None,
     Returns:
         DataFrame (see the module docstring), also written to ``out_path``.
     """
-    cfg = EmbeddingConfig.resolve(config, options, caller="extract_embeddings()",
-                                  also=_OWN_KEYWORDS)
+    cfg = EmbeddingConfig.resolve(
+        config, options, caller="extract_embeddings()", also=_OWN_KEYWORDS
+    )
     if (split is None) == (subjects is None):
-        raise ValueError("give exactly one of split= ('train'|'val'|'test'|'all') or subjects= "
-                         "(a list of ids)")
+        raise ValueError(
+            "give exactly one of split= ('train'|'val'|'test'|'all') or subjects= (a list of ids)"
+        )
     store = as_store(store)
     if subjects is None:
         subjects = resolve_split(store, split, checkpoint, splits_file)
     inputs = load_inference_inputs(checkpoint, store, subjects, cfg)
-    params = {"level": cfg.level, "stages": list(cfg.stages),
-              "sequence_length": inputs.sequence_length, "stride": inputs.stride_between_seq,
-              "precision": cfg.precision}
+    params = {
+        "level": cfg.level,
+        "stages": list(cfg.stages),
+        "sequence_length": inputs.sequence_length,
+        "stride": inputs.stride_between_seq,
+        "precision": cfg.precision,
+    }
     if inputs.stride_within_seq != 1:
         params["stride_within_seq"] = inputs.stride_within_seq
     parts = _Parts(out_path, _signature(inputs, params)) if out_path is not None else None
     frames = _embed_missing(inputs, cfg, parts)
     emb = _with_subject_columns(frames, inputs)
-    emb.attrs.update({"checkpoint": str(checkpoint), "store": str(store.root), **params,
-                      "labels": json.dumps(store.labels)})
+    emb.attrs.update(
+        {
+            "checkpoint": str(checkpoint),
+            "store": str(store.root),
+            **params,
+            "labels": json.dumps(store.labels),
+        }
+    )
     if out_path is not None:
         from swiftlib.utils.io import atomic_path
 
@@ -116,8 +136,13 @@ def extract_embeddings(checkpoint, store, split: str | None = None,
         out_path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(out_path, suffix=".parquet.tmp") as tmp:
             emb.to_parquet(tmp, index=False)
-        log.info("wrote %d %s embeddings (%d features) to %s", len(emb), cfg.level,
-                 inputs.model.num_features, out_path)
+        log.info(
+            "wrote %d %s embeddings (%d features) to %s",
+            len(emb),
+            cfg.level,
+            inputs.model.num_features,
+            out_path,
+        )
     return emb
 
 
@@ -129,13 +154,17 @@ def _embed_missing(inputs: InferenceInputs, cfg: EmbeddingConfig, parts: _Parts 
     done = parts.subjects() if parts is not None else set()
     todo = [s for s in sids if s not in done]
     if done:
-        log.info("resuming: %d of %d subjects already embedded in %s", len(sids) - len(todo),
-                 len(sids), parts.folder)
+        log.info(
+            "resuming: %d of %d subjects already embedded in %s",
+            len(sids) - len(todo),
+            len(sids),
+            parts.folder,
+        )
     total = inputs.windows(todo).num_windows if todo else 0
     frames = []
     with tqdm(total=total, desc="embedding", unit="window", disable=not cfg.progress) as bar:
         for c in range(0, len(todo), cfg.chunk_subjects):
-            df = _embed_chunk(inputs, todo[c:c + cfg.chunk_subjects], cfg, bar)
+            df = _embed_chunk(inputs, todo[c : c + cfg.chunk_subjects], cfg, bar)
             if parts is not None:
                 parts.write(df)
             else:
@@ -150,8 +179,13 @@ def _embed_chunk(inputs: InferenceInputs, sids: list[str], cfg: EmbeddingConfig,
 
     from swiftlib.data.windows import collate_samples
 
-    loader = DataLoader(inputs.windows(sids), batch_size=cfg.batch_size, shuffle=False,
-                        num_workers=cfg.num_workers, collate_fn=collate_samples)
+    loader = DataLoader(
+        inputs.windows(sids),
+        batch_size=cfg.batch_size,
+        shuffle=False,
+        num_workers=cfg.num_workers,
+        collate_fn=collate_samples,
+    )
     stages = list(cfg.stages)
     ids, starts, feats, stage_feats = [], [], [], [[] for _ in stages]
     with torch.inference_mode(), inputs.autocast():
@@ -171,8 +205,9 @@ def _embed_chunk(inputs: InferenceInputs, sids: list[str], cfg: EmbeddingConfig,
     for k, s in zip(stages, stage_feats, strict=True):
         blocks[f"s{k}"] = np.concatenate(s)  # (N, C_k)
     cols = {f"{name}_{i}": arr[:, i] for name, arr in blocks.items() for i in range(arr.shape[1])}
-    df = pd.DataFrame({"subject_id": ids, "window_start": np.asarray(starts, dtype=np.int64),
-                       **cols})
+    df = pd.DataFrame(
+        {"subject_id": ids, "window_start": np.asarray(starts, dtype=np.int64), **cols}
+    )
     df["num_windows"] = 1
     if cfg.level == "subject":
         emb_cols = [c for c in df.columns if c not in ("subject_id", "window_start", "num_windows")]
@@ -193,8 +228,9 @@ def _with_subject_columns(frames: list, inputs: InferenceInputs):
     table = _subject_table(inputs.store).loc[emb["subject_id"]].reset_index(drop=True)
     emb = pd.concat([table, emb.drop(columns=["subject_id"]).reset_index(drop=True)], axis=1)
     order = {s: i for i, s in enumerate(sids)}
-    emb = emb.sort_values(["subject_id", "window_start"],
-                          key=lambda c: c.map(order) if c.name == "subject_id" else c)
+    emb = emb.sort_values(
+        ["subject_id", "window_start"], key=lambda c: c.map(order) if c.name == "subject_id" else c
+    )
     return emb.reset_index(drop=True)
 
 
@@ -210,8 +246,13 @@ def _subject_table(store):
 def _signature(inputs: InferenceInputs, params: dict) -> str:
     p = Path(inputs.model.path)
     st = p.stat()
-    doc = {"checkpoint": str(p.resolve()), "size": st.st_size, "mtime": int(st.st_mtime),
-           "store": str(inputs.store.root.resolve()), **params}
+    doc = {
+        "checkpoint": str(p.resolve()),
+        "size": st.st_size,
+        "mtime": int(st.st_mtime),
+        "store": str(inputs.store.root.resolve()),
+        **params,
+    }
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -230,7 +271,8 @@ class _Parts:
                 raise ValueError(
                     f"{self.folder} holds chunks of an extraction with other arguments "
                     "(checkpoint, store, level, stages, sequence_length, stride or precision); "
-                    "delete it or choose another out_path")
+                    "delete it or choose another out_path"
+                )
             self.files = sorted(self.folder.glob("part-*.parquet"))
         else:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -264,6 +306,7 @@ class _Parts:
 # benchmark-harness adapter
 # ---------------------------------------------------------------------------------------------
 
+
 class EmbeddingAdapter:
     """Checkpoint → embedding function, for cross-model benchmark harnesses.
 
@@ -278,8 +321,9 @@ class EmbeddingAdapter:
     normalisation). A 5D batch ``(B, D, H, W, T)`` gets the channel axis added.
     """
 
-    def __init__(self, model: InferenceModel, precision: str = "fp32",
-                 batch_size: int | None = None):
+    def __init__(
+        self, model: InferenceModel, precision: str = "fp32", batch_size: int | None = None
+    ):
         self.model = model
         self.precision = precision
         self.batch_size = batch_size
@@ -287,8 +331,13 @@ class EmbeddingAdapter:
         autocast_context(precision, self.device)
 
     @classmethod
-    def from_checkpoint(cls, checkpoint, device: str = "auto", precision: str = "fp32",
-                        batch_size: int | None = None) -> EmbeddingAdapter:
+    def from_checkpoint(
+        cls,
+        checkpoint,
+        device: str = "auto",
+        precision: str = "fp32",
+        batch_size: int | None = None,
+    ) -> EmbeddingAdapter:
         model = load_inference_model(checkpoint, device=device)
         return cls(model, precision=precision, batch_size=batch_size)
 
@@ -315,12 +364,13 @@ class EmbeddingAdapter:
         if x.ndim != 6 or (len(want) == 5 and tuple(x.shape[1:5]) != want[:4]):
             raise ValueError(
                 f"embed: input shape {tuple(x.shape)}; expected (B, {', '.join(map(str, want))}) "
-                "(B, 1, D, H, W, T) on the checkpoint's store grid")
+                "(B, 1, D, H, W, T) on the checkpoint's store grid"
+            )
         outs = []
         step = self.batch_size or x.shape[0]
         with torch.inference_mode(), autocast_context(self.precision, self.device):
             for i in range(0, x.shape[0], step):
-                xb = x[i:i + step].to(self.device, torch.float32)  # (b, 1, D, H, W, T)
+                xb = x[i : i + step].to(self.device, torch.float32)  # (b, 1, D, H, W, T)
                 outs.append(self.model.embed(xb).float().cpu())  # (b, F)
         return torch.cat(outs)
 

@@ -101,8 +101,9 @@ class InferenceModel:
         enc = self.encoder
         return enc.forward_head(enc.forward_features(x), pre_logits=True)
 
-    def embed_stages(self, x: torch.Tensor,
-                     stages: Sequence[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def embed_stages(
+        self, x: torch.Tensor, stages: Sequence[int]
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Final embedding and the mean-pooled outputs of ``stages``: ``(B, F)``, ``[(B, C_i)]``."""
         enc = self.encoder
         final, inter = enc.forward_intermediates(x, indices=list(stages))
@@ -116,7 +117,8 @@ class InferenceModel:
             raise CheckpointError(
                 f"{self.path}: a {self.kind!r} checkpoint has no prediction head; attributions "
                 "need a fine-tuning checkpoint (kind 'finetune') trained on the label you want "
-                "to explain")
+                "to explain"
+            )
         return self.module(x)
 
     def check_store(self, store) -> None:
@@ -141,19 +143,22 @@ def load_inference_model(checkpoint, device: str | torch.device = "cpu") -> Infe
     if not isinstance(meta, dict):
         raise CheckpointError(
             f"{path}: no {CHECKPOINT_KEY!r} metadata; expected a checkpoint written by swiftlib's "
-            "fit() (for a public SwiFT v1 checkpoint, fine-tune it first with task.init_from)")
+            "fit() (for a public SwiFT v1 checkpoint, fine-tune it first with task.init_from)"
+        )
     kind = meta.get("kind")
     state = ckpt.get("state_dict")
     if not isinstance(state, dict):
         raise CheckpointError(
-            f"{path}: has no 'state_dict'; expected a Lightning checkpoint written by fit()")
+            f"{path}: has no 'state_dict'; expected a Lightning checkpoint written by fit()"
+        )
     config = dict((ckpt.get("hyper_parameters") or {}).get("config") or {})
     if kind == "finetune":
         from swiftlib.tasks.finetune import FinetuneTask
 
         if not config:
             raise CheckpointError(
-                f"{path}: no hyper_parameters['config']; cannot rebuild the fine-tuning task")
+                f"{path}: no hyper_parameters['config']; cannot rebuild the fine-tuning task"
+            )
         config["init_from"] = None  # the weights below replace any initialisation
         module: nn.Module = FinetuneTask(config)
         missing, unexpected = module.load_state_dict(state, strict=False)
@@ -163,25 +168,34 @@ def load_inference_model(checkpoint, device: str | torch.device = "cpu") -> Infe
         overrides = {**(meta.get("model_overrides") or {}), "num_classes": 0}
         module = create_model(meta["model"], **overrides)
         prefix = {"pretrain": "model.encoder.", "contrastive": "model."}[kind]
-        enc_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        enc_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
         missing, unexpected = module.load_state_dict(enc_state, strict=False)
         missing = [k for k in missing if not k.startswith("head.")]
     else:
         raise CheckpointError(
-            f"{path}: checkpoint kind {kind!r}; expected 'finetune', 'pretrain' or 'contrastive'")
+            f"{path}: checkpoint kind {kind!r}; expected 'finetune', 'pretrain' or 'contrastive'"
+        )
     if missing:
-        raise CheckpointError(f"{path}: weights missing for {len(missing)} tensors of "
-                              f"{meta.get('model')!r}: {missing[:5]}")
+        raise CheckpointError(
+            f"{path}: weights missing for {len(missing)} tensors of "
+            f"{meta.get('model')!r}: {missing[:5]}"
+        )
     if unexpected:
         log.debug("ignoring %d unexpected tensors in %s", len(unexpected), path)
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
     data = dict((ckpt.get("datamodule_hyper_parameters") or {}).get("data") or {})
-    model = InferenceModel(module=module, kind=kind, meta=meta, config=config, path=str(path),
-                           data=data)
-    log.info("loaded %s checkpoint %s (model %s, %d features)", kind, path, meta.get("model"),
-             model.num_features)
+    model = InferenceModel(
+        module=module, kind=kind, meta=meta, config=config, path=str(path), data=data
+    )
+    log.info(
+        "loaded %s checkpoint %s (model %s, %d features)",
+        kind,
+        path,
+        meta.get("model"),
+        model.num_features,
+    )
     return model.to(resolve_device(device))
 
 
@@ -204,6 +218,7 @@ def autocast_context(precision: str, device: torch.device):
 # ---------------------------------------------------------------------------------------------
 # the window layout a model was trained on
 # ---------------------------------------------------------------------------------------------
+
 
 def model_frames(model: InferenceModel) -> int:
     """Frames per window the model was trained on: ``data.sequence_length`` of the
@@ -240,6 +255,7 @@ def _trained_data(model: InferenceModel) -> dict:
 # checkpoint + store + subjects -> model and windows
 # ---------------------------------------------------------------------------------------------
 
+
 @dataclass
 class InferenceInputs:
     """A model ready to read some subjects' windows (what :func:`load_inference_inputs` returns).
@@ -269,17 +285,24 @@ class InferenceInputs:
         from swiftlib.data.windows import WindowDataset
 
         ids = self.subject_ids if subject_ids is None else list(subject_ids)
-        return WindowDataset(self.store, ids, sequence_length=self.sequence_length,
-                             stride_between_seq=self.stride_between_seq,
-                             stride_within_seq=self.stride_within_seq, label=label, mode="eval")
+        return WindowDataset(
+            self.store,
+            ids,
+            sequence_length=self.sequence_length,
+            stride_between_seq=self.stride_between_seq,
+            stride_within_seq=self.stride_within_seq,
+            label=label,
+            mode="eval",
+        )
 
     def autocast(self):
         """The config's precision as an autocast context on :attr:`device`."""
         return autocast_context(self.config.precision, self.device)
 
 
-def load_inference_inputs(checkpoint, store, subjects: Sequence[str] | str,
-                          config: InferenceConfig | None = None) -> InferenceInputs:
+def load_inference_inputs(
+    checkpoint, store, subjects: Sequence[str] | str, config: InferenceConfig | None = None
+) -> InferenceInputs:
     """Checkpoint + store + subjects → a model on its device and the windows to read.
 
     Args:
@@ -305,8 +328,12 @@ def load_inference_inputs(checkpoint, store, subjects: Sequence[str] | str,
     model.check_store(store)
     ids = check_subjects(store, subjects)
     return InferenceInputs(
-        model=model, store=store, subject_ids=ids, device=device,
+        model=model,
+        store=store,
+        subject_ids=ids,
+        device=device,
         sequence_length=int(config.sequence_length or model_frames(model)),
         stride_between_seq=float(config.stride_between_seq),
         stride_within_seq=int(config.stride_within_seq or model_frame_step(model)),
-        config=config)
+        config=config,
+    )

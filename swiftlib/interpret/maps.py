@@ -61,15 +61,18 @@ class Attributions:
         """``"group"``, a subject id, or ``("class", k)``: a store-grid ``(D, H, W)`` map."""
         if isinstance(which, tuple) and len(which) == 2 and which[0] == "class":
             if which[1] not in self.class_maps:
-                raise KeyError(f"no class map for target {which[1]!r}; "
-                               f"available: {sorted(self.class_maps)}")
+                raise KeyError(
+                    f"no class map for target {which[1]!r}; available: {sorted(self.class_maps)}"
+                )
             return self.class_maps[which[1]]
         if which == "group":
             return self.group_map
         if which in self.subject_maps:
             return self.subject_maps[which]
-        raise KeyError(f"map {which!r}: expected 'group', ('class', k) or one of the subjects "
-                       f"{list(self.subject_maps)[:5]}…")
+        raise KeyError(
+            f"map {which!r}: expected 'group', ('class', k) or one of the subjects "
+            f"{list(self.subject_maps)[:5]}…"
+        )
 
     def to_nifti(self, which="group", space: str = "source", interpolation: str = "continuous"):
         """A map as NIfTI (sform/qform code MNI; the header's ``descrip`` says which grid).
@@ -93,8 +96,13 @@ class Attributions:
             img.header["descrip"] = b"swiftlib attribution: source grid (exact inverse)"
         return img
 
-    def save(self, out_dir, space: str = "source", subjects: bool = False,
-             interpolation: str = "continuous") -> dict[str, Path]:
+    def save(
+        self,
+        out_dir,
+        space: str = "source",
+        subjects: bool = False,
+        interpolation: str = "continuous",
+    ) -> dict[str, Path]:
         """Write the group map, the class maps (and each subject's map when ``subjects``) as
         ``attribution_<name>.nii.gz`` in ``space`` (see :meth:`to_nifti`), ``time_curves.csv``
         and ``attribution_space.json`` (the grid the maps are on and a note on how they got
@@ -119,26 +127,43 @@ class Attributions:
         written["time_curves"] = curves
         g = self.geometry
         if space == "store":
-            note = (f"Maps on the store grid {list(g.grid)} ({g.voxel_size:g} mm voxels, {g.axcodes} voxel order) "
-                    "with the store's MNI affine: the voxels the model saw, no interpolation.")
+            note = (
+                f"Maps on the store grid {list(g.grid)} ({g.voxel_size:g} mm voxels, {g.axcodes} "
+                "voxel order) with the store's MNI affine: the voxels the model saw, no "
+                "interpolation."
+            )
             if g.resampled:
-                note += (" The subjects' images were resampled onto this grid (their voxels were not on its "
-                         "lattice), so no exact way back exists; space='source' resamples the maps onto the "
-                         "source grid with nilearn.")
+                note += (
+                    " The subjects' images were resampled onto this grid (their voxels were not on "
+                    "its lattice), so no exact way back exists; space='source' resamples the maps "
+                    "onto the source grid with nilearn."
+                )
         elif g.resampled:
-            note = (f"Maps resampled from the store grid onto the subjects' source grid {list(g.file_shape)} "
-                    f"with nilearn ({interpolation} interpolation): an approximation, because the subjects were "
-                    "resampled onto the store grid; space='store' keeps the maps as the model saw them.")
+            note = (
+                "Maps resampled from the store grid onto the subjects' source grid "
+                f"{list(g.file_shape)} with nilearn ({interpolation} interpolation): an "
+                "approximation, because the subjects were resampled onto the store grid; "
+                "space='store' keeps the maps as the model saw them."
+            )
         else:
-            note = (f"Maps on the subjects' source grid {list(g.file_shape)} (the file's voxel order "
-                    f"{g.source_axcodes or g.axcodes} and affine): the exact inverse of the store's crop/pad and "
-                    "reorientation; voxels outside the store grid are 0.")
+            note = (
+                f"Maps on the subjects' source grid {list(g.file_shape)} (the file's voxel order "
+                f"{g.source_axcodes or g.axcodes} and affine): the exact inverse of the store's "
+                "crop/pad and reorientation; voxels outside the store grid are 0."
+            )
         log.info("attribution maps -> %s: %s", out, note)
         info = out / "attribution_space.json"
-        atomic_write_json(info, {"space": space, "resampled_inputs": g.resampled,
-                                 "interpolation": interpolation if space == "source" and g.resampled else None,
-                                 "shape": list(img.shape), "affine": np.asarray(img.affine).tolist(),
-                                 "note": note})
+        atomic_write_json(
+            info,
+            {
+                "space": space,
+                "resampled_inputs": g.resampled,
+                "interpolation": interpolation if space == "source" and g.resampled else None,
+                "shape": list(img.shape),
+                "affine": np.asarray(img.affine).tolist(),
+                "note": note,
+            },
+        )
         written["space"] = info
         return written
 
@@ -157,16 +182,24 @@ class MapAccumulator:
         keep_window_maps: also keep every ``(D, H, W, T)`` window map (memory!).
     """
 
-    def __init__(self, model: InferenceModel, store, subject_ids: list[str], aggregate: str,
-                 keep_window_maps: bool = False):
+    def __init__(
+        self,
+        model: InferenceModel,
+        store,
+        subject_ids: list[str],
+        aggregate: str,
+        keep_window_maps: bool = False,
+    ):
         self.model = model
         self.subject_ids = list(subject_ids)
         self.aggregate = aggregate
         self.keep_window_maps = keep_window_maps
         self.geometries = [store.geometry(s) for s in self.subject_ids]
         if any(g != self.geometries[0] for g in self.geometries[1:]):
-            log.warning("subjects have different source geometries; maps go back to the first "
-                        "subject's source grid")
+            log.warning(
+                "subjects have different source geometries; maps go back to the first "
+                "subject's source grid"
+            )
         self.brain = np.zeros(store.grid, dtype=bool)
         for s in self.subject_ids:
             self.brain |= store.mask(s)
@@ -179,8 +212,9 @@ class MapAccumulator:
         self.window_maps: list = []
         self.window_index: list = []
 
-    def add(self, subject_ids, window_starts, maps: torch.Tensor, outputs: torch.Tensor,
-            targets) -> None:
+    def add(
+        self, subject_ids, window_starts, maps: torch.Tensor, outputs: torch.Tensor, targets
+    ) -> None:
         """One batch: ``maps (B, D, H, W, T)``, the model's ``outputs (B, num_outputs)`` and
         the explained output index of each window."""
         import pandas as pd
@@ -198,9 +232,16 @@ class MapAccumulator:
             self.targets.setdefault(sid, int(targets[k]))
             self.outputs.setdefault(sid, []).append(outputs[k].numpy())
             start = int(window_starts[k])
-            self.curves.append(pd.DataFrame({"subject_id": sid, "window_start": start,
-                                             "frame": np.arange(frame_vals.shape[1]),
-                                             "value": frame_vals[k]}))
+            self.curves.append(
+                pd.DataFrame(
+                    {
+                        "subject_id": sid,
+                        "window_start": start,
+                        "frame": np.arange(frame_vals.shape[1]),
+                        "value": frame_vals[k],
+                    }
+                )
+            )
             if self.keep_window_maps:
                 self.window_maps.append(maps[k].cpu().numpy())
                 self.window_index.append((sid, start))
@@ -221,9 +262,19 @@ class MapAccumulator:
         group = np.mean([pooled[s] for s in sids], axis=0).astype(np.float32)
         predictions = {s: self._prediction(np.mean(v, axis=0)) for s, v in self.outputs.items()}
         curves = pd.concat(self.curves, ignore_index=True)
-        return Attributions(subject_maps, class_maps, group, curves, dict(self.targets),
-                            predictions, self.brain, self.geometries[0], self.window_maps,
-                            self.window_index, params)
+        return Attributions(
+            subject_maps,
+            class_maps,
+            group,
+            curves,
+            dict(self.targets),
+            predictions,
+            self.brain,
+            self.geometries[0],
+            self.window_maps,
+            self.window_index,
+            params,
+        )
 
     def _prediction(self, mean_out: np.ndarray) -> float:
         """A subject's prediction: P(class 1) (binary), the class (multi-class) or the

@@ -32,12 +32,16 @@ def make_baseline(x: torch.Tensor, baseline) -> torch.Tensor:
     if baseline == "temporal_mean":
         # (B, 1, D, H, W, 1) -> (B, 1, D, H, W, T)
         return x.mean(dim=-1, keepdim=True).expand_as(x).clone()
-    raise ValueError(
-        f"baseline={baseline!r}: expected 'background', 'temporal_mean' or a number")
+    raise ValueError(f"baseline={baseline!r}: expected 'background', 'temporal_mean' or a number")
 
 
-def attribute_windows(model: InferenceModel, x: torch.Tensor, target,
-                      config: AttributionConfig | None = None, **options) -> torch.Tensor:
+def attribute_windows(
+    model: InferenceModel,
+    x: torch.Tensor,
+    target,
+    config: AttributionConfig | None = None,
+    **options,
+) -> torch.Tensor:
     """Attributions of one batch: ``x (B, 1, D, H, W, T)`` → ``(B, D, H, W, T)`` float32.
 
     Args:
@@ -62,27 +66,37 @@ def attribute_windows(model: InferenceModel, x: torch.Tensor, target,
     ig = dict(target=target, n_steps=cfg.n_steps, internal_batch_size=cfg.internal_batch_size)
 
     def noise():  # SmoothGrad: sigma is a fraction of the batch's value range
-        return dict(nt_samples=cfg.nt_samples, nt_samples_batch_size=1,
-                    stdevs=float(cfg.noise_level * (x.amax() - x.amin())))
+        return dict(
+            nt_samples=cfg.nt_samples,
+            nt_samples_batch_size=1,
+            stdevs=float(cfg.noise_level * (x.amax() - x.amin())),
+        )
 
     if cfg.method == "ig":
         out = IntegratedGradients(forward).attribute(
-            x, baselines=make_baseline(x, cfg.baseline), **ig)
+            x, baselines=make_baseline(x, cfg.baseline), **ig
+        )
     elif cfg.method == "ig_smoothgrad_sq":
         out = NoiseTunnel(IntegratedGradients(forward)).attribute(
-            x, nt_type="smoothgrad_sq", baselines=make_baseline(x, cfg.baseline), **noise(), **ig)
+            x, nt_type="smoothgrad_sq", baselines=make_baseline(x, cfg.baseline), **noise(), **ig
+        )
     elif cfg.method == "saliency":
         out = Saliency(forward).attribute(x, target=target, abs=True)
     elif cfg.method == "smoothgrad":
         out = NoiseTunnel(Saliency(forward)).attribute(
-            x, nt_type="smoothgrad", target=target, abs=True, **noise())
+            x, nt_type="smoothgrad", target=target, abs=True, **noise()
+        )
     elif cfg.method == "grad_x_input":
         out = InputXGradient(forward).attribute(x, target=target)
     else:  # occlusion: (d, h, w) blocks over all frames of the window
         T = x.shape[-1]
         shape = (1, *cfg.occlusion_window, T)
         out = Occlusion(forward).attribute(
-            x, sliding_window_shapes=shape, strides=shape,
-            baselines=make_baseline(x, cfg.baseline), target=target,
-            perturbations_per_eval=cfg.internal_batch_size or 1)
+            x,
+            sliding_window_shapes=shape,
+            strides=shape,
+            baselines=make_baseline(x, cfg.baseline),
+            target=target,
+            perturbations_per_eval=cfg.internal_batch_size or 1,
+        )
     return out.detach().float()[:, 0]  # (B, 1, D, H, W, T) -> (B, D, H, W, T)

@@ -85,8 +85,14 @@ def _groups(df) -> np.ndarray:
     return df["subject_id"].to_numpy()
 
 
-def probe_scores(df, labels: Sequence[str] | None = None, label_tasks: dict | None = None,
-                 cv: int = 5, seed: int = 0, prefix: str = "emb"):
+def probe_scores(
+    df,
+    labels: Sequence[str] | None = None,
+    label_tasks: dict | None = None,
+    cv: int = 5,
+    seed: int = 0,
+    prefix: str = "emb",
+):
     """Cross-validated linear-probe and kNN scores of each label from cached embeddings.
 
     Folds group rows by ``participant_id`` (window-level tables never put two windows of a
@@ -111,18 +117,24 @@ def probe_scores(df, labels: Sequence[str] | None = None, label_tasks: dict | No
         tasks = {k: v["task"] for k, v in json.loads(df.attrs["labels"]).items()}
     labels = list(labels) if labels is not None else list(tasks)
     if not labels:
-        raise ValueError("no labels to score; pass labels= and label_tasks= "
-                         "({label: 'classification'|'regression'})")
+        raise ValueError(
+            "no labels to score; pass labels= and label_tasks= "
+            "({label: 'classification'|'regression'})"
+        )
     X_all = embedding_matrix(df, prefix)
     groups_all = _groups(df)
     rows = []
     for label in labels:
         if label not in df.columns:
-            raise ValueError(f"label {label!r} is not a column of the embeddings table; "
-                             f"columns: {list(df.columns)[:12]}…")
+            raise ValueError(
+                f"label {label!r} is not a column of the embeddings table; "
+                f"columns: {list(df.columns)[:12]}…"
+            )
         if label not in tasks:
-            raise ValueError(f"label {label!r}: task unknown; pass "
-                             f"label_tasks={{{label!r}: 'classification'|'regression'}}")
+            raise ValueError(
+                f"label {label!r}: task unknown; pass "
+                f"label_tasks={{{label!r}: 'classification'|'regression'}}"
+            )
         classification = tasks[label] == "classification"
         y = df[label].to_numpy()
         keep = ~pd.isna(y)
@@ -134,16 +146,29 @@ def probe_scores(df, labels: Sequence[str] | None = None, label_tasks: dict | No
         n_train = int(len(np.unique(groups)) * 0.8)
         for probe, est in _estimators(classification, n_train, seed).items():
             pred, k = _oof_predictions(est, X, y, groups, classification, cv, seed)
-            rows.append({"label": label, "task": tasks[label], "probe": probe,
-                         "metric": "auroc" if classification else "r2",
-                         "score": _score(y, pred, classification),
-                         "chance": 0.5 if classification else 0.0, "num_rows": int(len(y)),
-                         "folds": k})
+            rows.append(
+                {
+                    "label": label,
+                    "task": tasks[label],
+                    "probe": probe,
+                    "metric": "auroc" if classification else "r2",
+                    "score": _score(y, pred, classification),
+                    "chance": 0.5 if classification else 0.0,
+                    "num_rows": int(len(y)),
+                    "folds": k,
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def site_leakage(df, column: str = "site", cv: int = 5, seed: int = 0,
-                 num_permutations: int = 50, prefix: str = "emb") -> dict:
+def site_leakage(
+    df,
+    column: str = "site",
+    cv: int = 5,
+    seed: int = 0,
+    num_permutations: int = 50,
+    prefix: str = "emb",
+) -> dict:
     """How well the acquisition site is predictable from the embedding, against chance.
 
     A cross-validated (participant-grouped, stratified) logistic regression predicts
@@ -161,8 +186,10 @@ def site_leakage(df, column: str = "site", cv: int = 5, seed: int = 0,
     from sklearn.preprocessing import StandardScaler
 
     if column not in df.columns:
-        raise ValueError(f"site_leakage: column {column!r} is not in the table; "
-                         f"columns: {list(df.columns)[:12]}…")
+        raise ValueError(
+            f"site_leakage: column {column!r} is not in the table; "
+            f"columns: {list(df.columns)[:12]}…"
+        )
     X = embedding_matrix(df, prefix)
     y = np.unique(df[column].astype(str).to_numpy(), return_inverse=True)[1]
     num_sites = int(y.max()) + 1
@@ -187,12 +214,18 @@ def site_leakage(df, column: str = "site", cv: int = 5, seed: int = 0,
         site_of[inv] = y
         null.append(score(rng.permutation(site_of)[inv]))
     p = (1 + sum(v >= observed for v in null)) / (1 + len(null)) if null else None
-    return {**out, "balanced_acc": observed, "excess": observed - out["chance"], "p_value": p,
-            "null_mean": float(np.mean(null)) if null else float("nan")}
+    return {
+        **out,
+        "balanced_acc": observed,
+        "excess": observed - out["chance"],
+        "p_value": p,
+        "null_mean": float(np.mean(null)) if null else float("nan"),
+    }
 
 
-def diagnostics_metrics(probes, leakage: dict | None = None,
-                        split: str = "embed") -> dict[str, float]:
+def diagnostics_metrics(
+    probes, leakage: dict | None = None, split: str = "embed"
+) -> dict[str, float]:
     """``results.json`` metrics (``split/name``) from :func:`probe_scores` and
     :func:`site_leakage`."""
     out = {f"{split}/{r.label}_{r.probe}_{r.metric}": float(r.score) for r in probes.itertuples()}
@@ -201,4 +234,3 @@ def diagnostics_metrics(probes, leakage: dict | None = None,
             if leakage.get(key) is not None:
                 out[f"{split}/site_{key}"] = float(leakage[key])
     return out
-

@@ -66,7 +66,8 @@ def _conform(atlas, ref, resample: str | None, what: str):
         raise AtlasError(
             f"{what} is in scanner space (xform code 1) and the map in a template space (code "
             f"{max(ra, rr)}) or vice versa; register the atlas to MNI152 first (maps from swiftlib "
-            "are MNI152)")
+            "are MNI152)"
+        )
     same = atlas.shape[:3] == ref.shape[:3] and np.allclose(atlas.affine, ref.affine, atol=1e-3)
     if same:
         return atlas
@@ -75,7 +76,8 @@ def _conform(atlas, ref, resample: str | None, what: str):
             f"{what} grid ({_describe_grid(atlas)}) differs from the map's "
             f"({_describe_grid(ref)}); "
             "pass resample='nearest' to resample the atlas onto the map grid (nearest neighbour "
-            "keeps labels intact), or write the map on the atlas grid")
+            "keeps labels intact), or write the map on the atlas grid"
+        )
     if resample != "nearest":
         raise ValueError(f"resample={resample!r}: expected None (refuse other grids) or 'nearest'")
     corners = np.array([[0, 0, 0], np.array(atlas.shape[:3]) - 1])
@@ -88,10 +90,12 @@ def _conform(atlas, ref, resample: str | None, what: str):
         raise AtlasError(
             f"{what} does not overlap the map in world space (bounding boxes "
             f"{lo_a.round(0).tolist()}–{hi_a.round(0).tolist()} vs "
-            f"{lo_r.round(0).tolist()}–{hi_r.round(0).tolist()} mm); is it in another space?")
+            f"{lo_r.round(0).tolist()}–{hi_r.round(0).tolist()} mm); is it in another space?"
+        )
     log.info("resampling %s onto the map grid (nearest neighbour)", what)
-    return resample_to_img(atlas, ref, interpolation="nearest", force_resample=True,
-                           copy_header=True)
+    return resample_to_img(
+        atlas, ref, interpolation="nearest", force_resample=True, copy_header=True
+    )
 
 
 def _describe_grid(img) -> str:
@@ -100,8 +104,9 @@ def _describe_grid(img) -> str:
     return f"shape {img.shape[:3]}, voxel {voxel} mm, origin {origin}"
 
 
-def summarise_by_region(map_img, atlas_img, labels: dict | None = None, mask_img=None,
-                        resample: str | None = None):
+def summarise_by_region(
+    map_img, atlas_img, labels: dict | None = None, mask_img=None, resample: str | None = None
+):
     """Attribution per atlas region.
 
     Args:
@@ -129,16 +134,20 @@ def summarise_by_region(map_img, atlas_img, labels: dict | None = None, mask_img
         brain = data != 0
     if not brain.any():
         raise ValueError(
-            "the brain mask (or the map's non-zero voxels) is empty; nothing to summarise")
+            "the brain mask (or the map's non-zero voxels) is empty; nothing to summarise"
+        )
     if isinstance(atlas_img, dict):
         regions = {
             name: np.asarray(_conform(load_map(m), ref, resample, f"region {name!r}").dataobj) > 0
-            for name, m in atlas_img.items()}
+            for name, m in atlas_img.items()
+        }
     else:
         atlas = np.asarray(_conform(load_map(atlas_img), ref, resample, "atlas image").dataobj)
         if not np.allclose(atlas, np.round(atlas)):
-            raise AtlasError("atlas image holds non-integer values; expected a label image "
-                             "(0 = background, 1, 2, …) or pass a {name: mask} dict")
+            raise AtlasError(
+                "atlas image holds non-integer values; expected a label image "
+                "(0 = background, 1, 2, …) or pass a {name: mask} dict"
+            )
         values = [int(v) for v in np.unique(atlas) if v != 0]
         labels = labels or {}
         regions = {labels.get(v, f"region_{v}"): atlas == v for v in values}
@@ -150,9 +159,16 @@ def summarise_by_region(map_img, atlas_img, labels: dict | None = None, mask_img
         vals = data[m]
         nan = float("nan")
         ratio = float(vals.mean() / brain_mean) if n and brain_mean else nan
-        rows.append({"region": name, "num_voxels": n, "mean": float(vals.mean()) if n else nan,
-                     "sum": float(vals.sum()), "share": float(vals.sum() / total) if total else nan,
-                     "ratio_to_brain": ratio})
+        rows.append(
+            {
+                "region": name,
+                "num_voxels": n,
+                "mean": float(vals.mean()) if n else nan,
+                "sum": float(vals.sum()),
+                "share": float(vals.sum() / total) if total else nan,
+                "ratio_to_brain": ratio,
+            }
+        )
     table = pd.DataFrame(rows).sort_values("mean", ascending=False, na_position="last")
     return table.reset_index(drop=True)
 
@@ -166,8 +182,10 @@ def ground_truth(store) -> dict:
 
     root = Path(getattr(store, "root", store)) / "ground_truth"
     if not (root / "ground_truth.json").is_file():
-        raise FileNotFoundError(f"{root}/ground_truth.json is missing; ground truth exists only "
-                                "for the synthetic cohort (swiftlib synth)")
+        raise FileNotFoundError(
+            f"{root}/ground_truth.json is missing; ground truth exists only "
+            "for the synthetic cohort (swiftlib synth)"
+        )
     info = read_json(root / "ground_truth.json")
     regions = {name: nib.load(str(root / r["file"])) for name, r in info["regions"].items()}
     brain_mask = nib.load(str(root / info["brain_mask"]))
@@ -198,7 +216,8 @@ def _as_source_array(map_img, store):
         if data.shape != gt["brain_mask"].shape:
             raise AtlasError(
                 f"map shape {data.shape}; expected the ground truth's source grid "
-                f"{gt['brain_mask'].shape} (use Attributions.to_nifti(space='source'))")
+                f"{gt['brain_mask'].shape} (use Attributions.to_nifti(space='source'))"
+            )
     return data, np.asarray(gt["brain_mask"].dataobj) > 0, gt
 
 
@@ -210,8 +229,10 @@ def recovery_auroc(map_img, store, label: str) -> float:
     data, brain, _ = _as_source_array(map_img, store)
     truth = ground_truth_mask(store, label)
     if not truth[brain].any():
-        raise ValueError(f"label {label!r} has no planted region inside the brain mask "
-                         "(e.g. null_label); use region_preference() for negative controls")
+        raise ValueError(
+            f"label {label!r} has no planted region inside the brain mask "
+            "(e.g. null_label); use region_preference() for negative controls"
+        )
     return float(roc_auc_score(truth[brain], data[brain]))
 
 

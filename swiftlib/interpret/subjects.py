@@ -33,7 +33,8 @@ def check_subjects(store, subjects: Sequence[str] | str) -> list[str]:
         hint = did_you_mean(unknown[0], store.subject_ids, n=3)
         raise ValueError(
             f"{len(unknown)} subject(s) are not in store {store.root}: {unknown[:10]}{hint}; "
-            f"the store has {len(known)} subjects (store.subject_ids)")
+            f"the store has {len(known)} subjects (store.subject_ids)"
+        )
     return ids
 
 
@@ -54,7 +55,8 @@ def resolve_split(store, split: str, checkpoint=None, splits_file=None) -> list[
     path = Path(splits_file) if splits_file else _run_split_file(store, checkpoint)
     if not path.is_file():
         raise FileNotFoundError(
-            f"split file {path} does not exist; pass splits_file= or subjects= explicitly")
+            f"split file {path} does not exist; pass splits_file= or subjects= explicitly"
+        )
     doc = read_json(path)
     if split not in doc:
         raise ValueError(f"split file {path} has no {split!r} list; expected keys train/val/test")
@@ -62,7 +64,8 @@ def resolve_split(store, split: str, checkpoint=None, splits_file=None) -> list[
     if not ids:
         raise ValueError(
             f"split {split!r} of {path} has no subject of store {store.root}; "
-            "is it the same cohort?")
+            "is it the same cohort?"
+        )
     return ids
 
 
@@ -84,12 +87,14 @@ def _run_split_file(store, checkpoint) -> Path:
 
     if checkpoint is None:
         raise ValueError(
-            "split= needs splits_file= or the checkpoint of a fit() run (to find its split file)")
+            "split= needs splits_file= or the checkpoint of a fit() run (to find its split file)"
+        )
     cfg_path = Path(checkpoint).resolve().parent.parent / "config.yaml"
     if not cfg_path.is_file():
         raise FileNotFoundError(
             f"no {cfg_path} beside checkpoint {checkpoint}, so its split is unknown; pass "
-            "splits_file= (data/splits/<dataset>/<name>.json) or subjects= explicitly")
+            "splits_file= (data/splits/<dataset>/<name>.json) or subjects= explicitly"
+        )
     data = (yaml.safe_load(cfg_path.read_text()) or {}).get("data", {})
     dataset = "+".join(store.datasets) or "custom"
     name = f"{data.get('split_name', 'default')}.json"

@@ -12,8 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["load_embeddings", "embedding_columns", "embedding_matrix", "to_subject_level",
-           "is_feature_column"]
+__all__ = [
+    "load_embeddings",
+    "embedding_columns",
+    "embedding_matrix",
+    "to_subject_level",
+    "is_feature_column",
+]
 
 
 def load_embeddings(path):
@@ -22,8 +27,9 @@ def load_embeddings(path):
 
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"embeddings file {p} does not exist; run "
-                                f"extract_embeddings(..., out_path={str(p)!r})")
+        raise FileNotFoundError(
+            f"embeddings file {p} does not exist; run extract_embeddings(..., out_path={str(p)!r})"
+        )
     return pd.read_parquet(p)
 
 
@@ -38,8 +44,10 @@ def embedding_columns(df, prefix: str = "emb") -> list[str]:
     n = len(prefix) + 1
     cols = [c for c in df.columns if c.startswith(prefix + "_") and c[n:].isdigit()]
     if not cols:
-        raise ValueError(f"no embedding columns '{prefix}_0', '{prefix}_1', … in the table "
-                         f"(columns: {list(df.columns)[:12]}…)")
+        raise ValueError(
+            f"no embedding columns '{prefix}_0', '{prefix}_1', … in the table "
+            f"(columns: {list(df.columns)[:12]}…)"
+        )
     return sorted(cols, key=lambda c: int(c[n:]))
 
 

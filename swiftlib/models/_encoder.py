@@ -52,8 +52,9 @@ class Swin4DEncoderMixin:
     def input_rule(self) -> str:
         """Human-readable input rule, e.g. ``'D, H, W divisible by 48; T any'``."""
         parts = []
-        for axis, m, r, mx in zip("DHWT", self.grid_multiple, self.required_shape,
-                                  self.max_shape, strict=True):
+        for axis, m, r, mx in zip(
+            "DHWT", self.grid_multiple, self.required_shape, self.max_shape, strict=True
+        ):
             if r is not None:
                 parts.append(f"{axis} = {r}")
             else:
@@ -62,14 +63,16 @@ class Swin4DEncoderMixin:
         return ", ".join(parts)
 
     # ---- forward ----------------------------------------------------------------------
-    def _run_stages(self, x: torch.Tensor, take: set[int] | None = None
-                    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _run_stages(
+        self, x: torch.Tensor, take: set[int] | None = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """tokens (B, D', H', W', T', C) -> final tokens and selected stage outputs."""
         intermediates = []
         x = self.pos_drop(x)
         for i, stage in enumerate(self.stages):
-            x = stage.forward_blocks(x, checkpoint=self.grad_checkpointing and self.training
-                                     and torch.is_grad_enabled())
+            x = stage.forward_blocks(
+                x, checkpoint=self.grad_checkpointing and self.training and torch.is_grad_enabled()
+            )
             if take is not None and i in take:
                 intermediates.append(tokens_to_volume(x))  # (B, C_i, D_i, H_i, W_i, T_i)
             x = stage.downsample(x)
@@ -146,8 +149,9 @@ class Swin4DEncoderMixin:
         """Parameter names to exclude from weight decay: position tables, mask tokens,
         LayerScale gammas, norms and biases (every parameter with ≤ 1 dimension)."""
         special = ("pos_embed", "time_embed", "mask_token", "gamma")
-        return {n for n, p in self.named_parameters()
-                if p.ndim <= 1 or n.rsplit(".", 1)[-1] in special}
+        return {
+            n for n, p in self.named_parameters() if p.ndim <= 1 or n.rsplit(".", 1)[-1] in special
+        }
 
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         """timm-style parameter groups: ``stem`` then ``blocks`` (ordered, for layer-wise LR
@@ -155,7 +159,9 @@ class Swin4DEncoderMixin:
         with a stage's patch merging after its blocks and the final norm last."""
         return {
             "stem": r"^patch_embed|^mask_token",
-            "blocks": r"^stages\.(\d+)" if coarse else [
+            "blocks": r"^stages\.(\d+)"
+            if coarse
+            else [
                 (r"^stages\.(\d+)\.pos_embed", (-1,)),
                 (r"^stages\.(\d+)\.blocks\.(\d+)", None),
                 (r"^stages\.(\d+)\.downsample", (AFTER_BLOCKS,)),
@@ -198,7 +204,7 @@ def group_parameters(model: nn.Module, coarse: bool = False) -> list[list[str]]:
     for name, _ in model.named_parameters():
         key = None
         if re.match(matcher["stem"], name):
-            key = (-(10 ** 9),)
+            key = (-(10**9),)
         else:
             blocks = matcher["blocks"]
             rules = [(blocks, None)] if isinstance(blocks, str) else blocks
@@ -208,7 +214,7 @@ def group_parameters(model: nn.Module, coarse: bool = False) -> list[list[str]]:
                     key = tuple(int(g) for g in m.groups()) + tuple(suffix or ())
                     break
         if key is None:
-            key = (10 ** 9,)
+            key = (10**9,)
         keyed.setdefault(key, []).append(name)
     return [keyed[k] for k in sorted(keyed)]
 
@@ -234,4 +240,6 @@ def _input_rule(obj: Any) -> tuple[tuple[int, ...], tuple]:
         return tuple(enc.grid_multiple), tuple(enc.required_shape)
     if hasattr(obj, "grid_rule"):
         return obj.grid_rule()
-    raise TypeError(f"fit_padding needs an encoder, a config or a preset name, got {type(obj).__name__}")
+    raise TypeError(
+        f"fit_padding needs an encoder, a config or a preset name, got {type(obj).__name__}"
+    )

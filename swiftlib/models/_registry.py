@@ -48,7 +48,9 @@ class ModelEntry:
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str, model_cls: type[nn.Module], config: Any, description: str = "") -> None:
+def register_model(
+    name: str, model_cls: type[nn.Module], config: Any, description: str = ""
+) -> None:
     """Register preset ``name`` = ``model_cls(config)``. ``config`` is a dataclass instance."""
     if not dataclasses.is_dataclass(config):
         raise TypeError(f"config of preset {name!r} must be a dataclass instance")
@@ -67,7 +69,8 @@ def model_entry(name: str) -> ModelEntry:
     if name not in _REGISTRY:
         names = list_models()
         raise ValueError(
-            f"unknown model {name!r}{did_you_mean(name, names, n=3, cutoff=0.5)}. Available: {', '.join(names)}"
+            f"unknown model {name!r}{did_you_mean(name, names, n=3, cutoff=0.5)}. Available: "
+            f"{', '.join(names)}"
         )
     return _REGISTRY[name]
 
@@ -77,9 +80,19 @@ def _check_type(cfg_name: str, field: str, default: Any, value: Any) -> Any:
     a tuple field passes (``to_ntuple`` broadcasts it in the model). Returns the value."""
     if default is None or value is None:
         return value
-    if isinstance(default, tuple) and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if (
+        isinstance(default, tuple)
+        and isinstance(value, (int, float))
+        and not isinstance(value, bool)
+    ):
         return value
-    kind = tuple if isinstance(default, tuple) else dict if isinstance(default, dict) else type(default)
+    kind = (
+        tuple
+        if isinstance(default, tuple)
+        else dict
+        if isinstance(default, dict)
+        else type(default)
+    )
     return check_type(value, kind, f"{cfg_name}.{field}")
 
 
@@ -95,12 +108,15 @@ def get_model_config(name: str, **overrides: Any) -> Any:
             f"unknown option {k!r} for model {name!r} ({type(cfg).__name__})."
             f"{did_you_mean(k, fields, n=3, cutoff=0.5)}. Valid options: {', '.join(fields)}"
         )
-    checked = {k: _check_type(type(cfg).__name__, k, getattr(cfg, k), v)
-               for k, v in overrides.items()}
+    checked = {
+        k: _check_type(type(cfg).__name__, k, getattr(cfg, k), v) for k, v in overrides.items()
+    }
     return dataclasses.replace(cfg, **checked)
 
 
-def create_model(name: str, checkpoint_path: str | Path | None = None, **overrides: Any) -> nn.Module:
+def create_model(
+    name: str, checkpoint_path: str | Path | None = None, **overrides: Any
+) -> nn.Module:
     """Build preset ``name`` with config ``overrides``; optionally load a checkpoint.
 
     >>> model = create_model("swift_v1_test", drop_path_rate=0.1)
@@ -138,8 +154,9 @@ def load_checkpoint(model: nn.Module, checkpoint_path: str | Path, strict: bool 
             "torch.save(torch.load(path, weights_only=False)['state_dict'], new_path) on a "
             "trusted machine"
         ) from err
-    filter_fn: Callable | None = getattr(sys.modules[type(model).__module__],
-                                         "checkpoint_filter_fn", None)
+    filter_fn: Callable | None = getattr(
+        sys.modules[type(model).__module__], "checkpoint_filter_fn", None
+    )
     if filter_fn is not None:
         state = filter_fn(state, model)
     elif isinstance(state, dict) and "state_dict" in state:
@@ -150,8 +167,13 @@ def load_checkpoint(model: nn.Module, checkpoint_path: str | Path, strict: bool 
         "missing": list(result.missing_keys),
         "unexpected": list(result.unexpected_keys),
     }
-    _logger.info("loaded %d tensors from %s (%d missing, %d unexpected)", len(report["loaded"]),
-                 path, len(report["missing"]), len(report["unexpected"]))
+    _logger.info(
+        "loaded %d tensors from %s (%d missing, %d unexpected)",
+        len(report["loaded"]),
+        path,
+        len(report["missing"]),
+        len(report["unexpected"]),
+    )
     if report["missing"]:
         _logger.warning("keys not in the checkpoint (left at init): %s", report["missing"])
     return report

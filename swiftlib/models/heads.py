@@ -85,8 +85,11 @@ class ClassifierHead(nn.Module):
         self.num_classes = num_classes
         if device is None:
             device = next(self.parameters(), torch.empty(0)).device
-        self.fc = (nn.Linear(self.in_features, num_classes, device=device) if num_classes > 0
-                   else nn.Identity())
+        self.fc = (
+            nn.Linear(self.in_features, num_classes, device=device)
+            if num_classes > 0
+            else nn.Identity()
+        )
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = global_pool(x) if x.ndim > 2 else x  # (B, C)
@@ -114,12 +117,19 @@ class ProjectionHead(nn.Module):
     every cosine similarity comes out ≈ 1.
     """
 
-    def __init__(self, in_features: int, hidden_dim: int = 512, out_dim: int = 128,
-                 track_running_stats: bool = True) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        hidden_dim: int = 512,
+        out_dim: int = 128,
+        track_running_stats: bool = True,
+    ) -> None:
         super().__init__()
         if min(in_features, hidden_dim, out_dim) < 1:
-            raise ValueError(f"in_features ({in_features}), hidden_dim ({hidden_dim}) and "
-                             f"out_dim ({out_dim}) must be ≥ 1")
+            raise ValueError(
+                f"in_features ({in_features}), hidden_dim ({hidden_dim}) and "
+                f"out_dim ({out_dim}) must be ≥ 1"
+            )
         self.fc1 = nn.Linear(in_features, hidden_dim)
         self.bn = nn.BatchNorm1d(hidden_dim, track_running_stats=track_running_stats)
         self.act = nn.ReLU(inplace=True)
@@ -130,8 +140,12 @@ class ProjectionHead(nn.Module):
         return self.fc2(self.act(self.bn(self.fc1(x))))  # (B, out_dim)
 
 
-def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1,
-                 groups: Sequence | torch.Tensor | None = None) -> torch.Tensor:
+def nt_xent_loss(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    temperature: float = 0.1,
+    groups: Sequence | torch.Tensor | None = None,
+) -> torch.Tensor:
     """NT-Xent (normalised temperature-scaled cross entropy) between two views.
 
     Args:
@@ -147,11 +161,15 @@ def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1,
         scalar loss, averaged over the 2B anchors. Works on any device and dtype.
     """
     if z1.shape != z2.shape or z1.ndim != 2:
-        raise ValueError(f"nt_xent_loss expects two (B, E) tensors of the same shape, got "
-                         f"{tuple(z1.shape)} and {tuple(z2.shape)}")
+        raise ValueError(
+            f"nt_xent_loss expects two (B, E) tensors of the same shape, got "
+            f"{tuple(z1.shape)} and {tuple(z2.shape)}"
+        )
     if z1.shape[0] < 2:
-        raise ValueError(f"nt_xent_loss needs a batch of at least 2 (got {z1.shape[0]}): "
-                         "with one sample there are no negatives")
+        raise ValueError(
+            f"nt_xent_loss needs a batch of at least 2 (got {z1.shape[0]}): "
+            "with one sample there are no negatives"
+        )
     if temperature <= 0:
         raise ValueError(f"temperature ({temperature}) must be > 0")
     B = z1.shape[0]

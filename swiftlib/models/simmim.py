@@ -31,8 +31,15 @@ from torch import nn
 from ._registry import create_model, get_model_config, register_model
 from .layers import format_grid, init_weights, to_ntuple
 
-__all__ = ["MaskGenerator", "SimMIMConfig", "SimMIM", "SimMIMDecoder", "SimMIMOutput",
-           "MASK_STRATEGIES", "LOSSES"]
+__all__ = [
+    "MaskGenerator",
+    "SimMIMConfig",
+    "SimMIM",
+    "SimMIMDecoder",
+    "SimMIMOutput",
+    "MASK_STRATEGIES",
+    "LOSSES",
+]
 
 MASK_STRATEGIES = ("random", "tube", "block")
 LOSSES = ("l1", "l2", "smooth_l1")
@@ -73,8 +80,10 @@ class MaskGenerator:
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
 
     def __repr__(self) -> str:
-        return (f"MaskGenerator(mask_ratio={self.mask_ratio}, mask_patch={self.mask_patch}, "
-                f"strategy={self.strategy!r}, seed={self.seed})")
+        return (
+            f"MaskGenerator(mask_ratio={self.mask_ratio}, mask_patch={self.mask_patch}, "
+            f"strategy={self.strategy!r}, seed={self.seed})"
+        )
 
     def _randperm(self, n: int) -> torch.Tensor:
         return torch.randperm(n, generator=self.generator)
@@ -101,8 +110,9 @@ class MaskGenerator:
             flat[free[self._randperm(free.numel())[: k - masked.numel()]]] = True
         return flat.view(grid)
 
-    def __call__(self, batch_size: int, token_grid: Sequence[int],
-                 device: torch.device | str | None = None) -> torch.Tensor:
+    def __call__(
+        self, batch_size: int, token_grid: Sequence[int], device: torch.device | str | None = None
+    ) -> torch.Tensor:
         token_grid = tuple(int(g) for g in token_grid)
         bad = [a for a, g, p in zip("DHWT", token_grid, self.mask_patch, strict=True) if g % p]
         if bad:
@@ -110,7 +120,8 @@ class MaskGenerator:
                 f"token grid {format_grid(token_grid)} is not divisible by mask_patch "
                 f"{format_grid(self.mask_patch)} on axes {', '.join(bad)}"
             )
-        grid = tuple(g // p for g, p in zip(token_grid, self.mask_patch, strict=True))  # mask-block grid
+        # mask-block grid
+        grid = tuple(g // p for g, p in zip(token_grid, self.mask_patch, strict=True))
         masks = []
         for _ in range(batch_size):
             if self.strategy == "tube":
@@ -164,7 +175,8 @@ class SimMIMDecoder(nn.Module):
         pt = self.patch_size[3]
         self.temporal = nn.Linear(c_last, pt * c_last) if pt > 1 else nn.Identity()
         self.upsample = nn.ModuleList(
-            nn.Linear(c_in, 8 * c_out) for c_in, c_out in zip(dims[::-1][:-1], dims[::-1][1:], strict=True)
+            nn.Linear(c_in, 8 * c_out)
+            for c_in, c_out in zip(dims[::-1][:-1], dims[::-1][1:], strict=True)
         )
         self.to_voxels = nn.Linear(dims[0], math.prod(self.patch_size[:3]) * in_chans)
 
@@ -209,7 +221,9 @@ class SimMIMConfig:
         multiple, required = enc_cfg.grid_rule()
         patch = to_ntuple(enc_cfg.patch_size, 4, "patch_size")
         mask_patch = to_ntuple(self.mask_patch, 4, "mask_patch")
-        multiple = tuple(math.lcm(m, p * q) for m, p, q in zip(multiple, patch, mask_patch, strict=True))
+        multiple = tuple(
+            math.lcm(m, p * q) for m, p, q in zip(multiple, patch, mask_patch, strict=True)
+        )
         return multiple, required
 
 
@@ -231,14 +245,18 @@ class SimMIM(nn.Module):
         if cfg.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {cfg.loss!r}")
         self.cfg = cfg
-        self.encoder = encoder if encoder is not None else create_model(
-            cfg.encoder, **cfg.encoder_overrides)
+        self.encoder = (
+            encoder if encoder is not None else create_model(cfg.encoder, **cfg.encoder_overrides)
+        )
         for attr in ("patch_embed", "forward_tokens", "feature_info"):
             if not hasattr(self.encoder, attr):
-                raise TypeError(f"SimMIM needs an encoder with `{attr}` (a swiftlib Swin4D "
-                                f"encoder), got {type(self.encoder).__name__}")
-        self.mask_generator = MaskGenerator(cfg.mask_ratio, cfg.mask_patch, cfg.mask_strategy,
-                                            cfg.seed)
+                raise TypeError(
+                    f"SimMIM needs an encoder with `{attr}` (a swiftlib Swin4D "
+                    f"encoder), got {type(self.encoder).__name__}"
+                )
+        self.mask_generator = MaskGenerator(
+            cfg.mask_ratio, cfg.mask_patch, cfg.mask_strategy, cfg.seed
+        )
         self.in_chans = self.encoder.patch_embed.in_chans
         self.patch_size = self.encoder.patch_embed.patch_size
         self.mask_token = nn.Parameter(torch.zeros(1, 1, 1, 1, 1, self.encoder.embed_dim))
@@ -247,14 +265,21 @@ class SimMIM(nn.Module):
         self.decoder = SimMIMDecoder(dims, self.patch_size, self.in_chans)
         self.decoder.apply(init_weights)
         enc_multiple = tuple(self.encoder.grid_multiple)
-        self.grid_multiple = tuple(math.lcm(m, p * q) for m, p, q in
-                                   zip(enc_multiple, self.patch_size, self.mask_generator.mask_patch, strict=True))
+        self.grid_multiple = tuple(
+            math.lcm(m, p * q)
+            for m, p, q in zip(
+                enc_multiple, self.patch_size, self.mask_generator.mask_patch, strict=True
+            )
+        )
         self.required_shape = tuple(self.encoder.required_shape)
 
     # -- interface delegated to the encoder (names prefixed) -----------------------------
     def no_weight_decay(self) -> set[str]:
-        return {"mask_token"} | {f"encoder.{n}" for n in self.encoder.no_weight_decay()} | {
-            f"decoder.{n}" for n, p in self.decoder.named_parameters() if p.ndim <= 1}
+        return (
+            {"mask_token"}
+            | {f"encoder.{n}" for n in self.encoder.no_weight_decay()}
+            | {f"decoder.{n}" for n, p in self.decoder.named_parameters() if p.ndim <= 1}
+        )
 
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         enc = self.encoder.group_matcher(coarse)
@@ -290,8 +315,10 @@ class SimMIM(nn.Module):
         ``reconstruction, target: (B, C, D, H, W, T)``; ``voxel_mask: (B, 1, D, H, W, T)``.
         """
         if reconstruction.shape != target.shape:
-            raise ValueError(f"reconstruction {tuple(reconstruction.shape)} and target "
-                             f"{tuple(target.shape)} shapes differ")
+            raise ValueError(
+                f"reconstruction {tuple(reconstruction.shape)} and target "
+                f"{tuple(target.shape)} shapes differ"
+            )
         weight = voxel_mask
         if brain_mask is not None:
             if brain_mask.ndim == 5:
@@ -327,8 +354,10 @@ class SimMIM(nn.Module):
         if mask is None:
             mask = self.mask_generator(B, (D, H, W, T), device=x.device)
         elif tuple(mask.shape) != (B, D, H, W, T):
-            raise ValueError(f"mask has shape {tuple(mask.shape)}, expected the token grid "
-                             f"{(B, D, H, W, T)} (B, D', H', W', T')")
+            raise ValueError(
+                f"mask has shape {tuple(mask.shape)}, expected the token grid "
+                f"{(B, D, H, W, T)} (B, D', H', W', T')"
+            )
         mask = mask.bool()
         w = mask[..., None].to(tokens.dtype)  # (B, D', H', W', T', 1)
         tokens = tokens * (1.0 - w) + self.mask_token.to(tokens.dtype) * w
@@ -345,7 +374,15 @@ class SimMIM(nn.Module):
 # Presets
 # --------------------------------------------------------------------------------------
 
-for _enc in ("swift_v1_test", "swift_v2_test", "swift_v2_factorized_test", "swift_v1_paper",
-             "swift_v2_5m", "swift_v2_51m", "swift_v2_202m"):
-    register_model(f"simmim_{_enc}", SimMIM, SimMIMConfig(encoder=_enc),
-                   f"SimMIM pre-training of {_enc}")
+for _enc in (
+    "swift_v1_test",
+    "swift_v2_test",
+    "swift_v2_factorized_test",
+    "swift_v1_paper",
+    "swift_v2_5m",
+    "swift_v2_51m",
+    "swift_v2_202m",
+):
+    register_model(
+        f"simmim_{_enc}", SimMIM, SimMIMConfig(encoder=_enc), f"SimMIM pre-training of {_enc}"
+    )

@@ -110,8 +110,14 @@ class SwiFTv1Block(nn.Module):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
         self.attn = WindowAttention4D(
-            dim, num_heads, window_size, shift_size, qkv_bias=qkv_bias, attn_drop=attn_drop,
-            proj_drop=drop, mask_padding=False,
+            dim,
+            num_heads,
+            window_size,
+            shift_size,
+            qkv_bias=qkv_bias,
+            attn_drop=attn_drop,
+            proj_drop=drop,
+            mask_padding=False,
         )
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim)
@@ -147,14 +153,22 @@ class SwiFTv1Stage(nn.Module):
         self.pos_embed = AbsolutePosEmbed4D(dim, pos_grid)
         shift = tuple(w // 2 for w in window_size)
         no_shift = (0, 0, 0, 0)
-        self.blocks = nn.ModuleList([
-            SwiFTv1Block(
-                dim, num_heads, window_size,
-                no_shift if (i % 2 == 0 or full_attention) else shift,
-                mlp_ratio, qkv_bias, drop, attn_drop, drop_path[i],
-            )
-            for i in range(depth)
-        ])
+        self.blocks = nn.ModuleList(
+            [
+                SwiFTv1Block(
+                    dim,
+                    num_heads,
+                    window_size,
+                    no_shift if (i % 2 == 0 or full_attention) else shift,
+                    mlp_ratio,
+                    qkv_bias,
+                    drop,
+                    attn_drop,
+                    drop_path[i],
+                )
+                for i in range(depth)
+            ]
+        )
         self.downsample = PatchMerging3D(dim, out_dim) if out_dim else nn.Identity()
 
     def forward_blocks(self, x: torch.Tensor, checkpoint: bool = False) -> torch.Tensor:
@@ -183,16 +197,22 @@ class SwiFTv1(Swin4DEncoderMixin, nn.Module):
         depths, heads = tuple(cfg.depths), tuple(cfg.num_heads)
         num_stages = len(depths)
         if num_stages < 1 or len(heads) != num_stages:
-            raise ValueError(f"depths ({len(depths)} stages) and num_heads ({len(heads)} "
-                             "entries) must have the same, non-zero length")
+            raise ValueError(
+                f"depths ({len(depths)} stages) and num_heads ({len(heads)} "
+                "entries) must have the same, non-zero length"
+            )
         if patch[3] != 1:
-            raise ValueError(f"SwiFT v1 never merges time: patch_size[3] must be 1, got "
-                             f"{patch[3]} (use a swift_v2 preset for time patching)")
-        dims = [cfg.embed_dim * cfg.c_multiplier ** i for i in range(num_stages)]
+            raise ValueError(
+                f"SwiFT v1 never merges time: patch_size[3] must be 1, got "
+                f"{patch[3]} (use a swift_v2 preset for time patching)"
+            )
+        dims = [cfg.embed_dim * cfg.c_multiplier**i for i in range(num_stages)]
         for i, (d, h) in enumerate(zip(dims, heads, strict=True)):
             if d % h:
-                raise ValueError(f"stage {i} channels ({d} = embed_dim {cfg.embed_dim} × "
-                                 f"{cfg.c_multiplier}^{i}) must be divisible by num_heads ({h})")
+                raise ValueError(
+                    f"stage {i} channels ({d} = embed_dim {cfg.embed_dim} × "
+                    f"{cfg.c_multiplier}^{i}) must be divisible by num_heads ({h})"
+                )
         stride = tuple(p * 2 ** (num_stages - 1) for p in patch[:3])
         for axis, s, m in zip("DHW", img_size[:3], stride, strict=True):
             if s % m:
@@ -212,10 +232,14 @@ class SwiFTv1(Swin4DEncoderMixin, nn.Module):
         self.required_shape = (*img_size[:3], None)
         self.max_shape = (None, None, None, img_size[3])
         self.patch_embed = PatchEmbed4D(
-            patch, cfg.in_chans, cfg.embed_dim,
+            patch,
+            cfg.in_chans,
+            cfg.embed_dim,
             norm_layer=nn.LayerNorm if cfg.patch_norm else None,
-            grid_multiple=self.grid_multiple, required_shape=self.required_shape,
-            max_shape=self.max_shape, model_name="swift_v1",
+            grid_multiple=self.grid_multiple,
+            required_shape=self.required_shape,
+            max_shape=self.max_shape,
+            model_name="swift_v1",
         )
         self.pos_drop = nn.Dropout(cfg.drop_rate)
         grid = [s // p for s, p in zip(img_size, patch, strict=True)]
@@ -228,14 +252,26 @@ class SwiFTv1(Swin4DEncoderMixin, nn.Module):
             stage_window = first_window if i == 0 else window
             if full:  # one window over the whole (configured) spatial grid × window_size[3]
                 stage_window = (*grid[:3], window[3])
-            self.stages.append(SwiFTv1Stage(
-                dims[i], None if last else dims[i] * cfg.c_multiplier, depths[i], heads[i],
-                stage_window, grid, full, dpr[sum(depths[:i]):sum(depths[:i + 1])],
-                cfg.mlp_ratio, cfg.qkv_bias, cfg.drop_rate, cfg.attn_drop_rate,
-            ))
-            reduction = tuple(p * 2 ** i for p in patch[:3]) + (patch[3],)
-            self.feature_info.append({"num_chs": dims[i], "reduction": reduction,
-                                      "module": f"stages.{i}"})
+            self.stages.append(
+                SwiFTv1Stage(
+                    dims[i],
+                    None if last else dims[i] * cfg.c_multiplier,
+                    depths[i],
+                    heads[i],
+                    stage_window,
+                    grid,
+                    full,
+                    dpr[sum(depths[:i]) : sum(depths[: i + 1])],
+                    cfg.mlp_ratio,
+                    cfg.qkv_bias,
+                    cfg.drop_rate,
+                    cfg.attn_drop_rate,
+                )
+            )
+            reduction = tuple(p * 2**i for p in patch[:3]) + (patch[3],)
+            self.feature_info.append(
+                {"num_chs": dims[i], "reduction": reduction, "module": f"stages.{i}"}
+            )
             grid = [g // 2 for g in grid[:3]] + [grid[3]]
         self.norm = nn.LayerNorm(self.num_features)
         self.head = ClassifierHead(self.num_features, cfg.num_classes, cfg.head_drop_rate)
@@ -254,8 +290,10 @@ _V1_RENAMES = [
     (r"^pos_embeds\.(\d+)\.(pos_embed|time_embed)$", r"stages.\1.pos_embed.\2"),
     (r"^layers\.(\d+)\.blocks\.(\d+)\.mlp\.linear1\.", r"stages.\1.blocks.\2.mlp.fc1."),
     (r"^layers\.(\d+)\.blocks\.(\d+)\.mlp\.linear2\.", r"stages.\1.blocks.\2.mlp.fc2."),
-    (r"^layers\.(\d+)\.blocks\.(\d+)\.(norm1|norm2|attn\.qkv|attn\.proj)\.",
-     r"stages.\1.blocks.\2.\3."),
+    (
+        r"^layers\.(\d+)\.blocks\.(\d+)\.(norm1|norm2|attn\.qkv|attn\.proj)\.",
+        r"stages.\1.blocks.\2.\3.",
+    ),
     (r"^layers\.(\d+)\.downsample\.(norm|reduction)\.", r"stages.\1.downsample.\2."),
     (r"^norm\.", "norm."),
 ]
@@ -286,7 +324,7 @@ def checkpoint_filter_fn(state_dict: dict, model: SwiFTv1 | None = None) -> dict
             if not key.startswith("model."):
                 dropped.append(key)
                 continue
-            name = key[len("model."):]
+            name = key[len("model.") :]
         for pattern, repl in _V1_RENAMES:
             new, n = re.subn(pattern, repl, name)
             if n:
@@ -303,8 +341,12 @@ def checkpoint_filter_fn(state_dict: dict, model: SwiFTv1 | None = None) -> dict
                     f"expects {tuple(own[name].shape)}: build the model with the checkpoint's "
                     "hyper-parameters (img_size, embed_dim, depths, …)"
                 )
-    _logger.info("SwiFT v1 checkpoint: %d tensors mapped, %d entries not loaded%s",
-                 len(out), len(dropped), f" (e.g. {dropped[:3]})" if dropped else "")
+    _logger.info(
+        "SwiFT v1 checkpoint: %d tensors mapped, %d entries not loaded%s",
+        len(out),
+        len(dropped),
+        f" (e.g. {dropped[:3]})" if dropped else "",
+    )
     return out
 
 
@@ -313,13 +355,22 @@ def checkpoint_filter_fn(state_dict: dict, model: SwiFTv1 | None = None) -> dict
 # --------------------------------------------------------------------------------------
 
 register_model(
-    "swift_v1_paper", SwiFTv1, SwiFTv1Config(),
+    "swift_v1_paper",
+    SwiFTv1,
+    SwiFTv1Config(),
     "SwiFT v1 as published: embed 36, 96³×20 input, 4,315,212 parameters",
 )
 register_model(
-    "swift_v1_test", SwiFTv1,
-    SwiFTv1Config(img_size=(8, 12, 16, 6), embed_dim=12, depths=(2, 2), num_heads=(2, 4),
-                  window_size=(2, 2, 2, 4), first_window_size=(2, 2, 2, 4),
-                  patch_size=(2, 2, 2, 1)),
+    "swift_v1_test",
+    SwiFTv1,
+    SwiFTv1Config(
+        img_size=(8, 12, 16, 6),
+        embed_dim=12,
+        depths=(2, 2),
+        num_heads=(2, 4),
+        window_size=(2, 2, 2, 4),
+        first_window_size=(2, 2, 2, 4),
+        patch_size=(2, 2, 2, 1),
+    ),
     "tiny SwiFT v1 for tests (8×12×16×6 input)",
 )

@@ -64,7 +64,8 @@ POS_EMBED_KINDS = ("absolute", "none")
 class SwiFTv2Config:
     """SwiFT v2 hyper-parameters; defaults are the ~51M model (``swift_v2_51m``)."""
 
-    img_size: tuple = (96, 96, 96, 20)  # grid the position tables are built for (interpolated otherwise)
+    # grid the position tables are built for (interpolated otherwise)
+    img_size: tuple = (96, 96, 96, 20)
     in_chans: int = 1
     embed_dim: int = 96
     depths: tuple = (2, 2, 18, 2)
@@ -118,8 +119,16 @@ class SwiFTv2Block(nn.Module):
         super().__init__()
         ls = (lambda: LayerScale(dim, layer_scale_init)) if layer_scale_init > 0 else nn.Identity
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention4D(dim, num_heads, window_size, shift_size, qkv_bias=qkv_bias,
-                                      attn_drop=attn_drop, proj_drop=drop, mask_padding=True)
+        self.attn = WindowAttention4D(
+            dim,
+            num_heads,
+            window_size,
+            shift_size,
+            qkv_bias=qkv_bias,
+            attn_drop=attn_drop,
+            proj_drop=drop,
+            mask_padding=True,
+        )
         self.ls1 = ls()
         self.drop_path1 = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim)
@@ -159,15 +168,33 @@ class SwiFTv2FactorizedBlock(nn.Module):
         ls = (lambda: LayerScale(dim, layer_scale_init)) if layer_scale_init > 0 else nn.Identity
         dp = (lambda: DropPath(drop_path)) if drop_path > 0 else nn.Identity
         self.norm_t = nn.LayerNorm(dim)
-        self.attn_t = WindowAttention4D(dim, num_heads, (1, 1, 1, wt), (0, 0, 0, st),
-                                        qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop,
-                                        mask_padding=True, rope_axes=(3,), rope_theta=rope_theta)
+        self.attn_t = WindowAttention4D(
+            dim,
+            num_heads,
+            (1, 1, 1, wt),
+            (0, 0, 0, st),
+            qkv_bias=qkv_bias,
+            attn_drop=attn_drop,
+            proj_drop=drop,
+            mask_padding=True,
+            rope_axes=(3,),
+            rope_theta=rope_theta,
+        )
         self.ls_t = ls()
         self.drop_path_t = dp()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = WindowAttention4D(dim, num_heads, (wd, wh, ww, 1), (sd, sh, sw, 0),
-                                      qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop,
-                                      mask_padding=True, rope_axes=(0, 1, 2), rope_theta=rope_theta)
+        self.attn = WindowAttention4D(
+            dim,
+            num_heads,
+            (wd, wh, ww, 1),
+            (sd, sh, sw, 0),
+            qkv_bias=qkv_bias,
+            attn_drop=attn_drop,
+            proj_drop=drop,
+            mask_padding=True,
+            rope_axes=(0, 1, 2),
+            rope_theta=rope_theta,
+        )
         self.ls1 = ls()
         self.drop_path1 = dp()
         self.norm2 = nn.LayerNorm(dim)
@@ -200,8 +227,11 @@ class SwiFTv2Stage(nn.Module):
         drop_path: Sequence[float],
     ) -> None:
         super().__init__()
-        self.pos_embed = (AbsolutePosEmbed4D(dim, pos_grid, interpolate=True)
-                          if cfg.pos_embed == "absolute" else nn.Identity())
+        self.pos_embed = (
+            AbsolutePosEmbed4D(dim, pos_grid, interpolate=True)
+            if cfg.pos_embed == "absolute"
+            else nn.Identity()
+        )
         if full_attention:
             window_size = (FULL, FULL, FULL, window_size[3])
             shift = (0, 0, 0, window_size[3] // 2)
@@ -210,12 +240,25 @@ class SwiFTv2Stage(nn.Module):
         blocks = []
         for i in range(depth):
             block_shift = (0, 0, 0, 0) if i % 2 == 0 else shift
-            kwargs = dict(mlp_ratio=cfg.mlp_ratio, qkv_bias=cfg.qkv_bias, drop=cfg.drop_rate,
-                          attn_drop=cfg.attn_drop_rate, drop_path=drop_path[i],
-                          layer_scale_init=cfg.layer_scale_init)
+            kwargs = dict(
+                mlp_ratio=cfg.mlp_ratio,
+                qkv_bias=cfg.qkv_bias,
+                drop=cfg.drop_rate,
+                attn_drop=cfg.attn_drop_rate,
+                drop_path=drop_path[i],
+                layer_scale_init=cfg.layer_scale_init,
+            )
             if cfg.attention == "factorized":
-                blocks.append(SwiFTv2FactorizedBlock(dim, num_heads, window_size, block_shift,
-                                                     rope_theta=cfg.rope_theta, **kwargs))
+                blocks.append(
+                    SwiFTv2FactorizedBlock(
+                        dim,
+                        num_heads,
+                        window_size,
+                        block_shift,
+                        rope_theta=cfg.rope_theta,
+                        **kwargs,
+                    )
+                )
             else:
                 blocks.append(SwiFTv2Block(dim, num_heads, window_size, block_shift, **kwargs))
         self.blocks = nn.ModuleList(blocks)
@@ -251,16 +294,22 @@ class SwiFTv2(Swin4DEncoderMixin, nn.Module):
         if cfg.pos_embed not in POS_EMBED_KINDS:
             raise ValueError(f"pos_embed must be one of {POS_EMBED_KINDS}, got {cfg.pos_embed!r}")
         if num_stages < 1 or len(heads) != num_stages:
-            raise ValueError(f"depths ({len(depths)} stages) and num_heads ({len(heads)} "
-                             "entries) must have the same, non-zero length")
-        dims = [cfg.embed_dim * cfg.c_multiplier ** i for i in range(num_stages)]
+            raise ValueError(
+                f"depths ({len(depths)} stages) and num_heads ({len(heads)} "
+                "entries) must have the same, non-zero length"
+            )
+        dims = [cfg.embed_dim * cfg.c_multiplier**i for i in range(num_stages)]
         for i, (d, h) in enumerate(zip(dims, heads, strict=True)):
             if d % h:
-                raise ValueError(f"stage {i} channels ({d} = embed_dim {cfg.embed_dim} × "
-                                 f"{cfg.c_multiplier}^{i}) must be divisible by num_heads ({h})")
+                raise ValueError(
+                    f"stage {i} channels ({d} = embed_dim {cfg.embed_dim} × "
+                    f"{cfg.c_multiplier}^{i}) must be divisible by num_heads ({h})"
+                )
             if cfg.attention == "factorized" and (d // h) % 2:
-                raise ValueError(f"factorized attention uses rotary encoding, which needs an even "
-                                 f"head_dim; stage {i} has {d} / {h} = {d // h}")
+                raise ValueError(
+                    f"factorized attention uses rotary encoding, which needs an even "
+                    f"head_dim; stage {i} has {d} / {h} = {d // h}"
+                )
         if any(w < 1 for w in window):
             raise ValueError(f"window_size {window} must be ≥ 1 on every axis")
         if not 0.0 <= cfg.drop_path_rate < 1.0:
@@ -270,8 +319,10 @@ class SwiFTv2(Swin4DEncoderMixin, nn.Module):
         grid_multiple, required = cfg.grid_rule()
         for axis, s, m in zip("DHWT", img_size, grid_multiple, strict=True):
             if s % m:
-                raise ValueError(f"img_size {axis} ({s}) must be divisible by {m} "
-                                 "(patch_size × 2^(stages-1) spatially, the time patch on T)")
+                raise ValueError(
+                    f"img_size {axis} ({s}) must be divisible by {m} "
+                    "(patch_size × 2^(stages-1) spatially, the time patch on T)"
+                )
 
         self.num_classes = cfg.num_classes
         self.embed_dim = cfg.embed_dim
@@ -282,8 +333,13 @@ class SwiFTv2(Swin4DEncoderMixin, nn.Module):
         self.grid_multiple = tuple(grid_multiple)
         self.required_shape = tuple(required)
         self.max_shape = (None, None, None, None)
-        self.patch_embed = PatchEmbed4D(patch, cfg.in_chans, cfg.embed_dim,
-                                        grid_multiple=self.grid_multiple, model_name="swift_v2")
+        self.patch_embed = PatchEmbed4D(
+            patch,
+            cfg.in_chans,
+            cfg.embed_dim,
+            grid_multiple=self.grid_multiple,
+            model_name="swift_v2",
+        )
         self.pos_drop = nn.Dropout(cfg.drop_rate)
         grid = [s // p for s, p in zip(img_size, patch, strict=True)]
         dpr = torch.linspace(0, cfg.drop_path_rate, sum(depths), device="cpu").tolist()
@@ -291,14 +347,23 @@ class SwiFTv2(Swin4DEncoderMixin, nn.Module):
         self.feature_info = []
         for i in range(num_stages):
             last = i == num_stages - 1
-            self.stages.append(SwiFTv2Stage(
-                cfg, dims[i], None if last else dims[i] * cfg.c_multiplier, depths[i], heads[i],
-                window, grid, last and cfg.last_stage_full_attention,
-                dpr[sum(depths[:i]):sum(depths[:i + 1])],
-            ))
-            reduction = tuple(p * 2 ** i for p in patch[:3]) + (patch[3],)
-            self.feature_info.append({"num_chs": dims[i], "reduction": reduction,
-                                      "module": f"stages.{i}"})
+            self.stages.append(
+                SwiFTv2Stage(
+                    cfg,
+                    dims[i],
+                    None if last else dims[i] * cfg.c_multiplier,
+                    depths[i],
+                    heads[i],
+                    window,
+                    grid,
+                    last and cfg.last_stage_full_attention,
+                    dpr[sum(depths[:i]) : sum(depths[: i + 1])],
+                )
+            )
+            reduction = tuple(p * 2**i for p in patch[:3]) + (patch[3],)
+            self.feature_info.append(
+                {"num_chs": dims[i], "reduction": reduction, "module": f"stages.{i}"}
+            )
             grid = [g // 2 for g in grid[:3]] + [grid[3]]
         self.norm = nn.LayerNorm(self.num_features)
         self.head = ClassifierHead(self.num_features, cfg.num_classes, cfg.head_drop_rate)
@@ -343,6 +408,7 @@ def mup_param_groups(model: SwiFTv2, lr: float, weight_decay: float = 0.05) -> l
 # Presets (parameter counts from the meta device; see docs/models.md)
 # --------------------------------------------------------------------------------------
 
+
 def _preset(description: str, **fields) -> tuple[SwiFTv2Config, str]:
     return SwiFTv2Config(**fields), description
 
@@ -350,46 +416,81 @@ def _preset(description: str, **fields) -> tuple[SwiFTv2Config, str]:
 _PRESETS = {
     "swift_v2_test": _preset(
         "tiny joint SwiFT v2 for tests (12×16×20×6 input)",
-        img_size=(12, 16, 20, 6), embed_dim=12, depths=(2, 2), num_heads=(2, 4),
-        window_size=(2, 2, 2, 2), patch_size=(2, 2, 2, 2), drop_path_rate=0.1),
+        img_size=(12, 16, 20, 6),
+        embed_dim=12,
+        depths=(2, 2),
+        num_heads=(2, 4),
+        window_size=(2, 2, 2, 2),
+        patch_size=(2, 2, 2, 2),
+        drop_path_rate=0.1,
+    ),
     "swift_v2_factorized_test": _preset(
         "tiny factorised SwiFT v2 for tests",
-        img_size=(12, 16, 20, 6), embed_dim=16, depths=(2, 2), num_heads=(2, 4),
-        window_size=(2, 2, 2, 2), patch_size=(2, 2, 2, 2), attention="factorized",
-        pos_embed="none", drop_path_rate=0.1),
+        img_size=(12, 16, 20, 6),
+        embed_dim=16,
+        depths=(2, 2),
+        num_heads=(2, 4),
+        window_size=(2, 2, 2, 2),
+        patch_size=(2, 2, 2, 2),
+        attention="factorized",
+        pos_embed="none",
+        drop_path_rate=0.1,
+    ),
     "swift_v2_5m": _preset(
         "~5M joint: embed 36, depths 2/2/9/2",
-        embed_dim=36, depths=(2, 2, 9, 2), num_heads=(3, 6, 12, 24), drop_path_rate=0.05),
+        embed_dim=36,
+        depths=(2, 2, 9, 2),
+        num_heads=(3, 6, 12, 24),
+        drop_path_rate=0.05,
+    ),
     "swift_v2_51m": _preset("~51M joint: embed 96, depths 2/2/18/2"),
     "swift_v2_202m": _preset(
-        "~202M joint: embed 192, depths 2/2/18/2",
-        embed_dim=192, drop_path_rate=0.2),
+        "~202M joint: embed 192, depths 2/2/18/2", embed_dim=192, drop_path_rate=0.2
+    ),
     "swift_v2_806m": _preset(
-        "~806M joint: embed 384, depths 2/2/18/2",
-        embed_dim=384, drop_path_rate=0.3),
+        "~806M joint: embed 384, depths 2/2/18/2", embed_dim=384, drop_path_rate=0.3
+    ),
     "swift_v2_837m": _preset(
         "~837M factorised: embed 384, depths 2/2/12/2",
-        embed_dim=384, depths=(2, 2, 12, 2), attention="factorized", pos_embed="none",
-        drop_path_rate=0.3),
+        embed_dim=384,
+        depths=(2, 2, 12, 2),
+        attention="factorized",
+        pos_embed="none",
+        drop_path_rate=0.3,
+    ),
     "swift_v2_3b": _preset(
         "~3.2B joint: embed 768, depths 2/2/18/2",
-        embed_dim=768, num_heads=(12, 24, 48, 96), drop_path_rate=0.4),
+        embed_dim=768,
+        num_heads=(12, 24, 48, 96),
+        drop_path_rate=0.4,
+    ),
     "swift_v2_factorized_51m": _preset(
         "~51M factorised: embed 96, depths 2/2/12/2",
-        depths=(2, 2, 12, 2), attention="factorized", pos_embed="none"),
+        depths=(2, 2, 12, 2),
+        attention="factorized",
+        pos_embed="none",
+    ),
     "swift_v2_factorized_202m": _preset(
         "~202M factorised: embed 192, depths 2/2/12/2",
-        embed_dim=192, depths=(2, 2, 12, 2), attention="factorized", pos_embed="none",
-        drop_path_rate=0.2),
+        embed_dim=192,
+        depths=(2, 2, 12, 2),
+        attention="factorized",
+        pos_embed="none",
+        drop_path_rate=0.2,
+    ),
 }
 
 #: Nominal sizes the presets are named for (tests check ±5 %).
 NOMINAL_PARAMS = {
-    "swift_v2_5m": 5e6, "swift_v2_51m": 51e6, "swift_v2_202m": 202e6, "swift_v2_806m": 806e6,
-    "swift_v2_837m": 837e6, "swift_v2_3b": 3.2e9, "swift_v2_factorized_51m": 51e6,
+    "swift_v2_5m": 5e6,
+    "swift_v2_51m": 51e6,
+    "swift_v2_202m": 202e6,
+    "swift_v2_806m": 806e6,
+    "swift_v2_837m": 837e6,
+    "swift_v2_3b": 3.2e9,
+    "swift_v2_factorized_51m": 51e6,
     "swift_v2_factorized_202m": 202e6,
 }
 
 for _name, (_cfg, _desc) in _PRESETS.items():
     register_model(_name, SwiFTv2, _cfg, _desc)
-

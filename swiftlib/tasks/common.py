@@ -32,18 +32,29 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_KEY = "swiftlib"  # checkpoint["swiftlib"] = {"kind", "model", "model_overrides", "contract", ...}
+# checkpoint["swiftlib"] = {"kind", "model", "model_overrides", "contract", ...}
+CHECKPOINT_KEY = "swiftlib"
 _CONTRACT_FIELDS = ("grid", "voxel_size", "space", "layout", "normalisation")
-_FIX_FLAGS = {"grid": "--grid", "voxel_size": "--voxel-size", "layout": "--layout",
-              "normalisation": "--normalisation", "template": "--template"}
+_FIX_FLAGS = {
+    "grid": "--grid",
+    "voxel_size": "--voxel-size",
+    "layout": "--layout",
+    "normalisation": "--normalisation",
+    "template": "--template",
+}
 _DEFAULT_LAYOUT = "mni_ras"  # what a contract without a layout meant (stores before layouts)
 _UNKNOWN_TEMPLATE = "unknown"
 _TEMPLATE_POLICIES = ("warn", "error", "ignore")
 #: What the public SwiFT v1 checkpoints (no swiftlib metadata) were trained on: v1's own input
 #: convention (the ``swift_v1`` layout: LAS order, 96³ at 2 mm, v1's global z-score) on
 #: FSL/HCP MNI152NLin6Asym data (HCP S1200; the contrastive checkpoint also saw UKB and ABCD).
-SWIFT_V1_CONTRACT = {"grid": [96, 96, 96], "voxel_size": 2.0, "layout": "swift_v1",
-                     "normalisation": "zscore_global", "template": "MNI152NLin6Asym"}
+SWIFT_V1_CONTRACT = {
+    "grid": [96, 96, 96],
+    "voxel_size": 2.0,
+    "layout": "swift_v1",
+    "normalisation": "zscore_global",
+    "template": "MNI152NLin6Asym",
+}
 
 
 class ContractError(ValueError):
@@ -52,14 +63,17 @@ class ContractError(ValueError):
 
 class TemplateMismatchWarning(UserWarning):
     """Data in another MNI template than the checkpoint was trained on (escalate with
-    ``warnings.simplefilter("error", TemplateMismatchWarning)`` or ``template_mismatch="error"``)."""
+    ``warnings.simplefilter("error", TemplateMismatchWarning)`` or
+    ``template_mismatch="error"``)."""
 
 
 class CheckpointError(ValueError):
     """A file is not a usable checkpoint for what was asked."""
 
 
-def check_contract(expected: dict | None, actual: dict, what: str = "data", template_mismatch: str = "warn") -> None:
+def check_contract(
+    expected: dict | None, actual: dict, what: str = "data", template_mismatch: str = "warn"
+) -> None:
     """Refuse ``actual`` (a store's ``contract()``) unless it matches the checkpoint's
     ``expected`` contract: grid, voxel size, space, layout and normalisation equal; TR range
     inside the trained range widened by 10 %. A contract without a layout (written before
@@ -73,7 +87,9 @@ def check_contract(expected: dict | None, actual: dict, what: str = "data", temp
     if not expected:
         return
     if "layout" in expected or "layout" in actual:  # a store contract without one predates layouts
-        expected, actual = (({"layout": _DEFAULT_LAYOUT, **c} if "grid" in c else c) for c in (expected, actual))
+        expected, actual = (
+            ({"layout": _DEFAULT_LAYOUT, **c} if "grid" in c else c) for c in (expected, actual)
+        )
     diffs, fixes = [], []
     for key in _CONTRACT_FIELDS:
         if key in expected and key in actual and _norm(expected[key]) != _norm(actual[key]):
@@ -84,7 +100,10 @@ def check_contract(expected: dict | None, actual: dict, what: str = "data", temp
         slack = 0.1 * max(hi, 1e-6)
         a_lo, a_hi = actual["tr_range"]
         if a_lo < lo - slack or a_hi > hi + slack:
-            diffs.append(f"tr_range: checkpoint trained on TR {lo:g}–{hi:g} s, {what} has {a_lo:g}–{a_hi:g} s")
+            diffs.append(
+                f"tr_range: checkpoint trained on TR {lo:g}–{hi:g} s, {what} has {a_lo:g}–{a_hi:g} "
+                "s"
+            )
     template_msg = _template_mismatch(expected, actual, what)
     if template_msg and template_mismatch == "error":
         diffs.append(template_msg)
@@ -92,13 +111,17 @@ def check_contract(expected: dict | None, actual: dict, what: str = "data", temp
     if diffs:
         fix = " ".join(f for f in fixes if f)
         raise ContractError(
-            f"{what} breaks the checkpoint's normalisation contract — " + "; ".join(diffs)
+            f"{what} breaks the checkpoint's normalisation contract — "
+            + "; ".join(diffs)
             + f". Preprocess the data with the checkpoint's settings (swiftlib preprocess {fix})."
         )
     if template_msg and template_mismatch == "warn":
-        warnings.warn(template_msg + " — predictions may degrade; pass template_mismatch='error' to refuse "
-                      "such data, or preprocess data registered to the checkpoint's template",
-                      TemplateMismatchWarning, stacklevel=2)
+        warnings.warn(
+            template_msg + " — predictions may degrade; pass template_mismatch='error' to refuse "
+            "such data, or preprocess data registered to the checkpoint's template",
+            TemplateMismatchWarning,
+            stacklevel=2,
+        )
 
 
 def _template_mismatch(expected: dict, actual: dict, what: str) -> str | None:
@@ -140,8 +163,10 @@ def resolve_checkpoint(path) -> Path:
         if is_deepspeed_checkpoint(p):
             return consolidated_checkpoint(p)
         raise CheckpointError(
-            f"checkpoint {str(p)!r} is a folder but not a DeepSpeed checkpoint (no 'latest' file, no "
-            "*/*model_states.pt); expected a .ckpt file or the folder a DeepSpeed run writes for one")
+            f"checkpoint {str(p)!r} is a folder but not a DeepSpeed checkpoint (no 'latest' file, "
+            "no */*model_states.pt); expected a .ckpt file or the folder a DeepSpeed run writes "
+            "for one"
+        )
     raise CheckpointError(f"checkpoint {str(p)!r} does not exist")
 
 
@@ -154,20 +179,28 @@ def read_checkpoint(path) -> dict:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure means "not a checkpoint we can read"
         raise CheckpointError(
-            f"{p}: not a readable weights-only torch checkpoint ({type(e).__name__}: {str(e)[:200]}); "
-            "expected a .ckpt written by swiftlib/Lightning (a file or a DeepSpeed folder) or a state_dict "
-            "saved with torch.save"
+            f"{p}: not a readable weights-only torch checkpoint ({type(e).__name__}: "
+            f"{str(e)[:200]}); expected a .ckpt written by swiftlib/Lightning (a file or a "
+            "DeepSpeed folder) or a state_dict saved with torch.save"
         ) from None
     if not isinstance(ckpt, dict):
-        raise CheckpointError(f"{p}: holds a {type(ckpt).__name__}; expected a dict (a checkpoint or a state_dict)")
+        raise CheckpointError(
+            f"{p}: holds a {type(ckpt).__name__}; expected a dict (a checkpoint or a state_dict)"
+        )
     state = ckpt.get("state_dict")
     if isinstance(state, dict) and any(k.startswith("_forward_module.") for k in state):
         ckpt["state_dict"] = {k.removeprefix("_forward_module."): v for k, v in state.items()}
     return ckpt
 
 
-def load_encoder_weights(encoder: nn.Module, path, model_name: str, model_overrides: dict | None = None,
-                         contract: dict | None = None, template_mismatch: str = "warn") -> dict:
+def load_encoder_weights(
+    encoder: nn.Module,
+    path,
+    model_name: str,
+    model_overrides: dict | None = None,
+    contract: dict | None = None,
+    template_mismatch: str = "warn",
+) -> dict:
     """Initialise ``encoder`` from a checkpoint (weights only): a swiftlib SimMIM or
     fine-tuning checkpoint, or a public SwiFT v1 Lightning checkpoint.
 
@@ -190,32 +223,59 @@ def load_encoder_weights(encoder: nn.Module, path, model_name: str, model_overri
         _check_swift_v1_input(path, contract, template_mismatch)
         report = load_checkpoint(encoder, resolve_checkpoint(path))
         if not report["loaded"]:
-            raise CheckpointError(f"{path}: no SwiFT v1 encoder weights found (keys like model.patch_embed…)")
+            raise CheckpointError(
+                f"{path}: no SwiFT v1 encoder weights found (keys like model.patch_embed…)"
+            )
         return report
-    if meta.get("model") != model_name or (meta.get("model_overrides") or {}) != (model_overrides or {}):
+    if meta.get("model") != model_name or (meta.get("model_overrides") or {}) != (
+        model_overrides or {}
+    ):
         raise CheckpointError(
-            f"{path}: made for model {meta.get('model')!r} with options {meta.get('model_overrides') or {}}; "
-            f"this run builds {model_name!r} with {model_overrides or {}} — use the same preset and options"
+            f"{path}: made for model {meta.get('model')!r} with options "
+            f"{meta.get('model_overrides') or {}}; this run builds {model_name!r} with "
+            f"{model_overrides or {}} — use the same preset and options"
         )
-    check_contract(meta.get("contract"), contract or {}, what="this run's data", template_mismatch=template_mismatch)
-    prefix = {"pretrain": "model.encoder.", "finetune": "model.", "contrastive": "model."}.get(meta.get("kind"))
+    check_contract(
+        meta.get("contract"),
+        contract or {},
+        what="this run's data",
+        template_mismatch=template_mismatch,
+    )
+    prefix = {"pretrain": "model.encoder.", "finetune": "model.", "contrastive": "model."}.get(
+        meta.get("kind")
+    )
     if prefix is None:
-        raise CheckpointError(f"{path}: unknown checkpoint kind {meta.get('kind')!r}; expected pretrain, "
-                              "contrastive or finetune")
-    enc_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        raise CheckpointError(
+            f"{path}: unknown checkpoint kind {meta.get('kind')!r}; expected pretrain, "
+            "contrastive or finetune"
+        )
+    enc_state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     own = encoder.state_dict()
     head_keys = {k for k in own if k.startswith("head.")}
     enc_state = {k: v for k, v in enc_state.items() if k not in head_keys}
-    bad = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in enc_state.items() if k in own and v.shape != own[k].shape]
+    bad = [
+        f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}"
+        for k, v in enc_state.items()
+        if k in own and v.shape != own[k].shape
+    ]
     if bad:
         raise CheckpointError(f"{path}: tensor shapes differ from this model: {bad[:5]}")
     result = encoder.load_state_dict(enc_state, strict=False)
     missing = [k for k in result.missing_keys if k not in head_keys]
     if missing:
         raise CheckpointError(f"{path}: encoder weights missing from the checkpoint: {missing[:8]}")
-    report = {"loaded": sorted(enc_state), "missing": missing, "unexpected": list(result.unexpected_keys),
-              "kind": meta.get("kind")}
-    log.info("initialised encoder from %s checkpoint %s (%d tensors)", meta.get("kind"), path, len(enc_state))
+    report = {
+        "loaded": sorted(enc_state),
+        "missing": missing,
+        "unexpected": list(result.unexpected_keys),
+        "kind": meta.get("kind"),
+    }
+    log.info(
+        "initialised encoder from %s checkpoint %s (%d tensors)",
+        meta.get("kind"),
+        path,
+        len(enc_state),
+    )
     return report
 
 
@@ -223,28 +283,35 @@ def _check_swift_v1_input(path, contract: dict | None, template_mismatch: str) -
     """A SwiFT v1 checkpoint learned v1's input convention: refuse data in another layout
     (a mirrored, shifted brain loads without error and silently degrades the transfer)."""
     if not contract:
-        log.warning("%s: SwiFT v1 checkpoint loaded without the data's contract; it expects the "
-                    "'swift_v1' layout (swiftlib preprocess --layout swift_v1)", path)
+        log.warning(
+            "%s: SwiFT v1 checkpoint loaded without the data's contract; it expects the "
+            "'swift_v1' layout (swiftlib preprocess --layout swift_v1)",
+            path,
+        )
         return
     layout = contract.get("layout", _DEFAULT_LAYOUT)
     if layout != SWIFT_V1_CONTRACT["layout"]:
         raise ContractError(
             f"{path} is a SwiFT v1 checkpoint: it was trained on v1's input convention (layout "
-            f"'swift_v1': LAS voxel order, the MNI 91×109×91 2 mm grid padded/cropped to 96³, v1's "
-            f"global z-score), but this run's data has layout {layout!r} — the brain it sees would be "
-            "mirrored left-right and shifted. Preprocess the data again with "
-            "`swiftlib preprocess --layout swift_v1` (PreprocessConfig(layout='swift_v1')) and train on "
-            "that store."
+            "'swift_v1': LAS voxel order, the MNI 91×109×91 2 mm grid padded/cropped to 96³, v1's "
+            f"global z-score), but this run's data has layout {layout!r} — the brain it sees would "
+            "be mirrored left-right and shifted. Preprocess the data again with `swiftlib "
+            "preprocess --layout swift_v1` (PreprocessConfig(layout='swift_v1')) and train on that "
+            "store."
         )
-    check_contract(SWIFT_V1_CONTRACT, contract, what="this run's data", template_mismatch=template_mismatch)
+    check_contract(
+        SWIFT_V1_CONTRACT, contract, what="this run's data", template_mismatch=template_mismatch
+    )
 
 
 def rng_state() -> dict:
     """Python, NumPy and torch (CPU + CUDA) RNG states, storable in a weights-only checkpoint."""
     state = {
         "python": repr(random.getstate()),
-        "numpy": {k: v.tolist() if isinstance(v, np.ndarray) else v
-                  for k, v in zip(("name", "keys", "pos", "has_gauss", "cached"), np.random.get_state())},
+        "numpy": {
+            k: v.tolist() if isinstance(v, np.ndarray) else v
+            for k, v in zip(("name", "keys", "pos", "has_gauss", "cached"), np.random.get_state())
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -255,7 +322,9 @@ def rng_state() -> dict:
 def set_rng_state(state: dict) -> None:
     random.setstate(_tuplify(ast.literal_eval(state["python"])))
     n = state["numpy"]
-    np.random.set_state((n["name"], np.asarray(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    np.random.set_state(
+        (n["name"], np.asarray(n["keys"], dtype=np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -36,7 +36,13 @@ from swiftlib.tasks.optim import OptimConfig, build_optimizer, param_groups
 from swiftlib.tasks.optim import total_steps as _total_steps
 from swiftlib.utils.config import config_from_dict, config_to_dict
 
-__all__ = ["ContrastiveConfig", "ContrastiveTask", "CONTRASTIVE_MONITOR", "ENCODER_PREFIX", "distance_ratio"]
+__all__ = [
+    "ContrastiveConfig",
+    "ContrastiveTask",
+    "CONTRASTIVE_MONITOR",
+    "ENCODER_PREFIX",
+    "distance_ratio",
+]
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +60,10 @@ class ContrastiveConfig:
     temperature: float = 0.1  # NT-Xent softmax temperature
     proj_hidden_dim: int = 512  # projection MLP hidden width
     proj_dim: int = 128  # projection output (the space the loss compares in)
-    mask_same_subject: bool = True  # other pairs of the anchor's subject are not negatives (SwiFT v1: False)
-    init_from: str | None = None  # encoder weights: a contrastive / SimMIM / fine-tuned / SwiFT v1 checkpoint
+    # other pairs of the anchor's subject are not negatives (SwiFT v1: False)
+    mask_same_subject: bool = True
+    # encoder weights: a contrastive / SimMIM / fine-tuned / SwiFT v1 checkpoint
+    init_from: str | None = None
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-3, weight_decay=0.01))
     contract: dict | None = None
     seed: int = 0
@@ -64,10 +72,15 @@ class ContrastiveConfig:
         if isinstance(self.optim, dict):
             self.optim = OptimConfig.from_dict(self.optim)
         if not self.temperature > 0:
-            raise ValueError(f"ContrastiveConfig.temperature={self.temperature}: expected > 0 (SwiFT v1 used 0.1)")
+            raise ValueError(
+                f"ContrastiveConfig.temperature={self.temperature}: expected > 0 (SwiFT v1 used "
+                "0.1)"
+            )
         for name in ("proj_hidden_dim", "proj_dim"):
             if getattr(self, name) < 1:
-                raise ValueError(f"ContrastiveConfig.{name}={getattr(self, name)}: expected a positive width")
+                raise ValueError(
+                    f"ContrastiveConfig.{name}={getattr(self, name)}: expected a positive width"
+                )
 
     @classmethod
     def from_dict(cls, d) -> ContrastiveConfig:
@@ -111,11 +124,13 @@ class ContrastiveTask(CheckpointMetaMixin, pl.LightningModule):
         self.model = create_model(cfg.model, **{**cfg.model_overrides, "num_classes": 0})
         self.init_report = None
         if cfg.init_from:
-            self.init_report = load_encoder_weights(self.model, cfg.init_from, cfg.model, cfg.model_overrides,
-                                                    cfg.contract)
+            self.init_report = load_encoder_weights(
+                self.model, cfg.init_from, cfg.model, cfg.model_overrides, cfg.contract
+            )
         # batch statistics in validation too: the projection only feeds the batch-level loss
-        self.projection = ProjectionHead(self.model.num_features, cfg.proj_hidden_dim, cfg.proj_dim,
-                                         track_running_stats=False)
+        self.projection = ProjectionHead(
+            self.model.num_features, cfg.proj_hidden_dim, cfg.proj_dim, track_running_stats=False
+        )
         self._warned_small_batch = False
 
     # -- forward ------------------------------------------------------------------------------
@@ -140,9 +155,18 @@ class ContrastiveTask(CheckpointMetaMixin, pl.LightningModule):
         loss, *_ = self._pairs(batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(
-                f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, step {self.global_step}; "
-                "stopping — the last good checkpoint is kept (lower the learning rate or use bf16/fp32)")
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch.x1.shape[0])
+                f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, step "
+                f"{self.global_step}; stopping — the last good checkpoint is kept (lower the "
+                "learning rate or use bf16/fp32)"
+            )
+        self.log(
+            "train/loss",
+            loss,
+            prog_bar=True,
+            on_step=True,
+            on_epoch=True,
+            batch_size=batch.x1.shape[0],
+        )
         return loss
 
     def on_validation_epoch_start(self):
@@ -152,14 +176,20 @@ class ContrastiveTask(CheckpointMetaMixin, pl.LightningModule):
         B = batch.x1.shape[0]
         if B < 2 or len(set(batch.subject_id)) < 2:  # no negative to score against
             if not self._warned_small_batch:
-                log.warning("contrastive validation: skipping a batch of %d pair(s) from %d subject(s); "
-                            "scoring needs pairs of at least 2 subjects", B, len(set(batch.subject_id)))
+                log.warning(
+                    "contrastive validation: skipping a batch of %d pair(s) from %d subject(s); "
+                    "scoring needs pairs of at least 2 subjects",
+                    B,
+                    len(set(batch.subject_id)),
+                )
                 self._warned_small_batch = True
             return
         loss, e1, e2, z = self._pairs(batch)
         top1 = _top1(z, batch.subject_id if self.cfg.mask_same_subject else None)
         ratio = distance_ratio(e1, e2, batch.subject_id)
-        self._val_sums += torch.tensor([float(loss) * B, float(top1) * B, B, float(ratio), 1.0], dtype=torch.float64)
+        self._val_sums += torch.tensor(
+            [float(loss) * B, float(top1) * B, B, float(ratio), 1.0], dtype=torch.float64
+        )
 
     def on_validation_epoch_end(self):
         # summed over ranks here, once per epoch: a rank whose batches were all skipped (or that
@@ -167,25 +197,36 @@ class ContrastiveTask(CheckpointMetaMixin, pl.LightningModule):
         sums = self.all_gather(self._val_sums.to(self.device, torch.float32)).double().cpu()
         sums = sums.reshape(-1, 5).sum(0)  # (5,)
         if sums[2] == 0:
-            log.warning("contrastive validation scored no batch (every batch held pairs of one subject)")
+            log.warning(
+                "contrastive validation scored no batch (every batch held pairs of one subject)"
+            )
         loss, top1, pairs, ratio, batches = sums.tolist()
         nan = float("nan")
-        metrics = {"nt_xent": loss / pairs if pairs else nan, "top1": top1 / pairs if pairs else nan,
-                   "distance_ratio": ratio / batches if batches else nan}
+        metrics = {
+            "nt_xent": loss / pairs if pairs else nan,
+            "top1": top1 / pairs if pairs else nan,
+            "distance_ratio": ratio / batches if batches else nan,
+        }
         for name, value in metrics.items():
             # identical on every rank after the gather
             self.log(f"val/{name}", value, prog_bar=name == "nt_xent", sync_dist=True)
 
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self):
-        groups = param_groups(self, self.cfg.optim, encoder=self.model, encoder_prefix=ENCODER_PREFIX)
+        groups = param_groups(
+            self, self.cfg.optim, encoder=self.model, encoder_prefix=ENCODER_PREFIX
+        )
         opt, sched = build_optimizer(groups, self.cfg.optim, _total_steps(self))
         return {"optimizer": opt, "lr_scheduler": sched}
 
     # -- checkpoint metadata -------------------------------------------------------------------
     def checkpoint_meta(self) -> dict:
-        return {"encoder_prefix": ENCODER_PREFIX, "embedding_dim": int(self.model.num_features),
-                "proj_dim": self.cfg.proj_dim, "temperature": self.cfg.temperature}
+        return {
+            "encoder_prefix": ENCODER_PREFIX,
+            "embedding_dim": int(self.model.num_features),
+            "proj_dim": self.cfg.proj_dim,
+            "temperature": self.cfg.temperature,
+        }
 
 
 def _top1(z: torch.Tensor, groups) -> torch.Tensor:

@@ -47,7 +47,8 @@ class FinetuneConfig:
     task: Literal["classification", "regression"] = "classification"
     num_classes: int = 2  # classification only
     mode: Literal["full", "linear_probe", "unfreeze"] = "full"
-    unfreeze_fraction: float | None = None  # mode="unfreeze": top fraction of block groups (0.2 = v2 runs)
+    # mode="unfreeze": top fraction of block groups (0.2 = v2 runs)
+    unfreeze_fraction: float | None = None
     unfreeze_last_k: int | None = None  # mode="unfreeze": or the last k block groups
     head: Literal["linear", "mlp"] = "linear"
     head_dropout: float = 0.0
@@ -63,16 +64,24 @@ class FinetuneConfig:
         if isinstance(self.optim, dict):
             self.optim = OptimConfig.from_dict(self.optim)
         if self.task == "classification" and self.num_classes < 2:
-            raise ValueError(f"FinetuneConfig.num_classes={self.num_classes}: classification needs ≥ 2")
+            raise ValueError(
+                f"FinetuneConfig.num_classes={self.num_classes}: classification needs ≥ 2"
+            )
         if self.mode == "unfreeze":
             if (self.unfreeze_fraction is None) == (self.unfreeze_last_k is None):
-                raise ValueError("mode='unfreeze' needs exactly one of unfreeze_fraction (e.g. 0.2) or unfreeze_last_k")
+                raise ValueError(
+                    "mode='unfreeze' needs exactly one of unfreeze_fraction (e.g. 0.2) or "
+                    "unfreeze_last_k"
+                )
             if self.unfreeze_fraction is not None and not 0 < self.unfreeze_fraction <= 1:
                 raise ValueError(f"unfreeze_fraction={self.unfreeze_fraction}: expected in (0, 1]")
             if self.unfreeze_last_k is not None and self.unfreeze_last_k < 1:
                 raise ValueError(f"unfreeze_last_k={self.unfreeze_last_k}: expected ≥ 1")
         elif self.unfreeze_fraction is not None or self.unfreeze_last_k is not None:
-            raise ValueError(f"unfreeze_fraction/unfreeze_last_k only apply to mode='unfreeze', not mode={self.mode!r}")
+            raise ValueError(
+                "unfreeze_fraction/unfreeze_last_k only apply to mode='unfreeze', not "
+                f"mode={self.mode!r}"
+            )
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"label_smoothing={self.label_smoothing}: expected in [0, 1)")
         if not self.target_std > 0:
@@ -93,8 +102,12 @@ class FinetuneConfig:
 def _build_head(in_features: int, cfg: FinetuneConfig) -> nn.Module:
     if cfg.head == "linear":
         return nn.Sequential(nn.Dropout(cfg.head_dropout), nn.Linear(in_features, cfg.num_outputs))
-    return nn.Sequential(nn.Linear(in_features, in_features), nn.GELU(), nn.Dropout(cfg.head_dropout),
-                         nn.Linear(in_features, cfg.num_outputs))
+    return nn.Sequential(
+        nn.Linear(in_features, in_features),
+        nn.GELU(),
+        nn.Dropout(cfg.head_dropout),
+        nn.Linear(in_features, cfg.num_outputs),
+    )
 
 
 class FinetuneTask(CheckpointMetaMixin, pl.LightningModule):
@@ -113,8 +126,9 @@ class FinetuneTask(CheckpointMetaMixin, pl.LightningModule):
         self.head = _build_head(self.model.num_features, cfg)
         self.init_report = None
         if cfg.init_from:
-            self.init_report = load_encoder_weights(self.model, cfg.init_from, cfg.model, cfg.model_overrides,
-                                                    cfg.contract)
+            self.init_report = load_encoder_weights(
+                self.model, cfg.init_from, cfg.model, cfg.model_overrides, cfg.contract
+            )
         self._apply_mode()
         self._outputs: dict[str, list] = {}
         self.predictions: dict[str, object] = {}  # split -> per-subject DataFrame (after an epoch)
@@ -129,10 +143,17 @@ class FinetuneTask(CheckpointMetaMixin, pl.LightningModule):
         for p in self.model.parameters():
             p.requires_grad_(False)
         if cfg.mode == "unfreeze":
-            groups = [g for g in group_parameters(self.model)[1:] if g]  # block groups, stem excluded
-            k = cfg.unfreeze_last_k if cfg.unfreeze_last_k is not None else max(1, math.ceil(cfg.unfreeze_fraction * len(groups)))
+            # block groups, stem excluded
+            groups = [g for g in group_parameters(self.model)[1:] if g]
+            k = (
+                cfg.unfreeze_last_k
+                if cfg.unfreeze_last_k is not None
+                else max(1, math.ceil(cfg.unfreeze_fraction * len(groups)))
+            )
             if k > len(groups):
-                raise ValueError(f"unfreeze_last_k={k} but {cfg.model!r} has {len(groups)} block groups")
+                raise ValueError(
+                    f"unfreeze_last_k={k} but {cfg.model!r} has {len(groups)} block groups"
+                )
             params = dict(self.model.named_parameters())
             for names in groups[-k:]:
                 for n in names:
@@ -156,11 +177,13 @@ class FinetuneTask(CheckpointMetaMixin, pl.LightningModule):
     def _target(self, y: torch.Tensor) -> torch.Tensor:
         if self.cfg.task == "classification":
             return y.long()
-        return ((y.float() - self.cfg.target_mean) / self.cfg.target_std)
+        return (y.float() - self.cfg.target_mean) / self.cfg.target_std
 
     def _loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self.cfg.task == "classification":
-            return F.cross_entropy(out.float(), self._target(y), label_smoothing=self.cfg.label_smoothing)
+            return F.cross_entropy(
+                out.float(), self._target(y), label_smoothing=self.cfg.label_smoothing
+            )
         return F.mse_loss(out.float().squeeze(1), self._target(y))
 
     def training_step(self, batch, batch_idx):
@@ -168,9 +191,13 @@ class FinetuneTask(CheckpointMetaMixin, pl.LightningModule):
         loss = self._loss(out, batch.y)
         if not torch.isfinite(loss):
             raise FloatingPointError(
-                f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, step {self.global_step}; "
-                "stopping — the last good checkpoint is kept (lower the learning rate or use bf16/fp32)")
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch.y))
+                f"non-finite training loss ({loss.item()}) at epoch {self.current_epoch}, step "
+                f"{self.global_step}; stopping — the last good checkpoint is kept (lower the "
+                "learning rate or use bf16/fp32)"
+            )
+        self.log(
+            "train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch.y)
+        )
         return loss
 
     def _eval_step(self, split: str, batch) -> None:
@@ -179,7 +206,13 @@ class FinetuneTask(CheckpointMetaMixin, pl.LightningModule):
         self.log(f"{split}/loss", loss, on_epoch=True, sync_dist=True, batch_size=len(batch.y))
         scores = out.float().softmax(-1) if self.cfg.task == "classification" else out.float()
         self._outputs.setdefault(split, []).append(
-            (list(batch.subject_id), batch.window_start.cpu(), scores.detach().cpu(), batch.y.detach().float().cpu()))
+            (
+                list(batch.subject_id),
+                batch.window_start.cpu(),
+                scores.detach().cpu(),
+                batch.y.detach().float().cpu(),
+            )
+        )
 
     def validation_step(self, batch, batch_idx):
         self._eval_step("val", batch)
@@ -189,7 +222,11 @@ class FinetuneTask(CheckpointMetaMixin, pl.LightningModule):
 
     def predict_step(self, batch, batch_idx):
         out = self(batch.x).float()
-        return out.softmax(-1) if self.cfg.task == "classification" else out * self.cfg.target_std + self.cfg.target_mean
+        return (
+            out.softmax(-1)
+            if self.cfg.task == "classification"
+            else out * self.cfg.target_std + self.cfg.target_mean
+        )
 
     def on_validation_epoch_end(self):
         self._epoch_end("val")
@@ -205,7 +242,8 @@ class FinetuneTask(CheckpointMetaMixin, pl.LightningModule):
         df = subject_predictions(rows, self.cfg)
         self.predictions[split] = df  # fit() writes predictions_<split>.csv from here (rank 0)
         for name, value in subject_metrics(df, self.cfg).items():
-            self.log(f"{split}/{name}", value, sync_dist=True)  # identical on every rank after the gather
+            # identical on every rank after the gather
+            self.log(f"{split}/{name}", value, sync_dist=True)
 
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self):
@@ -242,11 +280,16 @@ def subject_predictions(rows: list, cfg: FinetuneConfig):
     starts = torch.cat([r[1] for r in rows]).numpy()
     scores = torch.cat([r[2] for r in rows]).numpy()
     targets = torch.cat([r[3] for r in rows]).numpy()
-    cols = [f"p{k}" for k in range(scores.shape[1])] if cfg.task == "classification" else ["pred_std"]
+    cols = (
+        [f"p{k}" for k in range(scores.shape[1])] if cfg.task == "classification" else ["pred_std"]
+    )
     df = pd.DataFrame(scores, columns=cols)
     df["subject_id"], df["window_start"], df["target"] = sids, starts, targets
-    df = df.drop_duplicates(["subject_id", "window_start"])  # padded duplicates from a distributed sampler
-    agg = df.groupby("subject_id", sort=True).agg({**{c: "mean" for c in cols}, "target": "first", "window_start": "count"})
+    # padded duplicates from a distributed sampler
+    df = df.drop_duplicates(["subject_id", "window_start"])
+    agg = df.groupby("subject_id", sort=True).agg(
+        {**{c: "mean" for c in cols}, "target": "first", "window_start": "count"}
+    )
     agg = agg.rename(columns={"window_start": "num_windows"}).reset_index()
     if cfg.task == "classification":
         agg["pred"] = agg[cols].to_numpy().argmax(1)
@@ -259,7 +302,9 @@ def subject_metrics(df, cfg: FinetuneConfig) -> dict[str, float]:
     """Per-subject metrics with torchmetrics."""
     y = torch.tensor(df["target"].to_numpy(dtype="float64"))
     if cfg.task == "classification":
-        probs = torch.tensor(df[[f"p{k}" for k in range(cfg.num_classes)]].to_numpy(dtype="float32"))
+        probs = torch.tensor(
+            df[[f"p{k}" for k in range(cfg.num_classes)]].to_numpy(dtype="float32")
+        )
         yl = y.long()
         C = cfg.num_classes
         out = {
@@ -278,7 +323,9 @@ def subject_metrics(df, cfg: FinetuneConfig) -> dict[str, float]:
         out = {"mse": tmf.mean_squared_error(pred, yf), "mae": tmf.mean_absolute_error(pred, yf)}
         if len(yf) >= 2 and float(yf.var()) > 0:
             out["r2"] = tmf.r2_score(pred, yf)
-            out["pearson"] = tmf.pearson_corrcoef(pred, yf) if float(pred.var()) > 0 else torch.tensor(0.0)
+            out["pearson"] = (
+                tmf.pearson_corrcoef(pred, yf) if float(pred.var()) > 0 else torch.tensor(0.0)
+            )
         else:
             out["r2"] = out["pearson"] = torch.tensor(float("nan"))
     out["num_subjects"] = torch.tensor(float(len(df)))

@@ -26,7 +26,8 @@ class OptimConfig:
     layer_decay: float | None = None  # e.g. 0.75; None = same LR everywhere
     warmup_fraction: float = 0.1  # of the total optimiser steps
     min_lr_ratio: float = 0.01  # final LR = lr * min_lr_ratio
-    total_steps: int | None = None  # schedule length in optimiser steps; fit() sets it from the data
+    # schedule length in optimiser steps; fit() sets it from the data
+    total_steps: int | None = None
 
     def __post_init__(self):
         if not self.lr > 0:
@@ -34,9 +35,13 @@ class OptimConfig:
         if self.weight_decay < 0:
             raise ValueError(f"OptimConfig.weight_decay={self.weight_decay}: expected ≥ 0")
         if self.layer_decay is not None and not 0 < self.layer_decay <= 1:
-            raise ValueError(f"OptimConfig.layer_decay={self.layer_decay}: expected in (0, 1] or None")
+            raise ValueError(
+                f"OptimConfig.layer_decay={self.layer_decay}: expected in (0, 1] or None"
+            )
         if not 0 <= self.warmup_fraction < 1:
-            raise ValueError(f"OptimConfig.warmup_fraction={self.warmup_fraction}: expected in [0, 1)")
+            raise ValueError(
+                f"OptimConfig.warmup_fraction={self.warmup_fraction}: expected in [0, 1)"
+            )
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"OptimConfig.min_lr_ratio={self.min_lr_ratio}: expected in [0, 1]")
         if self.total_steps is not None and self.total_steps < 1:
@@ -61,8 +66,9 @@ def _layer_ids(model: nn.Module, prefix: str = "") -> tuple[dict[str, int], int]
     return ids, len(groups)
 
 
-def param_groups(module: nn.Module, cfg: OptimConfig, encoder: nn.Module | None = None,
-                 encoder_prefix: str = "") -> list[dict]:
+def param_groups(
+    module: nn.Module, cfg: OptimConfig, encoder: nn.Module | None = None, encoder_prefix: str = ""
+) -> list[dict]:
     """AdamW parameter groups over ``module``'s trainable parameters.
 
     Weight decay is off for the encoder's ``no_weight_decay()`` names and for every 1-D
@@ -84,12 +90,18 @@ def param_groups(module: nn.Module, cfg: OptimConfig, encoder: nn.Module | None 
         scale = 1.0 if cfg.layer_decay is None else cfg.layer_decay ** (num_layers - 1 - layer)
         key = (layer, decay)
         if key not in groups:
-            groups[key] = {"params": [], "names": [], "weight_decay": cfg.weight_decay if decay else 0.0,
-                           "lr_scale": scale}
+            groups[key] = {
+                "params": [],
+                "names": [],
+                "weight_decay": cfg.weight_decay if decay else 0.0,
+                "lr_scale": scale,
+            }
         groups[key]["params"].append(p)
         groups[key]["names"].append(name)
     if not groups:
-        raise ValueError("no trainable parameters: the whole model is frozen (check the fine-tuning mode)")
+        raise ValueError(
+            "no trainable parameters: the whole model is frozen (check the fine-tuning mode)"
+        )
     return [groups[k] for k in sorted(groups)]
 
 
@@ -110,7 +122,8 @@ def build_optimizer(groups: list[dict], cfg: OptimConfig, total_steps: int):
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     warmup = int(round(cfg.warmup_fraction * total_steps))
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: warmup_cosine(s, total_steps, warmup, cfg.min_lr_ratio))
+        opt, lambda s: warmup_cosine(s, total_steps, warmup, cfg.min_lr_ratio)
+    )
     return opt, {"scheduler": sched, "interval": "step", "frequency": 1}
 
 

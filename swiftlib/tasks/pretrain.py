@@ -86,12 +86,22 @@ class SimMIMTask(CheckpointMetaMixin, pl.LightningModule):
         # norm gets no gradient, which DDP would report as an unused parameter
         encoder.norm.requires_grad_(False)
         if cfg.init_from:
-            load_encoder_weights(encoder, cfg.init_from, cfg.model, cfg.model_overrides, cfg.contract)
-        scfg = SimMIMConfig(encoder=cfg.model, encoder_overrides=dict(cfg.model_overrides), mask_ratio=cfg.mask_ratio,
-                            mask_patch=cfg.mask_patch, mask_strategy=cfg.mask_strategy, loss=cfg.loss,
-                            brain_only=False, seed=cfg.seed)
+            load_encoder_weights(
+                encoder, cfg.init_from, cfg.model, cfg.model_overrides, cfg.contract
+            )
+        scfg = SimMIMConfig(
+            encoder=cfg.model,
+            encoder_overrides=dict(cfg.model_overrides),
+            mask_ratio=cfg.mask_ratio,
+            mask_patch=cfg.mask_patch,
+            mask_strategy=cfg.mask_strategy,
+            loss=cfg.loss,
+            brain_only=False,
+            seed=cfg.seed,
+        )
         self.model = SimMIM(scfg, encoder=encoder)
-        self.examples: list[dict] = []  # a few validation reconstructions (CPU, float16); fit() saves them
+        # a few validation reconstructions (CPU, float16); fit() saves them
+        self.examples: list[dict] = []
 
     def forward(self, x, mask=None, brain_mask=None):
         return self.model(x, mask=mask, brain_mask=brain_mask)
@@ -113,29 +123,50 @@ class SimMIMTask(CheckpointMetaMixin, pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         # key by step and rank so ranks draw different masks
-        out, _ = self._step(batch.x, self.global_step * max(1, self.trainer.world_size) + self.global_rank)
+        out, _ = self._step(
+            batch.x, self.global_step * max(1, self.trainer.world_size) + self.global_rank
+        )
         if not torch.isfinite(out.loss):
             raise FloatingPointError(
-                f"non-finite SimMIM loss ({out.loss.item()}) at epoch {self.current_epoch}, step {self.global_step}; "
-                "stopping — the last good checkpoint is kept (lower the learning rate or use bf16/fp32)")
-        self.log("train/loss", out.loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch.x.shape[0])
+                f"non-finite SimMIM loss ({out.loss.item()}) at epoch {self.current_epoch}, step "
+                f"{self.global_step}; stopping — the last good checkpoint is kept (lower the "
+                "learning rate or use bf16/fp32)"
+            )
+        self.log(
+            "train/loss",
+            out.loss,
+            prog_bar=True,
+            on_step=True,
+            on_epoch=True,
+            batch_size=batch.x.shape[0],
+        )
         return out.loss
 
     def validation_step(self, batch, batch_idx):
         x = batch.x
         out, brain = self._step(x, 10**9 + batch_idx)  # fixed validation masks
-        visible = ~out.mask if brain is None else (~out.mask & brain[..., None])  # (B, 1, D, H, W, T)
+        visible = (
+            ~out.mask if brain is None else (~out.mask & brain[..., None])
+        )  # (B, 1, D, H, W, T)
         w = visible.to(x.dtype)
-        mean = (x * w).sum(dim=(1, 2, 3, 4, 5), keepdim=True) / w.sum(dim=(1, 2, 3, 4, 5), keepdim=True).clamp(min=1)
+        mean = (x * w).sum(dim=(1, 2, 3, 4, 5), keepdim=True) / w.sum(
+            dim=(1, 2, 3, 4, 5), keepdim=True
+        ).clamp(min=1)
         mean_loss = self.model.reconstruction_loss(mean.expand_as(x), x, out.mask, brain)
         B = x.shape[0]
-        self.log("val/recon_loss", out.loss, on_epoch=True, sync_dist=True, batch_size=B, prog_bar=True)
+        self.log(
+            "val/recon_loss", out.loss, on_epoch=True, sync_dist=True, batch_size=B, prog_bar=True
+        )
         self.log("val/mean_predictor_loss", mean_loss, on_epoch=True, sync_dist=True, batch_size=B)
         if batch_idx == 0 and self.global_rank == 0:
             self.examples = [
-                {"subject_id": batch.subject_id[i], "window_start": int(batch.window_start[i]),
-                 "input": x[i, 0].detach().cpu().half(), "reconstruction": out.reconstruction[i, 0].detach().cpu().half(),
-                 "mask": out.mask[i, 0].detach().cpu()}
+                {
+                    "subject_id": batch.subject_id[i],
+                    "window_start": int(batch.window_start[i]),
+                    "input": x[i, 0].detach().cpu().half(),
+                    "reconstruction": out.reconstruction[i, 0].detach().cpu().half(),
+                    "mask": out.mask[i, 0].detach().cpu(),
+                }
                 for i in range(min(self.cfg.num_examples, B))
             ]
 
@@ -146,7 +177,9 @@ class SimMIMTask(CheckpointMetaMixin, pl.LightningModule):
             self.log("val/recon_ratio", ratio, sync_dist=True)
 
     def configure_optimizers(self):
-        groups = param_groups(self, self.cfg.optim, encoder=self.model.encoder, encoder_prefix="model.encoder.")
+        groups = param_groups(
+            self, self.cfg.optim, encoder=self.model.encoder, encoder_prefix="model.encoder."
+        )
         total = _total_steps(self)
         opt, sched = build_optimizer(groups, self.cfg.optim, total)
         return {"optimizer": opt, "lr_scheduler": sched}

@@ -19,8 +19,17 @@ __all__ = ["TrainerConfig", "FitConfig", "KINDS", "PRECISIONS", "STRATEGIES"]
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true")
 # run kind -> its task's config: SimMIM pretraining, contrastive (NT-Xent) pretraining, fine-tuning
 KINDS = {"pretrain": PretrainConfig, "contrastive": ContrastiveConfig, "finetune": FinetuneConfig}
-STRATEGIES = ("auto", "single", "ddp", "ddp_spawn", "deepspeed_stage_1", "deepspeed_stage_2",
-              "deepspeed_stage_2_offload", "deepspeed_stage_3", "deepspeed_stage_3_offload")
+STRATEGIES = (
+    "auto",
+    "single",
+    "ddp",
+    "ddp_spawn",
+    "deepspeed_stage_1",
+    "deepspeed_stage_2",
+    "deepspeed_stage_2_offload",
+    "deepspeed_stage_3",
+    "deepspeed_stage_3_offload",
+)
 
 
 @dataclass
@@ -53,11 +62,19 @@ class TrainerConfig:
             raise ConfigError(f"trainer.precision={self.precision!r}: expected one of {PRECISIONS}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"trainer.strategy={self.strategy!r}: expected one of {STRATEGIES}")
-        for name in ("devices", "num_nodes", "accumulate_grad_batches", "check_val_every_n_epoch", "log_every_n_steps"):
+        for name in (
+            "devices",
+            "num_nodes",
+            "accumulate_grad_batches",
+            "check_val_every_n_epoch",
+            "log_every_n_steps",
+        ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"trainer.{name}={getattr(self, name)}: expected ≥ 1")
         if self.max_epochs < 1 and self.max_steps < 1:
-            raise ConfigError(f"trainer.max_epochs={self.max_epochs} and max_steps={self.max_steps}: set one ≥ 1")
+            raise ConfigError(
+                f"trainer.max_epochs={self.max_epochs} and max_steps={self.max_steps}: set one ≥ 1"
+            )
 
     @property
     def world_size(self) -> int:
@@ -73,7 +90,9 @@ class FitConfig:
     run_dir: str = "papermill_runs/fit"
     seed: int = 0
     data: DataConfig = field(default_factory=DataConfig)
-    task: PretrainConfig | ContrastiveConfig | FinetuneConfig = field(default_factory=FinetuneConfig)
+    task: PretrainConfig | ContrastiveConfig | FinetuneConfig = field(
+        default_factory=FinetuneConfig
+    )
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     resume_from: str | None = None  # exact continuation of an interrupted run (its last.ckpt)
 
@@ -82,24 +101,36 @@ class FitConfig:
         if isinstance(self.task, dict):
             self.task = want.from_dict(self.task)
         if not isinstance(self.task, want):
-            raise ConfigError(f"kind={self.kind!r} needs a {want.__name__} task, got {type(self.task).__name__}")
+            raise ConfigError(
+                f"kind={self.kind!r} needs a {want.__name__} task, got {type(self.task).__name__}"
+            )
         if isinstance(self.data, dict):
             self.data = DataConfig.from_dict(self.data)
         if isinstance(self.trainer, dict):
             self.trainer = config_from_dict(TrainerConfig, self.trainer)
         # one source of truth for the batch arithmetic: the trainer's scale
         t = self.trainer
-        if (self.data.num_devices, self.data.accumulate_grad_batches) != (t.world_size, t.accumulate_grad_batches):
-            self.data = dataclasses.replace(self.data, num_devices=t.world_size,
-                                            accumulate_grad_batches=t.accumulate_grad_batches)
+        if (self.data.num_devices, self.data.accumulate_grad_batches) != (
+            t.world_size,
+            t.accumulate_grad_batches,
+        ):
+            self.data = dataclasses.replace(
+                self.data,
+                num_devices=t.world_size,
+                accumulate_grad_batches=t.accumulate_grad_batches,
+            )
         if self.kind == "finetune":
             if self.data.label is None:
                 self.data = dataclasses.replace(self.data, label=self.task.label)
             elif self.data.label != self.task.label:
-                raise ConfigError(f"data.label={self.data.label!r} but task.label={self.task.label!r}; make them equal")
+                raise ConfigError(
+                    f"data.label={self.data.label!r} but task.label={self.task.label!r}; make them "
+                    "equal"
+                )
         elif self.data.label is not None:
             self.data = dataclasses.replace(self.data, label=None)
-        if self.data.pairs != (self.kind == "contrastive"):  # contrastive batches hold pairs of windows
+        # contrastive batches hold pairs of windows
+        if self.data.pairs != (self.kind == "contrastive"):
             self.data = dataclasses.replace(self.data, pairs=self.kind == "contrastive")
 
     @classmethod
@@ -107,7 +138,9 @@ class FitConfig:
         d = dict(d)
         kind = d.get("kind", "finetune")
         if kind not in KINDS:
-            raise ConfigError(f"kind={kind!r}: expected one of {sorted(KINDS)}{did_you_mean(str(kind), KINDS)}")
+            raise ConfigError(
+                f"kind={kind!r}: expected one of {sorted(KINDS)}{did_you_mean(str(kind), KINDS)}"
+            )
         task = d.pop("task", {})
         if isinstance(task, dict):
             task = KINDS[kind].from_dict(task)
@@ -116,9 +149,15 @@ class FitConfig:
         if unknown:
             hint = "; ".join(f"{k!r}{did_you_mean(k, known)}" for k in unknown)
             raise ConfigError(f"unknown run setting(s) {hint}; valid: {sorted(known)}")
-        return cls(kind=kind, run_dir=str(d.get("run_dir", cls.run_dir)), seed=int(d.get("seed", 0)),
-                   data=d.get("data", {}), task=task, trainer=d.get("trainer", {}),
-                   resume_from=d.get("resume_from"))
+        return cls(
+            kind=kind,
+            run_dir=str(d.get("run_dir", cls.run_dir)),
+            seed=int(d.get("seed", 0)),
+            data=d.get("data", {}),
+            task=task,
+            trainer=d.get("trainer", {}),
+            resume_from=d.get("resume_from"),
+        )
 
     def to_dict(self) -> dict:
         return config_to_dict(self)

@@ -26,9 +26,20 @@ import logging
 import os
 from pathlib import Path
 
-__all__ = ["DeepSpeedConfigError", "deepspeed_config", "lightning_deepspeed_config", "validate_deepspeed_config",
-           "build_deepspeed_strategy", "deepspeed_strategy_class", "is_deepspeed_checkpoint", "inspect_deepspeed_checkpoint",
-           "consolidated_checkpoint", "consolidated_path", "current_consolidated", "convert_deepspeed_checkpoint"]
+__all__ = [
+    "DeepSpeedConfigError",
+    "deepspeed_config",
+    "lightning_deepspeed_config",
+    "validate_deepspeed_config",
+    "build_deepspeed_strategy",
+    "deepspeed_strategy_class",
+    "is_deepspeed_checkpoint",
+    "inspect_deepspeed_checkpoint",
+    "consolidated_checkpoint",
+    "consolidated_path",
+    "current_consolidated",
+    "convert_deepspeed_checkpoint",
+]
 
 log = logging.getLogger(__name__)
 
@@ -83,19 +94,27 @@ def validate_deepspeed_config(cfg: dict, world_size: int) -> None:
     micro = cfg.get("train_micro_batch_size_per_gpu")
     accum = cfg.get("gradient_accumulation_steps", 1)
     total = cfg.get("train_batch_size")
-    for name, v in (("train_micro_batch_size_per_gpu", micro), ("gradient_accumulation_steps", accum)):
+    for name, v in (
+        ("train_micro_batch_size_per_gpu", micro),
+        ("gradient_accumulation_steps", accum),
+    ):
         if not isinstance(v, int) or v < 1:
             raise DeepSpeedConfigError(f"DeepSpeed {name}={v!r}: expected a positive integer")
     if total is not None and total != micro * accum * world_size:
         raise DeepSpeedConfigError(
-            f"DeepSpeed train_batch_size={total} must equal train_micro_batch_size_per_gpu {micro} × "
-            f"gradient_accumulation_steps {accum} × world size {world_size} = {micro * accum * world_size}"
+            f"DeepSpeed train_batch_size={total} must equal train_micro_batch_size_per_gpu {micro} "
+            f"× gradient_accumulation_steps {accum} × world size {world_size} = "
+            f"{micro * accum * world_size}"
         )
     if cfg.get("bf16", {}).get("enabled") and cfg.get("fp16", {}).get("enabled"):
-        raise DeepSpeedConfigError("DeepSpeed config enables both bf16 and fp16; choose one (bf16 on A100/H100)")
+        raise DeepSpeedConfigError(
+            "DeepSpeed config enables both bf16 and fp16; choose one (bf16 on A100/H100)"
+        )
     stage = cfg.get("zero_optimization", {}).get("stage", 0)
     if stage not in (0, 1, 2, 3):
-        raise DeepSpeedConfigError(f"DeepSpeed zero_optimization.stage={stage!r}: expected 0, 1, 2 or 3")
+        raise DeepSpeedConfigError(
+            f"DeepSpeed zero_optimization.stage={stage!r}: expected 0, 1, 2 or 3"
+        )
 
 
 def lightning_deepspeed_config(trainer_cfg, data_cfg) -> dict:
@@ -114,7 +133,9 @@ def build_deepspeed_strategy(trainer_cfg, data_cfg, strategy_cls=None):
     overrides the class."""
     import torch
 
-    on_cpu = trainer_cfg.accelerator == "cpu" or (trainer_cfg.accelerator == "auto" and not torch.cuda.is_available())
+    on_cpu = trainer_cfg.accelerator == "cpu" or (
+        trainer_cfg.accelerator == "auto" and not torch.cuda.is_available()
+    )
     cls = strategy_cls or deepspeed_strategy_class(cpu=on_cpu)
     env = _in_process_environment() if trainer_cfg.world_size == 1 else None
     return cls(config=lightning_deepspeed_config(trainer_cfg, data_cfg), cluster_environment=env)
@@ -162,7 +183,10 @@ def deepspeed_strategy_class(cpu: bool = False):
     class SwiftDeepSpeedStrategy(DeepSpeedStrategy):
         def _configure_launcher(self) -> None:
             super()._configure_launcher()
-            if self.cluster_environment is not None and self.cluster_environment.creates_processes_externally:
+            if (
+                self.cluster_environment is not None
+                and self.cluster_environment.creates_processes_externally
+            ):
                 self._launcher = None  # every rank is already running this code
 
     class CPUDeepSpeedStrategy(SwiftDeepSpeedStrategy):
@@ -189,17 +213,28 @@ def deepspeed_strategy_class(cpu: bool = False):
 #: Classes DeepSpeed pickles into its shards besides tensors and containers: an enum, a
 #: (numel, start) dataclass and a loss-scaler record — plain data, no code on load. Shards
 #: are scanned (not executed) and refused if they name anything else.
-DEEPSPEED_SAFE_GLOBALS = frozenset({
-    "deepspeed.runtime.zero.config.ZeroStageEnum",
-    "deepspeed.utils.tensor_fragment.fragment_address",
-    "deepspeed.runtime.fp16.loss_scaler.LossScaler",
-    "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler",
-})
-#: Where converted files go when the checkpoint's own folder is read-only (e.g. a shared project space).
+DEEPSPEED_SAFE_GLOBALS = frozenset(
+    {
+        "deepspeed.runtime.zero.config.ZeroStageEnum",
+        "deepspeed.utils.tensor_fragment.fragment_address",
+        "deepspeed.runtime.fp16.loss_scaler.LossScaler",
+        "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler",
+    }
+)
+#: Where converted files go when the checkpoint's own folder is read-only (e.g. a shared
+#: project space).
 CACHE_ENV = "SWIFTLIB_CHECKPOINT_CACHE"
-_CONSOLIDATED_KEY = "deepspeed_source"  # {"path", "fingerprint", "zero_stage", "world_size"} in the fp32 file
-_KEEP = ("state_dict", "swiftlib", "epoch", "global_step", "hyper_parameters", "datamodule_hyper_parameters",
-         "pytorch-lightning_version")
+# {"path", "fingerprint", "zero_stage", "world_size"} in the fp32 file
+_CONSOLIDATED_KEY = "deepspeed_source"
+_KEEP = (
+    "state_dict",
+    "swiftlib",
+    "epoch",
+    "global_step",
+    "hyper_parameters",
+    "datamodule_hyper_parameters",
+    "pytorch-lightning_version",
+)
 
 
 def _error(msg: str):
@@ -220,12 +255,17 @@ def _tag_dir(src: Path) -> Path:
     if latest.is_file():
         tag = latest.read_text().strip()
         if not (src / tag).is_dir():
-            raise _error(f"{src}: its 'latest' file names tag {tag!r} but {src / tag} is missing; the DeepSpeed "
-                         "checkpoint is incomplete (copied without its shard folder?)")
+            raise _error(
+                f"{src}: its 'latest' file names tag {tag!r} but {src / tag} is missing; the "
+                "DeepSpeed checkpoint is incomplete (copied without its shard folder?)"
+            )
         return src / tag
     tags = sorted({f.parent for f in src.glob("*/*model_states.pt")})
     if len(tags) != 1:
-        raise _error(f"{src}: no 'latest' file and {len(tags)} tag folders {[t.name for t in tags]}; expected one")
+        raise _error(
+            f"{src}: no 'latest' file and {len(tags)} tag folders {[t.name for t in tags]}; "
+            "expected one"
+        )
     return tags[0]
 
 
@@ -236,12 +276,17 @@ def _scan_safe(f: Path) -> None:
     try:
         unsafe = set(torch.serialization.get_unsafe_globals_in_checkpoint(str(f)))
     except Exception as e:  # noqa: BLE001 - a truncated/corrupt zip or pickle: say which file
-        raise _error(f"{f}: unreadable DeepSpeed shard ({type(e).__name__}: {str(e)[:200]}); the checkpoint is "
-                     "corrupt or was cut short (a job killed while saving?) — use an earlier checkpoint") from None
+        raise _error(
+            f"{f}: unreadable DeepSpeed shard ({type(e).__name__}: {str(e)[:200]}); the checkpoint "
+            "is corrupt or was cut short (a job killed while saving?) — use an earlier checkpoint"
+        ) from None
     extra = sorted(unsafe - DEEPSPEED_SAFE_GLOBALS)
     if extra:
-        raise _error(f"{f}: the shard's pickle refers to {extra[:5]}, which swiftlib does not load from a checkpoint "
-                     "(weights-only policy); expected a DeepSpeed ZeRO checkpoint of tensors and plain data")
+        raise _error(
+            f"{f}: the shard's pickle refers to {extra[:5]}, which swiftlib does not load from a "
+            "checkpoint (weights-only policy); expected a DeepSpeed ZeRO checkpoint of tensors and "
+            "plain data"
+        )
 
 
 def _load_safe(f: Path) -> dict:
@@ -268,41 +313,64 @@ def inspect_deepspeed_checkpoint(path) -> dict:
     the engine's tensors, ``module`` = the whole module's state under ZeRO 1/2, else None)."""
     src = Path(path)
     if not is_deepspeed_checkpoint(src):
-        raise _error(f"{src}: not a DeepSpeed checkpoint directory (no 'latest' file, no */*model_states.pt); "
-                     "expected a .ckpt file or the folder DeepSpeed/Lightning writes for one")
+        raise _error(
+            f"{src}: not a DeepSpeed checkpoint directory (no 'latest' file, no "
+            "*/*model_states.pt); expected a .ckpt file or the folder DeepSpeed/Lightning writes "
+            "for one"
+        )
     tag_dir = _tag_dir(src)
     model_files = sorted(tag_dir.glob("*model_states.pt"))
     optim_files = sorted(tag_dir.glob("*optim_states.pt"))
     if not model_files:
         raise _error(f"{tag_dir}: no *model_states.pt; the DeepSpeed checkpoint is incomplete")
-    first = next((f for f in model_files if f.name.startswith(("mp_rank_00", "zero_pp_rank_0_"))), model_files[0])
+    first = next(
+        (f for f in model_files if f.name.startswith(("mp_rank_00", "zero_pp_rank_0_"))),
+        model_files[0],
+    )
     client = _load_safe(first)
     world = int(client.get("dp_world_size") or 1)
     recorded = ((client.get("ds_config") or {}).get("zero_optimization") or {}).get("stage")
     if recorded is not None:  # the run's own config, saved beside the weights
         stage = int(recorded)
     else:
-        stage = 3 if any(f.name.startswith("zero_pp_rank_") for f in model_files) else (2 if optim_files else 0)
-    expected = [f"zero_pp_rank_{r}_mp_rank_00_model_states.pt" for r in range(world)] if stage == 3 else []
+        stage = (
+            3
+            if any(f.name.startswith("zero_pp_rank_") for f in model_files)
+            else (2 if optim_files else 0)
+        )
+    expected = (
+        [f"zero_pp_rank_{r}_mp_rank_00_model_states.pt" for r in range(world)] if stage == 3 else []
+    )
     missing = [n for n in expected if not (tag_dir / n).is_file()]
     if stage >= 1 and len(optim_files) != world:
         missing.append(f"{world} *_optim_states.pt shards (found {len(optim_files)})")
     if missing:
-        raise _error(f"{tag_dir}: written by {world} data-parallel ranks (ZeRO-{stage}) but shards are missing: "
-                     f"{missing[:4]}; copy the whole checkpoint folder (every rank's shard)")
+        raise _error(
+            f"{tag_dir}: written by {world} data-parallel ranks (ZeRO-{stage}) but shards are "
+            f"missing: {missing[:4]}; copy the whole checkpoint folder (every rank's shard)"
+        )
     for f in [*model_files, *optim_files]:
         if f is not first:
             _scan_safe(f)
     meta = client.get("swiftlib")
     slim = {k: v for k, v in client.items() if k not in ("module", "optimizer", "lr_scheduler")}
     module = client.get("module") if stage < 3 else None  # ZeRO-3 keeps placeholders there
-    return {"tag_dir": tag_dir, "zero_stage": stage, "world_size": world, "meta": meta, "client": slim,
-            "module": module}
+    return {
+        "tag_dir": tag_dir,
+        "zero_stage": stage,
+        "world_size": world,
+        "meta": meta,
+        "client": slim,
+        "module": module,
+    }
 
 
 def _fingerprint(src: Path) -> dict:
-    return {str(f.relative_to(src)): [f.stat().st_size, f.stat().st_mtime_ns]
-            for f in sorted(src.rglob("*")) if f.is_file() and (f.suffix == ".pt" or f.name == "latest")}
+    return {
+        str(f.relative_to(src)): [f.stat().st_size, f.stat().st_mtime_ns]
+        for f in sorted(src.rglob("*"))
+        if f.is_file() and (f.suffix == ".pt" or f.name == "latest")
+    }
 
 
 def consolidated_path(path) -> Path:
@@ -324,7 +392,10 @@ def _is_current(out: Path, fingerprint: dict) -> bool:
         doc = torch.load(out, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # noqa: BLE001 - an unreadable cache is converted again
         return False
-    return isinstance(doc, dict) and (doc.get(_CONSOLIDATED_KEY) or {}).get("fingerprint") == fingerprint
+    return (
+        isinstance(doc, dict)
+        and (doc.get(_CONSOLIDATED_KEY) or {}).get("fingerprint") == fingerprint
+    )
 
 
 def current_consolidated(path) -> Path | None:
@@ -347,16 +418,19 @@ def consolidated_checkpoint(path) -> Path:
         out.parent.mkdir(parents=True, exist_ok=True)
         lock = open(out.parent / f".{out.name}.lock", "a")  # noqa: SIM115 - held for the conversion below
     except OSError as e:
-        raise _error(f"{src} is a DeepSpeed checkpoint; swiftlib reads it through a consolidated fp32 copy at {out}, "
-                     f"but {out.parent} is not writable ({e.strerror}). Set {CACHE_ENV}=<a writable folder> "
-                     "(e.g. $SCRATCH/swiftlib/ckpt_cache) to keep converted copies there") from None
+        raise _error(
+            f"{src} is a DeepSpeed checkpoint; swiftlib reads it through a consolidated fp32 copy "
+            f"at {out}, but {out.parent} is not writable ({e.strerror}). Set {CACHE_ENV}=<a "
+            "writable folder> (e.g. $SCRATCH/swiftlib/ckpt_cache) to keep converted copies there"
+        ) from None
     # One rank converts, the others wait and then find the file current. The lock file goes
     # when done (a waiter holding the unlinked inode re-checks the file; the write is atomic,
     # so at worst a conversion is repeated, never torn).
     try:
         with lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if not (out.is_file() and _is_current(out, fingerprint)):  # another rank may have converted it
+            # another rank may have converted it
+            if not (out.is_file() and _is_current(out, fingerprint)):
                 convert_deepspeed_checkpoint(src, out)
             fcntl.flock(lock, fcntl.LOCK_UN)
     finally:
@@ -380,14 +454,19 @@ def convert_deepspeed_checkpoint(checkpoint_dir, output_path) -> Path:
 
     src = Path(checkpoint_dir)
     if not src.is_dir():
-        raise FileNotFoundError(f"{src}: expected a DeepSpeed checkpoint directory (Lightning writes one per .ckpt)")
-    info = inspect_deepspeed_checkpoint(src)  # scans every shard: what DeepSpeed loads below is known safe
+        raise FileNotFoundError(
+            f"{src}: expected a DeepSpeed checkpoint directory (Lightning writes one per .ckpt)"
+        )
+    # scans every shard: what DeepSpeed loads below is known safe
+    info = inspect_deepspeed_checkpoint(src)
     fingerprint = _fingerprint(src)
     try:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
     except ImportError:
-        raise _error(f"{src} is a DeepSpeed checkpoint; converting it needs the deepspeed package "
-                     "(pip install deepspeed, or convert it once where swiftlib's environment is installed)") from None
+        raise _error(
+            f"{src} is a DeepSpeed checkpoint; converting it needs the deepspeed package "
+            "(pip install deepspeed, or convert it once where swiftlib's environment is installed)"
+        ) from None
 
     with contextlib.redirect_stdout(io.StringIO()):  # DeepSpeed prints progress lines
         state = get_fp32_state_dict_from_zero_checkpoint(str(src), tag=info["tag_dir"].name)
@@ -395,22 +474,41 @@ def convert_deepspeed_checkpoint(checkpoint_dir, output_path) -> Path:
     # DeepSpeed's gatherer can leave out frozen parameters (ZeRO-1 keeps no fragments of them);
     # under ZeRO 1/2 the model-states file holds the whole module, so take them from there.
     module = info["module"] or {}
-    filled = {k.removeprefix("_forward_module."): v for k, v in module.items()
-              if hasattr(v, "shape") and k.removeprefix("_forward_module.") not in state}
+    filled = {
+        k.removeprefix("_forward_module."): v
+        for k, v in module.items()
+        if hasattr(v, "shape") and k.removeprefix("_forward_module.") not in state
+    }
     if filled:
-        log.info("%s: %d tensors not in the ZeRO shards taken from the module states: %s", src, len(filled),
-                 sorted(filled)[:5])
+        log.info(
+            "%s: %d tensors not in the ZeRO shards taken from the module states: %s",
+            src,
+            len(filled),
+            sorted(filled)[:5],
+        )
         state.update({k: v.float().contiguous() for k, v in filled.items()})
     keep = {k: info["client"][k] for k in _KEEP if k in info["client"]}
     keep["state_dict"] = state
-    keep[_CONSOLIDATED_KEY] = {"path": str(src.resolve()), "fingerprint": fingerprint,
-                               "zero_stage": info["zero_stage"], "world_size": info["world_size"]}
+    keep[_CONSOLIDATED_KEY] = {
+        "path": str(src.resolve()),
+        "fingerprint": fingerprint,
+        "zero_stage": info["zero_stage"],
+        "world_size": info["world_size"],
+    }
     try:
         with atomic_path(output_path, suffix=".part") as tmp:
             torch.save(keep, tmp)
     except OSError as e:
-        raise _error(f"cannot write the consolidated checkpoint {output_path} ({e.strerror}); set {CACHE_ENV} "
-                     "to a writable folder with room for it") from None
-    log.info("consolidated DeepSpeed checkpoint %s (ZeRO-%d, %d ranks) -> %s (%d tensors)", src,
-             info["zero_stage"], info["world_size"], output_path, len(state))
+        raise _error(
+            f"cannot write the consolidated checkpoint {output_path} ({e.strerror}); set "
+            f"{CACHE_ENV} to a writable folder with room for it"
+        ) from None
+    log.info(
+        "consolidated DeepSpeed checkpoint %s (ZeRO-%d, %d ranks) -> %s (%d tensors)",
+        src,
+        info["zero_stage"],
+        info["world_size"],
+        output_path,
+        len(state),
+    )
     return Path(output_path)

@@ -28,8 +28,15 @@ from pathlib import Path
 
 from swiftlib.utils.config import ConfigError, config_from_dict, config_to_dict
 
-__all__ = ["FewShotGrid", "FewShotResult", "FewShotError", "run_fewshot", "load_fewshot", "paired_comparison",
-           "grid_cells"]
+__all__ = [
+    "FewShotGrid",
+    "FewShotResult",
+    "FewShotError",
+    "run_fewshot",
+    "load_fewshot",
+    "paired_comparison",
+    "grid_cells",
+]
 
 log = logging.getLogger(__name__)
 
@@ -58,19 +65,32 @@ class FewShotGrid:
         for name, valid in (("inits", INITS), ("modes", MODES)):
             v = tuple(getattr(self, name))
             if not v or any(c not in valid for c in v) or len(set(v)) != len(v):
-                raise FewShotError(f"few-shot {name}={v!r}: expected distinct choices among {valid}")
+                raise FewShotError(
+                    f"few-shot {name}={v!r}: expected distinct choices among {valid}"
+                )
             setattr(self, name, v)
         sizes = tuple(self.sizes)
-        ok = all((s == "all") or (isinstance(s, int) and not isinstance(s, bool) and s > 0) for s in sizes)
+        ok = all(
+            (s == "all") or (isinstance(s, int) and not isinstance(s, bool) and s > 0)
+            for s in sizes
+        )
         if not sizes or not ok or len(set(sizes)) != len(sizes):
-            raise FewShotError(f"few-shot sizes={sizes!r}: expected distinct positive integers and/or 'all'")
+            raise FewShotError(
+                f"few-shot sizes={sizes!r}: expected distinct positive integers and/or 'all'"
+            )
         self.sizes = sizes
         seeds = tuple(self.seeds)
-        if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds) or len(set(seeds)) != len(seeds):
+        if (
+            not seeds
+            or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds)
+            or len(set(seeds)) != len(seeds)
+        ):
             raise FewShotError(f"few-shot seeds={seeds!r}: expected distinct integers")
         self.seeds = seeds
         if not 0 < self.unfreeze_fraction <= 1:
-            raise FewShotError(f"few-shot unfreeze_fraction={self.unfreeze_fraction}: expected in (0, 1]")
+            raise FewShotError(
+                f"few-shot unfreeze_fraction={self.unfreeze_fraction}: expected in (0, 1]"
+            )
 
     @classmethod
     def from_dict(cls, d: dict) -> FewShotGrid:
@@ -118,13 +138,22 @@ class FewShotResult:
     @property
     def metrics(self) -> dict:
         """``results.json`` metrics: cell counts and the overall paired comparison."""
-        out = {"fewshot/num_cells": float(len(self.table)), "fewshot/num_failed": float(len(self.failed)),
-               "fewshot/num_ran": float(len(self.ran))}
+        out = {
+            "fewshot/num_cells": float(len(self.table)),
+            "fewshot/num_failed": float(len(self.failed)),
+            "fewshot/num_ran": float(len(self.ran)),
+        }
         paired = self.paired(by=None)
         if len(paired):
             row = paired.iloc[0]
-            out.update({"fewshot/num_pairs": float(row["n_pairs"]), "fewshot/mean_diff": float(row["mean_diff"]),
-                        "fewshot/wilcoxon_p": float(row["wilcoxon_p"]), "fewshot/t_p": float(row["t_p"])})
+            out.update(
+                {
+                    "fewshot/num_pairs": float(row["n_pairs"]),
+                    "fewshot/mean_diff": float(row["mean_diff"]),
+                    "fewshot/wilcoxon_p": float(row["wilcoxon_p"]),
+                    "fewshot/t_p": float(row["t_p"]),
+                }
+            )
         return out
 
 
@@ -146,39 +175,62 @@ def _check_inputs(base: dict, grid: FewShotGrid, pretrained: str | None) -> int:
 
     if "pretrained" in grid.inits:
         if not pretrained:
-            raise FewShotError("the grid has init 'pretrained' but no pretrained checkpoint was given; pass "
-                               "pretrained=PATH (e.g. a SimMIM run's checkpoints/best.ckpt) or inits=('scratch',)")
+            raise FewShotError(
+                "the grid has init 'pretrained' but no pretrained checkpoint was given; pass "
+                "pretrained=PATH (e.g. a SimMIM run's checkpoints/best.ckpt) or inits=('scratch',)"
+            )
         if not Path(pretrained).exists():
             raise FileNotFoundError(f"pretrained checkpoint {pretrained!r} does not exist")
         meta = read_checkpoint(pretrained).get(CHECKPOINT_KEY) or {}
         if meta.get("model") not in (None, base["task"]["model"]):
-            raise FewShotError(f"pretrained checkpoint {pretrained!r} holds model {meta.get('model')!r}; the grid "
-                               f"fine-tunes {base['task']['model']!r}; make them equal")
+            raise FewShotError(
+                f"pretrained checkpoint {pretrained!r} holds model {meta.get('model')!r}; the grid "
+                f"fine-tunes {base['task']['model']!r}; make them equal"
+            )
     data = dict(base["data"], few_shot_n=None)
     dm = FMRIDataModule(DataConfig.from_dict(data))
     dm.setup("fit")
     n_train = min(len(s.train) for s in dm.splits.values())
     too_big = [s for s in grid.sizes if s != "all" and s > n_train]
     if too_big:
-        raise FewShotError(f"few-shot sizes {too_big} exceed the {n_train} training participants of the split; "
-                           f"use sizes ≤ {n_train} (or 'all')")
+        raise FewShotError(
+            f"few-shot sizes {too_big} exceed the {n_train} training participants of the split; "
+            f"use sizes ≤ {n_train} (or 'all')"
+        )
     return n_train
 
 
-def _cell_config(base: dict, run_dir: Path, size, init: str, mode: str, seed: int, grid: FewShotGrid,
-                 pretrained: str | None) -> dict:
+def _cell_config(
+    base: dict,
+    run_dir: Path,
+    size,
+    init: str,
+    mode: str,
+    seed: int,
+    grid: FewShotGrid,
+    pretrained: str | None,
+) -> dict:
     cfg = copy.deepcopy(base)
     cfg["run_dir"] = str(run_dir)
     cfg["seed"] = int(seed)
     cfg["data"].update(few_shot_n=None if size == "all" else int(size), few_shot_seed=int(seed))
-    cfg["task"].update(mode=mode, unfreeze_fraction=grid.unfreeze_fraction if mode == "unfreeze" else None,
-                       unfreeze_last_k=None, init_from=str(pretrained) if init == "pretrained" else None,
-                       seed=int(seed))
+    cfg["task"].update(
+        mode=mode,
+        unfreeze_fraction=grid.unfreeze_fraction if mode == "unfreeze" else None,
+        unfreeze_last_k=None,
+        init_from=str(pretrained) if init == "pretrained" else None,
+        seed=int(seed),
+    )
     return cfg
 
 
-def run_fewshot(base_cfg, grid_dir, grid: FewShotGrid | dict | None = None, pretrained: str | None = None,
-                metric: str | None = None) -> FewShotResult:
+def run_fewshot(
+    base_cfg,
+    grid_dir,
+    grid: FewShotGrid | dict | None = None,
+    pretrained: str | None = None,
+    metric: str | None = None,
+) -> FewShotResult:
     """Run every cell of ``grid`` that has not finished yet, then collect the table.
 
     Args:
@@ -195,10 +247,18 @@ def run_fewshot(base_cfg, grid_dir, grid: FewShotGrid | dict | None = None, pret
     from swiftlib.training.config import FitConfig
     from swiftlib.training.fit import TrainingError, fit
 
-    grid = FewShotGrid() if grid is None else FewShotGrid.from_dict(grid) if isinstance(grid, dict) else grid
+    grid = (
+        FewShotGrid()
+        if grid is None
+        else FewShotGrid.from_dict(grid)
+        if isinstance(grid, dict)
+        else grid
+    )
     cfg = FitConfig.from_dict(base_cfg) if isinstance(base_cfg, dict) else base_cfg
     if cfg.kind != "finetune":
-        raise FewShotError(f"base_cfg kind={cfg.kind!r}: few-shot curves fine-tune; use kind='finetune'")
+        raise FewShotError(
+            f"base_cfg kind={cfg.kind!r}: few-shot curves fine-tune; use kind='finetune'"
+        )
     base = cfg.to_dict()
     metric = metric or MONITOR[cfg.task.task][0].replace("val/", "test/")
     grid_dir = Path(grid_dir).expanduser().resolve()
@@ -206,7 +266,8 @@ def run_fewshot(base_cfg, grid_dir, grid: FewShotGrid | dict | None = None, pret
     n_train = _check_inputs(base, grid, pretrained)
     cells = list(grid_cells(grid))
     plans = {}
-    for name, size, init, mode, seed in cells:  # every cell's config is checked before anything trains
+    # every cell's config is checked before anything trains
+    for name, size, init, mode, seed in cells:
         run_dir = grid_dir / "runs" / name
         plan = _cell_config(base, run_dir, size, init, mode, seed, grid, pretrained)
         FitConfig.from_dict(plan)
@@ -215,12 +276,23 @@ def run_fewshot(base_cfg, grid_dir, grid: FewShotGrid | dict | None = None, pret
             before = json.loads(planned.read_text())
             if before != json.loads(json.dumps(plan)):
                 keys = _diff_keys(before, plan)
-                raise FewShotError(f"{run_dir} was run with another configuration (differs in {keys[:5]}); use a "
-                                   "new grid directory for a different experiment, or delete that run")
+                raise FewShotError(
+                    f"{run_dir} was run with another configuration (differs in {keys[:5]}); use a "
+                    "new grid directory for a different experiment, or delete that run"
+                )
         plans[name] = plan
     grid_dir.mkdir(parents=True, exist_ok=True)
-    (grid_dir / "grid.json").write_text(json.dumps({"grid": grid.to_dict(), "n_train": n_train,
-                                                    "pretrained": pretrained, "metric": metric}, indent=2))
+    (grid_dir / "grid.json").write_text(
+        json.dumps(
+            {
+                "grid": grid.to_dict(),
+                "n_train": n_train,
+                "pretrained": pretrained,
+                "metric": metric,
+            },
+            indent=2,
+        )
+    )
     ran, skipped, failed = [], [], {}
     stamp = _fingerprint(pretrained)
     todo = []
@@ -229,16 +301,27 @@ def run_fewshot(base_cfg, grid_dir, grid: FewShotGrid | dict | None = None, pret
         if _ok_results(run_dir) is None:
             todo.append(cell)
         elif cell[2] == "pretrained" and _read_json(run_dir / "init.json") != stamp:
-            log.warning("few-shot cell %s: the pretrained checkpoint changed since it ran; running it again", cell[0])
+            log.warning(
+                "few-shot cell %s: the pretrained checkpoint changed since it ran; running it "
+                "again",
+                cell[0],
+            )
             todo.append(cell)
-    log.info("few-shot grid %s: %d cells, %d finished before, %d to run", grid_dir, len(cells),
-             len(cells) - len(todo), len(todo))
+    log.info(
+        "few-shot grid %s: %d cells, %d finished before, %d to run",
+        grid_dir,
+        len(cells),
+        len(cells) - len(todo),
+        len(todo),
+    )
     skipped = [c[0] for c in cells if c not in todo]
     for i, (name, *_rest) in enumerate(todo, start=1):
         run_dir = grid_dir / "runs" / name
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "cell.json").write_text(json.dumps(plans[name], indent=2))
-        (run_dir / "init.json").write_text(json.dumps(stamp if plans[name]["task"]["init_from"] else None))
+        (run_dir / "init.json").write_text(
+            json.dumps(stamp if plans[name]["task"]["init_from"] else None)
+        )
         log.info("few-shot cell %d/%d: %s", i, len(todo), name)
         try:
             fit(plans[name])
@@ -247,7 +330,9 @@ def run_fewshot(base_cfg, grid_dir, grid: FewShotGrid | dict | None = None, pret
             if isinstance(e.__cause__, KeyboardInterrupt):
                 raise KeyboardInterrupt from e
             failed[name] = str(e)
-            log.warning("few-shot cell %s failed (%s); the grid continues, a rerun retries it", name, e)
+            log.warning(
+                "few-shot cell %s failed (%s); the grid continues, a rerun retries it", name, e
+            )
     res = load_fewshot(grid_dir, grid=grid, metric=metric, n_train=n_train)
     res.ran, res.skipped, res.failed = ran, skipped, failed
     res.results_path = _write_results(res, grid, pretrained, base)
@@ -261,7 +346,8 @@ def _fingerprint(path: str | None) -> dict | None:
         return None
     from swiftlib.tasks.common import resolve_checkpoint
 
-    st = resolve_checkpoint(path).stat()  # a DeepSpeed folder: its consolidated file (rewritten when it changes)
+    # a DeepSpeed folder: its consolidated file (rewritten when it changes)
+    st = resolve_checkpoint(path).stat()
     return {"path": str(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
@@ -282,8 +368,9 @@ def _diff_keys(a, b, prefix="") -> list[str]:
     return out
 
 
-def load_fewshot(grid_dir, grid: FewShotGrid | None = None, metric: str | None = None,
-                 n_train: int | None = None) -> FewShotResult:
+def load_fewshot(
+    grid_dir, grid: FewShotGrid | None = None, metric: str | None = None, n_train: int | None = None
+) -> FewShotResult:
     """The table of a grid directory (every cell with a ``results.json``); writes
     ``fewshot.csv`` (and ``fewshot.parquet`` when pyarrow is installed)."""
     import pandas as pd
@@ -292,8 +379,11 @@ def load_fewshot(grid_dir, grid: FewShotGrid | None = None, metric: str | None =
     if n_train is None and (grid_dir / "grid.json").is_file():
         n_train = json.loads((grid_dir / "grid.json").read_text()).get("n_train")
     rows = []
-    names = [c[0] for c in grid_cells(grid)] if grid is not None else \
-        sorted(p.name for p in (grid_dir / "runs").glob("*") if (p / "cell.json").is_file())
+    names = (
+        [c[0] for c in grid_cells(grid)]
+        if grid is not None
+        else sorted(p.name for p in (grid_dir / "runs").glob("*") if (p / "cell.json").is_file())
+    )
     for name in names:
         run_dir = grid_dir / "runs" / name
         plan_path, res_path = run_dir / "cell.json", run_dir / "results.json"
@@ -303,13 +393,21 @@ def load_fewshot(grid_dir, grid: FewShotGrid | None = None, metric: str | None =
         doc = json.loads(res_path.read_text())
         task, data = plan["task"], plan["data"]
         n = data.get("few_shot_n")
-        rows.append({
-            "cell": name, "n": n if n is not None else n_train, "size": str(n) if n is not None else "all",
-            "init": "pretrained" if task.get("init_from") else "scratch",
-            "mode": _mode_label(task["mode"], task.get("unfreeze_fraction") or 0.0), "seed": plan["seed"],
-            "status": doc.get("status"), "error": doc.get("error"), "seconds": (doc.get("timings") or {}).get("total_s"),
-            "run_dir": str(run_dir), **(doc.get("metrics") or {}),
-        })
+        rows.append(
+            {
+                "cell": name,
+                "n": n if n is not None else n_train,
+                "size": str(n) if n is not None else "all",
+                "init": "pretrained" if task.get("init_from") else "scratch",
+                "mode": _mode_label(task["mode"], task.get("unfreeze_fraction") or 0.0),
+                "seed": plan["seed"],
+                "status": doc.get("status"),
+                "error": doc.get("error"),
+                "seconds": (doc.get("timings") or {}).get("total_s"),
+                "run_dir": str(run_dir),
+                **(doc.get("metrics") or {}),
+            }
+        )
     table = pd.DataFrame(rows)
     if metric is None and not table.empty:
         metric = "test/auroc" if "test/auroc" in table else "test/r2" if "test/r2" in table else ""
@@ -323,7 +421,9 @@ def load_fewshot(grid_dir, grid: FewShotGrid | None = None, metric: str | None =
     return FewShotResult(grid_dir, table, metric or "", table_path=table_path if rows else None)
 
 
-def paired_comparison(table, metric: str, a: str = "pretrained", b: str = "scratch", by: str | None = "mode"):
+def paired_comparison(
+    table, metric: str, a: str = "pretrained", b: str = "scratch", by: str | None = "mode"
+):
     """Pretrained vs scratch on the same subsets and seeds: one row per group of ``by``
     (``"mode"``, ``"n"``, or None for everything) with the number of pairs, the means,
     the mean difference ``a - b``, the Wilcoxon signed-rank test and the paired t test
@@ -332,21 +432,37 @@ def paired_comparison(table, metric: str, a: str = "pretrained", b: str = "scrat
     import pandas as pd
     from scipy import stats
 
-    cols = ["group", "n_pairs", f"mean_{a}", f"mean_{b}", "mean_diff", "wilcoxon_stat", "wilcoxon_p",
-            "t_stat", "t_p"]
+    cols = [
+        "group",
+        "n_pairs",
+        f"mean_{a}",
+        f"mean_{b}",
+        "mean_diff",
+        "wilcoxon_stat",
+        "wilcoxon_p",
+        "t_stat",
+        "t_p",
+    ]
     if table is None or len(table) == 0 or metric not in table:
         return pd.DataFrame(columns=cols)
     ok = table[(table["status"] == "ok") & table[metric].notna()]
-    wide = ok.pivot_table(index=["size", "mode", "seed"], columns="init", values=metric, aggfunc="first")
+    wide = ok.pivot_table(
+        index=["size", "mode", "seed"], columns="init", values=metric, aggfunc="first"
+    )
     if a not in wide or b not in wide:
         return pd.DataFrame(columns=cols)
     wide = wide[[a, b]].dropna().reset_index()
     wide["n"] = wide["size"].map(ok.groupby("size")["n"].first())
     if by is not None and by not in ("mode", "size", "n", "seed"):
         raise ValueError(f"by={by!r}: expected 'mode', 'n', 'size', 'seed' or None")
-    groups = [("all", wide)] if by is None else [
-        (str(int(k)) if isinstance(k, float) and k == k and k.is_integer() else str(k), g)
-        for k, g in wide.groupby(by, sort=False, dropna=False)]
+    groups = (
+        [("all", wide)]
+        if by is None
+        else [
+            (str(int(k)) if isinstance(k, float) and k == k and k.is_integer() else str(k), g)
+            for k, g in wide.groupby(by, sort=False, dropna=False)
+        ]
+    )
     if by is not None and len(groups) > 1:
         groups.append(("all", wide))
     rows = []
@@ -362,21 +478,47 @@ def paired_comparison(table, metric: str, a: str = "pretrained", b: str = "scrat
         if len(d) >= 2 and np.std(d) > 0:
             t = stats.ttest_rel(x, y)
             t_stat, t_p = float(t.statistic), float(t.pvalue)
-        rows.append([key, len(d), float(np.mean(x)) if len(d) else math.nan,
-                     float(np.mean(y)) if len(d) else math.nan, float(np.mean(d)) if len(d) else math.nan,
-                     w_stat, w_p, t_stat, t_p])
+        rows.append(
+            [
+                key,
+                len(d),
+                float(np.mean(x)) if len(d) else math.nan,
+                float(np.mean(y)) if len(d) else math.nan,
+                float(np.mean(d)) if len(d) else math.nan,
+                w_stat,
+                w_p,
+                t_stat,
+                t_p,
+            ]
+        )
     return pd.DataFrame(rows, columns=cols)
 
 
-def _write_results(res: FewShotResult, grid: FewShotGrid, pretrained: str | None, base: dict) -> Path:
+def _write_results(
+    res: FewShotResult, grid: FewShotGrid, pretrained: str | None, base: dict
+) -> Path:
     from swiftlib.results import save_results
 
     paired = res.paired(by=None)
     return save_results(
-        res.grid_dir, "fewshot", metrics=res.metrics,
-        parameters={"grid": grid.to_dict(), "pretrained": pretrained, "metric": res.metric, "base": base},
+        res.grid_dir,
+        "fewshot",
+        metrics=res.metrics,
+        parameters={
+            "grid": grid.to_dict(),
+            "pretrained": pretrained,
+            "metric": res.metric,
+            "base": base,
+        },
         artifacts={"table": res.table_path, "runs": res.grid_dir / "runs"},
-        timings={"cells_s": float(sum(x for x in res.table.get("seconds", []) if x == x)) if len(res.table) else 0.0},
-        extra={"paired": paired.to_dict(orient="records"), "failed": res.failed,
-               "written_at": time.strftime("%Y-%m-%dT%H:%M:%S")},
+        timings={
+            "cells_s": float(sum(x for x in res.table.get("seconds", []) if x == x))
+            if len(res.table)
+            else 0.0
+        },
+        extra={
+            "paired": paired.to_dict(orient="records"),
+            "failed": res.failed,
+            "written_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        },
     )

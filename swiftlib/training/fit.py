@@ -67,12 +67,17 @@ def _prepare_task_config(cfg: FitConfig, dm) -> None:
     if cfg.kind == "finetune":
         if dm.label_task != task.task:
             raise ValueError(
-                f"task.task={task.task!r} but label {task.label!r} is declared {dm.label_task!r} in the store; "
-                f"set task.task={dm.label_task!r}")
+                f"task.task={task.task!r} but label {task.label!r} is declared {dm.label_task!r} "
+                f"in the store; set task.task={dm.label_task!r}"
+            )
         updates = {"contract": contract}
         if task.task == "classification":
             if dm.num_classes and dm.num_classes != task.num_classes:
-                log.info("num_classes %d -> %d (from the store's label declaration)", task.num_classes, dm.num_classes)
+                log.info(
+                    "num_classes %d -> %d (from the store's label declaration)",
+                    task.num_classes,
+                    dm.num_classes,
+                )
                 updates["num_classes"] = int(dm.num_classes)
         else:  # standardise the target with training *subjects*, not windows
             ds = dm.train_dataset
@@ -84,9 +89,12 @@ def _prepare_task_config(cfg: FitConfig, dm) -> None:
         cfg.task = dataclasses.replace(task, **updates)
     else:
         cfg.task = dataclasses.replace(task, contract=contract)
-    if cfg.task.optim.total_steps is None:  # the LR schedule's length, from the data (a set value is kept)
+    # the LR schedule's length, from the data (a set value is kept)
+    if cfg.task.optim.total_steps is None:
         steps = planned_steps(cfg, dm.num_train_samples)
-        cfg.task = dataclasses.replace(cfg.task, optim=dataclasses.replace(cfg.task.optim, total_steps=steps))
+        cfg.task = dataclasses.replace(
+            cfg.task, optim=dataclasses.replace(cfg.task.optim, total_steps=steps)
+        )
 
 
 def planned_steps(cfg: FitConfig, num_train_windows: int) -> int:
@@ -94,7 +102,11 @@ def planned_steps(cfg: FitConfig, num_train_windows: int) -> int:
     t, d = cfg.trainer, cfg.data
     per_rank = math.ceil(num_train_windows / t.world_size)
     # contrastive pairs: the train loader drops a partial last batch
-    batches = per_rank // d.per_device_batch_size if d.pairs else math.ceil(per_rank / d.per_device_batch_size)
+    batches = (
+        per_rank // d.per_device_batch_size
+        if d.pairs
+        else math.ceil(per_rank / d.per_device_batch_size)
+    )
     lim = t.limit_train_batches
     batches = min(batches, lim) if isinstance(lim, int) else max(1, int(batches * lim))
     per_epoch = math.ceil(batches / t.accumulate_grad_batches)
@@ -119,29 +131,40 @@ def _check_resume(cfg: FitConfig) -> None:
         meta = info["meta"] or {}
         if not deepspeed_run:
             raise CheckpointError(
-                f"resume_from={str(p)!r} is a DeepSpeed ZeRO-{info['zero_stage']} checkpoint; resume it with a DeepSpeed "
-                f"strategy (trainer.strategy='deepspeed_stage_{max(info['zero_stage'], 1)}'), or start a new run from "
-                "its weights with task.init_from")
+                f"resume_from={str(p)!r} is a DeepSpeed ZeRO-{info['zero_stage']} checkpoint; "
+                "resume it with a DeepSpeed strategy "
+                f"(trainer.strategy='deepspeed_stage_{max(info['zero_stage'], 1)}'), or start a "
+                "new run from its weights with task.init_from"
+            )
         if info["zero_stage"] >= 1 and info["world_size"] != t.world_size:
             raise CheckpointError(
-                f"resume_from={str(p)!r} holds ZeRO-{info['zero_stage']} shards of {info['world_size']} ranks; this run "
-                f"has {t.world_size} (devices {t.devices} × num_nodes {t.num_nodes}). Resume with the same scale, "
-                "or start a new run from its weights with task.init_from (any scale)")
+                f"resume_from={str(p)!r} holds ZeRO-{info['zero_stage']} shards of "
+                f"{info['world_size']} ranks; this run has {t.world_size} (devices {t.devices} × "
+                f"num_nodes {t.num_nodes}). Resume with the same scale, or start a new run from "
+                "its weights with task.init_from (any scale)"
+            )
     elif not p.is_file():
-        raise FileNotFoundError(f"resume_from={cfg.resume_from!r} does not exist; expected the last.ckpt of the interrupted run")
+        raise FileNotFoundError(
+            f"resume_from={cfg.resume_from!r} does not exist; expected the last.ckpt of the "
+            "interrupted run"
+        )
     else:
         if deepspeed_run:
             raise CheckpointError(
-                f"resume_from={str(p)!r} is a single file, but this run uses {t.strategy}, which resumes from the "
-                "checkpoint folder a DeepSpeed run writes (checkpoints/last.ckpt/); to start from these weights use "
-                "task.init_from")
+                f"resume_from={str(p)!r} is a single file, but this run uses {t.strategy}, which "
+                "resumes from the checkpoint folder a DeepSpeed run writes "
+                "(checkpoints/last.ckpt/); to start from these weights use task.init_from"
+            )
         meta = read_checkpoint(p).get(CHECKPOINT_KEY) or {}
-    kind = {"pretrain": "pretrain", "contrastive": "contrastive", "finetune": "finetune"}.get(meta.get("kind"))
+    kind = {"pretrain": "pretrain", "contrastive": "contrastive", "finetune": "finetune"}.get(
+        meta.get("kind")
+    )
     if kind != cfg.kind or meta.get("model") != cfg.task.model:
         raise CheckpointError(
-            f"resume_from={str(p)!r} is a {meta.get('kind') or 'non-swiftlib'} checkpoint of model {meta.get('model')!r}; "
-            f"this run is {cfg.kind!r} with model {cfg.task.model!r}. To start a new run from its weights use "
-            "task.init_from instead")
+            f"resume_from={str(p)!r} is a {meta.get('kind') or 'non-swiftlib'} checkpoint of model "
+            f"{meta.get('model')!r}; this run is {cfg.kind!r} with model {cfg.task.model!r}. To "
+            "start a new run from its weights use task.init_from instead"
+        )
 
 
 def _strategy(cfg: FitConfig, strategy_cls=None):
@@ -168,20 +191,31 @@ def _strategy(cfg: FitConfig, strategy_cls=None):
 def _loggers(cfg: FitConfig, run_dir: Path) -> list:
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    loggers = [TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False)]
+    loggers = [
+        TensorBoardLogger(
+            save_dir=str(run_dir), name="tensorboard", version="", default_hp_metric=False
+        )
+    ]
     if cfg.trainer.neptune_project:
         token = os.environ.get("NEPTUNE_API_TOKEN")
         if not token:
-            raise ValueError("trainer.neptune_project is set but NEPTUNE_API_TOKEN is not in the environment; "
-                             "export it (it is never written to disk)")
+            raise ValueError(
+                "trainer.neptune_project is set but NEPTUNE_API_TOKEN is not in the environment; "
+                "export it (it is never written to disk)"
+            )
         from lightning.pytorch.loggers import NeptuneLogger
 
-        loggers.append(NeptuneLogger(project=cfg.trainer.neptune_project, log_model_checkpoints=False))
+        loggers.append(
+            NeptuneLogger(project=cfg.trainer.neptune_project, log_model_checkpoints=False)
+        )
     return loggers
 
 
 def _slurm_plugins() -> list:
-    if "SLURM_JOB_ID" not in os.environ or os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive"):
+    if "SLURM_JOB_ID" not in os.environ or os.environ.get("SLURM_JOB_NAME") in (
+        "bash",
+        "interactive",
+    ):
         return []
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
@@ -190,37 +224,62 @@ def _slurm_plugins() -> list:
     return [SLURMEnvironment(auto_requeue=False)]
 
 
-def build_trainer(cfg: FitConfig, run_dir: Path, monitor: tuple[str, str], extra_callbacks=(), strategy_cls=None):
+def build_trainer(
+    cfg: FitConfig, run_dir: Path, monitor: tuple[str, str], extra_callbacks=(), strategy_cls=None
+):
     from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor, ModelCheckpoint
 
     from swiftlib.training.requeue import RequeueOnSignal, in_slurm_batch_job
 
     t = cfg.trainer
     ckpt = ModelCheckpoint(
-        dirpath=str(run_dir / "checkpoints"), filename="best", monitor=monitor[0], mode=monitor[1], save_top_k=1,
-        save_last=False, enable_version_counter=False,
+        dirpath=str(run_dir / "checkpoints"),
+        filename="best",
+        monitor=monitor[0],
+        mode=monitor[1],
+        save_top_k=1,
+        save_last=False,
+        enable_version_counter=False,
     )
     # "last.ckpt" is its own callback without a monitor, so it is also written mid-epoch
     # (every_n_train_steps) — the file resume_from continues from.
     last = ModelCheckpoint(
-        dirpath=str(run_dir / "checkpoints"), filename="last", save_top_k=1, enable_version_counter=False,
+        dirpath=str(run_dir / "checkpoints"),
+        filename="last",
+        save_top_k=1,
+        enable_version_counter=False,
         every_n_train_steps=t.checkpoint_every_n_steps,
     )
     callbacks = [ckpt, last, LearningRateMonitor(logging_interval="step"), *extra_callbacks]
     callbacks += [RequeueOnSignal()] if in_slurm_batch_job() else []
     if t.early_stopping_patience is not None:
-        callbacks.append(EarlyStopping(monitor=monitor[0], mode=monitor[1], patience=t.early_stopping_patience))
+        callbacks.append(
+            EarlyStopping(monitor=monitor[0], mode=monitor[1], patience=t.early_stopping_patience)
+        )
     trainer = pl.Trainer(
-        default_root_dir=str(run_dir), max_epochs=t.max_epochs, max_steps=t.max_steps, accelerator=t.accelerator,
-        devices=t.devices, num_nodes=t.num_nodes, strategy=_strategy(cfg, strategy_cls), precision=t.precision,
+        default_root_dir=str(run_dir),
+        max_epochs=t.max_epochs,
+        max_steps=t.max_steps,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=_strategy(cfg, strategy_cls),
+        precision=t.precision,
         accumulate_grad_batches=t.accumulate_grad_batches,
         # DeepSpeed clips inside its engine (gradient_clipping in its config)
         gradient_clip_val=None if t.strategy.startswith("deepspeed") else t.gradient_clip_val,
-        log_every_n_steps=t.log_every_n_steps, limit_train_batches=t.limit_train_batches,
-        limit_val_batches=t.limit_val_batches, check_val_every_n_epoch=t.check_val_every_n_epoch,
-        deterministic=t.deterministic, enable_progress_bar=t.enable_progress_bar, callbacks=callbacks,
-        logger=_loggers(cfg, run_dir), plugins=_slurm_plugins(), use_distributed_sampler=False,
-        num_sanity_val_steps=0, enable_model_summary=False,
+        log_every_n_steps=t.log_every_n_steps,
+        limit_train_batches=t.limit_train_batches,
+        limit_val_batches=t.limit_val_batches,
+        check_val_every_n_epoch=t.check_val_every_n_epoch,
+        deterministic=t.deterministic,
+        enable_progress_bar=t.enable_progress_bar,
+        callbacks=callbacks,
+        logger=_loggers(cfg, run_dir),
+        plugins=_slurm_plugins(),
+        use_distributed_sampler=False,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
     )
     return trainer, ckpt, last
 
@@ -257,11 +316,15 @@ def fit(cfg: FitConfig | dict, callbacks=(), strategy_cls=None, test: bool = Tru
     dm.setup("fit")
     _prepare_task_config(cfg, dm)
     monitor = monitor_for(cfg, dm.label_task)
-    task = {"pretrain": SimMIMTask, "contrastive": ContrastiveTask, "finetune": FinetuneTask}[cfg.kind](cfg.task)
-    # results.json kinds are stages: a contrastive run is a pretraining run (parameters.kind says which)
+    task_cls = {"pretrain": SimMIMTask, "contrastive": ContrastiveTask, "finetune": FinetuneTask}
+    task = task_cls[cfg.kind](cfg.task)
+    # results.json kinds are stages: a contrastive run is a pretraining run (parameters.kind says
+    # which)
     results_kind = "pretrain" if cfg.kind == "contrastive" else cfg.kind
     outputs_cb = RunOutputs(run_dir)
-    trainer, ckpt_cb, last_cb = build_trainer(cfg, run_dir, monitor, [outputs_cb, *callbacks], strategy_cls)
+    trainer, ckpt_cb, last_cb = build_trainer(
+        cfg, run_dir, monitor, [outputs_cb, *callbacks], strategy_cls
+    )
     if trainer.is_global_zero:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     timings: dict[str, float] = {}
@@ -271,31 +334,41 @@ def fit(cfg: FitConfig | dict, callbacks=(), strategy_cls=None, test: bool = Tru
         t1 = time.perf_counter()
         trainer.fit(task, datamodule=dm, ckpt_path=_resume_path(cfg, run_dir))
         timings["fit_s"] = time.perf_counter() - t1
-        metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()
-                        if k.startswith("train/") and v.numel() == 1})
+        metrics.update(
+            {
+                k: float(v)
+                for k, v in trainer.callback_metrics.items()
+                if k.startswith("train/") and v.numel() == 1
+            }
+        )
         best = ckpt_cb.best_model_path or None
         last = last_cb.best_model_path or None
         t1 = time.perf_counter()
         if cfg.trainer.strategy.startswith("deepspeed"):
             fp32 = _consolidate(trainer, best, last)
             artifacts.update({f"{k}_checkpoint_fp32": v for k, v in fp32.items()})
-            eval_trainer, eval_task, eval_ckpt = _deepspeed_evaluator(cfg, task, fp32.get("best") or fp32.get("last"),
-                                                                      run_dir, outputs_cb)
+            eval_trainer, eval_task, eval_ckpt = _deepspeed_evaluator(
+                cfg, task, fp32.get("best") or fp32.get("last"), run_dir, outputs_cb
+            )
         else:
             eval_trainer, eval_task, eval_ckpt = trainer, task, best or last
         for split in ("val", "test"):
             if split == "test" and not test:
                 continue
-            if cfg.kind in ("pretrain", "contrastive") and split == "test":  # pretraining tasks score splits in validate
+            # pretraining tasks score splits in validate
+            if cfg.kind in ("pretrain", "contrastive") and split == "test":
                 outputs_cb.enabled = False  # reconstructions.pt keeps the validation windows
-                out = eval_trainer.validate(eval_task, dataloaders=dm.test_dataloader(), ckpt_path=eval_ckpt,
-                                            verbose=False)
+                out = eval_trainer.validate(
+                    eval_task, dataloaders=dm.test_dataloader(), ckpt_path=eval_ckpt, verbose=False
+                )
                 outputs_cb.enabled = True
                 metrics.update({k.replace("val/", "test/"): float(v) for k, v in out[0].items()})
             else:  # RunOutputs writes this pass's predictions / reconstructions
                 runner = eval_trainer.validate if split == "val" else eval_trainer.test
                 out = runner(eval_task, datamodule=dm, ckpt_path=eval_ckpt, verbose=False)
-                metrics.update({k: float(v) for k, v in out[0].items() if k.startswith(split + "/")})
+                metrics.update(
+                    {k: float(v) for k, v in out[0].items() if k.startswith(split + "/")}
+                )
         timings["eval_s"] = time.perf_counter() - t1
         artifacts.update(best_checkpoint=best, last_checkpoint=last)
         artifacts.update(_outputs(run_dir))
@@ -305,17 +378,41 @@ def fit(cfg: FitConfig | dict, callbacks=(), strategy_cls=None, test: bool = Tru
         artifacts.update(last_checkpoint=last_cb.best_model_path or None)
         timings["total_s"] = time.perf_counter() - t0
         if trainer.is_global_zero:
-            save_results(run_dir, results_kind, metrics, cfg.to_dict(), artifacts, timings, status="failed", error=error,
-                         extra={"monitor": monitor[0]})
+            save_results(
+                run_dir,
+                results_kind,
+                metrics,
+                cfg.to_dict(),
+                artifacts,
+                timings,
+                status="failed",
+                error=error,
+                extra={"monitor": monitor[0]},
+            )
         raise TrainingError(f"run {run_dir} failed: {error}") from e
     timings["total_s"] = time.perf_counter() - t0
     results_path = None
     if trainer.is_global_zero:
-        results_path = save_results(run_dir, results_kind, metrics, cfg.to_dict(), artifacts, timings,
-                                    extra={"monitor": monitor[0]})
+        results_path = save_results(
+            run_dir,
+            results_kind,
+            metrics,
+            cfg.to_dict(),
+            artifacts,
+            timings,
+            extra={"monitor": monitor[0]},
+        )
     log.info("run %s: %s", run_dir, {k: round(v, 4) for k, v in metrics.items()})
-    return RunResult(run_dir, status, metrics, artifacts.get("best_checkpoint"), artifacts.get("last_checkpoint"),
-                     results_path, monitor[0], error)
+    return RunResult(
+        run_dir,
+        status,
+        metrics,
+        artifacts.get("best_checkpoint"),
+        artifacts.get("last_checkpoint"),
+        results_path,
+        monitor[0],
+        error,
+    )
 
 
 def _resume_path(cfg: FitConfig, run_dir: Path) -> str | None:
@@ -335,8 +432,12 @@ def _resume_path(cfg: FitConfig, run_dir: Path) -> str | None:
     last = run_dir / "checkpoints" / "last.ckpt"
     restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
     if cfg.resume_from is None and restarts.isdigit() and int(restarts) > 0 and last.exists():
-        log.warning("SLURM restarted this job (restart %s) without a requeue checkpoint (a node failure?): "
-                    "continuing from %s", restarts, last)
+        log.warning(
+            "SLURM restarted this job (restart %s) without a requeue checkpoint (a node failure?): "
+            "continuing from %s",
+            restarts,
+            last,
+        )
         return str(last)
     return cfg.resume_from
 
@@ -347,7 +448,11 @@ def _consolidate(trainer, best: str | None, last: str | None) -> dict:
     downstream stage reads those (or converts the folder itself if they are missing)."""
     from swiftlib.training.deepspeed import consolidated_checkpoint, current_consolidated
 
-    folders = {name: path for name, path in (("best", best), ("last", last)) if path and Path(path).is_dir()}
+    folders = {
+        name: path
+        for name, path in (("best", best), ("last", last))
+        if path and Path(path).is_dir()
+    }
     trainer.strategy.barrier("swiftlib_consolidate_start")
     error = None
     if trainer.is_global_zero:
@@ -361,9 +466,12 @@ def _consolidate(trainer, best: str | None, last: str | None) -> dict:
         raise RuntimeError(f"consolidating the DeepSpeed checkpoints failed: {error}") from error
     out = {name: current_consolidated(path) for name, path in folders.items()}
     missing = [name for name, path in out.items() if path is None]
-    if missing:  # another rank: the file rank 0 wrote is not visible here (not a shared file system?)
-        raise RuntimeError(f"the consolidated {missing} checkpoint(s) of {[folders[m] for m in missing]} are not "
-                           "readable on this rank; checkpoints must live on a file system every node shares")
+    # another rank: the file rank 0 wrote is not visible here (not a shared file system?)
+    if missing:
+        raise RuntimeError(
+            f"the consolidated {missing} checkpoint(s) of {[folders[m] for m in missing]} are not "
+            "readable on this rank; checkpoints must live on a file system every node shares"
+        )
     return {name: str(path) for name, path in out.items()}
 
 
@@ -375,22 +483,39 @@ def _deepspeed_evaluator(cfg: FitConfig, task, fp32_path: str | None, run_dir: P
     from swiftlib.tasks.common import read_checkpoint
 
     if fp32_path is None:
-        raise RuntimeError("the DeepSpeed run wrote no checkpoint to evaluate (checkpoints/ is empty)")
+        raise RuntimeError(
+            "the DeepSpeed run wrote no checkpoint to evaluate (checkpoints/ is empty)"
+        )
     t = cfg.trainer
-    fresh_cfg = dataclasses.replace(cfg.task, init_from=None)  # the weights below replace any initialisation
+    # the weights below replace any initialisation
+    fresh_cfg = dataclasses.replace(cfg.task, init_from=None)
     eval_task = type(task)(fresh_cfg)
-    missing, unexpected = eval_task.load_state_dict(read_checkpoint(fp32_path)["state_dict"], strict=False)
+    missing, unexpected = eval_task.load_state_dict(
+        read_checkpoint(fp32_path)["state_dict"], strict=False
+    )
     missing = [k for k in missing if not k.endswith("relative_position_index")]
     if missing or unexpected:
-        raise RuntimeError(f"{fp32_path}: consolidated weights do not fit the task (missing {missing[:5]}, "
-                           f"unexpected {unexpected[:5]})")
+        raise RuntimeError(
+            f"{fp32_path}: consolidated weights do not fit the task (missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]})"
+        )
     # its root is checkpoints/, never the run directory: under SLURM a Trainer called with
     # ckpt_path=None loads any hpc_ckpt_<n>.ckpt in its root, and requeue writes those there
-    trainer = pl.Trainer(default_root_dir=str(run_dir / "checkpoints"), accelerator=t.accelerator,
-                         devices=t.devices, num_nodes=t.num_nodes,
-                         strategy="ddp" if t.world_size > 1 else "auto", precision=t.precision, logger=False,
-                         enable_checkpointing=False, enable_progress_bar=t.enable_progress_bar, callbacks=[outputs_cb],
-                         enable_model_summary=False, use_distributed_sampler=False, plugins=_slurm_plugins())
+    trainer = pl.Trainer(
+        default_root_dir=str(run_dir / "checkpoints"),
+        accelerator=t.accelerator,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy="ddp" if t.world_size > 1 else "auto",
+        precision=t.precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=t.enable_progress_bar,
+        callbacks=[outputs_cb],
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+        plugins=_slurm_plugins(),
+    )
     return trainer, eval_task, None
 
 

@@ -36,8 +36,14 @@ from lightning.pytorch.callbacks import Checkpoint
 
 from swiftlib.tasks.common import CheckpointError
 
-__all__ = ["Requeued", "RequeueOnSignal", "requeue_checkpoints", "latest_requeue_checkpoint",
-           "check_requeue_checkpoint", "in_slurm_batch_job"]
+__all__ = [
+    "Requeued",
+    "RequeueOnSignal",
+    "requeue_checkpoints",
+    "latest_requeue_checkpoint",
+    "check_requeue_checkpoint",
+    "in_slurm_batch_job",
+]
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +59,10 @@ class Requeued(RuntimeError):
 
 def in_slurm_batch_job() -> bool:
     """True inside a SLURM job that is not an interactive allocation (Lightning's rule)."""
-    return "SLURM_JOB_ID" in os.environ and os.environ.get("SLURM_JOB_NAME") not in ("bash", "interactive")
+    return "SLURM_JOB_ID" in os.environ and os.environ.get("SLURM_JOB_NAME") not in (
+        "bash",
+        "interactive",
+    )
 
 
 def requeue_checkpoints(run_dir) -> list[Path]:
@@ -75,18 +84,25 @@ def check_requeue_checkpoint(path) -> Path:
     """Refuse a requeue checkpoint that cannot be a complete one (cut short, overwritten,
     empty): a torch zip archive whose ``data.pkl`` reads back, or a non-empty DeepSpeed folder."""
     path = Path(path)
-    what = ("a complete checkpoint written when the previous attempt of this job received SIGUSR1 "
-            "(a torch zip archive, or a DeepSpeed checkpoint folder)")
+    what = (
+        "a complete checkpoint written when the previous attempt of this job received SIGUSR1 "
+        "(a torch zip archive, or a DeepSpeed checkpoint folder)"
+    )
     last = path.parent / "checkpoints" / "last.ckpt"
-    fix = (f"replace it with a copy of {last} to continue from the last step saved there, or " if last.exists()
-           else "") + "delete it to start the run from its beginning"
+    fix = (
+        f"replace it with a copy of {last} to continue from the last step saved there, or "
+        if last.exists()
+        else ""
+    ) + "delete it to start the run from its beginning"
     if path.is_dir():
         from swiftlib.training.deepspeed import inspect_deepspeed_checkpoint
 
         try:  # every rank's shard present and readable
             inspect_deepspeed_checkpoint(path)
         except CheckpointError as e:
-            raise CheckpointError(f"requeued job: cannot resume from {path}: {e}; expected {what}; {fix}") from None
+            raise CheckpointError(
+                f"requeued job: cannot resume from {path}: {e}; expected {what}; {fix}"
+            ) from None
         return path
     try:
         with zipfile.ZipFile(path) as z:
@@ -98,16 +114,22 @@ def check_requeue_checkpoint(path) -> Path:
         size = path.stat().st_size if path.exists() else 0
         raise CheckpointError(
             f"requeued job: cannot resume from {path} ({size} bytes): not a readable checkpoint "
-            f"({type(e).__name__}: {e}); expected {what}; {fix}") from None
+            f"({type(e).__name__}: {e}); expected {what}; {fix}"
+        ) from None
     return path
 
 
 def _late_signal(signum, frame) -> None:
-    log.warning("received signal %d after training: nothing left to checkpoint; evaluation goes on", signum)
+    log.warning(
+        "received signal %d after training: nothing left to checkpoint; evaluation goes on", signum
+    )
 
 
 def _job_id() -> str:
-    array_job, array_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    array_job, array_task = (
+        os.environ.get("SLURM_ARRAY_JOB_ID"),
+        os.environ.get("SLURM_ARRAY_TASK_ID"),
+    )
     return f"{array_job}_{array_task}" if array_job and array_task else os.environ["SLURM_JOB_ID"]
 
 
@@ -125,7 +147,11 @@ class RequeueOnSignal(Checkpoint):
     is logged and ignored, so the final evaluation is not killed by SIGUSR1's default action.
     """
 
-    def __init__(self, signum: int = signal.SIGUSR1, requeue_command: tuple[str, ...] = ("scontrol", "requeue")):
+    def __init__(
+        self,
+        signum: int = signal.SIGUSR1,
+        requeue_command: tuple[str, ...] = ("scontrol", "requeue"),
+    ):
         self.signum = signum
         self.requeue_command = tuple(requeue_command)
         self._received = False  # set by the handler (main thread), read at step boundaries
@@ -133,13 +159,18 @@ class RequeueOnSignal(Checkpoint):
         self._previous = None
         self._installed = False
 
-    def __getstate__(self) -> dict:  # ddp_spawn pickles the callbacks; handlers stay in their process
+    # ddp_spawn pickles the callbacks; handlers stay in their process
+    def __getstate__(self) -> dict:
         return {**self.__dict__, "_previous": None, "_installed": False}
 
     # -- signal handling ---------------------------------------------------------------
     def _on_signal(self, signum, frame) -> None:
         if not self._received:
-            log.warning("received signal %d: checkpointing at the next training step boundary, then requeueing", signum)
+            log.warning(
+                "received signal %d: checkpointing at the next training step boundary, then "
+                "requeueing",
+                signum,
+            )
         self._received = True
 
     def _install(self) -> None:
@@ -150,7 +181,8 @@ class RequeueOnSignal(Checkpoint):
     def _restore(self) -> None:
         if self._installed and threading.current_thread() is threading.main_thread():
             previous = self._previous
-            if previous in (None, signal.SIG_DFL):  # SIGUSR1's default ends the process: not during evaluation
+            # SIGUSR1's default ends the process: not during evaluation
+            if previous in (None, signal.SIG_DFL):
                 previous = _late_signal
             signal.signal(self.signum, previous)
             self._installed = False
@@ -167,8 +199,12 @@ class RequeueOnSignal(Checkpoint):
         latest = latest_requeue_checkpoint(run_dir)
         if latest is not None:
             check_requeue_checkpoint(latest)
-            log.info("SLURM job %s (restart %s) resumes from %s", os.environ.get("SLURM_JOB_ID"),
-                     os.environ.get("SLURM_RESTART_COUNT", "0"), latest)
+            log.info(
+                "SLURM job %s (restart %s) resumes from %s",
+                os.environ.get("SLURM_JOB_ID"),
+                os.environ.get("SLURM_RESTART_COUNT", "0"),
+                latest,
+            )
         self._received = False
         self._at_epoch_end = False
         self._install()
@@ -182,7 +218,9 @@ class RequeueOnSignal(Checkpoint):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         # every rank takes part in the decision each step, so all of them stop at the same batch
-        if self._at_epoch_end or not trainer.strategy.reduce_boolean_decision(self._received, all=False):
+        if self._at_epoch_end or not trainer.strategy.reduce_boolean_decision(
+            self._received, all=False
+        ):
             return
         last_batch = batch_idx + 1 >= trainer.num_training_batches
         if last_batch or 0 < trainer.max_steps <= trainer.global_step:
@@ -191,22 +229,31 @@ class RequeueOnSignal(Checkpoint):
         self._stop(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        if self._at_epoch_end or trainer.strategy.reduce_boolean_decision(self._received, all=False):
+        if self._at_epoch_end or trainer.strategy.reduce_boolean_decision(
+            self._received, all=False
+        ):
             self._stop(trainer)
 
     # -- saving and requeueing -----------------------------------------------------------
     def _stop(self, trainer) -> None:
-        """Save, requeue (rank 0) and end the fit on every rank — or go on when requeueing failed."""
+        """Save, requeue (rank 0) and end the fit on every rank — or go on when requeueing
+        failed."""
         path = self._save(trainer)
         requeued = self._requeue() if trainer.is_global_zero else False
         requeued = trainer.strategy.broadcast(requeued, src=0)
         self._received = False
         self._at_epoch_end = False
         if requeued:
-            raise Requeued(f"SLURM job {_job_id()} was requeued after signal {int(self.signum)} "
-                           f"(checkpoint {path} at step {trainer.global_step}); the requeued job resumes from it")
-        log.warning("the job was not requeued; training goes on (a job resubmitted into %s resumes from %s)",
-                    trainer.default_root_dir, path)
+            raise Requeued(
+                f"SLURM job {_job_id()} was requeued after signal {int(self.signum)} (checkpoint "
+                f"{path} at step {trainer.global_step}); the requeued job resumes from it"
+            )
+        log.warning(
+            "the job was not requeued; training goes on (a job resubmitted into %s resumes from "
+            "%s)",
+            trainer.default_root_dir,
+            path,
+        )
 
     def _save(self, trainer) -> Path:
         run_dir = Path(trainer.default_root_dir)
@@ -215,9 +262,11 @@ class RequeueOnSignal(Checkpoint):
         final = run_dir / f"{PREFIX}{number}.ckpt"
         partial = run_dir / f"{_PARTIAL}{number}.ckpt"
         try:
-            trainer.save_checkpoint(partial)  # every rank (DeepSpeed writes shards), ends with a barrier
+            # every rank (DeepSpeed writes shards), ends with a barrier
+            trainer.save_checkpoint(partial)
         except BaseException:
-            if trainer.is_global_zero and partial.exists():  # e.g. disk full: leave nothing half-written
+            # e.g. disk full: leave nothing half-written
+            if trainer.is_global_zero and partial.exists():
                 shutil.rmtree(partial) if partial.is_dir() else partial.unlink()
             raise
         if trainer.is_global_zero:
@@ -236,7 +285,12 @@ class RequeueOnSignal(Checkpoint):
             log.error("%s failed: %s", " ".join(cmd), e)
             return False
         if proc.returncode != 0:
-            log.error("%s failed (%d): %s", " ".join(cmd), proc.returncode, (proc.stderr or proc.stdout).strip())
+            log.error(
+                "%s failed (%d): %s",
+                " ".join(cmd),
+                proc.returncode,
+                (proc.stderr or proc.stdout).strip(),
+            )
             return False
         log.warning("requeued SLURM job %s", cmd[-1])
         return True

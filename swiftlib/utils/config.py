@@ -68,7 +68,9 @@ def check_type(value: Any, tp: Any, where: str) -> Any:
         raise ConfigError(f"{where}={value!r} ({type(value).__name__}): expected {_type_name(tp)}")
 
     if origin is Literal:
-        if value in args and not (isinstance(value, bool) and not any(isinstance(a, bool) for a in args)):
+        if value in args and not (
+            isinstance(value, bool) and not any(isinstance(a, bool) for a in args)
+        ):
             return value
         raise ConfigError(f"{where}={value!r}: expected one of {list(args)}")
 
@@ -105,8 +107,13 @@ def check_type(value: Any, tp: Any, where: str) -> Any:
             )
         if container is tuple and args and not (len(args) == 2 and args[1] is Ellipsis):
             if len(value) != len(args):
-                raise ConfigError(f"{where}={value!r}: expected {len(args)} items ({_type_name(tp)})")
-            items = [check_type(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True))]
+                raise ConfigError(
+                    f"{where}={value!r}: expected {len(args)} items ({_type_name(tp)})"
+                )
+            items = [
+                check_type(v, a, f"{where}[{i}]")
+                for i, (v, a) in enumerate(zip(value, args, strict=True))
+            ]
         elif args:
             items = [check_type(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
         else:
@@ -117,7 +124,10 @@ def check_type(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}={value!r} ({type(value).__name__}): expected a mapping")
         if len(args) == 2:
-            return {check_type(k, args[0], f"{where} key"): check_type(v, args[1], f"{where}[{k!r}]") for k, v in value.items()}
+            return {
+                check_type(k, args[0], f"{where} key"): check_type(v, args[1], f"{where}[{k!r}]")
+                for k, v in value.items()
+            }
         return dict(value)
 
     return value  # an annotation we do not check (e.g. a callable, a path-like)
@@ -145,7 +155,9 @@ def config_from_dict(cls: type, d: Mapping[str, Any] | None, name: str | None = 
     unknown = [k for k in d if k not in fields]
     if unknown:
         parts = [f"{k!r}{did_you_mean(k, valid)}" for k in unknown]
-        raise ConfigError(f"{label}: unknown key(s) {', '.join(parts)}; valid keys: {', '.join(valid)}")
+        raise ConfigError(
+            f"{label}: unknown key(s) {', '.join(parts)}; valid keys: {', '.join(valid)}"
+        )
     try:
         hints = typing.get_type_hints(cls)
     except Exception:  # noqa: BLE001 - unresolvable annotations: fall back to no type checks
@@ -154,11 +166,16 @@ def config_from_dict(cls: type, d: Mapping[str, Any] | None, name: str | None = 
     for key, value in d.items():
         kwargs[key] = check_type(value, hints.get(key, Any), f"{label}.{key}")
     missing = [
-        k for k, f in fields.items()
-        if k not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        k
+        for k, f in fields.items()
+        if k not in kwargs
+        and f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
     ]
     if missing:
-        raise ConfigError(f"{label}: missing required key(s) {missing}; valid keys: {', '.join(valid)}")
+        raise ConfigError(
+            f"{label}: missing required key(s) {missing}; valid keys: {', '.join(valid)}"
+        )
     return cls(**kwargs)
 
 

@@ -15,7 +15,9 @@ __all__ = ["close_matches", "did_you_mean", "check_choice"]
 CUTOFF = 0.6
 
 
-def close_matches(value: Any, options: Iterable[Any], n: int = 1, cutoff: float = CUTOFF) -> list[str]:
+def close_matches(
+    value: Any, options: Iterable[Any], n: int = 1, cutoff: float = CUTOFF
+) -> list[str]:
     """The ``n`` allowed names closest to ``value`` (as strings), best first; may be empty."""
     return difflib.get_close_matches(str(value), [str(o) for o in options], n=n, cutoff=cutoff)
 

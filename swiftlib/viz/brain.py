@@ -12,7 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["plot_glass_brain", "plot_stat_map", "plot_time_curves", "plot_region_summary", "view_img_html"]
+__all__ = [
+    "plot_glass_brain",
+    "plot_stat_map",
+    "plot_time_curves",
+    "plot_region_summary",
+    "view_img_html",
+]
 
 
 def _headless_backend() -> None:
@@ -36,8 +42,15 @@ def _threshold(img, percentile: float | None):
     return float(np.percentile(vals, percentile)) if vals.size else None
 
 
-def plot_glass_brain(map_img, threshold_percentile: float | None = 80.0, signed: bool = False, axes=None, title=None,
-                     output_file=None, **kwargs):
+def plot_glass_brain(
+    map_img,
+    threshold_percentile: float | None = 80.0,
+    signed: bool = False,
+    axes=None,
+    title=None,
+    output_file=None,
+    **kwargs,
+):
     """Glass-brain projection (maximum intensity through the brain) of an attribution map.
 
     ``threshold_percentile``: hide voxels below this percentile of the non-zero |values|
@@ -49,18 +62,35 @@ def plot_glass_brain(map_img, threshold_percentile: float | None = 80.0, signed:
 
     img = _img(map_img)
     fig = axes.figure if axes is not None else plt.figure(figsize=(10, 3.6))
-    display = plotting.plot_glass_brain(img, threshold=_threshold(img, threshold_percentile), colorbar=True,
-                                        plot_abs=not signed, cmap="cold_hot" if signed else "hot", figure=fig,
-                                        axes=axes, title=title, **kwargs)
+    display = plotting.plot_glass_brain(
+        img,
+        threshold=_threshold(img, threshold_percentile),
+        colorbar=True,
+        plot_abs=not signed,
+        cmap="cold_hot" if signed else "hot",
+        figure=fig,
+        axes=axes,
+        title=title,
+        **kwargs,
+    )
     if output_file:
         display.savefig(str(output_file))
     return fig
 
 
-def plot_stat_map(map_img, display_mode: str = "ortho", cut_coords=None, threshold_percentile: float | None = 80.0,
-                  axes=None, title=None, output_file=None, **kwargs):
+def plot_stat_map(
+    map_img,
+    display_mode: str = "ortho",
+    cut_coords=None,
+    threshold_percentile: float | None = 80.0,
+    axes=None,
+    title=None,
+    output_file=None,
+    **kwargs,
+):
     """The map over the MNI152 template: ``display_mode="ortho"`` (three planes through
-    ``cut_coords``, default the map's peak) or ``"mosaic"`` / ``"z"`` / ``"x"`` / ``"y"`` (slices)."""
+    ``cut_coords``, default the map's peak) or ``"mosaic"`` / ``"z"`` / ``"x"`` / ``"y"``
+    (slices)."""
     _headless_backend()
     import matplotlib.pyplot as plt
     from nilearn import plotting
@@ -70,17 +100,34 @@ def plot_stat_map(map_img, display_mode: str = "ortho", cut_coords=None, thresho
         data = np.abs(np.asarray(img.dataobj, dtype=float))
         peak = np.unravel_index(np.argmax(data), data.shape)
         cut_coords = tuple((img.affine @ np.array([*peak, 1.0]))[:3])
-    fig = axes.figure if axes is not None else plt.figure(figsize=(11, 3.6 if display_mode != "mosaic" else 8))
-    display = plotting.plot_stat_map(img, display_mode=display_mode, cut_coords=cut_coords,
-                                     threshold=_threshold(img, threshold_percentile), figure=fig, axes=axes,
-                                     title=title, **kwargs)
+    fig = (
+        axes.figure
+        if axes is not None
+        else plt.figure(figsize=(11, 3.6 if display_mode != "mosaic" else 8))
+    )
+    display = plotting.plot_stat_map(
+        img,
+        display_mode=display_mode,
+        cut_coords=cut_coords,
+        threshold=_threshold(img, threshold_percentile),
+        figure=fig,
+        axes=axes,
+        title=title,
+        **kwargs,
+    )
     if output_file:
         display.savefig(str(output_file))
     return fig
 
 
-def plot_time_curves(time_curves, by: str | None = None, tr: float | None = None, axes=None, title=None,
-                     output_file=None):
+def plot_time_curves(
+    time_curves,
+    by: str | None = None,
+    tr: float | None = None,
+    axes=None,
+    title=None,
+    output_file=None,
+):
     """Attribution per frame of the window (mean over brain voxels), averaged over windows:
     a line per group of ``by`` (e.g. ``"subject_id"``) or one line with a ±1 SD band.
 
@@ -102,7 +149,9 @@ def plot_time_curves(time_curves, by: str | None = None, tr: float | None = None
         m, s = g.mean(), g.std().fillna(0)
         x = m.index.to_numpy() * scale
         axes.plot(x, m.to_numpy(), color="C3", lw=2, label="mean over windows")
-        axes.fill_between(x, (m - s).to_numpy(), (m + s).to_numpy(), color="C3", alpha=0.2, label="±1 SD")
+        axes.fill_between(
+            x, (m - s).to_numpy(), (m + s).to_numpy(), color="C3", alpha=0.2, label="±1 SD"
+        )
     else:
         for key, d in time_curves.groupby(by):
             m = d.groupby("frame")["value"].mean()
@@ -118,14 +167,19 @@ def plot_time_curves(time_curves, by: str | None = None, tr: float | None = None
     return fig
 
 
-def plot_region_summary(table, value: str = "ratio_to_brain", axes=None, title=None, output_file=None):
+def plot_region_summary(
+    table, value: str = "ratio_to_brain", axes=None, title=None, output_file=None
+):
     """Horizontal bars of :func:`~swiftlib.interpret.attributions.summarise_by_region`'s table
-    (``value`` = ``ratio_to_brain``, ``mean`` or ``share``); the dashed line marks the brain average."""
+    (``value`` = ``ratio_to_brain``, ``mean`` or ``share``); the dashed line marks the brain
+    average."""
     _headless_backend()
     import matplotlib.pyplot as plt
 
     if value not in table.columns:
-        raise ValueError(f"value={value!r} is not a column of the region table ({list(table.columns)})")
+        raise ValueError(
+            f"value={value!r} is not a column of the region table ({list(table.columns)})"
+        )
     if axes is None:
         fig, axes = plt.subplots(figsize=(5.5, 0.35 * len(table) + 1.2))
     fig = axes.figure
@@ -142,13 +196,17 @@ def plot_region_summary(table, value: str = "ratio_to_brain", axes=None, title=N
     return fig
 
 
-def view_img_html(map_img, output_file=None, threshold_percentile: float | None = 80.0, title=None, **kwargs):
+def view_img_html(
+    map_img, output_file=None, threshold_percentile: float | None = 80.0, title=None, **kwargs
+):
     """nilearn's interactive ``view_img`` (rotate, click through slices in a browser); written
     to ``output_file`` (``.html``) when given. Returns the ``HTMLDocument``."""
     from nilearn import plotting
 
     img = _img(map_img)
-    view = plotting.view_img(img, threshold=_threshold(img, threshold_percentile), title=title, **kwargs)
+    view = plotting.view_img(
+        img, threshold=_threshold(img, threshold_percentile), title=title, **kwargs
+    )
     if output_file:
         Path(output_file).parent.mkdir(parents=True, exist_ok=True)
         view.save_as_html(str(output_file))

@@ -40,7 +40,9 @@ def _save(fig, output_file):
     return fig
 
 
-def plot_mid_slices(volume, frame: int = 0, axes=None, title=None, output_file=None, cmap: str = "gray"):
+def plot_mid_slices(
+    volume, frame: int = 0, axes=None, title=None, output_file=None, cmap: str = "gray"
+):
     """Sagittal, coronal and axial slices through the middle of ``volume`` ``(D, H, W)`` or
     ``(D, H, W, T)`` (then at ``frame``). Store axes are RAS (D = x, H = y, W = z)."""
     vol = np.asarray(volume, dtype=np.float32)
@@ -50,7 +52,11 @@ def plot_mid_slices(volume, frame: int = 0, axes=None, title=None, output_file=N
         raise ValueError(f"volume has shape {vol.shape}; expected (D, H, W) or (D, H, W, T)")
     D, H, W = vol.shape
     fig, axs = _figure(axes, 3)
-    slices = {"sagittal (x)": vol[D // 2].T, "coronal (y)": vol[:, H // 2].T, "axial (z)": vol[:, :, W // 2].T}
+    slices = {
+        "sagittal (x)": vol[D // 2].T,
+        "coronal (y)": vol[:, H // 2].T,
+        "axial (z)": vol[:, :, W // 2].T,
+    }
     lo, hi = np.percentile(vol, [1, 99.5])
     for ax, (name, img) in zip(axs, slices.items()):
         ax.imshow(img, origin="lower", cmap=cmap, vmin=lo, vmax=hi)
@@ -61,15 +67,22 @@ def plot_mid_slices(volume, frame: int = 0, axes=None, title=None, output_file=N
     return _save(fig, output_file)
 
 
-def plot_ortho(store, subject_id: str, frame: int = 0, cut_coords=None, title=None, output_file=None, **kwargs):
+def plot_ortho(
+    store, subject_id: str, frame: int = 0, cut_coords=None, title=None, output_file=None, **kwargs
+):
     """nilearn orthogonal view of one frame of a subject, in MNI space (world mm)."""
     from nilearn import plotting
 
     vol = store.read_window(subject_id, start=frame, length=1)[..., 0].astype(np.float32)
     img = store.geometry(subject_id).to_nifti(vol)
     kwargs.setdefault("draw_cross", False)
-    return plotting.plot_epi(img, cut_coords=cut_coords, title=title or f"{subject_id}, frame {frame}",
-                             output_file=output_file, **kwargs)
+    return plotting.plot_epi(
+        img,
+        cut_coords=cut_coords,
+        title=title or f"{subject_id}, frame {frame}",
+        output_file=output_file,
+        **kwargs,
+    )
 
 
 def region_centres(store) -> dict[str, tuple[float, float, float]]:
@@ -78,7 +91,9 @@ def region_centres(store) -> dict[str, tuple[float, float, float]]:
 
     path = Path(store.root) / "ground_truth" / "ground_truth.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: region centres exist for synthetic cohorts only")
+        raise FileNotFoundError(
+            f"{path} not found: region centres exist for synthetic cohorts only"
+        )
     return {k: tuple(v["centre_mm"]) for k, v in read_json(path)["regions"].items()}
 
 
@@ -91,7 +106,9 @@ def plot_regions(store, title=None, output_file=None, **kwargs):
     gt = Path(store.root) / "ground_truth"
     files = sorted(gt.glob("region_*.nii.gz"))
     if not files:
-        raise FileNotFoundError(f"no region_*.nii.gz under {gt}: ground truth exists for synthetic cohorts only")
+        raise FileNotFoundError(
+            f"no region_*.nii.gz under {gt}: ground truth exists for synthetic cohorts only"
+        )
     first = nib.load(files[0])
     labels = np.zeros(first.shape, dtype=np.int16)
     for k, f in enumerate(files, start=1):
@@ -99,7 +116,9 @@ def plot_regions(store, title=None, output_file=None, **kwargs):
     img = nib.Nifti1Image(labels, first.affine)
     names = ", ".join(f"{k}={f.name[7:-7]}" for k, f in enumerate(files, start=1))
     kwargs.setdefault("draw_cross", False)
-    return plotting.plot_roi(img, title=title or names, output_file=output_file, cmap="tab10", **kwargs)
+    return plotting.plot_roi(
+        img, title=title or names, output_file=output_file, cmap="tab10", **kwargs
+    )
 
 
 def voxel_timeseries(store, subject_id: str, coords_mm: dict | None = None):
@@ -129,8 +148,13 @@ def plot_timeseries(df, title=None, output_file=None):
     fig = go.Figure()
     for col in df.columns:
         fig.add_trace(go.Scatter(x=df.index, y=df[col], mode="lines", name=str(col)))
-    fig.update_layout(title=title, xaxis_title=df.index.name or "time", yaxis_title="signal (z)",
-                      height=360, margin=dict(l=50, r=20, t=50, b=40))
+    fig.update_layout(
+        title=title,
+        xaxis_title=df.index.name or "time",
+        yaxis_title="signal (z)",
+        height=360,
+        margin=dict(l=50, r=20, t=50, b=40),
+    )
     if output_file:
         fig.write_html(output_file)
     return fig
@@ -146,8 +170,14 @@ def plot_carpet(store, subject_id: str, axes=None, title=None, output_file=None)
     img = geom.to_nifti(store.read_subject(subject_id).astype(np.float32))
     mask = geom.to_nifti(store.mask(subject_id).astype(np.uint8))
     fig = axes.figure if axes is not None else Figure(figsize=(9, 3.5), layout="constrained")
-    plotting.plot_carpet(img, mask_img=mask, t_r=store.tr(subject_id), figure=fig if axes is None else None,
-                         axes=axes, title=title or f"carpet plot, {subject_id}")
+    plotting.plot_carpet(
+        img,
+        mask_img=mask,
+        t_r=store.tr(subject_id),
+        figure=fig if axes is None else None,
+        axes=axes,
+        title=title or f"carpet plot, {subject_id}",
+    )
     return _save(fig, output_file)
 
 
@@ -163,9 +193,18 @@ def label_table(store):
             counts = col.value_counts().sort_index()
             summary = ", ".join(f"{k}: {v}" for k, v in counts.items())
         else:
-            summary = f"mean {col.mean():.1f}, sd {col.std():.1f}, range {col.min():.1f}–{col.max():.1f}"
-        rows.append({"label": name, "task": spec.get("task"), "num_classes": spec.get("num_classes"),
-                     "subjects": int(col.notna().sum()), "summary": summary})
+            summary = (
+                f"mean {col.mean():.1f}, sd {col.std():.1f}, range {col.min():.1f}–{col.max():.1f}"
+            )
+        rows.append(
+            {
+                "label": name,
+                "task": spec.get("task"),
+                "num_classes": spec.get("num_classes"),
+                "subjects": int(col.notna().sum()),
+                "summary": summary,
+            }
+        )
     return pd.DataFrame(rows).set_index("label")
 
 

@@ -11,8 +11,15 @@ import warnings
 
 import numpy as np
 
-__all__ = ["PROJECTIONS", "StaticFigures", "project", "plot_embedding", "plot_probe_scores", "widgets_available",
-           "embedding_explorer"]
+__all__ = [
+    "PROJECTIONS",
+    "StaticFigures",
+    "project",
+    "plot_embedding",
+    "plot_probe_scores",
+    "widgets_available",
+    "embedding_explorer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +44,26 @@ def project(df, method: str = "pca", prefix: str = "emb", seed: int = 0, n_neigh
         return PCA(n_components=2, random_state=seed).fit_transform(X)
     import umap
 
-    init = "spectral" if len(X) >= 16 else "random"  # the spectral start needs more points than neighbours
+    # the spectral start needs more points than neighbours
+    init = "spectral" if len(X) >= 16 else "random"
 
     warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
-    reducer = umap.UMAP(n_components=2, n_neighbors=int(min(n_neighbors, len(X) - 1)), init=init, random_state=seed)
+    reducer = umap.UMAP(
+        n_components=2, n_neighbors=int(min(n_neighbors, len(X) - 1)), init=init, random_state=seed
+    )
     return reducer.fit_transform(X)
 
 
-def plot_embedding(df, color: str | None = "site", method: str = "pca", prefix: str = "emb", coords=None,
-                   title=None, output_file=None, seed: int = 0):
+def plot_embedding(
+    df,
+    color: str | None = "site",
+    method: str = "pca",
+    prefix: str = "emb",
+    coords=None,
+    title=None,
+    output_file=None,
+    seed: int = 0,
+):
     """Plotly scatter of a 2D projection; hover shows subject, site, dataset and every label.
 
     ``color``: any column (categorical or continuous; None = one colour). ``coords``: a
@@ -56,22 +74,35 @@ def plot_embedding(df, color: str | None = "site", method: str = "pca", prefix: 
     import plotly.express as px
 
     if color is not None and color not in df.columns:
-        raise ValueError(f"color={color!r} is not a column of the table; choose one of {list(df.columns)[:12]}…")
+        raise ValueError(
+            f"color={color!r} is not a column of the table; choose one of {list(df.columns)[:12]}…"
+        )
     xy = project(df, method, prefix, seed) if coords is None else np.asarray(coords)
     axis = {"pca": "PC", "umap": "UMAP "}[method]
     plot_df = pd.DataFrame({f"{axis}1": xy[:, 0], f"{axis}2": xy[:, 1]})
-    label_cols = [c for c in df.columns if not c.startswith(("emb_", "s0_", "s1_", "s2_", "s3_"))
-                  and c not in ("num_windows",)]
+    label_cols = [
+        c
+        for c in df.columns
+        if not c.startswith(("emb_", "s0_", "s1_", "s2_", "s3_")) and c not in ("num_windows",)
+    ]
     for c in label_cols:
         plot_df[c] = df[c].to_numpy()
     col = None
     if color is not None:
         col = color
-        if plot_df[color].dtype.kind in "iub" and plot_df[color].nunique() <= 10:  # classes as categories
+        # classes as categories
+        if plot_df[color].dtype.kind in "iub" and plot_df[color].nunique() <= 10:
             plot_df[color] = plot_df[color].astype(str)
     hover = [c for c in label_cols if c in _HOVER or c not in ("dataset",)]
-    fig = px.scatter(plot_df, x=f"{axis}1", y=f"{axis}2", color=col, hover_data=hover,
-                     title=title or f"{method.upper()} of {len(df)} embeddings" + (f", colour = {color}" if color else ""))
+    fig = px.scatter(
+        plot_df,
+        x=f"{axis}1",
+        y=f"{axis}2",
+        color=col,
+        hover_data=hover,
+        title=title
+        or f"{method.upper()} of {len(df)} embeddings" + (f", colour = {color}" if color else ""),
+    )
     fig.update_traces(marker=dict(size=8, line=dict(width=0.5, color="white")))
     fig.update_layout(height=460, margin=dict(l=40, r=20, t=50, b=40))
     if output_file:
@@ -89,15 +120,39 @@ def plot_probe_scores(probes, leakage: dict | None = None, title=None, output_fi
 
     fig = go.Figure()
     for probe, d in probes.groupby("probe"):
-        fig.add_trace(go.Bar(x=[f"{r.label} ({r.metric})" for r in d.itertuples()], y=d["score"], name=f"{probe} probe"))
+        fig.add_trace(
+            go.Bar(
+                x=[f"{r.label} ({r.metric})" for r in d.itertuples()],
+                y=d["score"],
+                name=f"{probe} probe",
+            )
+        )
     if leakage and leakage.get("balanced_acc") == leakage.get("balanced_acc"):  # not NaN
-        fig.add_trace(go.Bar(x=["site (balanced acc)"], y=[leakage["balanced_acc"]], name="site leakage",
-                             marker_color="firebrick"))
-        fig.add_trace(go.Scatter(x=["site (balanced acc)"], y=[leakage["chance"]], mode="markers",
-                                 marker=dict(symbol="line-ew-open", size=40, color="black"), name="site chance"))
+        fig.add_trace(
+            go.Bar(
+                x=["site (balanced acc)"],
+                y=[leakage["balanced_acc"]],
+                name="site leakage",
+                marker_color="firebrick",
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=["site (balanced acc)"],
+                y=[leakage["chance"]],
+                mode="markers",
+                marker=dict(symbol="line-ew-open", size=40, color="black"),
+                name="site chance",
+            )
+        )
     fig.add_hline(y=0.5, line_dash="dash", annotation_text="AUROC chance", line_color="grey")
-    fig.update_layout(barmode="group", title=title or "What the embedding encodes (cross-validated)",
-                      yaxis_title="score", height=380, margin=dict(l=40, r=20, t=50, b=40))
+    fig.update_layout(
+        barmode="group",
+        title=title or "What the embedding encodes (cross-validated)",
+        yaxis_title="score",
+        height=380,
+        margin=dict(l=40, r=20, t=50, b=40),
+    )
     if output_file:
         fig.write_html(output_file)
     return fig
@@ -130,8 +185,9 @@ def widgets_available() -> bool:
     return "papermill" not in str(type(ip)).lower()
 
 
-def embedding_explorer(tables: dict, colors=None, methods=PROJECTIONS, interactive: bool | None = None,
-                       seed: int = 0):
+def embedding_explorer(
+    tables: dict, colors=None, methods=PROJECTIONS, interactive: bool | None = None, seed: int = 0
+):
     """An explorer over several embedding tables.
 
     ``tables``: ``{(level, split): DataFrame}`` (e.g. ``{("subject", "test"): df, ("window",
@@ -146,7 +202,9 @@ def embedding_explorer(tables: dict, colors=None, methods=PROJECTIONS, interacti
         raise ValueError("tables is empty; expected {(level, split): embeddings DataFrame}")
     bad = [k for k in tables if not (isinstance(k, tuple) and len(k) == 2)]
     if bad:
-        raise ValueError(f"table keys {bad}: expected (level, split) tuples such as ('subject', 'test')")
+        raise ValueError(
+            f"table keys {bad}: expected (level, split) tuples such as ('subject', 'test')"
+        )
     first = next(iter(tables.values()))
     colors = list(colors or [c for c in ("site", *_label_columns(first)) if c in first.columns])
     interactive = widgets_available() if interactive is None else interactive
@@ -157,13 +215,21 @@ def embedding_explorer(tables: dict, colors=None, methods=PROJECTIONS, interacti
         df = tables[(level, split)]
         if key not in cache:
             cache[key] = project(df, method, seed=seed)
-        return plot_embedding(df, color=color, method=method, coords=cache[key],
-                              title=f"{method.upper()} · {level} level · {split} · colour = {color}")
+        return plot_embedding(
+            df,
+            color=color,
+            method=method,
+            coords=cache[key],
+            title=f"{method.upper()} · {level} level · {split} · colour = {color}",
+        )
 
     if not interactive:
         log.info("no live widget front end: static figures instead of the explorer")
-        return StaticFigures(figure(level, split, m, colors[0] if colors else None)
-                             for (level, split) in tables for m in methods)
+        return StaticFigures(
+            figure(level, split, m, colors[0] if colors else None)
+            for (level, split) in tables
+            for m in methods
+        )
 
     import ipywidgets as W
     from IPython.display import display

@@ -42,7 +42,9 @@ def _placeholder(text: str):
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    fig.add_annotation(text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font=dict(size=14))
+    fig.add_annotation(
+        text=text, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper", font=dict(size=14)
+    )
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False)
     fig.update_layout(height=260)
@@ -62,13 +64,26 @@ def plot_study(study, kind: str = "history", params=None, title=None, output_fil
     searched = {k for t in complete for k in t.params}
     need = 2 if kind in ("importances", "parallel") else 1
     if len(complete) < need:
-        return _finish(_placeholder(f"{kind}: needs {need} complete trial(s), the study has {len(complete)}"),
-                       title, output_file)
+        return _finish(
+            _placeholder(f"{kind}: needs {need} complete trial(s), the study has {len(complete)}"),
+            title,
+            output_file,
+        )
     if kind == "importances" and len(searched) < 2:
-        return _finish(_placeholder(f"importances: needs 2 or more searched parameters, the study has {sorted(searched)}"),
-                       title, output_file)
+        return _finish(
+            _placeholder(
+                "importances: needs 2 or more searched parameters, the study has "
+                f"{sorted(searched)}"
+            ),
+            title,
+            output_file,
+        )
     fn = getattr(ov, STUDY_PLOTS[kind])
-    kw = {"params": list(params)} if params is not None and kind in ("parallel", "slice", "importances") else {}
+    kw = (
+        {"params": list(params)}
+        if params is not None and kind in ("parallel", "slice", "importances")
+        else {}
+    )
     try:
         fig = fn(study, **kw)
     except (ValueError, RuntimeError) as e:  # e.g. importances when every value is equal
@@ -101,15 +116,29 @@ def fewshot_summary(table, metric: str, ci: float = 0.95):
         vals = g[metric].to_numpy(float)
         half = _ci_halfwidth(vals, ci)
         mean = float(vals.mean())
-        rows.append([mode, init, n, size, mean, float(vals.std(ddof=1)) if len(vals) > 1 else math.nan, len(vals),
-                     mean - half, mean + half])
+        rows.append(
+            [
+                mode,
+                init,
+                n,
+                size,
+                mean,
+                float(vals.std(ddof=1)) if len(vals) > 1 else math.nan,
+                len(vals),
+                mean - half,
+                mean + half,
+            ]
+        )
     return pd.DataFrame(rows, columns=cols)
 
 
-def plot_fewshot_curves(table, metric: str, ci: float = 0.95, log_x: bool = True, title=None, output_file=None):
+def plot_fewshot_curves(
+    table, metric: str, ci: float = 0.95, log_x: bool = True, title=None, output_file=None
+):
     """Few-shot curves: ``metric`` (e.g. ``test/auroc``) against training participants,
     mean over seeds with a ``ci`` t-interval band (shown with two or more seeds), one line
-    per init and one panel per mode. ``table``: :class:`~swiftlib.training.fewshot.FewShotResult`'s."""
+    per init and one panel per mode. ``table``:
+    :class:`~swiftlib.training.fewshot.FewShotResult`'s."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -126,22 +155,50 @@ def plot_fewshot_curves(table, metric: str, ci: float = 0.95, log_x: bool = True
             color = _COLORS.get(init, "#555555")
             band = d.dropna(subset=["ci_low"])
             if len(band):
-                fig.add_trace(go.Scatter(
-                    x=list(band["n"]) + list(band["n"])[::-1], y=list(band["ci_high"]) + list(band["ci_low"])[::-1],
-                    fill="toself", fillcolor=color, opacity=0.18, line=dict(width=0), hoverinfo="skip",
-                    showlegend=False, legendgroup=init), row=1, col=j)
-            fig.add_trace(go.Scatter(
-                x=d["n"], y=d["mean"], mode="lines+markers", name=init, legendgroup=init, showlegend=j == 1,
-                line=dict(color=color), customdata=d[["count", "size"]].to_numpy(),
-                hovertemplate="n %{x} (%{customdata[1]})<br>mean %{y:.3f}<br>seeds %{customdata[0]}<extra>" + init
-                              + "</extra>"), row=1, col=j)
-        fig.update_xaxes(title_text="training participants", type="log" if log_x else "linear", row=1, col=j)
+                fig.add_trace(
+                    go.Scatter(
+                        x=list(band["n"]) + list(band["n"])[::-1],
+                        y=list(band["ci_high"]) + list(band["ci_low"])[::-1],
+                        fill="toself",
+                        fillcolor=color,
+                        opacity=0.18,
+                        line=dict(width=0),
+                        hoverinfo="skip",
+                        showlegend=False,
+                        legendgroup=init,
+                    ),
+                    row=1,
+                    col=j,
+                )
+            fig.add_trace(
+                go.Scatter(
+                    x=d["n"],
+                    y=d["mean"],
+                    mode="lines+markers",
+                    name=init,
+                    legendgroup=init,
+                    showlegend=j == 1,
+                    line=dict(color=color),
+                    customdata=d[["count", "size"]].to_numpy(),
+                    hovertemplate=(
+                        "n %{x} (%{customdata[1]})<br>mean %{y:.3f}<br>"
+                        "seeds %{customdata[0]}<extra>" + init + "</extra>"
+                    ),
+                ),
+                row=1,
+                col=j,
+            )
+        fig.update_xaxes(
+            title_text="training participants", type="log" if log_x else "linear", row=1, col=j
+        )
     fig.update_yaxes(title_text=f"{metric} (mean, {int(ci * 100)}% CI over seeds)", row=1, col=1)
     fig.update_layout(margin=dict(l=60, r=20, t=60, b=50), legend_title_text="init")
     return _finish(fig, title, output_file, height=400)
 
 
-def plot_paired(table, metric: str, a: str = "pretrained", b: str = "scratch", title=None, output_file=None):
+def plot_paired(
+    table, metric: str, a: str = "pretrained", b: str = "scratch", title=None, output_file=None
+):
     """``a`` against ``b`` for each pair (same size, mode and seed): points above the
     diagonal are pairs where ``a`` scored higher. Colour = mode; hover names the cell."""
     import plotly.graph_objects as go
@@ -150,20 +207,43 @@ def plot_paired(table, metric: str, a: str = "pretrained", b: str = "scratch", t
     if table is None or len(table) == 0 or metric not in table:
         return _finish(_placeholder(f"no finished runs with {metric}"), title, output_file)
     ok = table[(table["status"] == "ok") & table[metric].notna()]
-    wide = ok.pivot_table(index=["size", "n", "mode", "seed"], columns="init", values=metric, aggfunc="first")
+    wide = ok.pivot_table(
+        index=["size", "n", "mode", "seed"], columns="init", values=metric, aggfunc="first"
+    )
     if a not in wide or b not in wide:
-        return _finish(_placeholder(f"no pairs: needs both {a!r} and {b!r} runs"), title, output_file)
+        return _finish(
+            _placeholder(f"no pairs: needs both {a!r} and {b!r} runs"), title, output_file
+        )
     wide = wide[[a, b]].dropna().reset_index()
     fig = go.Figure()
     for mode, g in wide.groupby("mode", sort=False):
-        fig.add_trace(go.Scatter(x=g[b], y=g[a], mode="markers", name=str(mode), marker=dict(size=9),
-                                 text=[f"n {s}, seed {sd}" for s, sd in zip(g["size"], g["seed"], strict=True)],
-                                 hovertemplate=f"%{{text}}<br>{b} %{{x:.3f}}<br>{a} %{{y:.3f}}<extra>{mode}</extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=g[b],
+                y=g[a],
+                mode="markers",
+                name=str(mode),
+                marker=dict(size=9),
+                text=[f"n {s}, seed {sd}" for s, sd in zip(g["size"], g["seed"], strict=True)],
+                hovertemplate=f"%{{text}}<br>{b} %{{x:.3f}}<br>{a} %{{y:.3f}}<extra>{mode}</extra>",
+            )
+        )
     lo = float(min(wide[a].min(), wide[b].min()))
     hi = float(max(wide[a].max(), wide[b].max()))
     pad = 0.05 * (hi - lo or 1.0)
-    fig.add_trace(go.Scatter(x=[lo - pad, hi + pad], y=[lo - pad, hi + pad], mode="lines", name="equal",
-                             line=dict(color="grey", dash="dash")))
-    fig.update_layout(xaxis_title=f"{b}: {metric}", yaxis_title=f"{a}: {metric}", legend_title_text="mode",
-                      margin=dict(l=60, r=20, t=50, b=50))
+    fig.add_trace(
+        go.Scatter(
+            x=[lo - pad, hi + pad],
+            y=[lo - pad, hi + pad],
+            mode="lines",
+            name="equal",
+            line=dict(color="grey", dash="dash"),
+        )
+    )
+    fig.update_layout(
+        xaxis_title=f"{b}: {metric}",
+        yaxis_title=f"{a}: {metric}",
+        legend_title_text="mode",
+        margin=dict(l=60, r=20, t=50, b=50),
+    )
     return _finish(fig, title, output_file, height=420)

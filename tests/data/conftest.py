@@ -31,8 +31,16 @@ class Range(Dataset):
         return i
 
 
-def build_store(root, frames=FRAMES, seed=0, dataset="synthetic", prefix="sub-", nan_age=(3,),
-                second_session=True, grid=GRID):
+def build_store(
+    root,
+    frames=FRAMES,
+    seed=0,
+    dataset="synthetic",
+    prefix="sub-",
+    nan_age=(3,),
+    second_session=True,
+    grid=GRID,
+):
     """Write a store of ``len(frames)`` subjects with random data; return (store, bold by id)."""
     from swiftlib.data.geometry import StoreGeometry
     from swiftlib.data.store import StoreWriter
@@ -40,7 +48,9 @@ def build_store(root, frames=FRAMES, seed=0, dataset="synthetic", prefix="sub-",
     rng = np.random.default_rng(seed)
     aff = np.diag([VOXEL, VOXEL, VOXEL, 1.0])
     aff[:3, 3] = [-80.0, -112.0, -72.0]
-    writer = StoreWriter(root, grid=grid, voxel_size=VOXEL, affine=aff, normalisation="zscore_global")
+    writer = StoreWriter(
+        root, grid=grid, voxel_size=VOXEL, affine=aff, normalisation="zscore_global"
+    )
     geom = StoreGeometry.build(grid, VOXEL, aff, source_shape=grid, source_affine=aff)
     mask = np.zeros(grid, dtype=bool)
     mask[3:17, 4:20, 3:19] = True
@@ -55,11 +65,16 @@ def build_store(root, frames=FRAMES, seed=0, dataset="synthetic", prefix="sub-",
         bold = rng.standard_normal((*grid, T)).astype(np.float16)  # (D, H, W, T)
         writer.write_subject(sid, bold, mask, geom, tr=0.8, norm_stats={"mean": 0.0, "std": 1.0})
         bolds[sid] = bold
-        rows.append({
-            "subject_id": sid, "participant_id": participant, "dataset": dataset,
-            "site": f"site{i % 3}", "sex": i % 2,
-            "age": np.nan if i in nan_age else 20.0 + i,
-        })
+        rows.append(
+            {
+                "subject_id": sid,
+                "participant_id": participant,
+                "dataset": dataset,
+                "site": f"site{i % 3}",
+                "sex": i % 2,
+                "age": np.nan if i in nan_age else 20.0 + i,
+            }
+        )
     store = writer.finalize(pd.DataFrame(rows), labels=LABELS)
     return store, bolds
 
@@ -73,5 +88,12 @@ def small_store(tmp_path_factory):
 @pytest.fixture(scope="session")
 def other_store(tmp_path_factory):
     """A second cohort (dataset 'other', 4 scans of 30–34 frames) for mixing tests."""
-    return build_store(tmp_path_factory.mktemp("store_b") / "store", frames=[30, 32, 34, 31], seed=1,
-                       dataset="other", prefix="sub-o", nan_age=(), second_session=False)
+    return build_store(
+        tmp_path_factory.mktemp("store_b") / "store",
+        frames=[30, 32, 34, 31],
+        seed=1,
+        dataset="other",
+        prefix="sub-o",
+        nan_age=(),
+        second_session=False,
+    )

@@ -16,8 +16,15 @@ from swiftlib.data.augment import (
 from swiftlib.data.windows import WindowDataset
 
 D, H, W, T = 20, 24, 22, 6
-SPATIAL_ONLY = dict(enabled=True, affine_prob=1.0, elastic_prob=1.0, noise_prob=0.0, temporal_noise_prob=0.0,
-                    rotate_deg=20.0, scale=0.15)
+SPATIAL_ONLY = dict(
+    enabled=True,
+    affine_prob=1.0,
+    elastic_prob=1.0,
+    noise_prob=0.0,
+    temporal_noise_prob=0.0,
+    rotate_deg=20.0,
+    scale=0.15,
+)
 
 
 def smooth_volume(seed=0):
@@ -47,8 +54,14 @@ def test_same_transform_for_different_frames():
 
 def test_seeded_and_reseeded():
     x = torch.randn(1, D, H, W, T)
-    cfg = AugmentConfig(enabled=True, affine_prob=1.0, elastic_prob=1.0, noise_prob=1.0,
-                        temporal_noise_prob=1.0, seed=5)
+    cfg = AugmentConfig(
+        enabled=True,
+        affine_prob=1.0,
+        elastic_prob=1.0,
+        noise_prob=1.0,
+        temporal_noise_prob=1.0,
+        seed=5,
+    )
     a, b = FrameAugment(cfg)(x), FrameAugment(cfg)(x)
     assert torch.equal(a, b)
     aug = FrameAugment(cfg)
@@ -62,8 +75,14 @@ def test_seeded_and_reseeded():
 
 def test_temporal_noise_is_one_offset_per_frame():
     x = torch.randn(1, D, H, W, T)
-    cfg = AugmentConfig(enabled=True, affine_prob=0.0, elastic_prob=0.0, noise_prob=0.0,
-                        temporal_noise_prob=1.0, temporal_noise_std=0.5)
+    cfg = AugmentConfig(
+        enabled=True,
+        affine_prob=0.0,
+        elastic_prob=0.0,
+        noise_prob=0.0,
+        temporal_noise_prob=1.0,
+        temporal_noise_std=0.5,
+    )
     delta = FrameAugment(cfg)(x) - x  # (1, D, H, W, T)
     per_frame = delta.reshape(-1, T)  # (D*H*W, T)
     torch.testing.assert_close(per_frame, per_frame[:1].expand_as(per_frame), atol=1e-5, rtol=0)
@@ -72,8 +91,14 @@ def test_temporal_noise_is_one_offset_per_frame():
 
 def test_gaussian_noise_scales_with_strength():
     x = torch.zeros(1, D, H, W, T)
-    base = dict(enabled=True, affine_prob=0.0, elastic_prob=0.0, noise_prob=1.0, temporal_noise_prob=0.0,
-                noise_std=0.1)
+    base = dict(
+        enabled=True,
+        affine_prob=0.0,
+        elastic_prob=0.0,
+        noise_prob=1.0,
+        temporal_noise_prob=0.0,
+        noise_std=0.1,
+    )
     s1 = FrameAugment(AugmentConfig(**base, strength=1.0))(x).std().item()
     s2 = FrameAugment(AugmentConfig(**base, strength=2.0))(x).std().item()
     assert abs(s1 - 0.1) < 0.01 and abs(s2 - 0.2) < 0.02

@@ -21,28 +21,47 @@ def test_from_dict_rejects_unknown_and_wrong_types():
         DataConfig.from_dict({"batchsize": 8})
     assert "did you mean 'batch_size'" in str(e.value) and "valid keys:" in str(e.value)
     assert "sequence_length" in str(e.value)
-    with pytest.raises(ConfigError, match=r"DataConfig.sequence_length='20' \(str\): expected an integer"):
+    with pytest.raises(
+        ConfigError, match=r"DataConfig.sequence_length='20' \(str\): expected an integer"
+    ):
         DataConfig.from_dict({"sequence_length": "20"})
     with pytest.raises(ConfigError, match="expected one of"):
         DataConfig.from_dict({"dtype": "float64"})
-    with pytest.raises(ConfigError, match=r"DataConfig.augment: unknown key\(s\) .strenght. \(did you mean .strength.\?\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"DataConfig.augment: unknown key\(s\) .strenght. \(did you mean .strength.\?\)",
+    ):
         DataConfig.from_dict({"augment": {"strenght": 2}})
-    cfg = DataConfig.from_dict({"store_path": ["a", "b"], "split_fractions": [0.8, 0.1, 0.1],
-                                "augment": {"enabled": True}, "stride_between_seq": 1,
-                                "dataset_weights": {"a": 1, "b": 2}})
+    cfg = DataConfig.from_dict(
+        {
+            "store_path": ["a", "b"],
+            "split_fractions": [0.8, 0.1, 0.1],
+            "augment": {"enabled": True},
+            "stride_between_seq": 1,
+            "dataset_weights": {"a": 1, "b": 2},
+        }
+    )
     assert cfg.store_paths == ("a", "b") and cfg.split_fractions == (0.8, 0.1, 0.1)
-    assert cfg.augment == AugmentConfig(enabled=True) and cfg.dataset_weights == {"a": 1.0, "b": 2.0}
+    assert cfg.augment == AugmentConfig(enabled=True) and cfg.dataset_weights == {
+        "a": 1.0,
+        "b": 2.0,
+    }
     assert DataConfig.from_dict(cfg.to_dict()) == cfg
     assert DataConfig(augment={"enabled": True}).augment.enabled  # dict accepted directly too
 
 
 def test_batch_arithmetic():
-    assert DataConfig(batch_size=16, num_devices=2, accumulate_grad_batches=2).per_device_batch_size == 4
+    assert (
+        DataConfig(batch_size=16, num_devices=2, accumulate_grad_batches=2).per_device_batch_size
+        == 4
+    )
     assert DataConfig(batch_size=3).per_device_batch_size == 3
     with pytest.raises(ValueError) as e:
         DataConfig(batch_size=10, num_devices=2, accumulate_grad_batches=2)
     msg = str(e.value)
-    assert "batch_size 10" in msg and "num_devices 2" in msg and "accumulate_grad_batches 2 = 4" in msg
+    assert (
+        "batch_size 10" in msg and "num_devices 2" in msg and "accumulate_grad_batches 2 = 4" in msg
+    )
 
 
 @pytest.mark.parametrize(
@@ -60,8 +79,15 @@ def test_config_value_errors(kw, fragment):
 
 
 def _cfg(store, tmp_path, **kw):
-    base = dict(store_path=str(store.root), sequence_length=20, stride_between_seq=0.5, batch_size=2,
-                num_workers=0, splits_dir=str(tmp_path / "splits"), split_fractions=(0.6, 0.2, 0.2))
+    base = dict(
+        store_path=str(store.root),
+        sequence_length=20,
+        stride_between_seq=0.5,
+        batch_size=2,
+        num_workers=0,
+        splits_dir=str(tmp_path / "splits"),
+        split_fractions=(0.6, 0.2, 0.2),
+    )
     base.update(kw)
     return DataConfig.from_dict(base)
 
@@ -83,15 +109,28 @@ def test_setup_splits_and_loaders(small_store, tmp_path):
     for ds in (dm.train_dataset, dm.val_dataset, dm.test_dataset):
         has = {"sub-0010" in ds.subject_ids, "sub-0010_ses-2" in ds.subject_ids}
         assert len(has) == 1
-    used = set(dm.train_dataset.subject_ids) | set(dm.val_dataset.subject_ids) | set(dm.test_dataset.subject_ids)
+    used = (
+        set(dm.train_dataset.subject_ids)
+        | set(dm.val_dataset.subject_ids)
+        | set(dm.test_dataset.subject_ids)
+    )
     assert used == set(store.subject_ids)
-    assert dm.val_dataset.mode == dm.test_dataset.mode == "eval" and dm.train_dataset.mode == "train"
+    assert (
+        dm.val_dataset.mode == dm.test_dataset.mode == "eval" and dm.train_dataset.mode == "train"
+    )
     val = dm.val_dataloader()
     assert val.batch_size == 2 and val.persistent_workers is False
-    seen = [(sid, int(st)) for b in val for sid, st in zip(b.subject_id, b.window_start, strict=True)]
-    assert seen == list(dm.val_dataset.index.itertuples(index=False, name=None))  # every window, in order
+    seen = [
+        (sid, int(st)) for b in val for sid, st in zip(b.subject_id, b.window_start, strict=True)
+    ]
+    # every window, in order
+    assert seen == list(dm.val_dataset.index.itertuples(index=False, name=None))
     batch = next(iter(dm.train_dataloader()))
-    assert isinstance(batch, Batch) and batch.x.shape == (2, 1, 20, 24, 22, 20) and batch.y.dtype == torch.long
+    assert (
+        isinstance(batch, Batch)
+        and batch.x.shape == (2, 1, 20, 24, 22, 20)
+        and batch.y.dtype == torch.long
+    )
     assert dm.contract()["grid"] == [20, 24, 22]
     dm.setup("test")  # idempotent
     again = FMRIDataModule(_cfg(store, tmp_path, label="sex", stratify=True))
@@ -101,15 +140,25 @@ def test_setup_splits_and_loaders(small_store, tmp_path):
 
 def test_few_shot_augment_and_workers(small_store, tmp_path):
     store, _ = small_store
-    cfg = _cfg(store, tmp_path, label="age", few_shot_n=3, num_workers=2, eval_batch_size=4,
-               augment={"enabled": True, "elastic_prob": 0.0}, split_name="fewshot")
+    cfg = _cfg(
+        store,
+        tmp_path,
+        label="age",
+        few_shot_n=3,
+        num_workers=2,
+        eval_batch_size=4,
+        augment={"enabled": True, "elastic_prob": 0.0},
+        split_name="fewshot",
+    )
     dm = FMRIDataModule(cfg)
     dm.setup()
     assert isinstance(dm.train_dataset.augment, FrameAugment) and dm.val_dataset.augment is None
     participants = set(store.subjects.loc[dm.train_dataset.subject_ids, "participant_id"])
     assert len(participants) <= 3 and participants <= set(dm.splits[str(store.root)].train)
     train = dm.train_dataloader()
-    assert train.persistent_workers and train.num_workers == 2 and dm.test_dataloader().batch_size == 4
+    assert (
+        train.persistent_workers and train.num_workers == 2 and dm.test_dataloader().batch_size == 4
+    )
     batches = list(train)
     assert sum(len(b.subject_id) for b in batches) == len(dm.train_dataset)
     assert all(b.y.dtype == torch.float32 for b in batches)
@@ -133,11 +182,19 @@ def test_trainer_mismatch(small_store, tmp_path):
 
 
 def test_two_stores_are_mixed(small_store, other_store, tmp_path):
-    cfg = _cfg(small_store[0], tmp_path, store_path=[str(small_store[0].root), str(other_store[0].root)],
-               mix_num_samples=10, split_fractions=(0.5, 0.25, 0.25))
+    cfg = _cfg(
+        small_store[0],
+        tmp_path,
+        store_path=[str(small_store[0].root), str(other_store[0].root)],
+        mix_num_samples=10,
+        split_fractions=(0.5, 0.25, 0.25),
+    )
     dm = FMRIDataModule(cfg)
     dm.setup()
-    assert isinstance(dm.train_dataset, MixedWindowDataset) and dm.train_dataset.names == ["synthetic", "other"]
+    assert isinstance(dm.train_dataset, MixedWindowDataset) and dm.train_dataset.names == [
+        "synthetic",
+        "other",
+    ]
     assert (tmp_path / "splits" / "other" / "default.json").exists()
     loader = dm.train_dataloader()
     assert isinstance(loader.sampler, MixingSampler) and len(loader.sampler) == 10

@@ -42,7 +42,9 @@ def test_crop_or_pad_matches_explicit_indexing():
 
 def test_geometry_inverse_maps_voxel_back_to_source_coordinate():
     src_aff = _aff(4.0, (-96, -132, -72))
-    geom = StoreGeometry.build((20, 24, 22), 4.0, store_affine((20, 24, 22), 4.0, (0, -17, 5)), (49, 58, 48), src_aff)
+    geom = StoreGeometry.build(
+        (20, 24, 22), 4.0, store_affine((20, 24, 22), 4.0, (0, -17, 5)), (49, 58, 48), src_aff
+    )
     assert geom.offset is not None
     store_ijk = np.array([[0, 0, 0], [3, 7, 11], [19, 23, 21]])
     src_ijk = geom.store_to_source(store_ijk)
@@ -62,7 +64,9 @@ def test_geometry_inverse_maps_voxel_back_to_source_coordinate():
 
 def test_unaligned_geometry_uses_affines_and_refuses_exact_inverse():
     src_aff = _aff(3.0, (-91, -127, -73))
-    geom = StoreGeometry.build((20, 24, 22), 4.0, store_affine((20, 24, 22), 4.0, (0, -17, 5)), (61, 73, 61), src_aff)
+    geom = StoreGeometry.build(
+        (20, 24, 22), 4.0, store_affine((20, 24, 22), 4.0, (0, -17, 5)), (61, 73, 61), src_aff
+    )
     assert geom.resampled
     ijk = np.array([[2.0, 5.0, 9.0]])
     assert np.allclose(geom.source_to_store(geom.store_to_source(ijk)), ijk)
@@ -81,29 +85,44 @@ def test_a_reoriented_source_goes_back_onto_the_file_grid_exactly():
     rng = np.random.default_rng(0)
     ras_aff = _aff(4.0, (-96, -132, -72))
     ras = rng.standard_normal((49, 58, 48)).astype(np.float32)
-    pir = nib.Nifti1Image(ras, ras_aff).as_reoriented(ornt_transform(io_orientation(ras_aff), axcodes2ornt(tuple("PIR"))))
+    pir = nib.Nifti1Image(ras, ras_aff).as_reoriented(
+        ornt_transform(io_orientation(ras_aff), axcodes2ornt(tuple("PIR")))
+    )
     file_data, file_aff = np.asarray(pir.dataobj), pir.affine
     assert "".join(nib.aff2axcodes(file_aff)) == "PIR" and file_data.shape == (58, 48, 49)
-    back_to_ras = pir.as_reoriented(ornt_transform(io_orientation(file_aff), axcodes2ornt(tuple("RAS"))))
+    back_to_ras = pir.as_reoriented(
+        ornt_transform(io_orientation(file_aff), axcodes2ornt(tuple("RAS")))
+    )
     grid = (20, 24, 22)
-    geom = StoreGeometry.build(grid, 4.0, store_affine(grid, 4.0, (0, -17, 5)), back_to_ras.shape,
-                               back_to_ras.affine, source_axcodes="PIR")
+    geom = StoreGeometry.build(
+        grid,
+        4.0,
+        store_affine(grid, 4.0, (0, -17, 5)),
+        back_to_ras.shape,
+        back_to_ras.affine,
+        source_axcodes="PIR",
+    )
     assert geom.axcodes == "RAS" and geom.source_axcodes == "PIR" and geom.offset is not None
     assert geom.file_shape == file_data.shape and np.allclose(geom.file_affine, file_aff)
-    store_map = crop_or_pad(np.asarray(back_to_ras.dataobj), geom.offset, grid)  # what a store holds
+    # what a store holds
+    store_map = crop_or_pad(np.asarray(back_to_ras.dataobj), geom.offset, grid)
     img = geom.to_nifti(store_map, space="source")
     assert img.shape == file_data.shape and np.allclose(img.affine, file_aff)
     inside = geom.to_nifti(np.ones(grid, np.float32), space="source").get_fdata() > 0
     assert inside.sum() == np.prod(grid)
-    assert np.array_equal(np.asarray(img.dataobj)[inside], file_data[inside])  # exact where the store saw it
+    # exact where the store saw it
+    assert np.array_equal(np.asarray(img.dataobj)[inside], file_data[inside])
     assert StoreGeometry.from_dict(geom.to_dict()) == geom
 
 
 def test_a_resampled_source_gets_its_map_resampled_with_nilearn():
     src_aff = _aff(3.0, (-91, -127, -73))
     grid = (20, 24, 22)
-    geom = StoreGeometry.build(grid, 4.0, store_affine(grid, 4.0, (0, -17, 5)), (61, 73, 61), src_aff)
-    x = np.arange(grid[0], dtype=np.float32)[:, None, None] * np.ones(grid, np.float32)  # a ramp in x
+    geom = StoreGeometry.build(
+        grid, 4.0, store_affine(grid, 4.0, (0, -17, 5)), (61, 73, 61), src_aff
+    )
+    # a ramp in x
+    x = np.arange(grid[0], dtype=np.float32)[:, None, None] * np.ones(grid, np.float32)
     img = geom.to_nifti(x, space="source")
     assert img.shape == (61, 73, 61) and np.allclose(img.affine, src_aff)
     # a source voxel well inside the store box gets the ramp's value at its world position

@@ -51,11 +51,14 @@ def test_state_dict_resumes_mid_epoch(kind, rank):
 @pytest.mark.parametrize("kind", ["shuffle", "mixing"])
 def test_resume_with_other_batch_size_or_data_is_refused(kind):
     state = _make(kind).state_dict()
-    with pytest.raises(ValueError, match="per-device batch size 2, but the checkpoint was written with 3"):
+    with pytest.raises(
+        ValueError, match="per-device batch size 2, but the checkpoint was written with 3"
+    ):
         _make(kind, batch_size=2).load_state_dict(state)
     with pytest.raises(ValueError, match="with 25 training samples per epoch .* written with 21"):
         _make(kind, num_samples=50).load_state_dict(state)
-    _make(kind).load_state_dict({"epoch": 0, "batches": 1, "batch_size": 3})  # checkpoints before the check
+    # checkpoints before the check
+    _make(kind).load_state_dict({"epoch": 0, "batches": 1, "batch_size": 3})
 
 
 def test_a_sampler_without_epoch_and_skip_is_refused():

@@ -19,7 +19,9 @@ def mixed(big=300, small=30):
 def test_mixed_dataset_names():
     ds = mixed()
     assert ds.names == ["big", "small"] and ds.sizes == [300, 30] and len(ds) == 330
-    assert ds.dataset_of(0) == "big" and ds.dataset_of(299) == "big" and ds.dataset_of(300) == "small"
+    assert (
+        ds.dataset_of(0) == "big" and ds.dataset_of(299) == "big" and ds.dataset_of(300) == "small"
+    )
     assert MixedWindowDataset([Range(2), Range(3)]).names == ["0", "1"]
     with pytest.raises(ValueError, match="at least one dataset"):
         MixedWindowDataset([])
@@ -46,7 +48,9 @@ def test_proportional_and_explicit_weights():
     ds = mixed()
     frac, _ = _fractions(MixingSampler(ds, weights="proportional", num_samples=20000), ds)
     assert abs(frac - 300 / 330) < 0.01
-    frac, _ = _fractions(MixingSampler(ds, weights={"big": 1.0, "small": 3.0}, num_samples=20000), ds)
+    frac, _ = _fractions(
+        MixingSampler(ds, weights={"big": 1.0, "small": 3.0}, num_samples=20000), ds
+    )
     assert abs(frac - 0.25) < 0.02
     frac, _ = _fractions(MixingSampler(ds, weights=[1.0, 0.0], num_samples=1000), ds)
     assert frac == 1.0
@@ -120,7 +124,10 @@ def test_rank_shards_are_disjoint_and_complete(world):
     for epoch in (0, 4):
         single = MixingSampler(ds, num_samples=77 + (-77) % world, seed=9, num_replicas=1, rank=0)
         single.set_epoch(epoch)
-        ranks = [MixingSampler(ds, num_samples=77, seed=9, num_replicas=world, rank=r) for r in range(world)]
+        ranks = [
+            MixingSampler(ds, num_samples=77, seed=9, num_replicas=world, rank=r)
+            for r in range(world)
+        ]
         for s in ranks:
             s.set_epoch(epoch)
         shards = [list(s) for s in ranks]
@@ -164,9 +171,17 @@ def test_with_window_datasets(small_store, other_store):
 def _mixed_module(paths, tmp_path, **kw):
     from swiftlib.data.datamodule import FMRIDataModule
 
-    return FMRIDataModule({"store_path": [str(p) for p in paths], "sequence_length": 20, "batch_size": 4,
-                           "num_workers": 0, "split_fractions": [0.5, 0.25, 0.25],
-                           "splits_dir": str(tmp_path / "splits"), **kw})
+    return FMRIDataModule(
+        {
+            "store_path": [str(p) for p in paths],
+            "sequence_length": 20,
+            "batch_size": 4,
+            "num_workers": 0,
+            "split_fractions": [0.5, 0.25, 0.25],
+            "splits_dir": str(tmp_path / "splits"),
+            **kw,
+        }
+    )
 
 
 def test_mixed_stores_get_the_resumable_loader(small_store, other_store, tmp_path):
@@ -179,7 +194,12 @@ def test_mixed_stores_get_the_resumable_loader(small_store, other_store, tmp_pat
     assert dm.num_train_samples == 14 != len(dm.train_dataset)  # the draws, not the windows
     it = iter(loader)
     next(it)
-    assert loader.state_dict() == {"epoch": 0, "batches": 1, "batch_size": 4, "samples_per_epoch": 14}
+    assert loader.state_dict() == {
+        "epoch": 0,
+        "batches": 1,
+        "batch_size": 4,
+        "samples_per_epoch": 14,
+    }
 
 
 def test_two_stores_of_one_dataset_are_refused(small_store, tmp_path):
@@ -187,7 +207,9 @@ def test_two_stores_of_one_dataset_are_refused(small_store, tmp_path):
 
     twin, _ = build_store(tmp_path / "twin", frames=[30, 31, 33, 35])  # also dataset "synthetic"
     dm = _mixed_module([small_store[0].root, twin.root], tmp_path)
-    with pytest.raises(ValueError, match=r"stores .*store_a.* and .*twin both hold dataset 'synthetic'"):
+    with pytest.raises(
+        ValueError, match=r"stores .*store_a.* and .*twin both hold dataset 'synthetic'"
+    ):
         dm.setup()
 
 

@@ -39,8 +39,14 @@ def _save(img_data, affine, path, tr=1.0, code=4):
 
 def test_preprocessing_the_nifti_export_reproduces_the_synthetic_store(tmp_path, synth_cohort):
     store, export, cfg = synth_cohort
-    report = preprocess(export, tmp_path / "pre", phenotype=export / "participants.tsv", dataset="synthetic",
-                        config=_cfg(cfg), progress=False)
+    report = preprocess(
+        export,
+        tmp_path / "pre",
+        phenotype=export / "participants.tsv",
+        dataset="synthetic",
+        config=_cfg(cfg),
+        progress=False,
+    )
     assert report.ok and report.written == ["sub-0001", "sub-0002", "sub-0003", "sub-0004"]
     pre = open_store(tmp_path / "pre", verify="checksum")
     for sid in pre.subject_ids:
@@ -50,14 +56,28 @@ def test_preprocessing_the_nifti_export_reproduces_the_synthetic_store(tmp_path,
         assert pre.tr(sid) == cfg.tr  # from the BIDS sidecar
     cols = ["sex", "age", "null_label", "site"]
     assert pre.subjects[cols].equals(store.subjects.loc[pre.subject_ids, cols])
-    assert pre.labels["sex"]["task"] == "classification" and pre.labels["age"]["task"] == "regression"
+    assert (
+        pre.labels["sex"]["task"] == "classification" and pre.labels["age"]["task"] == "regression"
+    )
     # resume: nothing is redone; a deleted subject is redone
-    again = preprocess(export, tmp_path / "pre", dataset="synthetic", phenotype=export / "participants.tsv",
-                       config=_cfg(cfg), progress=False)
+    again = preprocess(
+        export,
+        tmp_path / "pre",
+        dataset="synthetic",
+        phenotype=export / "participants.tsv",
+        config=_cfg(cfg),
+        progress=False,
+    )
     assert again.written == [] and len(again.skipped) == 4
     pre.path("sub-0002").unlink()
-    third = preprocess(export, tmp_path / "pre", dataset="synthetic", phenotype=export / "participants.tsv",
-                       config=_cfg(cfg), progress=False)
+    third = preprocess(
+        export,
+        tmp_path / "pre",
+        dataset="synthetic",
+        phenotype=export / "participants.tsv",
+        config=_cfg(cfg),
+        progress=False,
+    )
     assert third.written == ["sub-0002"] and len(third.skipped) == 3
 
 
@@ -72,14 +92,19 @@ def test_parallel_matches_serial(tmp_path, synth_cohort):
 
 def test_real_spm_normalised_functional_from_nibabel(tmp_path):
     src = os.path.join(os.path.dirname(nib.__file__), "tests", "data", "functional.nii")
-    report = preprocess(src, tmp_path / "func", config=PreprocessConfig(voxel_size=4.0, grid=(48, 56, 40)),
-                        progress=False)
+    report = preprocess(
+        src,
+        tmp_path / "func",
+        config=PreprocessConfig(voxel_size=4.0, grid=(48, 56, 40)),
+        progress=False,
+    )
     assert report.ok, report.failed
     st = open_store(tmp_path / "func")
     (sid,) = st.subject_ids
     assert st.num_frames(sid) == 20 and st.tr(sid) == 2.0
     geom = st.geometry(sid)
-    assert geom.resampled and geom.source_shape == (17, 21, 3)  # 4x4x8 mm → resampled onto the 4 mm lattice
+    # 4x4x8 mm → resampled onto the 4 mm lattice
+    assert geom.resampled and geom.source_shape == (17, 21, 3)
     data, mask = st.read_subject(sid).astype(np.float32), st.mask(sid)
     assert 100 < mask.sum() < 0.2 * mask.size  # an EPI mask inside the small field of view
     assert abs(data[mask].mean()) < 1e-2 and abs(data[mask].std() - 1) < 1e-2
@@ -96,7 +121,9 @@ def _bad_inputs(tmp, export):
     d.mkdir()
     files = {}
     shutil.copy(_first_bold(export), d / "sub-01_space-MNI_bold.nii.gz")
-    shutil.copy(str(_first_bold(export)).replace(".nii.gz", ".json"), d / "sub-01_space-MNI_bold.json")
+    shutil.copy(
+        str(_first_bold(export)).replace(".nii.gz", ".json"), d / "sub-01_space-MNI_bold.json"
+    )
     files["sub-02"] = _save(data[..., 0], aff, d / "sub-02_bold.nii.gz")
     raw = (d / "sub-01_space-MNI_bold.nii.gz").read_bytes()
     (d / "sub-03_bold.nii.gz").write_bytes(raw[: len(raw) // 2])
@@ -133,9 +160,12 @@ def test_every_bad_input_is_reported_by_name_and_the_rest_continue(tmp_path, syn
 
     _, export, cfg = synth_cohort
     d = _bad_inputs(tmp_path, export)
-    pd.DataFrame({"participant_id": [f"sub-{i:02d}" for i in range(1, 11)], "age": np.arange(10.0) + 40.5}).to_csv(
-        tmp_path / "pheno.tsv", sep="\t", index=False)
-    report = preprocess(d, tmp_path / "out", phenotype=tmp_path / "pheno.tsv", config=_cfg(cfg), progress=False)
+    pd.DataFrame(
+        {"participant_id": [f"sub-{i:02d}" for i in range(1, 11)], "age": np.arange(10.0) + 40.5}
+    ).to_csv(tmp_path / "pheno.tsv", sep="\t", index=False)
+    report = preprocess(
+        d, tmp_path / "out", phenotype=tmp_path / "pheno.tsv", config=_cfg(cfg), progress=False
+    )
     assert report.written == ["sub-01"]
     assert sorted(report.failed) == sorted(EXPECTED_ERRORS)
     for sid, pattern in EXPECTED_ERRORS.items():
@@ -153,17 +183,26 @@ def test_every_bad_input_is_reported_by_name_and_the_rest_continue(tmp_path, syn
 def test_assume_mni_and_tr_override_rescue_inputs(tmp_path, synth_cohort):
     _, export, cfg = synth_cohort
     d = _bad_inputs(tmp_path, export)
-    report = preprocess(d / "sub-10_bold.nii.gz", tmp_path / "a", config=_cfg(cfg, assume_mni=True), progress=False)
+    report = preprocess(
+        d / "sub-10_bold.nii.gz", tmp_path / "a", config=_cfg(cfg, assume_mni=True), progress=False
+    )
     assert report.ok
-    report = preprocess(d / "sub-09_bold.nii.gz", tmp_path / "b", config=_cfg(cfg, tr=1.0), progress=False)
+    report = preprocess(
+        d / "sub-09_bold.nii.gz", tmp_path / "b", config=_cfg(cfg, tr=1.0), progress=False
+    )
     assert report.ok and open_store(tmp_path / "b").tr("sub-09") == 1.0
 
 
 def test_existing_store_with_other_settings_is_refused(tmp_path, synth_cohort):
     _, export, cfg = synth_cohort
     preprocess(_first_bold(export), tmp_path / "s", config=_cfg(cfg), progress=False)
-    with pytest.raises(PreprocessError, match=r"existing store has grid=\[20, 24, 22\] but this run asks for \[24, 24, 24\]"):
-        preprocess(_first_bold(export), tmp_path / "s", config=_cfg(cfg, grid=(24, 24, 24)), progress=False)
+    with pytest.raises(
+        PreprocessError,
+        match=r"existing store has grid=\[20, 24, 22\] but this run asks for \[24, 24, 24\]",
+    ):
+        preprocess(
+            _first_bold(export), tmp_path / "s", config=_cfg(cfg, grid=(24, 24, 24)), progress=False
+        )
 
 
 def test_discovery_errors(tmp_path):
@@ -177,7 +216,9 @@ def test_multiple_runs_of_one_participant_get_distinct_keys(tmp_path):
     func = tmp_path / "sub-01" / "func"
     func.mkdir(parents=True)
     for run in (1, 2):
-        (func / f"sub-01_task-rest_run-{run}_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz").write_bytes(b"")
+        (
+            func / f"sub-01_task-rest_run-{run}_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz"
+        ).write_bytes(b"")
     scans = discover_inputs(tmp_path)
     assert [s.subject_id for s in scans] == ["sub-01_task-rest_run-1", "sub-01_task-rest_run-2"]
     assert {s.participant_id for s in scans} == {"sub-01"}
@@ -209,7 +250,9 @@ def test_normalise_methods():
     out, st = normalise(data, mask, "zscore_voxel")
     assert np.all(out[2, 3, 4] == 0) and st["constant_voxels"] == 1
     others = out[mask].copy()
-    assert np.allclose(np.delete(others, np.flatnonzero((out[mask] == 0).all(1)), 0).mean(1), 0, atol=1e-5)
+    assert np.allclose(
+        np.delete(others, np.flatnonzero((out[mask] == 0).all(1)), 0).mean(1), 0, atol=1e-5
+    )
     assert np.all(out[~mask] == st["fill_value"])
     out, st = normalise(data, mask, "psc")
     assert np.all(out[2, 3, 4] == 0) and st["low_mean_voxels"] == 0 and np.all(out[~mask] == 0)

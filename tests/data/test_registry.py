@@ -19,7 +19,19 @@ from swiftlib.data.registry import (
     register_dataset,
 )
 
-ALL = ["UKB", "ABCD", "HCP", "ABIDE", "EMBARC", "VSTM", "gradCPT", "MOT", "ToPS", "synthetic", "custom"]
+ALL = [
+    "UKB",
+    "ABCD",
+    "HCP",
+    "ABIDE",
+    "EMBARC",
+    "VSTM",
+    "gradCPT",
+    "MOT",
+    "ToPS",
+    "synthetic",
+    "custom",
+]
 
 
 def test_all_datasets_registered():
@@ -70,28 +82,43 @@ def test_labelspec_validation():
         LabelSpec("classification", "x")
     with pytest.raises(ValueError, match="only for classification"):
         LabelSpec("regression", "x", num_classes=3)
-    assert LabelSpec("classification", "x", 3).to_store() == {"task": "classification", "num_classes": 3}
+    assert LabelSpec("classification", "x", 3).to_store() == {
+        "task": "classification",
+        "num_classes": 3,
+    }
 
 
 def test_abide_mapping(tmp_path):
     p = tmp_path / "abide.csv"
-    pd.DataFrame({"SUB_ID": [50002, 50003, 50004], "SITE_ID": ["PITT", "PITT", "NYU"],
-                  "DX_GROUP": [1, 2, 1], "SEX": [1, 2, 2], "AGE_AT_SCAN": [16.8, 24.4, 19.1],
-                  "FIQ": [103, -9999, 110]}).to_csv(p, index=False)
+    pd.DataFrame(
+        {
+            "SUB_ID": [50002, 50003, 50004],
+            "SITE_ID": ["PITT", "PITT", "NYU"],
+            "DX_GROUP": [1, 2, 1],
+            "SEX": [1, 2, 2],
+            "AGE_AT_SCAN": [16.8, 24.4, 19.1],
+            "FIQ": [103, -9999, 110],
+        }
+    ).to_csv(p, index=False)
     df = get_dataset("ABIDE").load_phenotype(p)
     assert df["subject_id"].tolist() == ["sub-50002", "sub-50003", "sub-50004"]
     assert df["participant_id"].tolist() == df["subject_id"].tolist()
     assert df["site"].tolist() == ["PITT", "PITT", "NYU"] and set(df["dataset"]) == {"ABIDE"}
     assert df["asd"].tolist() == [1, 0, 1] and df["sex"].tolist() == [1, 0, 0]
     np.testing.assert_allclose(df["age"], [16.8, 24.4, 19.1])
-    assert df.attrs["labels"]["asd"] == {"task": "classification", "num_classes": 2,
-                                          "description": get_dataset("ABIDE").labels["asd"].description}
+    assert df.attrs["labels"]["asd"] == {
+        "task": "classification",
+        "num_classes": 2,
+        "description": get_dataset("ABIDE").labels["asd"].description,
+    }
 
 
 def test_ukb_tsv_keeps_ids_and_missing(tmp_path):
     p = tmp_path / "ukb.tsv"
-    p.write_text("eid\t31-0.0\t21003-2.0\t54-2.0\t20016-2.0\n"
-                 "1000011\t0\t62\t11025\t6\n0012345\t1\t\t11027\t\n")
+    p.write_text(
+        "eid\t31-0.0\t21003-2.0\t54-2.0\t20016-2.0\n"
+        "1000011\t0\t62\t11025\t6\n0012345\t1\t\t11027\t\n"
+    )
     df = get_dataset("UKB").load_phenotype(p)
     assert df["subject_id"].tolist() == ["sub-1000011", "sub-0012345"]  # leading zero kept
     assert df["sex"].tolist() == [0, 1] and df["site"].tolist() == ["11025", "11027"]
@@ -100,8 +127,10 @@ def test_ukb_tsv_keeps_ids_and_missing(tmp_path):
 
 def test_hcp_sniffed_and_single_site(tmp_path):
     p = tmp_path / "hcp.csv"
-    p.write_text("Subject;Gender;Age_in_Yrs;CogTotalComp_AgeAdj;PMAT24_A_CR\n"
-                 "100206;M;27;130.4;20\n100307;F;27;112.5;17\n")
+    p.write_text(
+        "Subject;Gender;Age_in_Yrs;CogTotalComp_AgeAdj;PMAT24_A_CR\n"
+        "100206;M;27;130.4;20\n100307;F;27;112.5;17\n"
+    )
     df = get_dataset("hcp").load_phenotype(p, labels=["sex", "age"])
     assert list(df.columns) == ["subject_id", "participant_id", "dataset", "site", "sex", "age"]
     assert df["sex"].tolist() == [1, 0] and df["site"].tolist() == ["HCP", "HCP"]
@@ -110,8 +139,15 @@ def test_hcp_sniffed_and_single_site(tmp_path):
 
 def test_already_prefixed_ids_unchanged(tmp_path):
     p = tmp_path / "s.csv"
-    pd.DataFrame({"participant_id": ["sub-01", "02"], "site": ["a", "b"], "sex": [0, 1],
-                  "age": [1.0, 2.0], "null_label": [1, 0]}).to_csv(p, index=False)
+    pd.DataFrame(
+        {
+            "participant_id": ["sub-01", "02"],
+            "site": ["a", "b"],
+            "sex": [0, 1],
+            "age": [1.0, 2.0],
+            "null_label": [1, 0],
+        }
+    ).to_csv(p, index=False)
     df = get_dataset("synthetic").load_phenotype(p)
     assert df["subject_id"].tolist() == ["sub-01", "sub-02"]
 
@@ -149,12 +185,26 @@ def test_bad_ids(tmp_path, text, fragment):
 
 def test_non_numeric_and_out_of_range(tmp_path):
     p = tmp_path / "syn.csv"
-    pd.DataFrame({"participant_id": ["a", "b"], "site": ["s", "s"], "sex": [0, 2], "age": [1, 2],
-                  "null_label": [0, 1]}).to_csv(p, index=False)
+    pd.DataFrame(
+        {
+            "participant_id": ["a", "b"],
+            "site": ["s", "s"],
+            "sex": [0, 2],
+            "age": [1, 2],
+            "null_label": [0, 1],
+        }
+    ).to_csv(p, index=False)
     with pytest.raises(PhenotypeError, match=r"integers 0..1, found \[2"):
         get_dataset("synthetic").load_phenotype(p)
-    pd.DataFrame({"participant_id": ["a", "b"], "site": ["s", "s"], "sex": [0, 1], "age": ["old", 2],
-                  "null_label": [0, 1]}).to_csv(p, index=False)
+    pd.DataFrame(
+        {
+            "participant_id": ["a", "b"],
+            "site": ["s", "s"],
+            "sex": [0, 1],
+            "age": ["old", 2],
+            "null_label": [0, 1],
+        }
+    ).to_csv(p, index=False)
     with pytest.raises(PhenotypeError, match=r"non-numeric values \['old'\]"):
         get_dataset("synthetic").load_phenotype(p)
 
@@ -169,7 +219,9 @@ def test_file_not_found_and_unknown_label(tmp_path):
 
 
 def test_with_columns(tmp_path):
-    ukb = get_dataset("UKB").with_columns(subject_column="id", site_column="centre", age="age_at_scan")
+    ukb = get_dataset("UKB").with_columns(
+        subject_column="id", site_column="centre", age="age_at_scan"
+    )
     assert ukb.subject_column == "id" and ukb.labels["age"].column == "age_at_scan"
     assert get_dataset("UKB").labels["age"].column == "21003-2.0"  # registry copy untouched
     p = tmp_path / "u.csv"
@@ -181,16 +233,18 @@ def test_with_columns(tmp_path):
 
 def test_custom_inference(tmp_path, caplog):
     p = tmp_path / "participants.tsv"
-    pd.DataFrame({
-        "participant_id": ["sub-01", "sub-02", "sub-03", "sub-04"],
-        "site": ["A", "B", "A", "B"],
-        "group": [1, 2, 2, 1],            # integers -> classification, mapped to 0..1
-        "score": [0.5, 1.25, 2.0, 3.5],   # floats -> regression
-        "handed": ["R", "L", "R", "A"],   # text -> classification, sorted categories
-        "zero_based": [0, 1, 2, 1],       # 0..K-1 -> classification without mapping
-        "many": list(range(4)),           # still <= 10 integer values
-        "constant": [1, 1, 1, 1],         # skipped
-    }).to_csv(p, sep="\t", index=False)
+    pd.DataFrame(
+        {
+            "participant_id": ["sub-01", "sub-02", "sub-03", "sub-04"],
+            "site": ["A", "B", "A", "B"],
+            "group": [1, 2, 2, 1],  # integers -> classification, mapped to 0..1
+            "score": [0.5, 1.25, 2.0, 3.5],  # floats -> regression
+            "handed": ["R", "L", "R", "A"],  # text -> classification, sorted categories
+            "zero_based": [0, 1, 2, 1],  # 0..K-1 -> classification without mapping
+            "many": list(range(4)),  # still <= 10 integer values
+            "constant": [1, 1, 1, 1],  # skipped
+        }
+    ).to_csv(p, sep="\t", index=False)
     with caplog.at_level("WARNING"):
         df = get_dataset("custom").load_phenotype(p)
     assert "'constant'" in caplog.text
@@ -227,8 +281,16 @@ def test_phenotype_to_store(tmp_path):
     from swiftlib.data.store import StoreWriter
 
     p = tmp_path / "abide.csv"
-    pd.DataFrame({"SUB_ID": [1, 2], "SITE_ID": ["A", "B"], "DX_GROUP": [1, 2], "SEX": [1, 1],
-                  "AGE_AT_SCAN": [10.0, 11.0], "FIQ": [100, 101]}).to_csv(p, index=False)
+    pd.DataFrame(
+        {
+            "SUB_ID": [1, 2],
+            "SITE_ID": ["A", "B"],
+            "DX_GROUP": [1, 2],
+            "SEX": [1, 1],
+            "AGE_AT_SCAN": [10.0, 11.0],
+            "FIQ": [100, 101],
+        }
+    ).to_csv(p, index=False)
     adapter = get_dataset("ABIDE")
     table = adapter.load_phenotype(p)
     grid, aff = (3, 4, 5), np.eye(4)

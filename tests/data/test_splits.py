@@ -47,7 +47,9 @@ def test_stratified_balances_classes():
     assert len(with_nan.train) == 2 and len(with_nan.test) == 0
 
 
-@pytest.mark.parametrize("fractions", [(0.7, 0.3), (0.5, 0.5, 0.5), (0.0, 0.5, 0.5), (1.2, -0.1, -0.1)])
+@pytest.mark.parametrize(
+    "fractions", [(0.7, 0.3), (0.5, 0.5, 0.5), (0.0, 0.5, 0.5), (1.2, -0.1, -0.1)]
+)
 def test_bad_fractions(fractions):
     with pytest.raises(SplitError, match="fractions="):
         make_splits(IDS, fractions)
@@ -68,8 +70,9 @@ def test_file_written_and_reused(tmp_path):
     assert s.path == str(path) and path.exists()
     saved = json.loads(path.read_text())
     assert saved["train"] == list(s.train) and saved["params"]["seed"] == 5
-    again = load_or_create_splits(list(reversed(IDS)), "UKB", "main", (0.7, 0.15, 0.15), seed=5,
-                                  splits_dir=tmp_path)
+    again = load_or_create_splits(
+        list(reversed(IDS)), "UKB", "main", (0.7, 0.15, 0.15), seed=5, splits_dir=tmp_path
+    )
     assert again.as_dict() == s.as_dict()
     # a different seed would silently change the split: refused
     with pytest.raises(SplitError, match=r"seed: file has 5, requested 6.*overwrite=True"):
@@ -82,7 +85,9 @@ def test_file_written_and_reused(tmp_path):
 
 def test_stratified_file_records_label(tmp_path):
     labels = [i % 2 for i in range(20)]
-    load_or_create_splits(IDS, "ABIDE", "dx", stratify=labels, stratify_label="asd", splits_dir=tmp_path)
+    load_or_create_splits(
+        IDS, "ABIDE", "dx", stratify=labels, stratify_label="asd", splits_dir=tmp_path
+    )
     with pytest.raises(SplitError, match="stratify_label: file has 'asd', requested None"):
         load_or_create_splits(IDS, "ABIDE", "dx", splits_dir=tmp_path)
 

@@ -29,11 +29,22 @@ def _write(root, n=3, frames=(30, 41, 35)):
         sid = f"sub-{i:02d}"
         bold = rng.standard_normal(GRID + (frames[i % len(frames)],)).astype(np.float32)
         mask = rng.random(GRID) > 0.3
-        w.write_subject(sid, bold, mask, _geom(), tr=0.72 + 0.1 * i, norm_stats={"mean": float(i), "std": 2.0})
+        w.write_subject(
+            sid, bold, mask, _geom(), tr=0.72 + 0.1 * i, norm_stats={"mean": float(i), "std": 2.0}
+        )
         data[sid] = (bold, mask)
-    table = pd.DataFrame({"subject_id": list(data), "site": ["a", "b", "a"][:n], "sex": [0, 1, 0][:n],
-                          "age": [50.5, 61.0, 70.25][:n]})
-    store = w.finalize(table, labels={"sex": {"task": "classification", "num_classes": 2}, "age": {"task": "regression"}})
+    table = pd.DataFrame(
+        {
+            "subject_id": list(data),
+            "site": ["a", "b", "a"][:n],
+            "sex": [0, 1, 0][:n],
+            "age": [50.5, 61.0, 70.25][:n],
+        }
+    )
+    store = w.finalize(
+        table,
+        labels={"sex": {"task": "classification", "num_classes": 2}, "age": {"task": "regression"}},
+    )
     return store, data
 
 
@@ -52,10 +63,18 @@ def test_round_trip_is_exact_in_fp16(tmp_path):
     assert store.norm_stats("sub-02") == {"mean": 2.0, "std": 2.0}
     assert store.geometry("sub-00") == _geom()
     assert store.labels["age"] == {"task": "regression"}
-    assert store.subjects.loc["sub-01", "site"] == "b" and store.subjects.loc["sub-02", "age"] == 70.25
-    assert store.contract() == {"grid": list(GRID), "voxel_size": VS, "space": "MNI152", "layout": "mni_ras",
-                                "template": "unknown", "normalisation": "zscore_global",
-                                "tr_range": [0.72, pytest.approx(0.92)]}
+    assert (
+        store.subjects.loc["sub-01", "site"] == "b" and store.subjects.loc["sub-02", "age"] == 70.25
+    )
+    assert store.contract() == {
+        "grid": list(GRID),
+        "voxel_size": VS,
+        "space": "MNI152",
+        "layout": "mni_ras",
+        "template": "unknown",
+        "normalisation": "zscore_global",
+        "tr_range": [0.72, pytest.approx(0.92)],
+    }
 
 
 def test_chunks_hold_whole_volumes_of_a_few_frames(tmp_path):
@@ -81,14 +100,22 @@ def test_store_pickles_without_open_handles(tmp_path):
     store.read_window("sub-00", 0, 2)
     clone = pickle.loads(pickle.dumps(store))
     assert clone._handles == {}
-    assert np.array_equal(clone.read_window("sub-00", 0, 2), data["sub-00"][0][..., :2].astype(np.float16))
+    assert np.array_equal(
+        clone.read_window("sub-00", 0, 2), data["sub-00"][0][..., :2].astype(np.float16)
+    )
 
 
 def test_failed_write_leaves_nothing(tmp_path):
     w = _writer(tmp_path / "s")
     with pytest.raises(TypeError):  # json.dumps fails mid-write, after the bold dataset was written
-        w.write_subject("sub-00", np.zeros(GRID + (4,), np.float32), np.ones(GRID, bool), _geom(), 1.0,
-                        norm_stats={"x": object()})
+        w.write_subject(
+            "sub-00",
+            np.zeros(GRID + (4,), np.float32),
+            np.ones(GRID, bool),
+            _geom(),
+            1.0,
+            norm_stats={"x": object()},
+        )
     assert list((tmp_path / "s" / "subjects").iterdir()) == []
     assert w.completed() == {}
 
@@ -127,10 +154,14 @@ def test_open_store_rejects_non_stores(tmp_path):
     (tmp_path / "manifest.json").write_text(json.dumps({"format": "other"}))
     with pytest.raises(StoreError, match="format='other'"):
         open_store(tmp_path)
-    (tmp_path / "manifest.json").write_text(json.dumps({"format": "swiftlib-store", "format_version": 99}))
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"format": "swiftlib-store", "format_version": 99})
+    )
     with pytest.raises(StoreError, match="newer"):
         open_store(tmp_path)
-    (tmp_path / "manifest.json").write_text(json.dumps({"format": "swiftlib-store", "format_version": 1}))
+    (tmp_path / "manifest.json").write_text(
+        json.dumps({"format": "swiftlib-store", "format_version": 1})
+    )
     with pytest.raises(StoreError, match="subjects.csv is missing"):
         open_store(tmp_path)
     with pytest.raises(ValueError, match="verify='fast'"):
@@ -143,10 +174,14 @@ def test_writer_validation(tmp_path):
     with pytest.raises(StoreError, match=r"grid=\(20, 24\)"):
         StoreWriter(tmp_path, (20, 24), VS, np.eye(4))
     w = _writer(tmp_path / "s")
-    with pytest.raises(StoreError, match=r"bold shape \(20, 24, 21, 5\); expected \(20, 24, 22, T\)"):
+    with pytest.raises(
+        StoreError, match=r"bold shape \(20, 24, 21, 5\); expected \(20, 24, 22, T\)"
+    ):
         w.write_subject("sub-00", np.zeros((20, 24, 21, 5)), np.ones(GRID, bool), _geom(), 1.0, {})
     with pytest.raises(StoreError, match="mask shape"):
-        w.write_subject("sub-00", np.zeros(GRID + (5,)), np.ones((20, 24, 21), bool), _geom(), 1.0, {})
+        w.write_subject(
+            "sub-00", np.zeros(GRID + (5,)), np.ones((20, 24, 21), bool), _geom(), 1.0, {}
+        )
     with pytest.raises(StoreError, match="cannot be used as a file name"):
         w.write_subject("../evil", np.zeros(GRID + (5,)), np.ones(GRID, bool), _geom(), 1.0, {})
     with pytest.raises(StoreError, match="no subject was written"):

@@ -61,7 +61,9 @@ def test_deterministic_bit_for_bit_and_seed_sensitive(tmp_path, synth_cohort):
     for sid in ("sub-0001", "sub-0007"):
         assert np.array_equal(again.read_subject(sid), store.read_subject(sid))
     assert again.subjects.drop(columns=[]).equals(store.subjects)
-    other = make_synthetic_cohort(tmp_path / "other", config=SyntheticConfig(**{**cfg.__dict__, "seed": 4}), progress=False)
+    other = make_synthetic_cohort(
+        tmp_path / "other", config=SyntheticConfig(**{**cfg.__dict__, "seed": 4}), progress=False
+    )
     assert not np.array_equal(other.read_subject("sub-0001"), store.read_subject("sub-0001"))
 
 

@@ -24,14 +24,18 @@ def test_window_starts_numbers():
 def test_eval_enumerates_every_window_in_order(small_store):
     store, _ = small_store
     ds = WindowDataset(store, sequence_length=20, stride_between_seq=0.5, mode="eval")
-    expected = {sid: len(window_starts(store.num_frames(sid), 20, 0.5)) for sid in store.subject_ids}
+    expected = {
+        sid: len(window_starts(store.num_frames(sid), 20, 0.5)) for sid in store.subject_ids
+    }
     assert ds.windows_by_subject == expected
     # frames 30..50 with step 10: (T - 20) // 10 + 1 windows
     assert sorted(expected.values()) == sorted((t - 20) // 10 + 1 for t in FRAMES)
     assert len(ds) == ds.num_windows == sum(expected.values()) == 31
     idx = ds.index
     assert list(idx.columns) == ["subject_id", "start"]
-    assert idx["subject_id"].tolist() == sorted(idx["subject_id"].tolist(), key=store.subject_ids.index)
+    assert idx["subject_id"].tolist() == sorted(
+        idx["subject_id"].tolist(), key=store.subject_ids.index
+    )
     first = idx[idx.subject_id == "sub-0010"]["start"].tolist()
     assert first == [0, 10, 20, 30]  # 50 frames
     for i in (0, 5, len(ds) - 1):
@@ -41,8 +45,14 @@ def test_eval_enumerates_every_window_in_order(small_store):
 
 def test_sample_values_exact(small_store):
     store, bolds = small_store
-    ds = WindowDataset(store, ["sub-0002", "sub-0007"], sequence_length=7, stride_between_seq=1.0,
-                       stride_within_seq=3, mode="eval")
+    ds = WindowDataset(
+        store,
+        ["sub-0002", "sub-0007"],
+        sequence_length=7,
+        stride_between_seq=1.0,
+        stride_within_seq=3,
+        mode="eval",
+    )
     s = ds[ds.windows_by_subject["sub-0002"]]  # the first window of sub-0007
     assert s.subject_id == "sub-0007" and s.window_start == 0 and s.dataset == "synthetic"
     assert s.x.shape == (1, *GRID, 7) and s.x.dtype == torch.float32
@@ -50,7 +60,9 @@ def test_sample_values_exact(small_store):
     assert torch.equal(s.x[0], torch.from_numpy(ref))
     s2 = ds[2]  # sub-0002 (33 frames) has one window; sub-0007 (44) has starts 0, 21
     assert s2.window_start == 21  # step = round(1.0 * 7 * 3)
-    half = WindowDataset(store, ["sub-0007"], sequence_length=5, dtype=torch.float16, mode="eval")[2]
+    half = WindowDataset(store, ["sub-0007"], sequence_length=5, dtype=torch.float16, mode="eval")[
+        2
+    ]
     assert half.x.dtype == torch.float16
     assert torch.equal(half.x[0], torch.from_numpy(bolds["sub-0007"][..., 10:15]))
     assert torch.isnan(s.y)  # no label requested
@@ -68,7 +80,11 @@ def test_labels_and_nan_drop(small_store, caplog):
     cls = WindowDataset(store, ["sub-0000", "sub-0001"], label="sex", sequence_length=20)
     assert cls.label_task == "classification" and cls.num_classes == 2
     ys = {cls[i].subject_id: cls[i].y for i in range(len(cls))}
-    assert ys["sub-0000"].dtype == torch.long and ys["sub-0000"].item() == 0 and ys["sub-0001"].item() == 1
+    assert (
+        ys["sub-0000"].dtype == torch.long
+        and ys["sub-0000"].item() == 0
+        and ys["sub-0001"].item() == 1
+    )
     np.testing.assert_array_equal(cls.subject_labels, [0.0, 1.0])
 
 
@@ -80,7 +96,9 @@ def test_all_labels_missing(small_store):
 
 def test_unknown_label_lists_valid(small_store):
     store, _ = small_store
-    with pytest.raises(KeyError, match=r"label 'gender' is not declared.*valid labels: \['age', 'sex'\]"):
+    with pytest.raises(
+        KeyError, match=r"label 'gender' is not declared.*valid labels: \['age', 'sex'\]"
+    ):
         WindowDataset(store, label="gender")
 
 
@@ -147,13 +165,17 @@ def test_windows_per_subject_random_starts(small_store):
 def test_transform_in_both_modes(small_store):
     store, _ = small_store
     for mode in ("train", "eval"):
-        ds = WindowDataset(store, ["sub-0000"], sequence_length=20, mode=mode, transform=lambda x: x * 0 + 1)
+        ds = WindowDataset(
+            store, ["sub-0000"], sequence_length=20, mode=mode, transform=lambda x: x * 0 + 1
+        )
         assert torch.all(ds[0].x == 1)
 
 
 def test_collate_and_loader(small_store):
     store, _ = small_store
-    ds = WindowDataset(store, ["sub-0000", "sub-0001"], label="sex", sequence_length=20, mode="eval")
+    ds = WindowDataset(
+        store, ["sub-0000", "sub-0001"], label="sex", sequence_length=20, mode="eval"
+    )
     batch = collate_samples([ds[0], ds[1]])
     assert isinstance(batch, Batch)
     assert batch.x.shape == (2, 1, *GRID, 20) and batch.y.tolist() == [0, 1]

@@ -49,16 +49,25 @@ class PlantedWindows(Dataset):
     can learn); outside it: the in-brain minimum, as in a store window (SimMIM's brain mask).
     """
 
-    def __init__(self, num_unique: int = 8, length: int | None = None, grid=GRID, seed: int = 0) -> None:
+    def __init__(
+        self, num_unique: int = 8, length: int | None = None, grid=GRID, seed: int = 0
+    ) -> None:
         gen = torch.Generator().manual_seed(seed)
         D, H, W, T = grid
-        d, h, w = torch.meshgrid(torch.linspace(-1, 1, D), torch.linspace(-1, 1, H), torch.linspace(-1, 1, W),
-                                 indexing="ij")
-        brain = (d ** 2 + h ** 2 + w ** 2) < 0.9  # (D, H, W)
+        d, h, w = torch.meshgrid(
+            torch.linspace(-1, 1, D),
+            torch.linspace(-1, 1, H),
+            torch.linspace(-1, 1, W),
+            indexing="ij",
+        )
+        brain = (d**2 + h**2 + w**2) < 0.9  # (D, H, W)
         t = torch.linspace(0, 1, T)
         xs, ys = [], []
         for i in range(num_unique):
-            k, phase = torch.rand(3, generator=gen) * 3 + 1, torch.rand(1, generator=gen) * 2 * math.pi
+            k, phase = (
+                torch.rand(3, generator=gen) * 3 + 1,
+                torch.rand(1, generator=gen) * 2 * math.pi,
+            )
             space = torch.sin(math.pi * (k[0] * d + k[1] * h + k[2] * w))  # (D, H, W)
             x = space[..., None] * torch.cos(2 * math.pi * t + phase)  # (D, H, W, T)
             x = x + 0.1 * torch.randn(x.shape, generator=gen)
@@ -76,12 +85,19 @@ class PlantedWindows(Dataset):
 
     def __getitem__(self, i: int) -> Sample:
         j = i % len(self.x)
-        return Sample(x=self.x[j], y=torch.tensor(self.y[j]), subject_id=f"sub-{j:02d}", dataset="planted",
-                      window_start=0)
+        return Sample(
+            x=self.x[j],
+            y=torch.tensor(self.y[j]),
+            subject_id=f"sub-{j:02d}",
+            dataset="planted",
+            window_start=0,
+        )
 
 
 def windows_loader(batch_size: int = 4, **kw) -> DataLoader:
-    return DataLoader(PlantedWindows(**kw), batch_size=batch_size, shuffle=False, collate_fn=collate_samples)
+    return DataLoader(
+        PlantedWindows(**kw), batch_size=batch_size, shuffle=False, collate_fn=collate_samples
+    )
 
 
 class StepRecorder(pl.Callback):
@@ -111,9 +127,20 @@ class StepRecorder(pl.Callback):
 def tiny_trainer(root: Path, max_steps: int, callbacks=(), **kw) -> pl.Trainer:
     """A bf16-mixed, single-device Trainer without logger, checkpoints or progress bar."""
     settings = dict(
-        accelerator=accelerator(), devices=1, precision="bf16-mixed", max_steps=max_steps, max_epochs=-1,
-        default_root_dir=str(root), logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, gradient_clip_val=1.0)
+        accelerator=accelerator(),
+        devices=1,
+        precision="bf16-mixed",
+        max_steps=max_steps,
+        max_epochs=-1,
+        default_root_dir=str(root),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        gradient_clip_val=1.0,
+    )
     return pl.Trainer(callbacks=list(callbacks), **{**settings, **kw})
 
 

@@ -24,11 +24,19 @@ import torch.nn.functional as F
 
 FUSED = ("flash", "efficient", "cudnn")
 BACKENDS = (*FUSED, "math")
-_SDP_NAMES = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION",
-              "math": "MATH"}
+_SDP_NAMES = {
+    "flash": "FLASH_ATTENTION",
+    "efficient": "EFFICIENT_ATTENTION",
+    "cudnn": "CUDNN_ATTENTION",
+    "math": "MATH",
+}
 #: profiler operator-name fragment → backend
-_OP_BACKEND = {"flash_attention": "flash", "efficient_attention": "efficient",
-               "cudnn_attention": "cudnn", "attention_math": "math"}
+_OP_BACKEND = {
+    "flash_attention": "flash",
+    "efficient_attention": "efficient",
+    "cudnn_attention": "cudnn",
+    "attention_math": "math",
+}
 
 
 def backend_of(op: str) -> str | None:
@@ -61,11 +69,23 @@ class CallRecorder:
     def __call__(self, q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, **kw):
         key = (tuple(q.shape), str(q.dtype), None if attn_mask is None else tuple(attn_mask.shape))
         if key not in self.calls:
-            self.calls[key] = {"q": q.detach().clone(), "k": k.detach().clone(), "v": v.detach().clone(),
-                               "mask": None if attn_mask is None else attn_mask.detach().clone(),
-                               "scale": scale}
-        return self.sdpa(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal,
-                         scale=scale, **kw)
+            self.calls[key] = {
+                "q": q.detach().clone(),
+                "k": k.detach().clone(),
+                "v": v.detach().clone(),
+                "mask": None if attn_mask is None else attn_mask.detach().clone(),
+                "scale": scale,
+            }
+        return self.sdpa(
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            dropout_p=dropout_p,
+            is_causal=is_causal,
+            scale=scale,
+            **kw,
+        )
 
 
 def fwd_bwd(call: dict) -> None:
@@ -79,7 +99,10 @@ def probe(call: dict, backend: str, repeats: int = 5) -> dict:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     if not hasattr(SDPBackend, _SDP_NAMES[backend]):
-        return {"ok": False, "error": f"torch {torch.__version__} has no SDPBackend.{_SDP_NAMES[backend]}"}
+        return {
+            "ok": False,
+            "error": f"torch {torch.__version__} has no SDPBackend.{_SDP_NAMES[backend]}",
+        }
     device = call["q"].device
     try:
         with warnings.catch_warnings(), sdpa_kernel([getattr(SDPBackend, _SDP_NAMES[backend])]):
@@ -98,9 +121,14 @@ def probe(call: dict, backend: str, repeats: int = 5) -> dict:
 
 def describe(key: tuple, call: dict) -> dict:
     q_shape, dtype, mask_shape = key
-    return {"q_shape": list(q_shape), "dtype": dtype, "head_dim": q_shape[-1], "tokens": q_shape[-2],
-            "mask_shape": list(mask_shape) if mask_shape else None,
-            "mask_dtype": str(call["mask"].dtype) if call["mask"] is not None else None}
+    return {
+        "q_shape": list(q_shape),
+        "dtype": dtype,
+        "head_dim": q_shape[-1],
+        "tokens": q_shape[-2],
+        "mask_shape": list(mask_shape) if mask_shape else None,
+        "mask_dtype": str(call["mask"].dtype) if call["mask"] is not None else None,
+    }
 
 
 def probe_preset(preset: str, grid, batch: int, device: torch.device) -> dict:
@@ -126,37 +154,54 @@ def probe_preset(preset: str, grid, batch: int, device: torch.device) -> dict:
     calls = []
     for key, call in recorder.calls.items():
         row = describe(key, call)
-        row["default"] = sorted({backend_of(op) for op in sdpa_ops(lambda call=call: fwd_bwd(call), device)})
+        row["default"] = sorted(
+            {backend_of(op) for op in sdpa_ops(lambda call=call: fwd_bwd(call), device)}
+        )
         row["probe"] = {b: probe(call, b) for b in BACKENDS}
         row["fused_ok"] = [b for b in FUSED if row["probe"][b]["ok"]]
         calls.append(row)
-    return {"model_ops": ops, "model_backends": sorted({backend_of(op) for op in ops}), "calls": calls}
+    return {
+        "model_ops": ops,
+        "model_backends": sorted({backend_of(op) for op in ops}),
+        "calls": calls,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", help="JSON file to write")
     ap.add_argument("--presets", nargs="+", default=["swift_v2_51m", "swift_v2_202m"])
-    ap.add_argument("--grid", nargs=4, type=int, default=[96, 96, 96, 20], metavar=("D", "H", "W", "T"))
+    ap.add_argument(
+        "--grid", nargs=4, type=int, default=[96, 96, 96, 20], metavar=("D", "H", "W", "T")
+    )
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--device", default="cuda")
     args = ap.parse_args(argv)
     device = torch.device(args.device)
-    report = {"torch": torch.__version__, "cuda": torch.version.cuda,
-              "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
-              "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-              "grid": args.grid, "batch": args.batch, "precision": "bf16 autocast, forward + backward",
-              "presets": {}}
+    report = {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "grid": args.grid,
+        "batch": args.batch,
+        "precision": "bf16 autocast, forward + backward",
+        "presets": {},
+    }
     problems = []
     for preset in args.presets:
         res = probe_preset(preset, tuple(args.grid), args.batch, device)
         report["presets"][preset] = res
         for row in res["calls"]:
             if not row["fused_ok"]:
-                problems.append(f"{preset}: no fused backend runs q {row['q_shape']} mask {row['mask_shape']}")
+                problems.append(
+                    f"{preset}: no fused backend runs q {row['q_shape']} mask {row['mask_shape']}"
+                )
         used = res["model_backends"]
         if not used or any(b not in FUSED for b in used):
-            problems.append(f"{preset}: the model's default dispatch ran {used} ({res['model_ops']})")
+            problems.append(
+                f"{preset}: the model's default dispatch ran {used} ({res['model_ops']})"
+            )
         if device.type == "cuda":
             torch.cuda.empty_cache()
     report["problems"] = problems

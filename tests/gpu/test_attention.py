@@ -28,16 +28,27 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_fused_sdpa_kernel_at_real_shapes(tmp_path):
     report_path = tmp_path / "sdpa_backend.json"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, "-m", "tests.gpu.sdpa_probe", str(report_path)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=150)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.gpu.sdpa_probe", str(report_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=150,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     report = json.loads(report_path.read_text())
     out = common.out_dir()
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "sdpa_backend.json").write_text(report_path.read_text())
-    print(f"SDPA backends at {report['grid']} bf16: "
-          f"{ {p: r['model_backends'] for p, r in report['presets'].items()} }")
+    print(
+        f"SDPA backends at {report['grid']} bf16: "
+        f"{ {p: r['model_backends'] for p, r in report['presets'].items()} }"
+    )
     assert set(report["presets"]) == {"swift_v2_51m", "swift_v2_202m"}
     assert report["fused_only"], "\n".join(report["problems"])

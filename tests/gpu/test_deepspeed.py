@@ -23,8 +23,13 @@ import torch
 
 from tests.gpu.common import GPU_ONLY
 
-pytestmark = [*GPU_ONLY, pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None,
-                                            reason="DeepSpeed is not installed (carry its wheel: benchmarks/gpu_suite.sh)")]
+pytestmark = [
+    *GPU_ONLY,
+    pytest.mark.skipif(
+        importlib.util.find_spec("deepspeed") is None,
+        reason="DeepSpeed is not installed (carry its wheel: benchmarks/gpu_suite.sh)",
+    ),
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,10 +47,21 @@ def test_zero2_bf16_one_gpu_checkpoint_converts(tmp_path):
     from swiftlib.training.deepspeed import convert_deepspeed_checkpoint
     from tests.gpu.deepspeed_worker import STEPS
 
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "DS_ACCELERATOR": "cuda",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, "-m", "tests.gpu.deepspeed_worker", str(tmp_path)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=180)
+    env = {
+        **os.environ,
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "DS_ACCELERATOR": "cuda",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.gpu.deepspeed_worker", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     run = json.loads(proc.stdout.strip().splitlines()[-1])
     print(json.dumps({k: v for k, v in run.items() if k != "losses"}))
@@ -58,16 +74,24 @@ def test_zero2_bf16_one_gpu_checkpoint_converts(tmp_path):
     best = Path(run["best"])
     assert best.is_dir(), f"{best}: expected a DeepSpeed checkpoint directory"
     shards = sorted(p.name for p in best.rglob("*.pt"))
-    assert any(n.endswith("model_states.pt") for n in shards) and any(n.endswith("optim_states.pt") for n in shards), shards
+    assert any(n.endswith("model_states.pt") for n in shards) and any(
+        n.endswith("optim_states.pt") for n in shards
+    ), shards
 
     weights = torch.load(tmp_path / "weights.pt", weights_only=True)
-    moved = [k for k in weights["initial"] if not torch.equal(weights["initial"][k], weights["final"][k])]
+    moved = [
+        k for k in weights["initial"] if not torch.equal(weights["initial"][k], weights["final"][k])
+    ]
     assert any(k.startswith("encoder.") for k in moved), "ZeRO-2 steps changed no encoder weight"
 
     plain = convert_deepspeed_checkpoint(best, tmp_path / "best_fp32.ckpt")
     ckpt = torch.load(plain, map_location="cpu", weights_only=True)
     assert ckpt["swiftlib"]["kind"] == "pretrain" and ckpt["swiftlib"]["model"] == "swift_v2_test"
-    state = {k[len("model."):]: v.detach() for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    state = {
+        k[len("model.") :]: v.detach()
+        for k, v in ckpt["state_dict"].items()
+        if k.startswith("model.")
+    }
     assert set(state) == set(weights["final"]), "converted keys differ from the trained model's"
     for k, v in state.items():
         assert v.dtype == torch.float32, f"{k}: {v.dtype} in the consolidated checkpoint"
@@ -77,9 +101,12 @@ def test_zero2_bf16_one_gpu_checkpoint_converts(tmp_path):
     encoder = create_model("swift_v2_test", num_classes=0)
     report = load_encoder_weights(encoder, plain, "swift_v2_test")
     assert report["kind"] == "pretrain" and report["loaded"] and not report["missing"]
-    if hasattr(common_tasks, "resolve_checkpoint"):  # the one loader also takes the ZeRO folder itself
+    # the one loader also takes the ZeRO folder itself
+    if hasattr(common_tasks, "resolve_checkpoint"):
         encoder = create_model("swift_v2_test", num_classes=0)
         report = load_encoder_weights(encoder, best, "swift_v2_test")
         assert report["kind"] == "pretrain" and report["loaded"] and not report["missing"]
-        torch.testing.assert_close(encoder.state_dict()["patch_embed.proj.weight"],
-                                   state["encoder.patch_embed.proj.weight"])
+        torch.testing.assert_close(
+            encoder.state_dict()["patch_embed.proj.weight"],
+            state["encoder.patch_embed.proj.weight"],
+        )

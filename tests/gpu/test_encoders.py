@@ -42,7 +42,9 @@ def highest_fp32():
 
 
 def _rel(a: torch.Tensor, ref: torch.Tensor) -> float:
-    return float((a.double() - ref.double()).abs().max() / ref.double().abs().max().clamp(min=1e-12))
+    return float(
+        (a.double() - ref.double()).abs().max() / ref.double().abs().max().clamp(min=1e-12)
+    )
 
 
 @pytest.mark.parametrize("preset, grid, overrides", CASES, ids=[c[0] for c in CASES])
@@ -58,10 +60,15 @@ def test_forward_features_cpu_gpu_agreement(preset, grid, overrides, highest_fp3
     assert y.shape == ref.shape
     err = _rel(y.detach().cpu(), ref.detach())
     assert err <= FP32_MAX_REL_ERR, f"{preset}: fp32 max rel err {err:.2e} > {FP32_MAX_REL_ERR}"
-    grads = {n: _rel(pg.grad.cpu(), pc.grad) for (n, pc), (_, pg) in
-             zip(cpu.named_parameters(), gpu.named_parameters()) if pc.grad is not None}
+    grads = {
+        n: _rel(pg.grad.cpu(), pc.grad)
+        for (n, pc), (_, pg) in zip(cpu.named_parameters(), gpu.named_parameters())
+        if pc.grad is not None
+    }
     worst = max(grads, key=grads.get)
-    assert grads[worst] <= GRAD_MAX_REL_ERR, f"{preset}: gradient of {worst} differs by {grads[worst]:.2e}"
+    assert grads[worst] <= GRAD_MAX_REL_ERR, (
+        f"{preset}: gradient of {worst} differs by {grads[worst]:.2e}"
+    )
     with torch.no_grad(), torch.autocast(torch.device(common.DEVICE).type, dtype=torch.bfloat16):
         y16 = gpu.forward_features(x.to(common.DEVICE)).float().cpu()
     cos = F.cosine_similarity(y16.flatten().double(), ref.detach().flatten().double(), dim=0).item()

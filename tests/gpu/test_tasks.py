@@ -23,9 +23,13 @@ def _check_training(rec: StepRecorder, before: dict, after: dict, what: str) -> 
     assert len(rec.losses) == STEPS, f"{what}: {len(rec.losses)} steps recorded, expected {STEPS}"
     assert all(math.isfinite(v) for v in rec.losses), f"{what}: non-finite loss in {rec.losses}"
     first, last = statistics.mean(rec.losses[:8]), statistics.mean(rec.losses[-8:])
-    assert last < 0.9 * first, f"{what}: loss did not decrease (first 8 steps {first:.4f}, last 8 {last:.4f})"
+    assert last < 0.9 * first, (
+        f"{what}: loss did not decrease (first 8 steps {first:.4f}, last 8 {last:.4f})"
+    )
     assert rec.devices == {torch.device(common.DEVICE).type}, f"{what}: ran on {rec.devices}"
-    assert rec.linear_dtypes == {torch.bfloat16}, f"{what}: Linear outputs {rec.linear_dtypes} under bf16-mixed"
+    assert rec.linear_dtypes == {torch.bfloat16}, (
+        f"{what}: Linear outputs {rec.linear_dtypes} under bf16-mixed"
+    )
     moved = changed(before, after)
     assert any(k.startswith("model.") for k in moved), f"{what}: no encoder parameter changed"
 
@@ -33,7 +37,9 @@ def _check_training(rec: StepRecorder, before: dict, after: dict, what: str) -> 
 @pytest.mark.parametrize("model", ["swift_v2_test", "swift_v2_factorized_test"])
 def test_simmim_bf16_mixed_steps(model, tmp_path):
     torch.manual_seed(0)
-    task = SimMIMTask(PretrainConfig(model=model, mask_ratio=0.5, optim=OptimConfig(**OPTIM, total_steps=STEPS)))
+    task = SimMIMTask(
+        PretrainConfig(model=model, mask_ratio=0.5, optim=OptimConfig(**OPTIM, total_steps=STEPS))
+    )
     before = snapshot(task)
     rec = StepRecorder()
     tiny_trainer(tmp_path, STEPS, [rec]).fit(task, train_dataloaders=windows_loader(batch_size=4))
@@ -45,8 +51,14 @@ def test_simmim_bf16_mixed_steps(model, tmp_path):
 
 def test_finetune_bf16_mixed_steps_and_validation(tmp_path):
     torch.manual_seed(0)
-    task = FinetuneTask(FinetuneConfig(model="swift_v2_test", task="classification", num_classes=2,
-                                       optim=OptimConfig(**OPTIM, total_steps=STEPS)))
+    task = FinetuneTask(
+        FinetuneConfig(
+            model="swift_v2_test",
+            task="classification",
+            num_classes=2,
+            optim=OptimConfig(**OPTIM, total_steps=STEPS),
+        )
+    )
     before = snapshot(task)
     rec = StepRecorder()
     trainer = tiny_trainer(tmp_path, STEPS, [rec], limit_val_batches=1.0)

@@ -8,8 +8,18 @@ import pytest
 # 8 mm, distinct axes (20, 24, 28) divisible by the *_test presets' rule; the age region's
 # amplitude effect is made strong (gain, signal, low noise, wider regions) so a model
 # trained for seconds learns it and the fast-tier recovery check means something.
-INTERP_KW = dict(num_subjects=24, seed=5, voxel_size=8.0, grid=(20, 24, 28), num_frames=24, tr=1.0,
-                 age_gain=1.5, signal_pct=8.0, noise_pct=0.5, region_sigma_mm=12.0)
+INTERP_KW = dict(
+    num_subjects=24,
+    seed=5,
+    voxel_size=8.0,
+    grid=(20, 24, 28),
+    num_frames=24,
+    tr=1.0,
+    age_gain=1.5,
+    signal_pct=8.0,
+    noise_pct=0.5,
+    region_sigma_mm=12.0,
+)
 FAST_EPOCHS = 20
 FAST_LR = 3e-3
 
@@ -19,16 +29,24 @@ def interp_store(tmp_path_factory):
     from swiftlib.data.synthetic import SyntheticConfig, make_synthetic_cohort
 
     root = tmp_path_factory.mktemp("interp")
-    return make_synthetic_cohort(root / "store", config=SyntheticConfig(**INTERP_KW),
-                                 progress=False)
+    return make_synthetic_cohort(
+        root / "store", config=SyntheticConfig(**INTERP_KW), progress=False
+    )
 
 
 def age_fit_config(store, run_dir, epochs=FAST_EPOCHS, lr=FAST_LR, label="age") -> dict:
     task = "regression" if label == "age" else "classification"
     return {
-        "kind": "finetune", "run_dir": str(run_dir), "seed": 0,
-        "data": {"store_path": str(store.root), "sequence_length": 8, "batch_size": 4,
-                 "num_workers": 0, "splits_dir": str(run_dir.parent / "splits")},
+        "kind": "finetune",
+        "run_dir": str(run_dir),
+        "seed": 0,
+        "data": {
+            "store_path": str(store.root),
+            "sequence_length": 8,
+            "batch_size": 4,
+            "num_workers": 0,
+            "splits_dir": str(run_dir.parent / "splits"),
+        },
         "task": {"model": "swift_v2_test", "label": label, "task": task, "optim": {"lr": lr}},
         "trainer": {"max_epochs": epochs, "enable_progress_bar": False, "accelerator": "cpu"},
     }
@@ -49,7 +67,14 @@ def pretrain_ckpt(interp_store, tmp_path_factory):
 
     run = tmp_path_factory.mktemp("pre_run") / "run"
     cfg = age_fit_config(interp_store, run)
-    cfg.update(kind="pretrain", task={"model": "swift_v2_test"},
-               trainer={"max_steps": 2, "max_epochs": 1, "enable_progress_bar": False,
-                        "accelerator": "cpu"})
+    cfg.update(
+        kind="pretrain",
+        task={"model": "swift_v2_test"},
+        trainer={
+            "max_steps": 2,
+            "max_epochs": 1,
+            "enable_progress_bar": False,
+            "accelerator": "cpu",
+        },
+    )
     return fit(cfg).last_checkpoint

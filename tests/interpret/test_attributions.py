@@ -38,9 +38,16 @@ def model(age_run):
 def test_every_method_gives_input_shaped_maps(model, interp_store, method):
     wins = np.stack([interp_store.read_window("sub-0001", s, 8) for s in (0, 8)])  # (2, D, H, W, T)
     x = torch.from_numpy(wins).float()[:, None]  # (2, 1, D, H, W, T)
-    a = attribute_windows(model, x, 0, method=method, n_steps=4, internal_batch_size=4,
-                          nt_samples=2,
-                          occlusion_window=(10, 12, 14))
+    a = attribute_windows(
+        model,
+        x,
+        0,
+        method=method,
+        n_steps=4,
+        internal_batch_size=4,
+        nt_samples=2,
+        occlusion_window=(10, 12, 14),
+    )
     assert a.shape == (2, 20, 24, 28, 8) and a.dtype == torch.float32 and torch.isfinite(a).all()
     assert a.abs().sum() > 0
 
@@ -66,8 +73,16 @@ def test_ig_completeness_and_baselines(model, interp_store):
 
 def test_attribute_aggregates_and_goes_back_to_source_space(age_run, interp_store, tmp_path):
     sids = interp_store.subject_ids[:2]
-    att = attribute(age_run.best_checkpoint, interp_store, sids, method="saliency", windows=2,
-                    keep_window_maps=True, progress=False, device="cpu")
+    att = attribute(
+        age_run.best_checkpoint,
+        interp_store,
+        sids,
+        method="saliency",
+        windows=2,
+        keep_window_maps=True,
+        progress=False,
+        device="cpu",
+    )
     assert set(att.subject_maps) == set(sids) and att.group_map.shape == (20, 24, 28)
     assert len(att.window_maps) == 4 and att.window_maps[0].shape == (20, 24, 28, 8)
     assert [w[1] for w in att.window_index[:2]] == [0, 16]  # 2 of 3 windows, evenly spaced
@@ -100,12 +115,21 @@ def test_attribute_aggregates_and_goes_back_to_source_space(age_run, interp_stor
 
 def test_subject_abs_is_signed_within_a_subject_and_magnitude_across(age_run, interp_store):
     sids = interp_store.subject_ids[:3]
-    att = attribute(age_run.best_checkpoint, interp_store, sids, method="grad_x_input",
-                    aggregate="subject_abs", windows=2, keep_window_maps=True, progress=False,
-                    device="cpu")
+    att = attribute(
+        age_run.best_checkpoint,
+        interp_store,
+        sids,
+        method="grad_x_input",
+        aggregate="subject_abs",
+        windows=2,
+        keep_window_maps=True,
+        progress=False,
+        device="cpu",
+    )
     first = att.subject_maps[sids[0]]
-    np.testing.assert_allclose(first, np.mean([w.mean(-1) for w in att.window_maps[:2]], 0),
-                               rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(
+        first, np.mean([w.mean(-1) for w in att.window_maps[:2]], 0), rtol=1e-5, atol=1e-8
+    )
     assert (first < 0).any() and (first > 0).any()  # subject maps keep their sign
     magnitudes = np.mean([np.abs(att.subject_maps[s]) for s in sids], 0)
     np.testing.assert_allclose(att.group_map, magnitudes, rtol=1e-5)
@@ -134,19 +158,40 @@ def test_windows_are_read_with_the_frame_step_the_model_was_trained_on(age_run, 
     assert model.data["sequence_length"] == 8 and model.data["stride_within_seq"] == 1
     model.data = {**model.data, "stride_within_seq": 3}  # as if trained on every 3rd frame
     sid = interp_store.subject_ids[0]
-    att = attribute(model, interp_store, [sid], method="saliency", keep_window_maps=True,
-                    progress=False, device="cpu")
+    att = attribute(
+        model,
+        interp_store,
+        [sid],
+        method="saliency",
+        keep_window_maps=True,
+        progress=False,
+        device="cpu",
+    )
     assert att.params["stride_within_seq"] == 3
     assert [w[1] for w in att.window_index] == [0]  # 24 frames: one 8x3 window
     x = torch.from_numpy(interp_store.read_window(sid, 0, 8, 3).astype(np.float32))[None, None]
     expected = attribute_windows(model, x, 0, method="saliency")[0].numpy()
     np.testing.assert_allclose(att.window_maps[0], expected, rtol=1e-4, atol=1e-6)
     # an explicit frame step wins; the default (1) reads back-to-back 8-frame windows
-    att1 = attribute(model, interp_store, [sid], method="saliency", stride_within_seq=1,
-                     progress=False, device="cpu")
+    att1 = attribute(
+        model,
+        interp_store,
+        [sid],
+        method="saliency",
+        stride_within_seq=1,
+        progress=False,
+        device="cpu",
+    )
     assert att1.params["stride_within_seq"] == 1 and att1.params["num_windows"] == 3
-    emb = extract_embeddings(age_run.best_checkpoint, interp_store, subjects=[sid], level="window",
-                             stride_within_seq=3, progress=False, device="cpu")
+    emb = extract_embeddings(
+        age_run.best_checkpoint,
+        interp_store,
+        subjects=[sid],
+        level="window",
+        stride_within_seq=3,
+        progress=False,
+        device="cpu",
+    )
     assert emb["window_start"].tolist() == [0]
 
 
@@ -162,10 +207,14 @@ def test_region_summaries_refuse_or_resample_other_grids(interp_store, tmp_path)
     atlas = nib.Nifti1Image(age.astype(np.int16) * 3, ref.affine)
     by_atlas = summarise_by_region(img, atlas, labels={3: "pcc"})
     assert list(by_atlas["region"]) == ["pcc"] and by_atlas["mean"][0] == 5.0
-    coarse = nib.Nifti1Image(age[::2, ::2, ::2].astype(np.int16),
-                             ref.affine @ np.diag([2, 2, 2, 1]))
-    with pytest.raises(AtlasError, match=r"atlas image grid \(shape .*differs from the map's"
-                                         r".*resample='nearest'"):
+    coarse = nib.Nifti1Image(
+        age[::2, ::2, ::2].astype(np.int16), ref.affine @ np.diag([2, 2, 2, 1])
+    )
+    with pytest.raises(
+        AtlasError,
+        match=r"atlas image grid \(shape .*differs from the map's"
+        r".*resample='nearest'",
+    ):
         summarise_by_region(img, coarse)
     assert summarise_by_region(img, coarse, resample="nearest")["num_voxels"][0] > 0
     scanner = nib.Nifti1Image(age.astype(np.int16), ref.affine)
@@ -199,15 +248,32 @@ def test_sanity_checks_fast_tier(age_run, interp_store, tmp_path):
     """Planted-region recovery on a model trained for seconds, and its collapse under model
     randomisation (loose fast-tier thresholds; the full targets are in test_science.py)."""
     sids = interp_store.subject_ids[:6]
-    att = attribute(age_run.best_checkpoint, interp_store, sids, windows=2, progress=False,
-                    device="cpu", **CHECK)
-    rnd = attribute(randomised_model(age_run.best_checkpoint, device="cpu"), interp_store, sids,
-                    windows=2, progress=False, device="cpu", **CHECK)
+    att = attribute(
+        age_run.best_checkpoint,
+        interp_store,
+        sids,
+        windows=2,
+        progress=False,
+        device="cpu",
+        **CHECK,
+    )
+    rnd = attribute(
+        randomised_model(age_run.best_checkpoint, device="cpu"),
+        interp_store,
+        sids,
+        windows=2,
+        progress=False,
+        device="cpu",
+        **CHECK,
+    )
     trained = recovery_auroc(att.to_nifti(), interp_store, "age")
     randomised = recovery_auroc(rnd.to_nifti(), interp_store, "age")
-    out = {"trained_auroc": trained, "randomised_auroc": randomised,
-           "trained_preference": region_preference(att.to_nifti(), interp_store, ["age"]),
-           "test_r2": age_run.metrics.get("test/r2")}
+    out = {
+        "trained_auroc": trained,
+        "randomised_auroc": randomised,
+        "trained_preference": region_preference(att.to_nifti(), interp_store, ["age"]),
+        "test_r2": age_run.metrics.get("test/r2"),
+    }
     (tmp_path / "fast_sanity.json").write_text(json.dumps(out))
     print("fast-tier sanity:", out)
     assert trained >= 0.65, out  # measured 0.71 (8 subjects x 3 windows: 0.83)
@@ -224,8 +290,11 @@ def test_bad_input_is_named(age_run, pretrain_ckpt, interp_store, synth_store):
         attribute(ckpt, interp_store, ["sub-0001"], target=3, progress=False)
     with pytest.raises(ValueError, match=r"not in store .*\['sub-0100'\]"):
         attribute(ckpt, interp_store, ["sub-0100"], progress=False)
-    with pytest.raises(ContractError, match=r"grid: checkpoint expects \[20, 24, 28\], "
-                                            r"store .* has \[20, 24, 22\]"):
+    with pytest.raises(
+        ContractError,
+        match=r"grid: checkpoint expects \[20, 24, 28\], "
+        r"store .* has \[20, 24, 22\]",
+    ):
         attribute(ckpt, synth_store, ["sub-0001"], progress=False)
     with pytest.raises(ValueError, match="aggregate='max'"):
         attribute(ckpt, interp_store, ["sub-0001"], aggregate="max", progress=False)

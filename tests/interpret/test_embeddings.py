@@ -22,32 +22,51 @@ from swiftlib.tasks.common import CheckpointError, ContractError
 @pytest.fixture(scope="module")
 def window_table(age_run, interp_store, tmp_path_factory):
     out = tmp_path_factory.mktemp("emb") / "windows.parquet"
-    return extract_embeddings(age_run.best_checkpoint, interp_store, split="all", level="window",
-                              stages=[0], out_path=out, batch_size=6, progress=False), out
+    return extract_embeddings(
+        age_run.best_checkpoint,
+        interp_store,
+        split="all",
+        level="window",
+        stages=[0],
+        out_path=out,
+        batch_size=6,
+        progress=False,
+    ), out
 
 
 def test_window_table_is_tidy_and_written(window_table, interp_store):
     df, out = window_table
     n_sub = len(interp_store.subject_ids)
     assert len(df) == n_sub * 3  # 24 frames / 8-frame windows
-    front = ["subject_id", "participant_id", "dataset", "site", "sex", "age", "null_label",
-             "window_start"]
-    assert list(df.columns[:len(front)]) == front
+    front = [
+        "subject_id",
+        "participant_id",
+        "dataset",
+        "site",
+        "sex",
+        "age",
+        "null_label",
+        "window_start",
+    ]
+    assert list(df.columns[: len(front)]) == front
     assert len(embedding_columns(df)) == 24  # swift_v2_test: 12 * 2 features after one merge
     assert len(embedding_columns(df, "s0")) == 12  # stage 0 pooled
     assert df.groupby("subject_id")["window_start"].apply(list).iloc[0] == [0, 8, 16]
     assert np.isfinite(df[embedding_columns(df)].to_numpy()).all()
     back = load_embeddings(out)
-    pd.testing.assert_frame_equal(back.reset_index(drop=True), df.reset_index(drop=True),
-                                  check_dtype=False)
+    pd.testing.assert_frame_equal(
+        back.reset_index(drop=True), df.reset_index(drop=True), check_dtype=False
+    )
 
 
-def test_subject_level_is_the_mean_of_windows_and_matches_the_adapter(window_table, age_run,
-                                                                      interp_store):
+def test_subject_level_is_the_mean_of_windows_and_matches_the_adapter(
+    window_table, age_run, interp_store
+):
     wins, _ = window_table
     sids = interp_store.subject_ids[:3]
-    subj = extract_embeddings(age_run.best_checkpoint, interp_store, subjects=sids, level="subject",
-                              progress=False)
+    subj = extract_embeddings(
+        age_run.best_checkpoint, interp_store, subjects=sids, level="subject", progress=False
+    )
     assert list(subj["subject_id"]) == sids and (subj["num_windows"] == 3).all()
     cols = embedding_columns(subj)
     mine = wins[wins.subject_id.isin(sids)]
@@ -64,30 +83,51 @@ def test_subject_level_is_the_mean_of_windows_and_matches_the_adapter(window_tab
         adapter.embed(torch.zeros(1, 1, 20, 24, 22, 8))
 
 
-def test_resume_skips_finished_chunks_and_refuses_other_arguments(age_run, interp_store, tmp_path,
-                                                                  caplog):
+def test_resume_skips_finished_chunks_and_refuses_other_arguments(
+    age_run, interp_store, tmp_path, caplog
+):
     out = tmp_path / "e.parquet"
     sids = interp_store.subject_ids[:4]
-    first = extract_embeddings(age_run.best_checkpoint, interp_store, subjects=sids[:2],
-                               out_path=out, chunk_subjects=1, progress=False)
+    first = extract_embeddings(
+        age_run.best_checkpoint,
+        interp_store,
+        subjects=sids[:2],
+        out_path=out,
+        chunk_subjects=1,
+        progress=False,
+    )
     assert len(list((tmp_path / "e.parquet.parts").glob("part-*.parquet"))) == 2
     with caplog.at_level("INFO"):
-        full = extract_embeddings(age_run.best_checkpoint, interp_store, subjects=sids,
-                                  out_path=out, chunk_subjects=1, progress=False)
+        full = extract_embeddings(
+            age_run.best_checkpoint,
+            interp_store,
+            subjects=sids,
+            out_path=out,
+            chunk_subjects=1,
+            progress=False,
+        )
     assert "resuming: 2 of 4 subjects already embedded" in caplog.text
     assert list(full["subject_id"]) == sids
     pd.testing.assert_frame_equal(full.iloc[:2].reset_index(drop=True), first, check_dtype=False)
     with pytest.raises(ValueError, match="chunks of an extraction with other arguments"):
-        extract_embeddings(age_run.best_checkpoint, interp_store, subjects=sids, out_path=out,
-                           level="window", progress=False)
+        extract_embeddings(
+            age_run.best_checkpoint,
+            interp_store,
+            subjects=sids,
+            out_path=out,
+            level="window",
+            progress=False,
+        )
 
 
-def test_split_comes_from_the_run_and_pretrain_checkpoints_embed(age_run, pretrain_ckpt,
-                                                                interp_store):
+def test_split_comes_from_the_run_and_pretrain_checkpoints_embed(
+    age_run, pretrain_ckpt, interp_store
+):
     test_ids = resolve_split(interp_store, "test", checkpoint=age_run.best_checkpoint)
     assert 0 < len(test_ids) < len(interp_store.subject_ids)
-    df = extract_embeddings(pretrain_ckpt, interp_store, split="test",
-                            splits_file=_split_file(age_run), progress=False)
+    df = extract_embeddings(
+        pretrain_ckpt, interp_store, split="test", splits_file=_split_file(age_run), progress=False
+    )
     assert list(df["subject_id"]) == test_ids and len(embedding_columns(df)) == 24
 
 
@@ -109,8 +149,9 @@ def test_probe_and_site_leakage_numbers(window_table):
     fake["copy"] = (fake["site"] == "site-A").astype(int)
     leak = site_leakage(fake, num_permutations=9)
     assert leak["balanced_acc"] > 0.9 and leak["chance"] == 0.5 and leak["p_value"] <= 0.1 + 1e-9
-    probes = probe_scores(fake, labels=["copy", "age"],
-                          label_tasks={"copy": "classification", "age": "regression"})
+    probes = probe_scores(
+        fake, labels=["copy", "age"], label_tasks={"copy": "classification", "age": "regression"}
+    )
     assert set(probes["probe"]) == {"linear", "knn"} and len(probes) == 4
     assert probes.set_index(["label", "probe"]).loc[("copy", "linear"), "score"] > 0.95
     assert set(probes[probes.label == "age"]["metric"]) == {"r2"}
@@ -160,14 +201,35 @@ def test_cli_embed_writes_parquet_and_reports_errors(age_run, interp_store, tmp_
     from swiftlib.cli import main
 
     out = tmp_path / "cli.parquet"
-    rc = main(["embed", str(age_run.best_checkpoint), str(interp_store.root), "--out", str(out),
-               "--split", "all", "--diagnostics", "-q"])
+    rc = main(
+        [
+            "embed",
+            str(age_run.best_checkpoint),
+            str(interp_store.root),
+            "--out",
+            str(out),
+            "--split",
+            "all",
+            "--diagnostics",
+            "-q",
+        ]
+    )
     assert rc == 0 and out.exists()
     summary = json.loads(capsys.readouterr().out)
     assert summary["rows"] == len(interp_store.subject_ids)
     assert "all/age_linear_r2" in summary["metrics"]
-    rc = main(["embed", str(age_run.best_checkpoint), str(interp_store.root),
-               "--out", str(tmp_path / "x.parquet"), "--subjects", "sub-0404", "-q"])
+    rc = main(
+        [
+            "embed",
+            str(age_run.best_checkpoint),
+            str(interp_store.root),
+            "--out",
+            str(tmp_path / "x.parquet"),
+            "--subjects",
+            "sub-0404",
+            "-q",
+        ]
+    )
     assert rc == 2 and "not in store" in capsys.readouterr().err
 
 

@@ -15,11 +15,13 @@ from swiftlib.interpret.inference import (
 from swiftlib.tasks.common import CheckpointError, ContractError
 
 
-def test_a_store_path_and_subjects_give_the_model_and_its_trained_window_layout(age_run,
-                                                                                interp_store):
+def test_a_store_path_and_subjects_give_the_model_and_its_trained_window_layout(
+    age_run, interp_store
+):
     sids = interp_store.subject_ids[:2]
-    inputs = load_inference_inputs(str(age_run.best_checkpoint), str(interp_store.root), sids,
-                                   InferenceConfig(device="cpu"))
+    inputs = load_inference_inputs(
+        str(age_run.best_checkpoint), str(interp_store.root), sids, InferenceConfig(device="cpu")
+    )
     assert isinstance(inputs, InferenceInputs)
     assert inputs.store.root == interp_store.root and inputs.subject_ids == list(sids)
     assert inputs.device == torch.device("cpu") and inputs.model.kind == "finetune"
@@ -42,8 +44,13 @@ def test_a_store_path_and_subjects_give_the_model_and_its_trained_window_layout(
 
 def test_config_overrides_the_layout_and_a_loaded_model_is_reused(age_run, interp_store):
     model = load_inference_model(age_run.best_checkpoint, device="cpu")
-    cfg = EmbeddingConfig(sequence_length=4, stride_within_seq=2, stride_between_seq=0.5,
-                          precision="bf16", device="cpu")
+    cfg = EmbeddingConfig(
+        sequence_length=4,
+        stride_within_seq=2,
+        stride_between_seq=0.5,
+        precision="bf16",
+        device="cpu",
+    )
     inputs = load_inference_inputs(model, interp_store, interp_store.subject_ids[0], cfg)
     assert inputs.model is model and inputs.subject_ids == [interp_store.subject_ids[0]]
     layout = (inputs.sequence_length, inputs.stride_within_seq, inputs.stride_between_seq)
@@ -64,8 +71,11 @@ def test_the_helper_refuses_what_does_not_fit(age_run, interp_store, synth_store
     cpu = InferenceConfig(device="cpu")
     with pytest.raises(ContractError, match=r"grid: checkpoint expects \[20, 24, 28\]"):
         load_inference_inputs(ckpt, synth_store, ["sub-0001"], cpu)
-    with pytest.raises(ValueError, match=r"1 subject\(s\) are not in store .*\['sub-0999'\] "
-                                         r"\(did you mean"):
+    with pytest.raises(
+        ValueError,
+        match=r"1 subject\(s\) are not in store .*\['sub-0999'\] "
+        r"\(did you mean",
+    ):
         load_inference_inputs(ckpt, interp_store, ["sub-0001", "sub-0999"], cpu)
     with pytest.raises(ValueError, match="subjects is empty"):
         load_inference_inputs(ckpt, interp_store, [], cpu)

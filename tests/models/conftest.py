@@ -22,15 +22,20 @@ def rng() -> torch.Generator:
     return torch.Generator().manual_seed(1234)
 
 
-def input_for(model: torch.nn.Module, batch_size: int = 2, generator: torch.Generator | None = None,
-              **shape_overrides: int) -> torch.Tensor:
+def input_for(
+    model: torch.nn.Module,
+    batch_size: int = 2,
+    generator: torch.Generator | None = None,
+    **shape_overrides: int,
+) -> torch.Tensor:
     """A random volume batch ``(B, C, D, H, W, T)`` of the size the model was built for."""
     enc = getattr(model, "encoder", model)
     D, H, W, T = enc.img_size
     dims = {"D": D, "H": H, "W": W, "T": T, **shape_overrides}
     C = enc.patch_embed.in_chans
-    return torch.randn(batch_size, C, dims["D"], dims["H"], dims["W"], dims["T"],
-                       generator=generator)
+    return torch.randn(
+        batch_size, C, dims["D"], dims["H"], dims["W"], dims["T"], generator=generator
+    )
 
 
 @pytest.fixture

@@ -19,7 +19,17 @@ def _load_gpu_check():
     return module
 
 
-DRY = ["--dry-run", "--presets", "swift_v2_test", "--max-batch", "2", "--warmup", "0", "--repeats", "1"]
+DRY = [
+    "--dry-run",
+    "--presets",
+    "swift_v2_test",
+    "--max-batch",
+    "2",
+    "--warmup",
+    "0",
+    "--repeats",
+    "1",
+]
 
 
 def test_gpu_check_dry_run(tmp_path, monkeypatch, capsys):
@@ -40,11 +50,16 @@ def test_gpu_check_dry_run(tmp_path, monkeypatch, capsys):
     assert "| swift_v2_test | eager | 2 |" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("constant, value, flag", [
-    ("FP32_MAX_REL_ERR", -1.0, "fp32_ok"),  # no error can be below a negative tolerance
-    ("BF16_MIN_COSINE", 1.5, "bf16_ok"),  # no cosine reaches 1.5
-])
-def test_gpu_check_exits_non_zero_when_agreement_fails(tmp_path, monkeypatch, capsys, constant, value, flag):
+@pytest.mark.parametrize(
+    "constant, value, flag",
+    [
+        ("FP32_MAX_REL_ERR", -1.0, "fp32_ok"),  # no error can be below a negative tolerance
+        ("BF16_MIN_COSINE", 1.5, "bf16_ok"),  # no cosine reaches 1.5
+    ],
+)
+def test_gpu_check_exits_non_zero_when_agreement_fails(
+    tmp_path, monkeypatch, capsys, constant, value, flag
+):
     monkeypatch.delenv("OUT", raising=False)
     gpu_check = _load_gpu_check()
     monkeypatch.setattr(gpu_check, constant, value)
@@ -83,7 +98,8 @@ def test_gpu_check_fixed_batch_steps_down_on_oom(tmp_path, monkeypatch):
     monkeypatch.delenv("OUT", raising=False)
     gpu_check = _load_gpu_check()
     real = gpu_check.try_step
-    monkeypatch.setattr(gpu_check, "try_step", lambda tr, n: n <= 2 and real(tr, n))  # "OOM" above 2
+    # "OOM" above 2
+    monkeypatch.setattr(gpu_check, "try_step", lambda tr, n: n <= 2 and real(tr, n))
     out = tmp_path / "gpu_check.json"
     assert gpu_check.main([*DRY, "--skip-agreement", "--batch", "5", "--json", str(out)]) == 0
     eager = json.loads(out.read_text())["results"][0]["eager"]

@@ -56,11 +56,14 @@ def test_nt_xent():
     assert torch.isfinite(z1.grad).all()
 
 
-@pytest.mark.parametrize("z1,z2,t,message", [
-    (torch.randn(4, 8), torch.randn(4, 7), 0.1, "two \\(B, E\\) tensors of the same shape"),
-    (torch.randn(1, 8), torch.randn(1, 8), 0.1, "batch of at least 2"),
-    (torch.randn(4, 8), torch.randn(4, 8), 0.0, r"temperature \(0.0\) must be > 0"),
-])
+@pytest.mark.parametrize(
+    "z1,z2,t,message",
+    [
+        (torch.randn(4, 8), torch.randn(4, 7), 0.1, "two \\(B, E\\) tensors of the same shape"),
+        (torch.randn(1, 8), torch.randn(1, 8), 0.1, "batch of at least 2"),
+        (torch.randn(4, 8), torch.randn(4, 8), 0.0, r"temperature \(0.0\) must be > 0"),
+    ],
+)
 def test_nt_xent_validation(z1, z2, t, message):
     with pytest.raises(ValueError, match=message):
         nt_xent_loss(z1, z2, t)

@@ -51,7 +51,9 @@ def test_grid_padding_and_errors():
 
 def test_check_input_grid_messages():
     check_input_grid((1, 1, 96, 96, 96, 20), (48, 48, 48, 2))
-    with pytest.raises(ValueError, match=r"needs D divisible by 48.*Pad by \(D, H, W, T\) = \(32, 32, 0, 0\)"):
+    with pytest.raises(
+        ValueError, match=r"needs D divisible by 48.*Pad by \(D, H, W, T\) = \(32, 32, 0, 0\)"
+    ):
         check_input_grid((1, 1, 64, 64, 48, 20), (48, 48, 48, 2), model_name="m")
     with pytest.raises(ValueError, match="6-D volume batch"):
         check_input_grid((1, 64, 64, 48, 20), (48, 48, 48, 2))
@@ -60,7 +62,9 @@ def test_check_input_grid_messages():
     with pytest.raises(ValueError, match="exceed the size of the position tables"):
         check_input_grid((1, 1, 96, 96, 96, 30), (48, 48, 48, 1), max_shape=(None, None, None, 20))
     with pytest.raises(ValueError, match="crop it to 96"):
-        check_input_grid((1, 1, 144, 96, 96, 20), (48, 48, 48, 1), required_shape=(96, 96, 96, None))
+        check_input_grid(
+            (1, 1, 144, 96, 96, 20), (48, 48, 48, 1), required_shape=(96, 96, 96, None)
+        )
 
 
 # ---------------------------------------------------------------------------- windows
@@ -84,7 +88,10 @@ def _reference_mask(dims, window_size, shift_size):
     """The published slice-based construction (SwiFT v1 ``compute_mask``) as an oracle."""
     img = torch.zeros((1, *dims, 1))
     cnt = 0
-    sl = [(slice(-w), slice(-w, -s), slice(-s, None)) for w, s in zip(window_size, shift_size, strict=True)]
+    sl = [
+        (slice(-w), slice(-w, -s), slice(-s, None))
+        for w, s in zip(window_size, shift_size, strict=True)
+    ]
     for d, h, w, t in itertools.product(*sl):
         img[:, d, h, w, t, :] = cnt
         cnt += 1
@@ -93,11 +100,14 @@ def _reference_mask(dims, window_size, shift_size):
     return m.masked_fill(m != 0, -100.0).masked_fill(m == 0, 0.0)
 
 
-@pytest.mark.parametrize("dims,window,shift", [
-    ((4, 6, 8, 10), (2, 3, 4, 5), (1, 1, 2, 2)),
-    ((4, 6, 8, 8), (2, 2, 4, 4), (1, 0, 2, 0)),  # unshifted axes
-    ((8, 8, 8, 20), (4, 4, 4, 4), (0, 0, 0, 2)),
-])
+@pytest.mark.parametrize(
+    "dims,window,shift",
+    [
+        ((4, 6, 8, 10), (2, 3, 4, 5), (1, 1, 2, 2)),
+        ((4, 6, 8, 8), (2, 2, 4, 4), (1, 0, 2, 0)),  # unshifted axes
+        ((8, 8, 8, 20), (4, 4, 4, 4), (0, 0, 0, 2)),
+    ],
+)
 def test_shift_mask_matches_reference_construction(dims, window, shift):
     ours = compute_attn_mask(dims, window, shift)
     assert torch.equal(ours, _reference_mask(dims, window, shift))
@@ -139,14 +149,19 @@ def test_cached_tables_first_built_in_inference_mode_still_train():
 # ---------------------------------------------------------------------------- attention
 
 
-@pytest.mark.parametrize("shift,mask_padding,rope", [
-    ((0, 0, 0, 0), False, None),
-    ((1, 1, 1, 2), False, None),
-    ((1, 1, 1, 2), True, None),
-    ((1, 1, 1, 2), True, (0, 1, 2, 3)),
-])
+@pytest.mark.parametrize(
+    "shift,mask_padding,rope",
+    [
+        ((0, 0, 0, 0), False, None),
+        ((1, 1, 1, 2), False, None),
+        ((1, 1, 1, 2), True, None),
+        ((1, 1, 1, 2), True, (0, 1, 2, 3)),
+    ],
+)
 def test_sdpa_equals_explicit_path(shift, mask_padding, rope):
-    attn = WindowAttention4D(16, 2, (2, 2, 2, 4), shift, mask_padding=mask_padding, rope_axes=rope).eval()
+    attn = WindowAttention4D(
+        16, 2, (2, 2, 2, 4), shift, mask_padding=mask_padding, rope_axes=rope
+    ).eval()
     x = torch.randn(2, 4, 6, 8, 7, 16)  # T=7: padded to 8
     with torch.no_grad():
         fused = attn(x)
@@ -207,7 +222,9 @@ def test_patch_embed_rejects_bad_grid():
 def test_patch_merging_matches_concatenation_order():
     pm = PatchMerging3D(3, 5)
     x = torch.randn(2, 4, 6, 8, 3, 3)
-    ref_in = torch.cat([x[:, i::2, j::2, k::2] for i, j, k in itertools.product(range(2), repeat=3)], -1)
+    ref_in = torch.cat(
+        [x[:, i::2, j::2, k::2] for i, j, k in itertools.product(range(2), repeat=3)], -1
+    )
     torch.testing.assert_close(pm(x), pm.reduction(pm.norm(ref_in)))
     with pytest.raises(ValueError, match="even token grid"):
         pm(torch.randn(1, 3, 4, 4, 2, 3))
@@ -217,8 +234,10 @@ def test_abs_pos_embed():
     pe = AbsolutePosEmbed4D(4, (2, 3, 4, 6))
     x = torch.zeros(1, 2, 3, 4, 5, 4)
     out = pe(x)
-    expected = pe.pos_embed[0, :, :, :, :, 0].permute(1, 2, 3, 0)[..., None, :] \
+    expected = (
+        pe.pos_embed[0, :, :, :, :, 0].permute(1, 2, 3, 0)[..., None, :]
         + pe.time_embed[0, :, 0, 0, 0, :5].t()
+    )
     torch.testing.assert_close(out[0], expected)
     with pytest.raises(ValueError, match="does not match the spatial position table 2×3×4"):
         pe(torch.zeros(1, 2, 3, 6, 5, 4))
@@ -255,5 +274,7 @@ def test_rope_relative_and_errors():
     # score depends only on the offset i - j
     assert torch.allclose(qr[3] @ kr[1], qr[6] @ kr[4], atol=1e-5)
     assert not torch.allclose(qr[3] @ kr[1], qr[3] @ kr[3], atol=1e-3)
-    with pytest.raises(ValueError, match=r"head_dim \(4\) is too small for rotary encoding over 3 axes"):
+    with pytest.raises(
+        ValueError, match=r"head_dim \(4\) is too small for rotary encoding over 3 axes"
+    ):
         rope_tables((2, 2, 2, 1), 4, (0, 1, 2))

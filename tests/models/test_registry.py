@@ -26,8 +26,13 @@ TEST_PRESETS = list_models("*_test")
 def test_list_models_and_families_have_test_presets():
     names = list_models()
     assert names == sorted(names)
-    for family in ("swift_v1", "swift_v2", "swift_v2_factorized", "simmim_swift_v1",
-                   "simmim_swift_v2"):
+    for family in (
+        "swift_v1",
+        "swift_v2",
+        "swift_v2_factorized",
+        "simmim_swift_v1",
+        "simmim_swift_v2",
+    ):
         assert f"{family}_test" in names
     assert "swift_v1_paper" in names
     assert set(list_models("swift_v2_*")) <= set(names)
@@ -40,22 +45,29 @@ def test_package_level_lazy_forwarding():
 
 
 def test_unknown_model_did_you_mean():
-    with pytest.raises(ValueError, match=r"unknown model 'swift_v1_papr' \(did you mean 'swift_v1_paper'"):
+    with pytest.raises(
+        ValueError, match=r"unknown model 'swift_v1_papr' \(did you mean 'swift_v1_paper'"
+    ):
         create_model("swift_v1_papr")
 
 
 def test_unknown_option_did_you_mean():
-    with pytest.raises(TypeError, match=r"unknown option 'embed_dims'.*did you mean 'embed_dim'.*Valid options"):
+    with pytest.raises(
+        TypeError, match=r"unknown option 'embed_dims'.*did you mean 'embed_dim'.*Valid options"
+    ):
         create_model("swift_v1_test", embed_dims=24)
 
 
-@pytest.mark.parametrize("field,value,expected", [
-    ("embed_dim", "36", "expected an integer"),
-    ("embed_dim", True, "expected an integer"),
-    ("qkv_bias", 1, "expected true or false"),
-    ("mlp_ratio", "4", "expected a number"),
-    ("depths", {"a": 1}, "expected a tuple"),
-])
+@pytest.mark.parametrize(
+    "field,value,expected",
+    [
+        ("embed_dim", "36", "expected an integer"),
+        ("embed_dim", True, "expected an integer"),
+        ("qkv_bias", 1, "expected true or false"),
+        ("mlp_ratio", "4", "expected a number"),
+        ("depths", {"a": 1}, "expected a tuple"),
+    ],
+)
 def test_override_type_errors(field, value, expected):
     with pytest.raises(TypeError, match=rf"SwiFTv1Config.{field}=.*: {expected}"):
         get_model_config("swift_v1_test", **{field: value})
@@ -95,9 +107,15 @@ def test_fit_padding_helper():
 def test_bad_grid_error_states_rule_and_padding():
     with torch.device("meta"):
         model = create_model("swift_v2_51m")
-        with pytest.raises(ValueError, match=r"D divisible by 48.*T divisible by 2.*Pad by \(D, H, W, T\) = \(32, 32, 0, 0\)"):
+        with pytest.raises(
+            ValueError,
+            match=r"D divisible by 48.*T divisible by 2.*Pad by \(D, H, W, T\) = \(32, 32, 0, 0\)",
+        ):
             model(torch.empty(1, 1, 64, 64, 48, 20))
-    assert model.input_rule() == "D divisible by 48, H divisible by 48, W divisible by 48, T divisible by 2"
+    assert (
+        model.input_rule()
+        == "D divisible by 48, H divisible by 48, W divisible by 48, T divisible by 2"
+    )
 
 
 def test_create_model_loads_checkpoint(tmp_path):

@@ -22,8 +22,13 @@ def test_mask_ratio_exact(strategy, ratio):
     expected = round(ratio * blocks) / blocks
     assert mask.float().mean(dim=(1, 2, 3, 4)).tolist() == pytest.approx([expected] * 3)
     # masks come in whole 2×2×2×1 blocks
-    assert torch.equal(mask[:, ::2, ::2, ::2].repeat_interleave(2, 1).repeat_interleave(2, 2)
-                       .repeat_interleave(2, 3), mask)
+    assert torch.equal(
+        mask[:, ::2, ::2, ::2]
+        .repeat_interleave(2, 1)
+        .repeat_interleave(2, 2)
+        .repeat_interleave(2, 3),
+        mask,
+    )
 
 
 def test_tube_same_over_time_and_block_contiguous():
@@ -46,19 +51,27 @@ def test_mask_seeded():
     assert torch.equal(a, b) and not torch.equal(a, c)
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    ({"mask_ratio": 0.9}, r"mask_ratio \(0.9\) must be in \[0.2, 0.8\]"),
-    ({"mask_ratio": 0.1}, r"mask_ratio \(0.1\) must be in \[0.2, 0.8\]"),
-    ({"strategy": "grid"}, r"mask strategy must be one of \('random', 'tube', 'block'\), got 'grid'"),
-    ({"mask_patch": (2, 0, 2, 1)}, r"mask_patch \(2, 0, 2, 1\) must be ≥ 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"mask_ratio": 0.9}, r"mask_ratio \(0.9\) must be in \[0.2, 0.8\]"),
+        ({"mask_ratio": 0.1}, r"mask_ratio \(0.1\) must be in \[0.2, 0.8\]"),
+        (
+            {"strategy": "grid"},
+            r"mask strategy must be one of \('random', 'tube', 'block'\), got 'grid'",
+        ),
+        ({"mask_patch": (2, 0, 2, 1)}, r"mask_patch \(2, 0, 2, 1\) must be ≥ 1"),
+    ],
+)
 def test_mask_generator_validation(kwargs, message):
     with pytest.raises(ValueError, match=message):
         MaskGenerator(**kwargs)
 
 
 def test_mask_grid_not_divisible():
-    with pytest.raises(ValueError, match=r"token grid 5×8×10×3 is not divisible by mask_patch 2×2×2×1 on axes D"):
+    with pytest.raises(
+        ValueError, match=r"token grid 5×8×10×3 is not divisible by mask_patch 2×2×2×1 on axes D"
+    ):
         MaskGenerator(0.5)(1, (5, 8, 10, 3))
 
 
@@ -76,7 +89,9 @@ def test_forward_shapes_and_mask_token_inserted_after_patch_embed():
         out2 = model(x2, mask=out.token_mask)
         out1 = model(x, mask=out.token_mask)
     torch.testing.assert_close(out1.reconstruction, out2.reconstruction)
-    with pytest.raises(ValueError, match=r"mask has shape \(2, 6, 8, 10\), expected the token grid"):
+    with pytest.raises(
+        ValueError, match=r"mask has shape \(2, 6, 8, 10\), expected the token grid"
+    ):
         model(x, mask=out.token_mask[..., 0])
 
 
@@ -131,7 +146,9 @@ def test_loss_kinds(loss):
 
 
 def test_simmim_validation_and_interface():
-    with pytest.raises(ValueError, match=r"loss must be one of \('l1', 'l2', 'smooth_l1'\), got 'l3'"):
+    with pytest.raises(
+        ValueError, match=r"loss must be one of \('l1', 'l2', 'smooth_l1'\), got 'l3'"
+    ):
         create_model("simmim_swift_v1_test", loss="l3")
     with pytest.raises(TypeError, match="SimMIM needs an encoder with `patch_embed`"):
         SimMIM(SimMIMConfig(encoder="swift_v1_test"), encoder=torch.nn.Linear(2, 2))

@@ -27,7 +27,9 @@ def test_paper_preset_counts_and_output_shape_on_meta():
     assert model.grid_multiple == (48, 48, 48, 1)
     # last stage: one spatial window (2×2×2) × 4 frames, never shifted
     last = model.stages[-1].blocks
-    assert all(b.attn.window_size == (2, 2, 2, 4) and b.attn.shift_size == (0, 0, 0, 0) for b in last)
+    assert all(
+        b.attn.window_size == (2, 2, 2, 4) and b.attn.shift_size == (0, 0, 0, 0) for b in last
+    )
     assert model.stages[0].blocks[1].attn.shift_size == (2, 2, 2, 2)
 
 
@@ -55,19 +57,31 @@ def test_fused_equals_explicit_whole_model():
 
 def test_input_errors():
     model = create_model("swift_v1_test")
-    with pytest.raises(ValueError, match=r"swift_v1 cannot take a 8×12×8×6.*W = 16.*Pad by \(D, H, W, T\) = \(0, 0, 8, 0\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"swift_v1 cannot take a 8×12×8×6.*W = 16.*Pad by \(D, H, W, T\) = \(0, 0, 8, 0\)",
+    ):
         model(torch.zeros(1, 1, 8, 12, 8, 6))
     with pytest.raises(ValueError, match="exceed the size of the position tables"):
         model(torch.zeros(1, 1, 8, 12, 16, 7))
 
 
-@pytest.mark.parametrize("overrides,message", [
-    ({"patch_size": (2, 2, 2, 2)}, r"never merges time: patch_size\[3\] must be 1, got 2"),
-    ({"num_heads": (2,)}, r"depths \(2 stages\) and num_heads \(1 entries\)"),
-    ({"num_heads": (5, 4)}, r"stage 0 channels \(12 = embed_dim 12 × 2\^0\) must be divisible by num_heads \(5\)"),
-    ({"img_size": (8, 12, 18, 6)}, r"img_size W \(18\) must be divisible by patch_size × 2\^\(stages-1\) = 4"),
-    ({"mlp_ratio": 0.0}, r"mlp_ratio \(0.0\) must be > 0"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        ({"patch_size": (2, 2, 2, 2)}, r"never merges time: patch_size\[3\] must be 1, got 2"),
+        ({"num_heads": (2,)}, r"depths \(2 stages\) and num_heads \(1 entries\)"),
+        (
+            {"num_heads": (5, 4)},
+            r"stage 0 channels \(12 = embed_dim 12 × 2\^0\) must be divisible by num_heads \(5\)",
+        ),
+        (
+            {"img_size": (8, 12, 18, 6)},
+            r"img_size W \(18\) must be divisible by patch_size × 2\^\(stages-1\) = 4",
+        ),
+        ({"mlp_ratio": 0.0}, r"mlp_ratio \(0.0\) must be > 0"),
+    ],
+)
 def test_config_validation(overrides, message):
     with pytest.raises(ValueError, match=message):
         create_model("swift_v1_test", **overrides)
@@ -154,7 +168,7 @@ def _reference_state_dict(model) -> dict:
     sd["patch_embed.fc.weight"] = t(model.patch_embed.proj.weight.shape)
     sd["patch_embed.fc.bias"] = t((C,))
     for i, stage in enumerate(model.stages):
-        dim = C * 2 ** i
+        dim = C * 2**i
         sd[f"pos_embeds.{i}.pos_embed"] = t(stage.pos_embed.pos_embed.shape)
         sd[f"pos_embeds.{i}.time_embed"] = t(stage.pos_embed.time_embed.shape)
         for j in range(len(stage.blocks)):
@@ -185,9 +199,11 @@ def test_checkpoint_filter_fn_lightning_layout(caplog):
     lightning = {
         "epoch": 3,
         "global_step": 100,
-        "state_dict": {**{f"model.{k}": v for k, v in ref.items()},
-                       "output_head.hidden.weight": torch.zeros(96, 24),
-                       "output_head.head.weight": torch.zeros(1, 96)},
+        "state_dict": {
+            **{f"model.{k}": v for k, v in ref.items()},
+            "output_head.hidden.weight": torch.zeros(96, 24),
+            "output_head.head.weight": torch.zeros(1, 96),
+        },
     }
     with caplog.at_level(logging.INFO, logger="swiftlib.models.swift_v1"):
         mapped = checkpoint_filter_fn(lightning, model)
@@ -200,8 +216,12 @@ def test_checkpoint_filter_fn_lightning_layout(caplog):
     assert not any(k.startswith(("output_head", "model.")) for k in mapped)
     result = model.load_state_dict(mapped, strict=False)
     assert result.missing_keys == [] and result.unexpected_keys == []
-    assert torch.equal(model.stages[1].blocks[1].mlp.fc1.weight, ref["layers.1.blocks.1.mlp.linear1.weight"])
-    assert torch.equal(model.stages[0].downsample.reduction.weight, ref["layers.0.downsample.reduction.weight"])
+    assert torch.equal(
+        model.stages[1].blocks[1].mlp.fc1.weight, ref["layers.1.blocks.1.mlp.linear1.weight"]
+    )
+    assert torch.equal(
+        model.stages[0].downsample.reduction.weight, ref["layers.0.downsample.reduction.weight"]
+    )
     assert torch.equal(model.stages[1].pos_embed.time_embed, ref["pos_embeds.1.time_embed"])
     assert torch.equal(model.patch_embed.proj.bias, ref["patch_embed.fc.bias"])
     assert torch.equal(model.norm.weight, ref["norm.weight"])
@@ -213,7 +233,13 @@ def test_checkpoint_filter_fn_unprefixed_and_errors():
     mapped = checkpoint_filter_fn({**ref, "some.other.key": torch.zeros(1)}, model)
     assert len(mapped) == 59
     ref["layers.0.blocks.0.attn.qkv.weight"] = torch.zeros(3, 3)
-    with pytest.raises(ValueError, match=r"'stages.0.blocks.0.attn.qkv.weight' has shape \(3, 3\) but the model expects \(36, 12\)"):
+    with pytest.raises(
+        ValueError,
+        match=(
+            r"'stages.0.blocks.0.attn.qkv.weight' has shape \(3, 3\) "
+            r"but the model expects \(36, 12\)"
+        ),
+    ):
         checkpoint_filter_fn(ref, model)
 
 
@@ -223,4 +249,6 @@ def test_create_model_from_lightning_checkpoint(tmp_path):
     path = tmp_path / "swift.ckpt"
     torch.save({"epoch": 1, "state_dict": {f"model.{k}": v for k, v in ref.items()}}, path)
     loaded = create_model("swift_v1_test", checkpoint_path=path)
-    assert torch.equal(loaded.stages[0].blocks[0].attn.qkv.weight, ref["layers.0.blocks.0.attn.qkv.weight"])
+    assert torch.equal(
+        loaded.stages[0].blocks[0].attn.qkv.weight, ref["layers.0.blocks.0.attn.qkv.weight"]
+    )

@@ -41,7 +41,9 @@ def test_shapes_distinct_axes_and_other_grids(name):
     # another grid meeting the rule: tables interpolated (joint) / RoPE (factorised)
     out = model.forward_features(input_for(model, D=8, H=20, W=12, T=10))
     assert out.shape == (2, C, 2, 5, 3, 5)
-    with pytest.raises(ValueError, match=r"T divisible by 2.*Pad by \(D, H, W, T\) = \(0, 0, 0, 1\)"):
+    with pytest.raises(
+        ValueError, match=r"T divisible by 2.*Pad by \(D, H, W, T\) = \(0, 0, 0, 1\)"
+    ):
         model(input_for(model, T=5))
 
 
@@ -129,17 +131,29 @@ def test_mup_switch():
     assert torch.count_nonzero(model.head.fc.weight) == 0
 
 
-@pytest.mark.parametrize("overrides,message", [
-    ({"attention": "axial"}, r"attention must be one of \('joint', 'factorized'\), got 'axial'"),
-    ({"pos_embed": "sincos"}, r"pos_embed must be one of \('absolute', 'none'\), got 'sincos'"),
-    ({"num_heads": (2, 4, 8)}, r"depths \(2 stages\) and num_heads \(3 entries\)"),
-    ({"num_heads": (5, 4)}, r"stage 0 channels \(12 = embed_dim 12 × 2\^0\) must be divisible by num_heads \(5\)"),
-    ({"attention": "factorized", "num_heads": (4, 8)}, r"even head_dim; stage 0 has 12 / 4 = 3"),
-    ({"window_size": (2, 0, 2, 2)}, r"window_size \(2, 0, 2, 2\) must be ≥ 1"),
-    ({"drop_path_rate": 1.0}, r"drop_path_rate \(1.0\) must be in \[0, 1\)"),
-    ({"mlp_ratio": -1.0}, r"mlp_ratio \(-1.0\) must be > 0"),
-    ({"img_size": (12, 16, 20, 5)}, r"img_size T \(5\) must be divisible by 2"),
-])
+@pytest.mark.parametrize(
+    "overrides,message",
+    [
+        (
+            {"attention": "axial"},
+            r"attention must be one of \('joint', 'factorized'\), got 'axial'",
+        ),
+        ({"pos_embed": "sincos"}, r"pos_embed must be one of \('absolute', 'none'\), got 'sincos'"),
+        ({"num_heads": (2, 4, 8)}, r"depths \(2 stages\) and num_heads \(3 entries\)"),
+        (
+            {"num_heads": (5, 4)},
+            r"stage 0 channels \(12 = embed_dim 12 × 2\^0\) must be divisible by num_heads \(5\)",
+        ),
+        (
+            {"attention": "factorized", "num_heads": (4, 8)},
+            r"even head_dim; stage 0 has 12 / 4 = 3",
+        ),
+        ({"window_size": (2, 0, 2, 2)}, r"window_size \(2, 0, 2, 2\) must be ≥ 1"),
+        ({"drop_path_rate": 1.0}, r"drop_path_rate \(1.0\) must be in \[0, 1\)"),
+        ({"mlp_ratio": -1.0}, r"mlp_ratio \(-1.0\) must be > 0"),
+        ({"img_size": (12, 16, 20, 5)}, r"img_size T \(5\) must be divisible by 2"),
+    ],
+)
 def test_config_validation(overrides, message):
     with pytest.raises(ValueError, match=message):
         create_model("swift_v2_test", **overrides)

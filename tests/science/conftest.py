@@ -31,10 +31,19 @@ OUT = Path(os.environ.get("SWIFTLIB_SCIENCE_DIR", ROOT / "papermill_runs" / "sci
 EPOCHS = int(os.environ.get("SWIFTLIB_SCIENCE_EPOCHS", "8"))
 # A small SwiFT v2 (patch 6x6x6x2, ~1 M parameters). LayerScale is off: with its 1e-5
 # start the blocks barely contribute within a CPU-sized budget of a few hundred steps.
-MODEL = {"model": "swift_v2_5m", "model_overrides": {"depths": [1, 1, 2, 1], "embed_dim": 24,
-                                                      "num_heads": [2, 4, 8, 16], "drop_path_rate": 0.0,
-                                                      "layer_scale_init": 0.0}}
-SCIENCE_COHORT = dict(num_subjects=120, seed=0, num_frames=120, normalisation="psc", baseline_coupling=-0.9)
+MODEL = {
+    "model": "swift_v2_5m",
+    "model_overrides": {
+        "depths": [1, 1, 2, 1],
+        "embed_dim": 24,
+        "num_heads": [2, 4, 8, 16],
+        "drop_path_rate": 0.0,
+        "layer_scale_init": 0.0,
+    },
+}
+SCIENCE_COHORT = dict(
+    num_subjects=120, seed=0, num_frames=120, normalisation="psc", baseline_coupling=-0.9
+)
 TASKS = {"sex": "classification", "age": "regression", "null_label": "classification"}
 
 
@@ -46,7 +55,10 @@ def science_store():
     root = OUT / "store"
     try:  # reuse a finished store made with the same settings (the generator is deterministic)
         store = open_store(root)
-        if all(store.manifest["dataset_info"].get("synthetic", {}).get(k) == v for k, v in SCIENCE_COHORT.items()):
+        if all(
+            store.manifest["dataset_info"].get("synthetic", {}).get(k) == v
+            for k, v in SCIENCE_COHORT.items()
+        ):
             return store
     except Exception:  # noqa: BLE001 - missing or partial: (re)make it
         pass
@@ -56,12 +68,27 @@ def science_store():
 def science_fit_config(store_root, label: str, epochs: int = EPOCHS) -> dict:
     """The fit() configuration of the science model for ``label``."""
     return {
-        "kind": "finetune", "run_dir": str(OUT / f"finetune_{label}" / "run"), "seed": 0,
-        "data": {"store_path": str(store_root), "label": label, "sequence_length": 20, "stride_within_seq": 3,
-                 "stride_between_seq": 1 / 60, "eval_stride_between_seq": 1.0, "windows_per_subject": 4,
-                 "batch_size": 8, "num_workers": 2, "splits_dir": str(OUT / "splits")},
-        "task": {**MODEL, "label": label, "task": TASKS[label],
-                 "optim": {"lr": 1e-3, "weight_decay": 0.05, "warmup_fraction": 0.1}},
+        "kind": "finetune",
+        "run_dir": str(OUT / f"finetune_{label}" / "run"),
+        "seed": 0,
+        "data": {
+            "store_path": str(store_root),
+            "label": label,
+            "sequence_length": 20,
+            "stride_within_seq": 3,
+            "stride_between_seq": 1 / 60,
+            "eval_stride_between_seq": 1.0,
+            "windows_per_subject": 4,
+            "batch_size": 8,
+            "num_workers": 2,
+            "splits_dir": str(OUT / "splits"),
+        },
+        "task": {
+            **MODEL,
+            "label": label,
+            "task": TASKS[label],
+            "optim": {"lr": 1e-3, "weight_decay": 0.05, "warmup_fraction": 0.1},
+        },
         "trainer": {"max_epochs": epochs, "enable_progress_bar": False, "accelerator": "cpu"},
     }
 
@@ -78,12 +105,21 @@ def fit_label(store, label: str, epochs: int = EPOCHS):
     run_dir = OUT / f"finetune_{label}" / "run"
     cfg = science_fit_config(store.root, label, epochs)
     stamp = run_dir / "science_config.json"
-    if os.environ.get("SWIFTLIB_SCIENCE_REUSE") == "1" and stamp.is_file() and json.loads(stamp.read_text()) == cfg:
+    if (
+        os.environ.get("SWIFTLIB_SCIENCE_REUSE") == "1"
+        and stamp.is_file()
+        and json.loads(stamp.read_text()) == cfg
+    ):
         doc = json.loads((run_dir / "results.json").read_text())
-        return RunResult(run_dir=run_dir, status=doc["status"], metrics=doc["metrics"],
-                         best_checkpoint=str(run_dir / doc["artifacts"]["best_checkpoint"]),
-                         last_checkpoint=str(run_dir / doc["artifacts"]["last_checkpoint"]),
-                         results_path=run_dir / "results.json", monitor=doc.get("monitor", ""))
+        return RunResult(
+            run_dir=run_dir,
+            status=doc["status"],
+            metrics=doc["metrics"],
+            best_checkpoint=str(run_dir / doc["artifacts"]["best_checkpoint"]),
+            last_checkpoint=str(run_dir / doc["artifacts"]["last_checkpoint"]),
+            results_path=run_dir / "results.json",
+            monitor=doc.get("monitor", ""),
+        )
     res = fit(cfg)
     stamp.write_text(json.dumps(cfg, indent=1))
     return res

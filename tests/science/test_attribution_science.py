@@ -50,22 +50,47 @@ def test_planted_region_recovery_and_randomisation(science_store, trained, label
     run = trained(label)
     t0 = time.perf_counter()
     subjects = _held_out(science_store, run)
-    att = attribute(run.best_checkpoint, science_store, subjects, windows=2, progress=False, **CHECK)
-    rnd = attribute(randomised_model(run.best_checkpoint), science_store, subjects, windows=2, progress=False, **CHECK)
+    att = attribute(
+        run.best_checkpoint, science_store, subjects, windows=2, progress=False, **CHECK
+    )
+    rnd = attribute(
+        randomised_model(run.best_checkpoint),
+        science_store,
+        subjects,
+        windows=2,
+        progress=False,
+        **CHECK,
+    )
     out = OUT / f"attribution_{label}"
     out.mkdir(parents=True, exist_ok=True)
-    metrics = {"test/recovery_auroc": recovery_auroc(att.to_nifti(), science_store, label),
-               "test/randomised_auroc": recovery_auroc(rnd.to_nifti(), science_store, label),
-               "test/region_preference": region_preference(att.to_nifti(), science_store, [label]),
-               **{k: v for k, v in run.metrics.items() if k.startswith("test/")}}
+    metrics = {
+        "test/recovery_auroc": recovery_auroc(att.to_nifti(), science_store, label),
+        "test/randomised_auroc": recovery_auroc(rnd.to_nifti(), science_store, label),
+        "test/region_preference": region_preference(att.to_nifti(), science_store, [label]),
+        **{k: v for k, v in run.metrics.items() if k.startswith("test/")},
+    }
     att.save(out)
-    ok = metrics["test/recovery_auroc"] >= RECOVERY_MIN and metrics["test/randomised_auroc"] <= RANDOMISED_MAX
-    save_results(out, "attribute", metrics=metrics,
-                 parameters={"label": label, "subjects": subjects, "thresholds":
-                             {"test/recovery_auroc": f">= {RECOVERY_MIN}", "test/randomised_auroc": f"<= {RANDOMISED_MAX}"},
-                             **CHECK},
-                 timings={"total_s": time.perf_counter() - t0}, status="ok" if ok else "failed",
-                 error=None if ok else "thresholds not met")
+    ok = (
+        metrics["test/recovery_auroc"] >= RECOVERY_MIN
+        and metrics["test/randomised_auroc"] <= RANDOMISED_MAX
+    )
+    save_results(
+        out,
+        "attribute",
+        metrics=metrics,
+        parameters={
+            "label": label,
+            "subjects": subjects,
+            "thresholds": {
+                "test/recovery_auroc": f">= {RECOVERY_MIN}",
+                "test/randomised_auroc": f"<= {RANDOMISED_MAX}",
+            },
+            **CHECK,
+        },
+        timings={"total_s": time.perf_counter() - t0},
+        status="ok" if ok else "failed",
+        error=None if ok else "thresholds not met",
+    )
     assert metrics["test/recovery_auroc"] >= RECOVERY_MIN, metrics
     assert metrics["test/randomised_auroc"] <= RANDOMISED_MAX, metrics
 
@@ -76,14 +101,25 @@ def test_null_label_model_prefers_no_planted_region(science_store, trained):
     run = trained("null_label")
     t0 = time.perf_counter()
     subjects = _held_out(science_store, run)
-    att = attribute(run.best_checkpoint, science_store, subjects, windows=2, progress=False, **CHECK)
+    att = attribute(
+        run.best_checkpoint, science_store, subjects, windows=2, progress=False, **CHECK
+    )
     pref = region_preference(att.to_nifti(), science_store, ["sex", "age"])
     out = OUT / "attribution_null_label"
     out.mkdir(parents=True, exist_ok=True)
     ok = abs(pref - 0.5) <= NULL_BAND
-    save_results(out, "attribute", metrics={"test/planted_preference": pref},
-                 parameters={"label": "null_label", "subjects": subjects, "thresholds":
-                             {"test/planted_preference": f"0.5 ± {NULL_BAND}"}, **CHECK},
-                 timings={"total_s": time.perf_counter() - t0}, status="ok" if ok else "failed",
-                 error=None if ok else "threshold not met")
+    save_results(
+        out,
+        "attribute",
+        metrics={"test/planted_preference": pref},
+        parameters={
+            "label": "null_label",
+            "subjects": subjects,
+            "thresholds": {"test/planted_preference": f"0.5 ± {NULL_BAND}"},
+            **CHECK,
+        },
+        timings={"total_s": time.perf_counter() - t0},
+        status="ok" if ok else "failed",
+        error=None if ok else "threshold not met",
+    )
     assert ok, pref

@@ -19,9 +19,15 @@ pytestmark = pytest.mark.slow
 
 
 def _record(check, kind, res, thresholds, ok, extra=None):
-    save_results(OUT / check, kind, {**res.metrics, **(extra or {})}, parameters={"thresholds": thresholds},
-                 artifacts={"run": OUT / check / "run"}, status="ok" if ok else "failed",
-                 error=None if ok else f"thresholds not met: {thresholds}")
+    save_results(
+        OUT / check,
+        kind,
+        {**res.metrics, **(extra or {})},
+        parameters={"thresholds": thresholds},
+        artifacts={"run": OUT / check / "run"},
+        status="ok" if ok else "failed",
+        error=None if ok else f"thresholds not met: {thresholds}",
+    )
 
 
 def test_sex_is_learned(trained):
@@ -48,8 +54,14 @@ def _subject_scores(checkpoint, store) -> tuple:
 
     model = load_inference_model(checkpoint, device="cpu")
     model.check_store(store)
-    ds = WindowDataset(store, store.subject_ids, sequence_length=model.data["sequence_length"],
-                       stride_within_seq=model.data["stride_within_seq"], label=model.label, mode="eval")
+    ds = WindowDataset(
+        store,
+        store.subject_ids,
+        sequence_length=model.data["sequence_length"],
+        stride_within_seq=model.data["stride_within_seq"],
+        label=model.label,
+        mode="eval",
+    )
     probs: dict = {}
     with torch.inference_mode():
         for b0 in range(0, len(ds), 16):
@@ -76,14 +88,24 @@ def test_null_label_stays_at_chance(trained, tmp_path_factory):
     from .conftest import SCIENCE_COHORT
 
     res = trained("null_label")
-    fresh = make_synthetic_cohort(tmp_path_factory.mktemp("null") / "store", progress=False,
-                                  config=SyntheticConfig(**{**SCIENCE_COHORT, "num_subjects": 200, "seed": 1,
-                                                            "num_frames": 60}))
+    fresh = make_synthetic_cohort(
+        tmp_path_factory.mktemp("null") / "store",
+        progress=False,
+        config=SyntheticConfig(
+            **{**SCIENCE_COHORT, "num_subjects": 200, "seed": 1, "num_frames": 60}
+        ),
+    )
     scores, y = _subject_scores(res.best_checkpoint, fresh)
     auroc = float(roc_auc_score(y, scores))
     ok = not math.isnan(auroc) and abs(auroc - 0.5) <= 0.1
-    _record("finetune_null_label", "finetune", res, {"independent/auroc": "0.5 ± 0.1 (200 subjects)"}, ok,
-            {"independent/auroc": auroc, "independent/num_subjects": float(len(y))})
+    _record(
+        "finetune_null_label",
+        "finetune",
+        res,
+        {"independent/auroc": "0.5 ± 0.1 (200 subjects)"},
+        ok,
+        {"independent/auroc": auroc, "independent/num_subjects": float(len(y))},
+    )
     assert ok, {"independent/auroc": auroc, **res.metrics}
 
 
@@ -95,17 +117,36 @@ def test_simmim_beats_the_mean_predictor(tmp_path_factory):
 
     from .conftest import MODEL
 
-    store = make_synthetic_cohort(tmp_path_factory.mktemp("simmim") / "store",
-                                  config=SyntheticConfig(num_subjects=40, seed=0, num_frames=60), progress=False)
-    res = fit({
-        "kind": "pretrain", "run_dir": str(OUT / "simmim_recon" / "run"), "seed": 0,
-        "data": {"store_path": str(store.root), "sequence_length": 20, "windows_per_subject": 4, "batch_size": 8,
-                 "num_workers": 2, "splits_dir": str(OUT / "splits_simmim")},
-        "task": {**MODEL, "optim": {"lr": 1e-3, "weight_decay": 0.05, "warmup_fraction": 0.1}},
-        "trainer": {"max_epochs": 10, "enable_progress_bar": False, "accelerator": "cpu"},
-    })
+    store = make_synthetic_cohort(
+        tmp_path_factory.mktemp("simmim") / "store",
+        config=SyntheticConfig(num_subjects=40, seed=0, num_frames=60),
+        progress=False,
+    )
+    res = fit(
+        {
+            "kind": "pretrain",
+            "run_dir": str(OUT / "simmim_recon" / "run"),
+            "seed": 0,
+            "data": {
+                "store_path": str(store.root),
+                "sequence_length": 20,
+                "windows_per_subject": 4,
+                "batch_size": 8,
+                "num_workers": 2,
+                "splits_dir": str(OUT / "splits_simmim"),
+            },
+            "task": {**MODEL, "optim": {"lr": 1e-3, "weight_decay": 0.05, "warmup_fraction": 0.1}},
+            "trainer": {"max_epochs": 10, "enable_progress_bar": False, "accelerator": "cpu"},
+        }
+    )
     ratio = res.metrics["test/recon_loss"] / res.metrics["test/mean_predictor_loss"]
     ok = ratio <= 0.5
-    _record("simmim_recon", "pretrain", res, {"test/recon_loss / test/mean_predictor_loss": "<= 0.5"}, ok,
-            {"test/recon_ratio": ratio})
+    _record(
+        "simmim_recon",
+        "pretrain",
+        res,
+        {"test/recon_loss / test/mean_predictor_loss": "<= 0.5"},
+        ok,
+        {"test/recon_ratio": ratio},
+    )
     assert ok, res.metrics

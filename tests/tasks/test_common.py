@@ -11,18 +11,29 @@ from swiftlib.tasks.common import (
     read_checkpoint,
 )
 
-CONTRACT = {"grid": [20, 24, 28], "voxel_size": 8.0, "space": "MNI152", "normalisation": "zscore_global",
-            "tr_range": [1.0, 1.0]}
+CONTRACT = {
+    "grid": [20, 24, 28],
+    "voxel_size": 8.0,
+    "space": "MNI152",
+    "normalisation": "zscore_global",
+    "tr_range": [1.0, 1.0],
+}
 
 
 def test_contract_refusal_names_the_field():
     check_contract(CONTRACT, dict(CONTRACT))
     check_contract(None, {"grid": [1, 2, 3]})  # no contract recorded: nothing to check
-    with pytest.raises(ContractError, match=r"grid: checkpoint expects \[20, 24, 28\], data has \[96, 96, 96\]"):
+    with pytest.raises(
+        ContractError, match=r"grid: checkpoint expects \[20, 24, 28\], data has \[96, 96, 96\]"
+    ):
         check_contract(CONTRACT, {**CONTRACT, "grid": [96, 96, 96]})
-    with pytest.raises(ContractError, match="normalisation: checkpoint expects 'zscore_global'.*'zscore_voxel'"):
+    with pytest.raises(
+        ContractError, match="normalisation: checkpoint expects 'zscore_global'.*'zscore_voxel'"
+    ):
         check_contract(CONTRACT, {**CONTRACT, "normalisation": "zscore_voxel"})
-    with pytest.raises(ContractError, match="tr_range: checkpoint trained on TR 1–1 s, data has 2–3 s"):
+    with pytest.raises(
+        ContractError, match="tr_range: checkpoint trained on TR 1–1 s, data has 2–3 s"
+    ):
         check_contract(CONTRACT, {**CONTRACT, "tr_range": [2.0, 3.0]})
     check_contract(CONTRACT, {**CONTRACT, "tr_range": [1.05, 1.05]})  # within 10 %
 
@@ -55,8 +66,18 @@ def _pretrain_ckpt(tmp_path, model="swift_v2_test", overrides=None, contract=CON
     sd = {f"model.encoder.{k}": v for k, v in enc.state_dict().items()}
     sd["model.mask_token"] = torch.zeros(3)
     path = tmp_path / "pretrain.ckpt"
-    torch.save({"state_dict": sd, CHECKPOINT_KEY: {"kind": "pretrain", "model": model,
-                                                   "model_overrides": overrides or {}, "contract": contract}}, path)
+    torch.save(
+        {
+            "state_dict": sd,
+            CHECKPOINT_KEY: {
+                "kind": "pretrain",
+                "model": model,
+                "model_overrides": overrides or {},
+                "contract": contract,
+            },
+        },
+        path,
+    )
     return path, enc
 
 
@@ -73,9 +94,20 @@ def test_load_encoder_from_a_pretraining_checkpoint(tmp_path):
 def test_load_encoder_refuses_other_presets_contracts_and_foreign_files(tmp_path):
     path, _ = _pretrain_ckpt(tmp_path)
     dst = swiftlib.create_model("swift_v2_test", num_classes=0)
-    with pytest.raises(CheckpointError, match=r"made for model 'swift_v2_test' with options \{\}; this run builds 'swift_v2_factorized_test'"):
-        load_encoder_weights(swiftlib.create_model("swift_v2_factorized_test", num_classes=0), path,
-                             "swift_v2_factorized_test", {}, CONTRACT)
+    with pytest.raises(
+        CheckpointError,
+        match=(
+            r"made for model 'swift_v2_test' with options \{\}; this run builds "
+            r"'swift_v2_factorized_test'"
+        ),
+    ):
+        load_encoder_weights(
+            swiftlib.create_model("swift_v2_factorized_test", num_classes=0),
+            path,
+            "swift_v2_factorized_test",
+            {},
+            CONTRACT,
+        )
     with pytest.raises(CheckpointError, match="with options"):
         load_encoder_weights(dst, path, "swift_v2_test", {"drop_path_rate": 0.0}, CONTRACT)
     with pytest.raises(ContractError, match="voxel_size"):
@@ -83,8 +115,13 @@ def test_load_encoder_refuses_other_presets_contracts_and_foreign_files(tmp_path
     torch.save({"state_dict": {"foo": torch.zeros(1)}}, tmp_path / "foreign.ckpt")
     with pytest.raises(CheckpointError, match="not a swiftlib checkpoint"):
         load_encoder_weights(dst, tmp_path / "foreign.ckpt", "swift_v2_test")
-    torch.save({"state_dict": {"foo": torch.zeros(1)}, CHECKPOINT_KEY: {"kind": "tune", "model": "swift_v2_test"}},
-               tmp_path / "kind.ckpt")
+    torch.save(
+        {
+            "state_dict": {"foo": torch.zeros(1)},
+            CHECKPOINT_KEY: {"kind": "tune", "model": "swift_v2_test"},
+        },
+        tmp_path / "kind.ckpt",
+    )
     with pytest.raises(CheckpointError, match="unknown checkpoint kind 'tune'"):
         load_encoder_weights(dst, tmp_path / "kind.ckpt", "swift_v2_test")
 
@@ -118,9 +155,12 @@ def test_swift_v1_lightning_checkpoint_loads_into_swift_v1(tmp_path):
     ours = {k: v for k, v in src.state_dict().items()}
     path = tmp_path / "v1.ckpt"
     sd = {f"model.{k}": v for k, v in _reference_names(ours).items()}
-    sd["output_head.fc.weight"] = torch.zeros(2, 3)  # the reference Lightning module's head: dropped
+    # the reference Lightning module's head: dropped
+    sd["output_head.fc.weight"] = torch.zeros(2, 3)
     torch.save({"state_dict": sd, "epoch": 3}, path)
     dst = swiftlib.create_model("swift_v1_test", num_classes=0)
     report = load_encoder_weights(dst, path, "swift_v1_test")
     assert len(report["loaded"]) == len(ours)
-    assert all(torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values()))
+    assert all(
+        torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values())
+    )

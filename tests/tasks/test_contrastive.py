@@ -1,6 +1,7 @@
 """ContrastiveTask: NT-Xent between two windows of a subject — the loss falls and a subject's
 windows end closer together than other subjects' on the synthetic cohort; fine-tuning starts
-from its encoder; a killed run resumes exactly; `swiftlib info` and the interpretation loader read the checkpoint."""
+from its encoder; a killed run resumes exactly; `swiftlib info` and the interpretation loader
+read the checkpoint."""
 
 from __future__ import annotations
 
@@ -28,8 +29,12 @@ def cohort(tmp_path_factory):
     """16 subjects × 40 frames (5 windows each), split 70/15/15."""
     from swiftlib.data.synthetic import SyntheticConfig, make_synthetic_cohort
 
-    cfg = SyntheticConfig(num_subjects=16, seed=11, voxel_size=8.0, grid=(20, 24, 28), num_frames=40, tr=1.0)
-    return make_synthetic_cohort(tmp_path_factory.mktemp("contrastive") / "store", config=cfg, progress=False)
+    cfg = SyntheticConfig(
+        num_subjects=16, seed=11, voxel_size=8.0, grid=(20, 24, 28), num_frames=40, tr=1.0
+    )
+    return make_synthetic_cohort(
+        tmp_path_factory.mktemp("contrastive") / "store", config=cfg, progress=False
+    )
 
 
 class _InitialWeights(pl.Callback):
@@ -47,7 +52,8 @@ def _task(config: dict, state: dict) -> ContrastiveTask:
 
 @torch.no_grad()
 def _embeddings(task, store, ids):
-    """Encoder embeddings of every back-to-back window of ``ids``: (N, C) and the subject of each."""
+    """Encoder embeddings of every back-to-back window of ``ids``: (N, C) and the subject of
+    each."""
     ds = WindowDataset(store, ids, sequence_length=L, mode="eval")
     x = torch.stack([ds[i].x for i in range(len(ds))])  # (N, 1, D, H, W, T)
     return task.embed(x), np.asarray(ds.index["subject_id"])
@@ -63,7 +69,9 @@ def _same_over_other(e, sids) -> float:
 @torch.no_grad()
 def _pair_loss(task, store, ids) -> float:
     """NT-Xent of fixed pairs of ``ids``, in batches of one pair per subject."""
-    pairs = PairDataset(WindowDataset(store, ids, sequence_length=L, mode="eval"), pairs_per_subject=2, seed=7)
+    pairs = PairDataset(
+        WindowDataset(store, ids, sequence_length=L, mode="eval"), pairs_per_subject=2, seed=7
+    )
     losses = []
     for k in range(0, len(pairs), len(ids)):
         b = collate_pairs([pairs[i] for i in range(k, k + len(ids))])
@@ -82,7 +90,9 @@ def test_nt_xent_leaves_same_subject_rows_out_of_the_negatives():
     drop = torch.eye(8, dtype=torch.bool)
     for i, j in ((0, 2), (0, 6), (4, 2), (4, 6)):
         drop[i, j] = drop[j, i] = True
-    want = torch.nn.functional.cross_entropy(sim.masked_fill(drop, float("-inf")), torch.tensor([4, 5, 6, 7, 0, 1, 2, 3]))
+    want = torch.nn.functional.cross_entropy(
+        sim.masked_fill(drop, float("-inf")), torch.tensor([4, 5, 6, 7, 0, 1, 2, 3])
+    )
     torch.testing.assert_close(nt_xent_loss(z1, z2, 0.5, groups=["s1", "s2", "s1", "s3"]), want)
     torch.testing.assert_close(nt_xent_loss(z1, z2, 0.5, groups=torch.tensor([1, 2, 1, 3])), want)
     with pytest.raises(ValueError, match="groups has 3 entries; expected one per sample"):
@@ -97,38 +107,60 @@ def test_distance_ratio():
     assert distance_ratio(e1, e2, ["a", "a"]) is None
 
 
-@pytest.mark.parametrize(("kw", "fragment"), [
-    ({"temperature": 0.0}, "temperature=0.0: expected > 0"),
-    ({"proj_dim": 0}, "proj_dim=0: expected a positive width"),
-])
+@pytest.mark.parametrize(
+    ("kw", "fragment"),
+    [
+        ({"temperature": 0.0}, "temperature=0.0: expected > 0"),
+        ({"proj_dim": 0}, "proj_dim=0: expected a positive width"),
+    ],
+)
 def test_config_errors(kw, fragment):
     with pytest.raises(ValueError, match=fragment):
         ContrastiveConfig(**kw)
 
 
 def test_fit_config_for_contrastive_runs(tmp_path):
-    cfg = FitConfig.from_dict({"kind": "contrastive", "data": {"label": "sex", "batch_size": 4},
-                               "task": {"temperature": 0.2}})
+    cfg = FitConfig.from_dict(
+        {
+            "kind": "contrastive",
+            "data": {"label": "sex", "batch_size": 4},
+            "task": {"temperature": 0.2},
+        }
+    )
     assert isinstance(cfg.task, ContrastiveConfig) and cfg.data.pairs and cfg.data.label is None
     assert not FitConfig.from_dict({"kind": "pretrain", "data": {"pairs": True}}).data.pairs
     with pytest.raises(ConfigError, match="did you mean 'contrastive'"):
         FitConfig.from_dict({"kind": "contrastiv"})
     with pytest.raises(ValueError, match="at least 2 per device"):
-        FitConfig.from_dict({"kind": "contrastive", "data": {"batch_size": 2}, "trainer": {"devices": 2}})
+        FitConfig.from_dict(
+            {"kind": "contrastive", "data": {"batch_size": 2}, "trainer": {"devices": 2}}
+        )
 
 
 def test_contrastive_pretraining_pulls_a_subjects_windows_together(cohort, tmp_path):
     """The science check: on held-out subjects, the NT-Xent of fixed pairs falls and the
     windows of one subject end much closer together than windows of different subjects."""
     initial = _InitialWeights()
-    res = fit(tiny_fit_config(cohort, tmp_path / "c", kind="contrastive", trainer={"max_epochs": 2}),
-              callbacks=[initial])
+    res = fit(
+        tiny_fit_config(cohort, tmp_path / "c", kind="contrastive", trainer={"max_epochs": 2}),
+        callbacks=[initial],
+    )
     assert res.status == "ok" and res.monitor == "val/nt_xent"
-    for key in ("val/nt_xent", "val/top1", "val/distance_ratio", "test/nt_xent", "test/distance_ratio",
-                "train/loss_epoch"):
+    for key in (
+        "val/nt_xent",
+        "val/top1",
+        "val/distance_ratio",
+        "test/nt_xent",
+        "test/distance_ratio",
+        "train/loss_epoch",
+    ):
         assert np.isfinite(res.metrics[key]), key
     doc = json.loads((tmp_path / "c" / "results.json").read_text())
-    assert doc["kind"] == "pretrain" and doc["parameters"]["kind"] == "contrastive" and doc["monitor"] == "val/nt_xent"
+    assert (
+        doc["kind"] == "pretrain"
+        and doc["parameters"]["kind"] == "contrastive"
+        and doc["monitor"] == "val/nt_xent"
+    )
 
     config = torch.load(res.best_checkpoint, weights_only=True)["hyper_parameters"]["config"]
     before = _task(config, initial.state)
@@ -136,11 +168,16 @@ def test_contrastive_pretraining_pulls_a_subjects_windows_together(cohort, tmp_p
     splits = json.loads(next((tmp_path / "splits").rglob("*.json")).read_text())
     held_out = sorted(splits["val"] + splits["test"])
     models = {"before": before, "after": after}
-    train_loss = {name: _pair_loss(t, cohort, sorted(splits["train"])) for name, t in models.items()}
+    train_loss = {
+        name: _pair_loss(t, cohort, sorted(splits["train"])) for name, t in models.items()
+    }
     loss = {name: _pair_loss(t, cohort, held_out) for name, t in models.items()}
-    ratio = {name: _same_over_other(*_embeddings(t, cohort, held_out)) for name, t in models.items()}
+    ratio = {
+        name: _same_over_other(*_embeddings(t, cohort, held_out)) for name, t in models.items()
+    }
     # measured: NT-Xent of fixed pairs, 11 training subjects 2.84 -> 2.24 (chance log 21 = 3.04),
-    # 5 held-out subjects 1.95 -> 1.51 (chance log 9 = 2.20); held-out same/other distance 0.83 -> 0.20
+    # 5 held-out subjects 1.95 -> 1.51 (chance log 9 = 2.20); held-out same/other distance
+    # 0.83 -> 0.20
     assert train_loss["after"] < 0.85 * train_loss["before"], train_loss
     assert loss["after"] < 0.85 * loss["before"], loss
     assert ratio["after"] < 0.5 * ratio["before"] and ratio["after"] < 0.4, ratio
@@ -151,18 +188,30 @@ def test_finetune_starts_from_the_contrastive_encoder_and_info_describes_it(trai
     from swiftlib.tasks.common import CheckpointError, load_encoder_weights
     from swiftlib.tasks.finetune import FinetuneTask
 
-    pre = fit(tiny_fit_config(train_store, tmp_path / "c", kind="contrastive", trainer={"max_steps": 2}))
+    pre = fit(
+        tiny_fit_config(train_store, tmp_path / "c", kind="contrastive", trainer={"max_steps": 2})
+    )
     ckpt = torch.load(pre.last_checkpoint, weights_only=True)
     meta = ckpt["swiftlib"]
-    assert meta["kind"] == "contrastive" and meta["encoder_prefix"] == "model." and meta["contract"]["grid"] == [20, 24, 28]
+    assert (
+        meta["kind"] == "contrastive"
+        and meta["encoder_prefix"] == "model."
+        and meta["contract"]["grid"] == [20, 24, 28]
+    )
     assert any(k.startswith("projection.") for k in ckpt["state_dict"])
     info = describe(pre.last_checkpoint)
-    assert info["swiftlib"]["kind"] == "contrastive" and info["swiftlib"]["model"] == "swift_v2_test"
+    assert (
+        info["swiftlib"]["kind"] == "contrastive" and info["swiftlib"]["model"] == "swift_v2_test"
+    )
     assert info["hyper_parameters"]["config"]["temperature"] == 0.1
 
-    task = FinetuneTask({"model": "swift_v2_test", "init_from": pre.last_checkpoint, "contract": meta["contract"]})
+    task = FinetuneTask(
+        {"model": "swift_v2_test", "init_from": pre.last_checkpoint, "contract": meta["contract"]}
+    )
     assert task.init_report["kind"] == "contrastive"
-    encoder = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+    encoder = {
+        k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")
+    }
     own = task.model.state_dict()
     assert encoder and all(torch.equal(own[k], v) for k, v in encoder.items())
     # interpretation reads its encoder for embeddings
@@ -172,26 +221,46 @@ def test_finetune_starts_from_the_contrastive_encoder_and_info_describes_it(trai
     inference = load_inference_model(pre.last_checkpoint)
     assert inference.kind == "contrastive"
     assert all(torch.equal(inference.encoder.state_dict()[k], v) for k, v in encoder.items())
-    emb = extract_embeddings(pre.last_checkpoint, train_store, subjects=train_store.subject_ids[:2], level="subject",
-                             progress=False)
+    emb = extract_embeddings(
+        pre.last_checkpoint,
+        train_store,
+        subjects=train_store.subject_ids[:2],
+        level="subject",
+        progress=False,
+    )
     assert len(emb) == 2
-    ft = fit(tiny_fit_config(train_store, tmp_path / "ft", task={"init_from": pre.last_checkpoint},
-                             trainer={"max_steps": 2}))
+    ft = fit(
+        tiny_fit_config(
+            train_store,
+            tmp_path / "ft",
+            task={"init_from": pre.last_checkpoint},
+            trainer={"max_steps": 2},
+        )
+    )
     assert ft.status == "ok" and np.isfinite(ft.metrics["test/loss"])
     # pretraining continues from it too; another preset is refused by name
     from swiftlib.models import create_model
 
-    report = load_encoder_weights(create_model("swift_v2_test", num_classes=0), pre.last_checkpoint, "swift_v2_test")
+    report = load_encoder_weights(
+        create_model("swift_v2_test", num_classes=0), pre.last_checkpoint, "swift_v2_test"
+    )
     assert report["kind"] == "contrastive" and report["loaded"]
     with pytest.raises(CheckpointError, match="made for model 'swift_v2_test'"):
-        load_encoder_weights(create_model("swift_v1_test", num_classes=0), pre.last_checkpoint, "swift_v1_test")
-    with pytest.raises(CheckpointError, match="is a contrastive checkpoint .* this run is 'finetune'"):
+        load_encoder_weights(
+            create_model("swift_v1_test", num_classes=0), pre.last_checkpoint, "swift_v1_test"
+        )
+    with pytest.raises(
+        CheckpointError, match="is a contrastive checkpoint .* this run is 'finetune'"
+    ):
         fit(tiny_fit_config(train_store, tmp_path / "r", resume_from=pre.last_checkpoint))
 
 
 def test_killed_mid_epoch_and_resumed_matches_an_uninterrupted_run(train_store, tmp_path):
-    common = dict(kind="contrastive", trainer={"max_epochs": 2, "checkpoint_every_n_steps": 1},
-                  task={"model_overrides": {"drop_path_rate": 0.2}})
+    common = dict(
+        kind="contrastive",
+        trainer={"max_epochs": 2, "checkpoint_every_n_steps": 1},
+        task={"model_overrides": {"drop_path_rate": 0.2}},
+    )
     full = fit(tiny_fit_config(train_store, tmp_path / "full", **common))
     cfg = tiny_fit_config(train_store, tmp_path / "cut", **common)
     with pytest.raises(TrainingError, match="killed at step 8"):

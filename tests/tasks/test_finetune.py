@@ -16,12 +16,16 @@ def _batch(B=4, y=None, grid=(20, 24, 28), T=8, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(B, 1, *grid, T, generator=g)
     y = torch.tensor([0, 1, 0, 1][:B], dtype=torch.float32) if y is None else y
-    return Batch(x, y, [f"sub-{i}" for i in range(B)], ["synthetic"] * B, torch.zeros(B, dtype=torch.long))
+    return Batch(
+        x, y, [f"sub-{i}" for i in range(B)], ["synthetic"] * B, torch.zeros(B, dtype=torch.long)
+    )
 
 
 def test_loss_goes_down_on_a_fixed_batch():
     torch.manual_seed(0)
-    task = FinetuneTask(FinetuneConfig(model="swift_v2_test", optim={"lr": 3e-3, "weight_decay": 0.0}))
+    task = FinetuneTask(
+        FinetuneConfig(model="swift_v2_test", optim={"lr": 3e-3, "weight_decay": 0.0})
+    )
     batch = _batch()
     opt = torch.optim.AdamW(task.parameters(), lr=3e-3)
     losses = []
@@ -45,28 +49,35 @@ def test_linear_probe_freezes_the_encoder_and_keeps_it_in_eval():
 def test_unfreeze_fraction_trains_the_top_block_groups():
     from swiftlib.models import group_parameters
 
-    task = FinetuneTask(FinetuneConfig(model="swift_v2_test", mode="unfreeze", unfreeze_fraction=0.2))
+    task = FinetuneTask(
+        FinetuneConfig(model="swift_v2_test", mode="unfreeze", unfreeze_fraction=0.2)
+    )
     groups = [g for g in group_parameters(task.model)[1:] if g]
     k = int(np.ceil(0.2 * len(groups)))
     trainable = {n for n, p in task.model.named_parameters() if p.requires_grad}
     assert trainable == {n for g in groups[-k:] for n in g}
     assert not any(n.startswith("patch_embed") for n in trainable)
     task2 = FinetuneTask(FinetuneConfig(model="swift_v2_test", mode="unfreeze", unfreeze_last_k=2))
-    assert {n for n, p in task2.model.named_parameters() if p.requires_grad} == {n for g in groups[-2:] for n in g}
+    assert {n for n, p in task2.model.named_parameters() if p.requires_grad} == {
+        n for g in groups[-2:] for n in g
+    }
     with pytest.raises(ValueError, match="unfreeze_last_k=999"):
         FinetuneTask(FinetuneConfig(model="swift_v2_test", mode="unfreeze", unfreeze_last_k=999))
 
 
-@pytest.mark.parametrize("kw, msg", [
-    ({"mode": "unfreeze"}, "exactly one of unfreeze_fraction"),
-    ({"mode": "unfreeze", "unfreeze_fraction": 0.2, "unfreeze_last_k": 1}, "exactly one"),
-    ({"mode": "unfreeze", "unfreeze_fraction": 1.5}, "unfreeze_fraction=1.5"),
-    ({"mode": "unfreeze", "unfreeze_last_k": 0}, "unfreeze_last_k=0"),
-    ({"mode": "full", "unfreeze_fraction": 0.2}, "only apply to mode='unfreeze'"),
-    ({"num_classes": 1}, "num_classes=1"),
-    ({"label_smoothing": 1.0}, "label_smoothing=1.0"),
-    ({"target_std": 0.0}, "target_std=0.0"),
-])
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        ({"mode": "unfreeze"}, "exactly one of unfreeze_fraction"),
+        ({"mode": "unfreeze", "unfreeze_fraction": 0.2, "unfreeze_last_k": 1}, "exactly one"),
+        ({"mode": "unfreeze", "unfreeze_fraction": 1.5}, "unfreeze_fraction=1.5"),
+        ({"mode": "unfreeze", "unfreeze_last_k": 0}, "unfreeze_last_k=0"),
+        ({"mode": "full", "unfreeze_fraction": 0.2}, "only apply to mode='unfreeze'"),
+        ({"num_classes": 1}, "num_classes=1"),
+        ({"label_smoothing": 1.0}, "label_smoothing=1.0"),
+        ({"target_std": 0.0}, "target_std=0.0"),
+    ],
+)
 def test_config_validation(kw, msg):
     with pytest.raises(ValueError, match=msg):
         FinetuneConfig(**kw)
@@ -80,12 +91,20 @@ def test_config_from_dict_rejects_unknown_and_wrong_types():
 
 
 def _rows(cfg, scores, sids, starts, targets):
-    return [(sids, torch.tensor(starts), torch.tensor(scores, dtype=torch.float32), torch.tensor(targets, dtype=torch.float32))]
+    return [
+        (
+            sids,
+            torch.tensor(starts),
+            torch.tensor(scores, dtype=torch.float32),
+            torch.tensor(targets, dtype=torch.float32),
+        )
+    ]
 
 
 def test_subject_predictions_average_windows_and_drop_padded_duplicates():
     cfg = FinetuneConfig(task="classification", num_classes=2)
-    sids = ["a", "a", "b", "b", "a"]  # the last row duplicates ("a", 0): a distributed sampler's padding
+    # the last row duplicates ("a", 0): a distributed sampler's padding
+    sids = ["a", "a", "b", "b", "a"]
     starts = [0, 8, 0, 8, 0]
     scores = [[0.9, 0.1], [0.5, 0.5], [0.2, 0.8], [0.4, 0.6], [0.9, 0.1]]
     df = subject_predictions(_rows(cfg, scores, sids, starts, [0, 0, 1, 1, 0]), cfg)
@@ -103,7 +122,9 @@ def test_classification_metrics_match_sklearn():
     m = subject_metrics(df, cfg)
     order = np.argsort([f"s{i}" for i in range(30)])
     assert m["auroc"] == pytest.approx(roc_auc_score(y[order], p1[order]), abs=1e-6)
-    assert m["balanced_acc"] == pytest.approx(balanced_accuracy_score(y[order], (p1[order] > 0.5).astype(int)), abs=1e-6)
+    assert m["balanced_acc"] == pytest.approx(
+        balanced_accuracy_score(y[order], (p1[order] > 0.5).astype(int)), abs=1e-6
+    )
     assert m["num_subjects"] == 30
     one_class = subject_metrics(df[df["target"] == 1], cfg)
     assert np.isnan(one_class["auroc"])
@@ -125,7 +146,9 @@ def test_regression_metrics_are_on_the_original_scale():
 
 
 def test_regression_loss_uses_the_standardised_target():
-    task = FinetuneTask(FinetuneConfig(model="swift_v2_test", task="regression", target_mean=60.0, target_std=10.0))
+    task = FinetuneTask(
+        FinetuneConfig(model="swift_v2_test", task="regression", target_mean=60.0, target_std=10.0)
+    )
     out = torch.tensor([[0.5], [-1.0]])
     y = torch.tensor([65.0, 50.0])
     assert task._loss(out, y).item() == pytest.approx(0.0, abs=1e-6)

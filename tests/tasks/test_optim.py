@@ -45,7 +45,11 @@ def test_warmup_then_cosine():
     assert warmup_cosine(55, 100, 10, 0.0) == pytest.approx(0.5)
     assert warmup_cosine(100, 100, 10, 0.1) == pytest.approx(0.1)
     m = nn.Linear(4, 2)
-    opt, sched = build_optimizer(param_groups(m, OptimConfig(lr=1.0, warmup_fraction=0.25)), OptimConfig(lr=1.0, warmup_fraction=0.25), 8)
+    opt, sched = build_optimizer(
+        param_groups(m, OptimConfig(lr=1.0, warmup_fraction=0.25)),
+        OptimConfig(lr=1.0, warmup_fraction=0.25),
+        8,
+    )
     lrs = []
     for _ in range(8):
         lrs.append(opt.param_groups[0]["lr"])
@@ -56,9 +60,16 @@ def test_warmup_then_cosine():
     assert sched["interval"] == "step"
 
 
-@pytest.mark.parametrize("kw, msg", [({"lr": 0}, "lr=0"), ({"weight_decay": -1}, "weight_decay=-1"),
-                                     ({"layer_decay": 1.5}, "layer_decay=1.5"), ({"warmup_fraction": 1.0}, "warmup_fraction=1.0"),
-                                     ({"min_lr_ratio": 2}, "min_lr_ratio=2")])
+@pytest.mark.parametrize(
+    "kw, msg",
+    [
+        ({"lr": 0}, "lr=0"),
+        ({"weight_decay": -1}, "weight_decay=-1"),
+        ({"layer_decay": 1.5}, "layer_decay=1.5"),
+        ({"warmup_fraction": 1.0}, "warmup_fraction=1.0"),
+        ({"min_lr_ratio": 2}, "min_lr_ratio=2"),
+    ],
+)
 def test_config_validation(kw, msg):
     with pytest.raises(ValueError, match=msg):
         OptimConfig(**kw)

@@ -1,6 +1,7 @@
 """Test-only: ``fit`` with a DeepSpeed strategy on CPU (``accelerator: cpu`` selects
 swiftlib's CPU DeepSpeed strategy: gloo, DeepSpeed's CPU accelerator), so the DeepSpeed path
-and real ZeRO checkpoints are exercised without a GPU. Run as ``python -m tests.training.cpu_deepspeed CONFIG_JSON [CONFIG_JSON ...]``
+and real ZeRO checkpoints are exercised without a GPU. Run as
+``python -m tests.training.cpu_deepspeed CONFIG_JSON [CONFIG_JSON ...]``
 (a fresh process: DeepSpeed's distributed state is global): each config is one ``fit``, in
 order, so a pretraining run and the fine-tuning run that starts from it share one start-up.
 A config may carry ``"_kill_at": N`` (test-only, removed before ``fit``): the run is stopped
@@ -28,8 +29,17 @@ def main(paths: list[str]) -> None:
         except TrainingError as e:
             print(json.dumps({"status": "failed", "error": str(e)}), flush=True)
             continue
-        print(json.dumps({"status": res.status, "best": res.best_checkpoint, "last": res.last_checkpoint,
-                          "metrics": res.metrics}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "status": res.status,
+                    "best": res.best_checkpoint,
+                    "last": res.last_checkpoint,
+                    "metrics": res.metrics,
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

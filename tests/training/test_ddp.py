@@ -13,7 +13,11 @@ from tests.conftest import tiny_fit_config
 
 
 def test_ddp_two_processes_gathers_every_window_once(train_store, tmp_path):
-    cfg = tiny_fit_config(train_store, tmp_path / "ddp", trainer={"strategy": "ddp_spawn", "devices": 2, "max_epochs": 1})
+    cfg = tiny_fit_config(
+        train_store,
+        tmp_path / "ddp",
+        trainer={"strategy": "ddp_spawn", "devices": 2, "max_epochs": 1},
+    )
     res = fit(cfg)
     assert res.status == "ok"
     ddp = pd.read_csv(tmp_path / "ddp" / "predictions_test.csv")
@@ -24,8 +28,14 @@ def test_ddp_two_processes_gathers_every_window_once(train_store, tmp_path):
     # the same checkpoint evaluated in one process gives the same per-subject scores
     task = FinetuneTask.load_from_checkpoint(res.best_checkpoint, weights_only=True)
     data = DataConfig.from_dict({**cfg["data"], "label": "sex"})
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, use_distributed_sampler=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        use_distributed_sampler=False,
+    )
     out = trainer.test(task, datamodule=FMRIDataModule(data), verbose=False)[0]
     single = task.predictions["test"]
     assert list(single["subject_id"]) == list(ddp["subject_id"])
@@ -34,18 +44,23 @@ def test_ddp_two_processes_gathers_every_window_once(train_store, tmp_path):
         assert out[k] == pytest.approx(res.metrics[k], abs=1e-5)
 
 
-
 def test_simmim_pretraining_runs_under_ddp_spawn(train_store, tmp_path):
     """SimMIM on 2 CPU processes: the task reaches the workers (it failed to unpickle with the
     default file-descriptor sharing) and every parameter takes part in the loss (no unused
     parameters for DDP); the reconstruction metrics come back from the ranks."""
-    cfg = tiny_fit_config(train_store, tmp_path / "simmim_ddp", kind="pretrain",
-                          trainer={"strategy": "ddp_spawn", "devices": 2, "max_epochs": 1})
+    cfg = tiny_fit_config(
+        train_store,
+        tmp_path / "simmim_ddp",
+        kind="pretrain",
+        trainer={"strategy": "ddp_spawn", "devices": 2, "max_epochs": 1},
+    )
     res = fit(cfg)
     assert res.status == "ok", res.error
     m = res.metrics
     assert m["val/recon_loss"] > 0 and m["val/mean_predictor_loss"] > 0
-    assert m["test/recon_ratio"] == pytest.approx(m["test/recon_loss"] / m["test/mean_predictor_loss"], rel=1e-4)
+    assert m["test/recon_ratio"] == pytest.approx(
+        m["test/recon_loss"] / m["test/mean_predictor_loss"], rel=1e-4
+    )
 
 
 def test_contrastive_pretraining_runs_under_ddp_spawn(tmp_path_factory, tmp_path):
@@ -54,11 +69,19 @@ def test_contrastive_pretraining_runs_under_ddp_spawn(tmp_path_factory, tmp_path
     validation sums completes, and the metrics agree with the pair count."""
     from swiftlib.data.synthetic import SyntheticConfig, make_synthetic_cohort
 
-    store = make_synthetic_cohort(tmp_path_factory.mktemp("pairs") / "store", progress=False,
-                                  config=SyntheticConfig(num_subjects=16, seed=2, voxel_size=8.0,
-                                                         grid=(20, 24, 28), num_frames=40, tr=1.0))
-    cfg = tiny_fit_config(store, tmp_path / "c_ddp", kind="contrastive",
-                          trainer={"strategy": "ddp_spawn", "devices": 2, "max_epochs": 1})
+    store = make_synthetic_cohort(
+        tmp_path_factory.mktemp("pairs") / "store",
+        progress=False,
+        config=SyntheticConfig(
+            num_subjects=16, seed=2, voxel_size=8.0, grid=(20, 24, 28), num_frames=40, tr=1.0
+        ),
+    )
+    cfg = tiny_fit_config(
+        store,
+        tmp_path / "c_ddp",
+        kind="contrastive",
+        trainer={"strategy": "ddp_spawn", "devices": 2, "max_epochs": 1},
+    )
     res = fit(cfg)
     assert res.status == "ok", res.error
     m = res.metrics

@@ -39,30 +39,46 @@ FAST_HEARTBEAT = {"heartbeat_interval": 1.0, "grace_period": 2.0}
 
 # Only the learning rate varies; everything else is the base configuration's (fast, and a
 # learning rate of 1.0 is a trial made bad on purpose: its first epoch scores R² ≈ -600).
-LR_ONLY = SearchSpace(lr=(1e-5, 1.0), weight_decay=None, layer_decay=None, modes=None,
-                      unfreeze_fraction=None, heads=None, head_dropout=None, label_smoothing=None,
-                      batch_sizes=None, warmup_fraction=None)
+LR_ONLY = SearchSpace(
+    lr=(1e-5, 1.0),
+    weight_decay=None,
+    layer_decay=None,
+    modes=None,
+    unfreeze_fraction=None,
+    heads=None,
+    head_dropout=None,
+    label_smoothing=None,
+    batch_sizes=None,
+    warmup_fraction=None,
+)
 
 
 def _base(store, root: Path, **trainer) -> dict:
     """Regression on age (val/r2 is defined with 2 validation subjects), 2 one-step epochs."""
     return tiny_fit_config(
-        store, root / "study", task={"label": "age", "task": "regression",
-                                     "optim": {"warmup_fraction": 0.0}},
+        store,
+        root / "study",
+        task={"label": "age", "task": "regression", "optim": {"warmup_fraction": 0.0}},
         trainer={"max_epochs": 2, "limit_train_batches": 1, "num_threads": 1, **trainer},
-        data={"windows_per_subject": 1, "eval_stride_between_seq": 2.0})
+        data={"windows_per_subject": 1, "eval_stride_between_seq": 2.0},
+    )
 
 
 def _results(run_dir: Path) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 
 
-def test_three_trial_study_prunes_the_bad_trial_and_tests_the_best_once(train_store, tmp_path,
-                                                                          monkeypatch):
+def test_three_trial_study_prunes_the_bad_trial_and_tests_the_best_once(
+    train_store, tmp_path, monkeypatch
+):
     base = _base(train_store, tmp_path)
     storage = tmp_path / "study.db"
-    kw = dict(storage=storage, study_name="lr", space=LR_ONLY,
-              pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0))
+    kw = dict(
+        storage=storage,
+        study_name="lr",
+        space=LR_ONLY,
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0),
+    )
     s = tune(base, 3, enqueue=[{"lr": 1e-4}, {"lr": 3e-4}, {"lr": 1.0}], **kw)
     assert s.states == {"COMPLETE": 2, "PRUNED": 1}
     assert s.monitor == "val/r2" and s.direction == "maximize"
@@ -89,28 +105,46 @@ def test_three_trial_study_prunes_the_bad_trial_and_tests_the_best_once(train_st
     assert (study_dir / "trials.csv").read_text().count("\n") == 4
     assert len(s.best_trials(5)) == 2
     # resume a finished study: nothing runs, the cached test metrics are reused
-    monkeypatch.setattr(sys.modules["swiftlib.training.fit"], "fit",
-                        lambda *a, **k: pytest.fail("no trial should run"))
-    monkeypatch.setattr(sys.modules["swiftlib.training.evaluate"], "evaluate_checkpoint",
-                        lambda *a, **k: pytest.fail("the test split is scored once"))
+    monkeypatch.setattr(
+        sys.modules["swiftlib.training.fit"],
+        "fit",
+        lambda *a, **k: pytest.fail("no trial should run"),
+    )
+    monkeypatch.setattr(
+        sys.modules["swiftlib.training.evaluate"],
+        "evaluate_checkpoint",
+        lambda *a, **k: pytest.fail("the test split is scored once"),
+    )
     again = tune(base, 3, **kw)
     assert again.states == s.states and again.test_metrics == s.test_metrics
     seen = attach(storage, "lr")
     assert seen.best_trial == s.best_trial and seen.test_metrics == s.test_metrics
 
 
-def _worker(tmp_path: Path, name: str, base: dict, storage: Path, n_trials: int,
-            **extra) -> subprocess.Popen:
-    args = {"base": base, "storage": str(storage), "study_name": "shared",
-            "study_dir": str(tmp_path / "study"), "n_trials": n_trials,
-            "space": LR_ONLY.to_dict(), **extra}
+def _worker(
+    tmp_path: Path, name: str, base: dict, storage: Path, n_trials: int, **extra
+) -> subprocess.Popen:
+    args = {
+        "base": base,
+        "storage": str(storage),
+        "study_name": "shared",
+        "study_dir": str(tmp_path / "study"),
+        "n_trials": n_trials,
+        "space": LR_ONLY.to_dict(),
+        **extra,
+    }
     path = tmp_path / f"{name}.json"
     path.write_text(json.dumps(args))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     env.pop("SLURM_ARRAY_TASK_ID", None)
     log = open(tmp_path / f"{name}.log", "w")
-    return subprocess.Popen([sys.executable, "-m", "tests.training.tune_worker", str(path)],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.training.tune_worker", str(path)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def _log_tail(tmp_path: Path, name: str) -> str:
@@ -121,12 +155,20 @@ def test_two_concurrent_workers_share_one_journal_study(train_store, tmp_path):
     base = _base(train_store, tmp_path, max_epochs=1)
     storage = tmp_path / "shared" / "study.log"
     barrier = [str(tmp_path / "ready-0"), str(tmp_path / "ready-1")]
-    procs = [_worker(tmp_path, f"w{i}", base, storage, 2, worker_index=i,
-                     barrier=barrier[i:] + barrier[:i]) for i in range(2)]
+    procs = [
+        _worker(
+            tmp_path, f"w{i}", base, storage, 2, worker_index=i, barrier=barrier[i:] + barrier[:i]
+        )
+        for i in range(2)
+    ]
     codes = [p.wait(timeout=WORKER_TIMEOUT_S) for p in procs]
     assert codes == [0, 0], [_log_tail(tmp_path, f"w{i}") for i in range(2)]
-    study = optuna.load_study(study_name="shared", storage=optuna.storages.JournalStorage(
-        optuna.storages.journal.JournalFileBackend(str(storage))))
+    study = optuna.load_study(
+        study_name="shared",
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(storage))
+        ),
+    )
     trials = study.get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
     assert len({t.user_attrs["worker"] for t in trials}) == 2  # one trial from each process
@@ -135,12 +177,16 @@ def test_two_concurrent_workers_share_one_journal_study(train_store, tmp_path):
         assert _results(Path(t.user_attrs["run_dir"]))["status"] == "ok"
 
 
-@pytest.mark.parametrize("storage_name, reason", [
-    ("study.log", "stale: worker"),  # journal: swiftlib's check sees the process is gone
-    ("study.db", "stale: no heartbeat"),  # SQLite: Optuna's heartbeat, after the grace period
-])
-def test_killed_worker_loses_only_its_trial_and_the_study_resumes(train_store, tmp_path,
-                                                                   storage_name, reason):
+@pytest.mark.parametrize(
+    "storage_name, reason",
+    [
+        ("study.log", "stale: worker"),  # journal: swiftlib's check sees the process is gone
+        ("study.db", "stale: no heartbeat"),  # SQLite: Optuna's heartbeat, after the grace period
+    ],
+)
+def test_killed_worker_loses_only_its_trial_and_the_study_resumes(
+    train_store, tmp_path, storage_name, reason
+):
     base = _base(train_store, tmp_path, max_epochs=1)
     storage = tmp_path / storage_name
     proc = _worker(tmp_path, "victim", base, storage, 2, **FAST_HEARTBEAT)
@@ -153,8 +199,15 @@ def test_killed_worker_loses_only_its_trial_and_the_study_resumes(train_store, t
     proc.wait(timeout=KILL_TIMEOUT_S)
     if storage_name.endswith(".db"):  # Optuna's heartbeat: silent for longer than the grace
         time.sleep(FAST_HEARTBEAT["grace_period"] + 1.5)
-    s = tune(base, 1, storage=storage, study_name="shared", space=LR_ONLY, evaluate_test=False,
-             **FAST_HEARTBEAT)
+    s = tune(
+        base,
+        1,
+        storage=storage,
+        study_name="shared",
+        space=LR_ONLY,
+        evaluate_test=False,
+        **FAST_HEARTBEAT,
+    )
     assert s.states == {"FAIL": 1, "COMPLETE": 1}
     assert s.study.trials[0].state.name == "FAIL"
     frame = s.trials_frame()
@@ -183,10 +236,22 @@ def test_suggest_draws_the_whole_space_with_conditional_dimensions(train_store, 
         assert t.optim.warmup_fraction == p["warmup_fraction"]
         study.tell(trial, 0.0)
     assert seen == {"linear_probe", "unfreeze", "full"}
-    fixed = suggest(optuna.trial.FixedTrial({"lr": 0.01}), cls, SearchSpace(
-        lr=(1e-3, 1e-1), weight_decay=0.01, layer_decay=0.75, modes=("unfreeze",),
-        unfreeze_fraction=0.2, heads=("mlp",), head_dropout=None, label_smoothing=None,
-        batch_sizes=None, warmup_fraction=None))
+    fixed = suggest(
+        optuna.trial.FixedTrial({"lr": 0.01}),
+        cls,
+        SearchSpace(
+            lr=(1e-3, 1e-1),
+            weight_decay=0.01,
+            layer_decay=0.75,
+            modes=("unfreeze",),
+            unfreeze_fraction=0.2,
+            heads=("mlp",),
+            head_dropout=None,
+            label_smoothing=None,
+            batch_sizes=None,
+            warmup_fraction=None,
+        ),
+    )
     assert fixed["task"]["mode"] == "unfreeze" and fixed["task"]["unfreeze_fraction"] == 0.2
     assert fixed["task"]["optim"]["layer_decay"] == 0.75 and fixed["task"]["head"] == "mlp"
 
@@ -195,16 +260,27 @@ def test_suggest_draws_the_whole_space_with_conditional_dimensions(train_store, 
 # Bad input: refused before any training
 # ---------------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def no_training(monkeypatch):
-    monkeypatch.setattr(sys.modules["swiftlib.training.fit"], "fit",
-                        lambda *a, **k: pytest.fail("training started"))
+    monkeypatch.setattr(
+        sys.modules["swiftlib.training.fit"], "fit", lambda *a, **k: pytest.fail("training started")
+    )
 
 
 def _fixed(**kw) -> SearchSpace:
-    none = dict(lr=None, weight_decay=None, layer_decay=None, modes=None, unfreeze_fraction=None,
-                heads=None, head_dropout=None, label_smoothing=None, batch_sizes=None,
-                warmup_fraction=None)
+    none = dict(
+        lr=None,
+        weight_decay=None,
+        layer_decay=None,
+        modes=None,
+        unfreeze_fraction=None,
+        heads=None,
+        head_dropout=None,
+        label_smoothing=None,
+        batch_sizes=None,
+        warmup_fraction=None,
+    )
     return SearchSpace(**{**none, **kw})
 
 
@@ -214,33 +290,44 @@ def test_bad_n_trials(train_store, tmp_path, no_training, n_trials):
         tune(_base(train_store, tmp_path), n_trials, storage=tmp_path / "s.db")
 
 
-@pytest.mark.parametrize("liveness, match", [
-    ({"heartbeat_interval": 0}, "heartbeat_interval=0: expected a number of seconds > 0"),
-    ({"heartbeat_interval": "60"}, "heartbeat_interval='60'"),
-    ({"grace_period": -1.0}, "grace_period=-1.0"),
-    ({"grace_period": float("inf")}, "grace_period=inf"),
-])
+@pytest.mark.parametrize(
+    "liveness, match",
+    [
+        ({"heartbeat_interval": 0}, "heartbeat_interval=0: expected a number of seconds > 0"),
+        ({"heartbeat_interval": "60"}, "heartbeat_interval='60'"),
+        ({"grace_period": -1.0}, "grace_period=-1.0"),
+        ({"grace_period": float("inf")}, "grace_period=inf"),
+    ],
+)
 def test_bad_heartbeat(train_store, tmp_path, no_training, liveness, match):
     with pytest.raises(TuneError, match=match):
-        tune(_base(train_store, tmp_path), 2, storage=tmp_path / "s.db",
-             space=_fixed(lr=(1e-4, 1e-3)), **liveness)
+        tune(
+            _base(train_store, tmp_path),
+            2,
+            storage=tmp_path / "s.db",
+            space=_fixed(lr=(1e-4, 1e-3)),
+            **liveness,
+        )
     assert not (tmp_path / "s.db").exists()
 
 
-@pytest.mark.parametrize("space, match", [
-    (lambda: _fixed(lr=1e-3, modes=("full",), heads=("linear",)), "search space is empty"),
-    # classification only
-    (lambda: _fixed(label_smoothing=(0.0, 0.2)), "search space is empty: .*regression"),
-    # not for a probe
-    (lambda: _fixed(layer_decay=(0.5, 1.0), modes=("linear_probe",)), "search space is empty"),
-    (lambda: _fixed(lr=(1e-2, 1e-4)), "low is above high"),
-    (lambda: _fixed(weight_decay=(0.0, 0.1)), "log scale"),
-    (lambda: _fixed(modes=()), "no choice left"),
-    (lambda: _fixed(modes=("probe", "full")), "distinct choices among"),
-    (lambda: _fixed(head_dropout=(0.0, 1.0)), r"head_dropout.*in \[0, 1\)"),
-    (lambda: _fixed(modes=("unfreeze", "full")), "unfreeze_fraction is None"),
-    (lambda: {"lr": [1e-4, 1e-3], "lrr": 1}, "did you mean 'lr'"),
-])
+@pytest.mark.parametrize(
+    "space, match",
+    [
+        (lambda: _fixed(lr=1e-3, modes=("full",), heads=("linear",)), "search space is empty"),
+        # classification only
+        (lambda: _fixed(label_smoothing=(0.0, 0.2)), "search space is empty: .*regression"),
+        # not for a probe
+        (lambda: _fixed(layer_decay=(0.5, 1.0), modes=("linear_probe",)), "search space is empty"),
+        (lambda: _fixed(lr=(1e-2, 1e-4)), "low is above high"),
+        (lambda: _fixed(weight_decay=(0.0, 0.1)), "log scale"),
+        (lambda: _fixed(modes=()), "no choice left"),
+        (lambda: _fixed(modes=("probe", "full")), "distinct choices among"),
+        (lambda: _fixed(head_dropout=(0.0, 1.0)), r"head_dropout.*in \[0, 1\)"),
+        (lambda: _fixed(modes=("unfreeze", "full")), "unfreeze_fraction is None"),
+        (lambda: {"lr": [1e-4, 1e-3], "lrr": 1}, "did you mean 'lr'"),
+    ],
+)
 def test_bad_search_space(train_store, tmp_path, no_training, space, match):
     with pytest.raises(TuneError, match=match):
         tune(_base(train_store, tmp_path), 2, storage=tmp_path / "s.db", space=space())
@@ -253,23 +340,34 @@ def test_search_space_that_contradicts_the_base_config(train_store, tmp_path, no
     with pytest.raises(TuneError, match=contradiction):
         tune(base, 2, storage=tmp_path / "s.db", space=_fixed(batch_sizes=(8, 6)))
     with pytest.raises(TuneError, match="kind='finetune'"):
-        tune(tiny_fit_config(train_store, tmp_path / "p", kind="pretrain"), 2,
-             storage=tmp_path / "s.db", space=_fixed(lr=(1e-4, 1e-3)))
+        tune(
+            tiny_fit_config(train_store, tmp_path / "p", kind="pretrain"),
+            2,
+            storage=tmp_path / "s.db",
+            space=_fixed(lr=(1e-4, 1e-3)),
+        )
 
 
-@pytest.mark.parametrize("storage, match", [
-    ("{file}/study.db", "cannot create the folder"),
-    ("sqlite:///{file}/study.db", "cannot be opened"),
-    ("journal:{file}/study.log", "cannot open the journal file"),
-    ("{tmp}/study.txt", "not a recognised storage"),
-    ("nosuchdb://host/db", "cannot be opened"),
-])
+@pytest.mark.parametrize(
+    "storage, match",
+    [
+        ("{file}/study.db", "cannot create the folder"),
+        ("sqlite:///{file}/study.db", "cannot be opened"),
+        ("journal:{file}/study.log", "cannot open the journal file"),
+        ("{tmp}/study.txt", "not a recognised storage"),
+        ("nosuchdb://host/db", "cannot be opened"),
+    ],
+)
 def test_storage_that_cannot_be_opened(train_store, tmp_path, no_training, storage, match):
     a_file = tmp_path / "a_file"
     a_file.write_text("not a folder")
     with pytest.raises(StorageError, match=match):
-        tune(_base(train_store, tmp_path), 2, space=_fixed(lr=(1e-4, 1e-3)),
-             storage=storage.format(file=a_file, tmp=tmp_path))
+        tune(
+            _base(train_store, tmp_path),
+            2,
+            space=_fixed(lr=(1e-4, 1e-3)),
+            storage=storage.format(file=a_file, tmp=tmp_path),
+        )
 
 
 def test_existing_study_with_another_metric_or_direction(train_store, tmp_path, no_training):

@@ -28,10 +28,13 @@ def _wait_for_array(job_id: str, env: dict, timeout: float = ARRAY_TIMEOUT_S) ->
     deadline = time.time() + timeout
     records: list[dict] = []
     while time.time() < deadline:
-        out = subprocess.run(["scontrol", "show", "job", "-o", job_id], env=env,
-                             capture_output=True, text=True)
-        records = [dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
-                   for line in out.stdout.splitlines()]
+        out = subprocess.run(
+            ["scontrol", "show", "job", "-o", job_id], env=env, capture_output=True, text=True
+        )
+        records = [
+            dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+            for line in out.stdout.splitlines()
+        ]
         if records and all(r.get("JobState") not in ACTIVE_STATES for r in records):
             return records
         time.sleep(POLL_S)
@@ -40,8 +43,12 @@ def _wait_for_array(job_id: str, env: dict, timeout: float = ARRAY_TIMEOUT_S) ->
 
 
 @pytest.mark.slurm
-def test_two_array_workers_join_one_study(slurm_cluster,  # noqa: F811
-                                          train_store, tmp_path, capsys):
+def test_two_array_workers_join_one_study(
+    slurm_cluster,  # noqa: F811
+    train_store,
+    tmp_path,
+    capsys,
+):
     params = tmp_path / "params.yaml"
     params.write_text(
         "03_tune_optuna:\n"
@@ -49,10 +56,24 @@ def test_two_array_workers_join_one_study(slurm_cluster,  # noqa: F811
         "  init_from: ''\n  label: age\n  task: regression\n  model: swift_v2_test\n"
         "  model_overrides: {}\n  sequence_length: 8\n  max_epochs: 1\n  modes: [full]\n"
         "  heads: [linear]\n  batch_sizes: [4]\n  layer_decay: []\n  head_dropout: []\n"
-        "  weight_decay: []\n  warmup_fraction: []\n  n_trials: 4\n  study_name: slurm\n")
-    job_id, run_dir = _submit([str(TUNE), "-f", str(params), "-o", str(tmp_path / "run"),
-                               "--array", "0-1", "--ntasks-per-node", "1", *LOCAL],
-                              slurm_cluster, capsys)
+        "  weight_decay: []\n  warmup_fraction: []\n  n_trials: 4\n  study_name: slurm\n"
+    )
+    job_id, run_dir = _submit(
+        [
+            str(TUNE),
+            "-f",
+            str(params),
+            "-o",
+            str(tmp_path / "run"),
+            "--array",
+            "0-1",
+            "--ntasks-per-node",
+            "1",
+            *LOCAL,
+        ],
+        slurm_cluster,
+        capsys,
+    )
     records = _wait_for_array(job_id, slurm_cluster)
     logs = "\n".join(p.read_text()[-LOG_TAIL:] for p in run_dir.glob("slurm-*.out"))
     assert len(records) == 2 and all(r["JobState"] == "COMPLETED" for r in records), logs

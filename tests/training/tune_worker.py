@@ -30,9 +30,18 @@ def main(path: str) -> int:
         while not all(p.exists() for p in barrier) and time.time() < deadline:
             time.sleep(POLL_S)
     liveness = {k: args[k] for k in ("heartbeat_interval", "grace_period") if k in args}
-    s = tune(args["base"], args["n_trials"], storage=args["storage"], study_name=args["study_name"],
-             study_dir=args["study_dir"], space=args["space"], evaluate_test=False, pruning=False,
-             worker_index=args.get("worker_index"), **liveness)
+    s = tune(
+        args["base"],
+        args["n_trials"],
+        storage=args["storage"],
+        study_name=args["study_name"],
+        study_dir=args["study_dir"],
+        space=args["space"],
+        evaluate_test=False,
+        pruning=False,
+        worker_index=args.get("worker_index"),
+        **liveness,
+    )
     print(json.dumps({"states": s.states}))
     return 0
 

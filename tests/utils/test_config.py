@@ -52,8 +52,18 @@ def test_unknown_key_did_you_mean_and_valid_keys():
 
 
 def test_conversions():
-    cfg = config_from_dict(Outer, {"lr": 1, "shape": [4, 5, 6], "sizes": [1, 2], "maybe": None,
-                                   "either": ["a", "b"], "inner": {"rate": 2}, "table": {"a": 1}})
+    cfg = config_from_dict(
+        Outer,
+        {
+            "lr": 1,
+            "shape": [4, 5, 6],
+            "sizes": [1, 2],
+            "maybe": None,
+            "either": ["a", "b"],
+            "inner": {"rate": 2},
+            "table": {"a": 1},
+        },
+    )
     assert cfg.lr == 1.0 and isinstance(cfg.lr, float)
     assert cfg.shape == (4, 5, 6) and cfg.sizes == (1, 2)
     assert cfg.either == ("a", "b")

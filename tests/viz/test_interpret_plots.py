@@ -27,10 +27,18 @@ def map_img():
 def table():
     rng = np.random.default_rng(0)
     n = 30
-    df = pd.DataFrame({"subject_id": [f"sub-{i:04d}" for i in range(n)], "participant_id": [f"sub-{i:04d}" for i in range(n)],
-                       "dataset": "synthetic", "site": rng.choice(["site-A", "site-B"], n),
-                       "sex": rng.integers(0, 2, n), "age": rng.uniform(45, 80, n), "window_start": -1,
-                       "num_windows": 3})
+    df = pd.DataFrame(
+        {
+            "subject_id": [f"sub-{i:04d}" for i in range(n)],
+            "participant_id": [f"sub-{i:04d}" for i in range(n)],
+            "dataset": "synthetic",
+            "site": rng.choice(["site-A", "site-B"], n),
+            "sex": rng.integers(0, 2, n),
+            "age": rng.uniform(45, 80, n),
+            "window_start": -1,
+            "num_windows": 3,
+        }
+    )
     for k in range(6):
         df[f"emb_{k}"] = rng.normal(size=n)
     return df
@@ -48,14 +56,22 @@ def test_brain_plots_write_files(map_img, tmp_path):
 
 
 def test_time_curves_and_region_bars(tmp_path):
-    curves = pd.DataFrame({"subject_id": ["a"] * 4 + ["b"] * 4, "window_start": 0, "frame": list(range(4)) * 2,
-                           "value": np.arange(8.0)})
+    curves = pd.DataFrame(
+        {
+            "subject_id": ["a"] * 4 + ["b"] * 4,
+            "window_start": 0,
+            "frame": list(range(4)) * 2,
+            "value": np.arange(8.0),
+        }
+    )
     fig = brain.plot_time_curves(curves, tr=0.8, title="t", output_file=tmp_path / "t.png")
     assert fig.axes[0].get_xlabel() == "time in window (s)"
     assert len(brain.plot_time_curves(curves, by="subject_id").axes[0].lines) == 2
     with pytest.raises(ValueError, match="lacks column 'frame'"):
         brain.plot_time_curves(curves.drop(columns="frame"))
-    regions = pd.DataFrame({"region": ["age", "visual"], "ratio_to_brain": [2.0, 0.9], "mean": [1, 0.4]})
+    regions = pd.DataFrame(
+        {"region": ["age", "visual"], "ratio_to_brain": [2.0, 0.9], "mean": [1, 0.4]}
+    )
     brain.plot_region_summary(regions, output_file=tmp_path / "r.png")
     with pytest.raises(ValueError, match="value='median'"):
         brain.plot_region_summary(regions, value="median")
@@ -72,19 +88,25 @@ def test_embedding_scatter_hover_and_colour(table, tmp_path):
         embeddings.plot_embedding(table, color="height")
     with pytest.raises(ValueError, match="method='tsne'"):
         embeddings.project(table, "tsne")
-    probes = pd.DataFrame({"label": ["sex"], "probe": ["linear"], "metric": ["auroc"], "score": [0.7]})
+    probes = pd.DataFrame(
+        {"label": ["sex"], "probe": ["linear"], "metric": ["auroc"], "score": [0.7]}
+    )
     assert len(embeddings.plot_probe_scores(probes, {"balanced_acc": 0.6, "chance": 0.5}).data) == 3
 
 
 def test_explorer_falls_back_to_static_figures_headless(table, monkeypatch):
     monkeypatch.setenv("SWIFTLIB_HEADLESS", "1")
     assert embeddings.widgets_available() is False
-    figs = embeddings.embedding_explorer({("subject", "test"): table, ("window", "test"): table}, methods=("pca",))
+    figs = embeddings.embedding_explorer(
+        {("subject", "test"): table, ("window", "test"): table}, methods=("pca",)
+    )
     assert isinstance(figs, list) and len(figs) == 2  # one static figure per table and projection
     assert all(type(f).__name__ == "Figure" for f in figs)
     monkeypatch.delenv("SWIFTLIB_HEADLESS")
     assert embeddings.widgets_available() is False  # plain pytest: no kernel
-    box = embeddings.embedding_explorer({("subject", "test"): table}, interactive=True, methods=("pca",))
+    box = embeddings.embedding_explorer(
+        {("subject", "test"): table}, interactive=True, methods=("pca",)
+    )
     assert type(box).__name__ == "VBox"
     with pytest.raises(ValueError, match="tables is empty"):
         embeddings.embedding_explorer({})

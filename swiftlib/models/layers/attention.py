@@ -2,8 +2,9 @@
 
 One module does the whole Swin step: clip the window to the grid, zero-pad to a window
 multiple, roll by ``-shift`` and partition into windows ``(B*nW, N, C)`` (one cached gather,
-identical to ``torch.roll`` + partition), attend, reverse (the inverse gather) and crop. Attention runs through ``F.scaled_dot_product_attention`` (flash /
-memory-efficient kernels on GPU, fused kernel on CPU) with the cached additive mask; the
+identical to ``torch.roll`` + partition), attend, reverse (the inverse gather) and crop.
+Attention runs through ``F.scaled_dot_product_attention`` (flash / memory-efficient kernels
+on GPU, fused kernel on CPU) with the cached additive mask; the
 explicit ``softmax(q·kᵀ·scale + mask)·v`` path (SwiFT v1's math) is kept behind
 ``fused_attn = False`` for checks.
 
@@ -71,7 +72,7 @@ class WindowAttention4D(nn.Module):
         self.dim = dim
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.scale = self.head_dim ** -0.5
+        self.scale = self.head_dim**-0.5
         self.window_size = to_ntuple(window_size, 4, "window_size")
         self.shift_size = to_ntuple(shift_size, 4, "shift_size")
         for axis, (w, s) in enumerate(zip(self.window_size, self.shift_size, strict=True)):
@@ -83,8 +84,10 @@ class WindowAttention4D(nn.Module):
         self.mask_padding = mask_padding
         self.rope_axes = tuple(rope_axes) if rope_axes is not None else None
         if self.rope_axes is not None and self.head_dim % 2:
-            raise ValueError(f"rotary encoding needs an even head_dim, got {self.head_dim} "
-                             f"(dim {dim} / num_heads {num_heads})")
+            raise ValueError(
+                f"rotary encoding needs an even head_dim, got {self.head_dim} "
+                f"(dim {dim} / num_heads {num_heads})"
+            )
         self.rope_theta = rope_theta
         self.mask_value = mask_value
         self.fused_attn = True
@@ -96,8 +99,10 @@ class WindowAttention4D(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop)
 
     def extra_repr(self) -> str:
-        return (f"dim={self.dim}, num_heads={self.num_heads}, window_size={self.window_size}, "
-                f"shift_size={self.shift_size}, rope_axes={self.rope_axes}")
+        return (
+            f"dim={self.dim}, num_heads={self.num_heads}, window_size={self.window_size}, "
+            f"shift_size={self.shift_size}, rope_axes={self.rope_axes}"
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, D, H, W, T, C) -> (B, D, H, W, T, C)."""
@@ -105,12 +110,19 @@ class WindowAttention4D(nn.Module):
         window, shift = clip_window((D, H, W, T), self.window_size, self.shift_size)
         pad = window_padding((D, H, W, T), window)
         if any(pad):
-            x = F.pad(x, (0, 0, 0, pad[3], 0, pad[2], 0, pad[1], 0, pad[0]))  # (B, Dp, Hp, Wp, Tp, C)
+            x = F.pad(
+                x, (0, 0, 0, pad[3], 0, pad[2], 0, pad[1], 0, pad[0])
+            )  # (B, Dp, Hp, Wp, Tp, C)
         grid = (D + pad[0], H + pad[1], W + pad[2], T + pad[3])
         L, N = math.prod(grid), math.prod(window)
         mask = compute_attn_mask(
-            grid, window, shift, x.device, x.dtype,
-            valid_grid=(D, H, W, T) if self.mask_padding else None, mask_value=self.mask_value,
+            grid,
+            window,
+            shift,
+            x.device,
+            x.dtype,
+            valid_grid=(D, H, W, T) if self.mask_padding else None,
+            mask_value=self.mask_value,
         )
         # roll by -shift + window partition as one cached gather (and its inverse after)
         idx, inv = window_gather_index(grid, window, shift, x.device)
@@ -164,7 +176,11 @@ class WindowAttention4D(nn.Module):
             if pad:
                 q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))
             out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=self.attn_drop_p if self.training else 0.0,
+                q,
+                k,
+                v,
+                attn_mask=mask,
+                dropout_p=self.attn_drop_p if self.training else 0.0,
                 scale=self.scale,
             )
             if pad:

@@ -58,8 +58,9 @@ def grid_padding(
     """
     shape = to_ntuple(shape_dhwt, 4, "shape (D, H, W, T)")
     multiple = to_ntuple(grid_multiple, 4, "grid_multiple")
-    required = to_ntuple(required_shape if required_shape is not None else (None,) * 4, 4,
-                         "required_shape")
+    required = to_ntuple(
+        required_shape if required_shape is not None else (None,) * 4, 4, "required_shape"
+    )
     pad = []
     for axis, s, m, r in zip(AXES, shape, multiple, required, strict=True):
         if r is not None:
@@ -100,12 +101,18 @@ def check_input_grid(
         )
     grid = tuple(int(s) for s in shape[2:])
     multiple = to_ntuple(grid_multiple, 4, "grid_multiple")
-    required = to_ntuple(required_shape if required_shape is not None else (None,) * 4, 4,
-                         "required_shape")
+    required = to_ntuple(
+        required_shape if required_shape is not None else (None,) * 4, 4, "required_shape"
+    )
     maximum = to_ntuple(max_shape if max_shape is not None else (None,) * 4, 4, "max_shape")
-    bad_multiple = [a for a, s, m, r in zip(AXES, grid, multiple, required, strict=True)
-                    if r is None and s % m != 0]
-    bad_required = [a for a, s, r in zip(AXES, grid, required, strict=True) if r is not None and s != r]
+    bad_multiple = [
+        a
+        for a, s, m, r in zip(AXES, grid, multiple, required, strict=True)
+        if r is None and s % m != 0
+    ]
+    bad_required = [
+        a for a, s, r in zip(AXES, grid, required, strict=True) if r is not None and s != r
+    ]
     bad_max = [a for a, s, m in zip(AXES, grid, maximum, strict=True) if m is not None and s > m]
     if not (bad_multiple or bad_required or bad_max):
         return
@@ -118,17 +125,24 @@ def check_input_grid(
             if mx is not None:
                 part += f" and ≤ {mx}"
             rule.append(part)
-    msg = (f"{model_name} cannot take a {format_grid(grid)} (D×H×W×T) input: it needs "
-           + ", ".join(rule) + ".")
+    msg = (
+        f"{model_name} cannot take a {format_grid(grid)} (D×H×W×T) input: it needs "
+        + ", ".join(rule)
+        + "."
+    )
     if bad_max:
-        msg += (f" Axes {', '.join(bad_max)} exceed the size of the position tables; crop them "
-                "or build the model with a larger img_size.")
+        msg += (
+            f" Axes {', '.join(bad_max)} exceed the size of the position tables; crop them "
+            "or build the model with a larger img_size."
+        )
     else:
         try:
             pad = grid_padding(grid, multiple, required)
             padded = tuple(s + p for s, p in zip(grid, pad, strict=True))
-            msg += (f" Pad by (D, H, W, T) = {pad} to {format_grid(padded)} "
-                    "(swiftlib.models.fit_padding computes this), or crop.")
+            msg += (
+                f" Pad by (D, H, W, T) = {pad} to {format_grid(padded)} "
+                "(swiftlib.models.fit_padding computes this), or crop."
+            )
         except ValueError as err:
             msg += f" {err}."
     raise ValueError(msg)
@@ -150,5 +164,3 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
 def param_count(module: nn.Module) -> int:
     """Number of parameters (works on the ``meta`` device)."""
     return sum(p.numel() for p in module.parameters())
-
-

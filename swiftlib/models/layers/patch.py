@@ -51,13 +51,23 @@ class PatchEmbed4D(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, D, H, W, T) -> (B, D', H', W', T', embed_dim)."""
-        check_input_grid(x.shape, self.grid_multiple, self.required_shape, self.max_shape,
-                         self.in_chans, self.model_name)
+        check_input_grid(
+            x.shape,
+            self.grid_multiple,
+            self.required_shape,
+            self.max_shape,
+            self.in_chans,
+            self.model_name,
+        )
         B, C, D, H, W, T = x.shape
         pd, ph, pw, pt = self.patch_size
-        x = x.view(B, C, D // pd, pd, H // ph, ph, W // pw, pw, T // pt, pt)  # (B, C, D', pd, H', ph, W', pw, T', pt)
+        x = x.view(
+            B, C, D // pd, pd, H // ph, ph, W // pw, pw, T // pt, pt
+        )  # (B, C, D', pd, H', ph, W', pw, T', pt)
         x = x.permute(0, 2, 4, 6, 8, 3, 5, 7, 9, 1)  # (B, D', H', W', T', pd, ph, pw, pt, C)
-        x = x.reshape(B, D // pd, H // ph, W // pw, T // pt, -1)  # (B, D', H', W', T', pd*ph*pw*pt*C)
+        x = x.reshape(
+            B, D // pd, H // ph, W // pw, T // pt, -1
+        )  # (B, D', H', W', T', pd*ph*pw*pt*C)
         return self.norm(self.proj(x))  # (B, D', H', W', T', E)
 
 
@@ -69,8 +79,9 @@ class PatchMerging3D(nn.Module):
     ``PatchMergingV2`` (``torch.cat([x[:, i::2, j::2, k::2] for i, j, k in product(...)])``).
     """
 
-    def __init__(self, dim: int, out_dim: int | None = None,
-                 norm_layer: type[nn.Module] = nn.LayerNorm) -> None:
+    def __init__(
+        self, dim: int, out_dim: int | None = None, norm_layer: type[nn.Module] = nn.LayerNorm
+    ) -> None:
         super().__init__()
         self.dim = dim
         self.out_dim = out_dim or 2 * dim

@@ -49,13 +49,15 @@ class AbsolutePosEmbed4D(nn.Module):
                     f"table {format_grid((d, h, w))}: this model was built for that grid "
                     "(img_size); pad/crop the input or build the model with img_size matching it"
                 )
-            pos = F.interpolate(pos[..., 0], size=(D, H, W), mode="trilinear",
-                                align_corners=False)[..., None]  # (1, C, D, H, W, 1)
+            pos = F.interpolate(pos[..., 0], size=(D, H, W), mode="trilinear", align_corners=False)[
+                ..., None
+            ]  # (1, C, D, H, W, 1)
         if T <= t:
             time = time[..., :T]  # (1, C, 1, 1, 1, T)
         elif self.interpolate:
-            time = F.interpolate(time.reshape(1, C, t), size=T, mode="linear",
-                                 align_corners=False).reshape(1, C, 1, 1, 1, T)  # (1, C, 1, 1, 1, T)
+            time = F.interpolate(
+                time.reshape(1, C, t), size=T, mode="linear", align_corners=False
+            ).reshape(1, C, 1, 1, 1, T)  # (1, C, 1, 1, 1, T)
         else:
             raise ValueError(
                 f"input has {T} token frames but the temporal position table has {t}; "

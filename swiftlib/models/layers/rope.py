@@ -42,7 +42,7 @@ def _rope_tables(
     half = per_axis // 2
     freqs = theta ** (-torch.arange(half, dtype=torch.float64) * 2.0 / per_axis)  # (half,)
     for i, axis in enumerate(axes):
-        angles[:, i * half:(i + 1) * half] = coords[:, axis, None] * freqs[None, :]  # (N, half)
+        angles[:, i * half : (i + 1) * half] = coords[:, axis, None] * freqs[None, :]  # (N, half)
     angles = torch.cat([angles, angles], dim=-1)  # (N, hd) rotate-half layout
     return angles.cos().to(device=device, dtype=dtype), angles.sin().to(device=device, dtype=dtype)
 
@@ -57,8 +57,12 @@ def rope_tables(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(cos, sin)``, each ``(N, head_dim)`` for ``N = prod(window_size)`` tokens (cached)."""
     return _rope_tables(
-        tuple(int(w) for w in window_size), int(head_dim), tuple(int(a) for a in axes),
-        float(theta), torch.device(device), dtype,
+        tuple(int(w) for w in window_size),
+        int(head_dim),
+        tuple(int(a) for a in axes),
+        float(theta),
+        torch.device(device),
+        dtype,
     )
 
 

@@ -66,12 +66,16 @@ def window_partition(x: torch.Tensor, window_size: Sequence[int]) -> torch.Tenso
     """
     B, D, H, W, T, C = x.shape
     wd, wh, ww, wt = window_size
-    x = x.view(B, D // wd, wd, H // wh, wh, W // ww, ww, T // wt, wt, C)  # (B, nD, wd, nH, wh, nW, ww, nT, wt, C)
+    x = x.view(
+        B, D // wd, wd, H // wh, wh, W // ww, ww, T // wt, wt, C
+    )  # (B, nD, wd, nH, wh, nW, ww, nT, wt, C)
     x = x.permute(0, 1, 3, 5, 7, 2, 4, 6, 8, 9)  # (B, nD, nH, nW, nT, wd, wh, ww, wt, C)
     return x.reshape(-1, wd * wh * ww * wt, C)  # (B*nW, N, C)
 
 
-def window_reverse(windows: torch.Tensor, window_size: Sequence[int], grid: Sequence[int]) -> torch.Tensor:
+def window_reverse(
+    windows: torch.Tensor, window_size: Sequence[int], grid: Sequence[int]
+) -> torch.Tensor:
     """Inverse of :func:`window_partition`.
 
     Args:
@@ -87,7 +91,9 @@ def window_reverse(windows: torch.Tensor, window_size: Sequence[int], grid: Sequ
     C = windows.shape[-1]
     num_windows = (D // wd) * (H // wh) * (W // ww) * (T // wt)
     B = windows.shape[0] // num_windows
-    x = windows.view(B, D // wd, H // wh, W // ww, T // wt, wd, wh, ww, wt, C)  # (B, nD, nH, nW, nT, wd, wh, ww, wt, C)
+    x = windows.view(
+        B, D // wd, H // wh, W // ww, T // wt, wd, wh, ww, wt, C
+    )  # (B, nD, nH, nW, nT, wd, wh, ww, wt, C)
     x = x.permute(0, 1, 5, 2, 6, 3, 7, 4, 8, 9)  # (B, nD, wd, nH, wh, nW, ww, nT, wt, C)
     return x.reshape(B, D, H, W, T, C)  # (B, D, H, W, T, C)
 
@@ -96,8 +102,8 @@ def _region_labels(size: int, window: int, shift: int) -> np.ndarray:
     """Region index per position along one axis of the padded, rolled grid (0, 1, 2)."""
     labels = np.zeros(size, dtype=np.int64)
     if shift > 0:
-        labels[size - window: size - shift] = 1
-        labels[size - shift:] = 2
+        labels[size - window : size - shift] = 1
+        labels[size - shift :] = 2
     return labels
 
 
@@ -110,15 +116,24 @@ def _attn_mask_numpy(
     has_pad = valid_grid is not None and tuple(valid_grid) != tuple(grid)
     if not (has_shift or has_pad):
         return None
-    _logger.debug("building attention mask grid=%s window=%s shift=%s valid=%s",
-                  grid, window_size, shift_size, valid_grid)
+    _logger.debug(
+        "building attention mask grid=%s window=%s shift=%s valid=%s",
+        grid,
+        window_size,
+        shift_size,
+        valid_grid,
+    )
     # Region label of every token of the rolled grid; tokens attend only within one region.
-    per_axis = [_region_labels(g, w, s) for g, w, s in zip(grid, window_size, shift_size, strict=True)]
+    per_axis = [
+        _region_labels(g, w, s) for g, w, s in zip(grid, window_size, shift_size, strict=True)
+    ]
     ld, lh, lw, lt = np.meshgrid(*per_axis, indexing="ij")
     labels = ((ld * 3 + lh) * 3 + lw) * 3 + lt  # (D, H, W, T)
     labels = torch.from_numpy(labels)[None, ..., None].float()  # (1, D, H, W, T, 1)
     label_windows = window_partition(labels, window_size).squeeze(-1)  # (nW, N)
-    mask = (label_windows[:, None, :] != label_windows[:, :, None]).float() * mask_value  # (nW, N, N)
+    mask = (
+        label_windows[:, None, :] != label_windows[:, :, None]
+    ).float() * mask_value  # (nW, N, N)
     if has_pad:
         # Padded positions (in rolled coordinates) are never attended to as keys.
         valid = np.zeros(grid, dtype=np.float32)
@@ -143,7 +158,8 @@ def _attn_mask_tensor(
     mask = _attn_mask_numpy(grid, window_size, shift_size, valid_grid, mask_value)
     if mask is None:
         return None
-    with torch.inference_mode(False):  # cached: a first call under inference_mode must not make an inference tensor
+    # cached: a first call under inference_mode must not make an inference tensor
+    with torch.inference_mode(False):
         return torch.from_numpy(mask).to(device=device, dtype=dtype)
 
 
@@ -188,8 +204,9 @@ compute_attn_mask.build_cache_info = _attn_mask_numpy.cache_info  # type: ignore
 
 
 @functools.lru_cache(maxsize=256)
-def _gather_index(grid: Grid4, window_size: Grid4, shift_size: Grid4,
-                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _gather_index(
+    grid: Grid4, window_size: Grid4, shift_size: Grid4, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     # cached across calls: built outside inference_mode even when first needed by an evaluation,
     # else training later saves an inference tensor for backward (a RuntimeError)
     with torch.inference_mode(False):
@@ -203,15 +220,21 @@ def _gather_index(grid: Grid4, window_size: Grid4, shift_size: Grid4,
 
 
 def window_gather_index(
-    grid: Sequence[int], window_size: Sequence[int], shift_size: Sequence[int],
+    grid: Sequence[int],
+    window_size: Sequence[int],
+    shift_size: Sequence[int],
     device: torch.device | str = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Cached ``(idx, inv)`` so that ``tokens[:, idx]`` equals rolling the grid by ``-shift``
     and partitioning it into windows (flattened to ``(B, nW*N, C)``), and ``[:, inv]`` undoes
     it. One gather replaces ``torch.roll`` on four axes (four copies) plus the partition copy.
     """
-    return _gather_index(tuple(int(g) for g in grid), tuple(int(w) for w in window_size),
-                         tuple(int(s) for s in shift_size), torch.device(device))
+    return _gather_index(
+        tuple(int(g) for g in grid),
+        tuple(int(w) for w in window_size),
+        tuple(int(s) for s in shift_size),
+        torch.device(device),
+    )
 
 
 window_gather_index.cache_info = _gather_index.cache_info  # type: ignore[attr-defined]

@@ -109,9 +109,11 @@ class Heartbeat:
         grace = max(MIN_RDB_SECONDS, math.ceil(self.grace))
         reason = f"no heartbeat from its worker for more than {grace} s"
         # a partial of a module function, not a closure: the storage must stay picklable
-        return {"heartbeat_interval": interval, "grace_period": grace,
-                "heartbeat_stale_trial_callback": functools.partial(record_stale_trial,
-                                                                    reason=reason)}
+        return {
+            "heartbeat_interval": interval,
+            "grace_period": grace,
+            "heartbeat_stale_trial_callback": functools.partial(record_stale_trial, reason=reason),
+        }
 
 
 def storage_records_heartbeats(storage) -> bool:
@@ -128,18 +130,22 @@ def record_stale_trial(study, trial: FrozenTrial, reason: str) -> None:
     key = stale_reason_key(trial.number)
     if study.user_attrs.get(key) is None:
         study.set_user_attr(key, f"stale: {reason}")
-    log.warning("trial %d marked failed (%s); the study continues without it", trial.number,
-                reason)
+    log.warning("trial %d marked failed (%s); the study continues without it", trial.number, reason)
     run_dir = trial.user_attrs.get("run_dir")
     if run_dir and Path(run_dir).is_dir() and not (Path(run_dir) / "results.json").exists():
-        save_results(run_dir, "finetune", status="failed", error=f"worker died: {reason}",
-                     extra={"optuna": {"study": study.study_name, "trial": trial.number,
-                                       "state": "FAIL"}})
+        save_results(
+            run_dir,
+            "finetune",
+            status="failed",
+            error=f"worker died: {reason}",
+            extra={"optuna": {"study": study.study_name, "trial": trial.number, "state": "FAIL"}},
+        )
 
 
 # ---------------------------------------------------------------------------------------
 # swiftlib's own check, for storages without a heartbeat of their own (journal files)
 # ---------------------------------------------------------------------------------------
+
 
 def pid_alive(pid: int) -> bool:
     """Whether a process ``pid`` exists on this host."""
@@ -195,8 +201,9 @@ class _HeartbeatThread:
     def __init__(self, trial, interval: float):
         self.trial, self.interval = trial, interval
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True,
-                                        name=f"heartbeat-{trial.number}")
+        self._thread = threading.Thread(
+            target=self._run, daemon=True, name=f"heartbeat-{trial.number}"
+        )
 
     def _run(self):
         while not self._stop.wait(self.interval):
@@ -217,6 +224,7 @@ class _HeartbeatThread:
 # ---------------------------------------------------------------------------------------
 # The one switch between Optuna's heartbeat and swiftlib's own check
 # ---------------------------------------------------------------------------------------
+
 
 class Liveness:
     """Heartbeats and the stale-trial check for one storage: Optuna's own where the storage
@@ -246,8 +254,11 @@ class Liveness:
             # marked experimental (Optuna 2.9); the warning would fill notebook and worker logs
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)  # records them: record_stale_trial
-        failed = [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-                  if t.number in running]
+        failed = [
+            t.number
+            for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if t.number in running
+        ]
         # trials run by a worker without Optuna's heartbeat on this storage (an older swiftlib,
         # or an RDBStorage object passed without heartbeat_interval) carry swiftlib's own
         return failed + fail_stale_trials(study, self.heartbeat.grace, own_heartbeat_only=True)

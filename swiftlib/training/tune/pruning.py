@@ -7,8 +7,13 @@ import optuna
 from lightning.pytorch.trainer.states import TrainerFn
 from optuna_integration import PyTorchLightningPruningCallback
 
-__all__ = ["FitPruning", "PRUNER_STARTUP_TRIALS", "PRUNER_WARMUP_EPOCHS", "default_pruner",
-           "make_pruner"]
+__all__ = [
+    "FitPruning",
+    "PRUNER_STARTUP_TRIALS",
+    "PRUNER_WARMUP_EPOCHS",
+    "default_pruner",
+    "make_pruner",
+]
 
 #: Trials that run to the end before the median pruner judges any.
 PRUNER_STARTUP_TRIALS = 3
@@ -17,8 +22,9 @@ PRUNER_WARMUP_EPOCHS = 1
 
 
 def default_pruner() -> optuna.pruners.BasePruner:
-    return optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
-                                       n_warmup_steps=PRUNER_WARMUP_EPOCHS)
+    return optuna.pruners.MedianPruner(
+        n_startup_trials=PRUNER_STARTUP_TRIALS, n_warmup_steps=PRUNER_WARMUP_EPOCHS
+    )
 
 
 def make_pruner(pruning: bool, pruner=None) -> optuna.pruners.BasePruner:

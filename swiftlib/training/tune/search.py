@@ -55,8 +55,10 @@ def _counted(study) -> int:
 
 def _check_limits(n_trials, timeout) -> None:
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
-        raise TuneError(f"n_trials={n_trials!r}: expected a positive integer (the study's total "
-                        "number of trials)")
+        raise TuneError(
+            f"n_trials={n_trials!r}: expected a positive integer (the study's total "
+            "number of trials)"
+        )
     if timeout is not None and not timeout > 0:
         raise TuneError(f"timeout={timeout!r}: expected seconds > 0, or None for no limit")
 
@@ -65,23 +67,28 @@ def _check_stores(base: dict) -> None:
     paths = base["data"]["store_path"]
     for p in (paths,) if isinstance(paths, str) else paths:
         if not Path(p).exists():
-            raise FileNotFoundError(f"data.store_path {p!r} does not exist; make the store first "
-                                    "(swiftlib synth / swiftlib preprocess)")
+            raise FileNotFoundError(
+                f"data.store_path {p!r} does not exist; make the store first "
+                "(swiftlib synth / swiftlib preprocess)"
+            )
 
 
 def _check_pruning_storage(base: dict, storage, pruning: bool) -> None:
     trainer = base["trainer"]
     devices = trainer.get("devices", 1) * trainer.get("num_nodes", 1)
     if pruning and devices > 1 and not isinstance(storage, optuna.storages.RDBStorage):
-        raise TuneError("pruning a multi-device trial needs an RDB storage (SQLite/PostgreSQL "
-                        "URL); use one device per trial and parallelise with workers "
-                        "(slurm/optuna_workers.sbatch), or pruning=False")
+        raise TuneError(
+            "pruning a multi-device trial needs an RDB storage (SQLite/PostgreSQL "
+            "URL); use one device per trial and parallelise with workers "
+            "(slurm/optuna_workers.sbatch), or pruning=False"
+        )
 
 
 def _sampler(seed: int, worker_index: int, n_trials: int) -> optuna.samplers.BaseSampler:
     startup = max(TPE_MIN_STARTUP_TRIALS, min(TPE_MAX_STARTUP_TRIALS, n_trials // 2))
-    return optuna.samplers.TPESampler(seed=seed + worker_index, constant_liar=True,
-                                      n_startup_trials=startup)
+    return optuna.samplers.TPESampler(
+        seed=seed + worker_index, constant_liar=True, n_startup_trials=startup
+    )
 
 
 @dataclass
@@ -115,10 +122,15 @@ class _Objective:
                     raise KeyboardInterrupt from e
                 raise
             except optuna.TrialPruned as e:
-                save_results(run_dir, "finetune", parameters=cfg, status="failed",
-                             error=f"pruned: {e}", artifacts={"config": run_dir / "config.yaml"},
-                             extra={"monitor": self.monitor,
-                                    "optuna": {**info, "state": "PRUNED"}})
+                save_results(
+                    run_dir,
+                    "finetune",
+                    parameters=cfg,
+                    status="failed",
+                    error=f"pruned: {e}",
+                    artifacts={"config": run_dir / "config.yaml"},
+                    extra={"monitor": self.monitor, "optuna": {**info, "state": "PRUNED"}},
+                )
                 raise
         doc = read_json(run_dir / "results.json")
         doc["optuna"] = {**info, "state": "COMPLETE"}
@@ -128,18 +140,33 @@ class _Objective:
         trial.set_user_attr("val_metrics", val_metrics)
         trial.set_user_attr("best_checkpoint", res.best_checkpoint)
         if value is None or not math.isfinite(value):
-            log.warning("trial %d: %s is %s (too few validation subjects of each class?); "
-                        "marked failed", trial.number, self.monitor, value)
+            log.warning(
+                "trial %d: %s is %s (too few validation subjects of each class?); marked failed",
+                trial.number,
+                self.monitor,
+                value,
+            )
             return float("nan")
         return float(value)
 
 
-def tune(base_cfg, n_trials: int, storage=None, study_name: str = DEFAULT_STUDY_NAME,
-         study_dir=None, space: SearchSpace | dict | None = None, timeout: float | None = None,
-         seed: int = 0, pruning: bool = True, pruner=None, enqueue=(), evaluate_test: bool = True,
-         worker_index: int | None = None,
-         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL_S,
-         grace_period: float | None = None) -> StudySummary:
+def tune(
+    base_cfg,
+    n_trials: int,
+    storage=None,
+    study_name: str = DEFAULT_STUDY_NAME,
+    study_dir=None,
+    space: SearchSpace | dict | None = None,
+    timeout: float | None = None,
+    seed: int = 0,
+    pruning: bool = True,
+    pruner=None,
+    enqueue=(),
+    evaluate_test: bool = True,
+    worker_index: int | None = None,
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL_S,
+    grace_period: float | None = None,
+) -> StudySummary:
     """Run (or join, or resume) the study ``study_name`` until it has ``n_trials`` finished
     (complete + pruned) trials or ``timeout`` seconds pass; return a :class:`StudySummary`.
 
@@ -182,19 +209,32 @@ def tune(base_cfg, n_trials: int, storage=None, study_name: str = DEFAULT_STUDY_
     _check_stores(base)
     if worker_index is None:
         worker_index = int(os.environ.get(SLURM_ARRAY_TASK_ENV, "0") or 0)
-    expected = {"monitor": monitor, "direction": direction, "label": base["task"]["label"],
-                "task": task_type}
+    expected = {
+        "monitor": monitor,
+        "direction": direction,
+        "label": base["task"]["label"],
+        "task": task_type,
+    }
     sampler = _sampler(seed, worker_index, n_trials)
-    study = open_study(storage_obj, study_name, expected, sampler=sampler,
-                       pruner=make_pruner(pruning, pruner))
+    study = open_study(
+        storage_obj, study_name, expected, sampler=sampler, pruner=make_pruner(pruning, pruner)
+    )
     liveness = Liveness(storage_obj, heartbeat)
     study_dir.mkdir(parents=True, exist_ok=True)
     liveness.fail_stale_trials(study)
     for params in enqueue:
         study.enqueue_trial(dict(params), skip_if_exists=True)
     done = _counted(study)
-    log.info("study %s (%s, %s %s): %d/%d trials finished or running, searching %s", study_name,
-             storage_desc, direction, monitor, done, n_trials, ", ".join(searched))
+    log.info(
+        "study %s (%s, %s %s): %d/%d trials finished or running, searching %s",
+        study_name,
+        storage_desc,
+        direction,
+        monitor,
+        done,
+        n_trials,
+        ", ".join(searched),
+    )
 
     def enough(st, _trial):
         liveness.fail_stale_trials(st)
@@ -203,19 +243,36 @@ def tune(base_cfg, n_trials: int, storage=None, study_name: str = DEFAULT_STUDY_
 
     objective = _Objective(base, space, study_name, study_dir, monitor, pruning, liveness)
     if done < n_trials:
-        study.optimize(objective, n_trials=n_trials - done, timeout=timeout,
-                       catch=(TrainingError,), callbacks=[enough], gc_after_trial=True)
+        study.optimize(
+            objective,
+            n_trials=n_trials - done,
+            timeout=timeout,
+            catch=(TrainingError,),
+            callbacks=[enough],
+            gc_after_trial=True,
+        )
     else:
-        log.info("study %s already has %d finished or running trials; nothing to run",
-                 study_name, done)
-    params = {"study_name": study_name, "storage": storage_desc, "n_trials": n_trials,
-              "timeout": timeout, "seed": seed, "worker_index": worker_index, "pruning": pruning,
-              "space": space.to_dict(), "searched": searched, "base": base}
+        log.info(
+            "study %s already has %d finished or running trials; nothing to run", study_name, done
+        )
+    params = {
+        "study_name": study_name,
+        "storage": storage_desc,
+        "n_trials": n_trials,
+        "timeout": timeout,
+        "seed": seed,
+        "worker_index": worker_index,
+        "pruning": pruning,
+        "space": space.to_dict(),
+        "searched": searched,
+        "base": base,
+    }
     return summarise(study, storage_desc, study_dir, n_trials, evaluate_test, params)
 
 
-def attach(storage, study_name: str, study_dir=None, evaluate_test: bool = True,
-           write: bool = False) -> StudySummary:
+def attach(
+    storage, study_name: str, study_dir=None, evaluate_test: bool = True, write: bool = False
+) -> StudySummary:
     """A :class:`StudySummary` of an existing study, without running trials (e.g. to look
     at a study that SLURM workers are filling). ``write`` also writes ``trials.csv`` and
     ``results.json`` into ``study_dir`` (default: the folder of the trials' run dirs)."""
@@ -226,5 +283,12 @@ def attach(storage, study_name: str, study_dir=None, evaluate_test: bool = True,
         complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         run_dir = complete[0].user_attrs.get("run_dir") if complete else None
         study_dir = Path(run_dir).parent if run_dir else Path(".")
-    return summarise(study, desc, Path(study_dir), finished, evaluate_test,
-                     {"study_name": study_name, "storage": desc}, write=write)
+    return summarise(
+        study,
+        desc,
+        Path(study_dir),
+        finished,
+        evaluate_test,
+        {"study_name": study_name, "storage": desc},
+        write=write,
+    )

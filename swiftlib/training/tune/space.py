@@ -51,8 +51,9 @@ class Bounds(NamedTuple):
 #: The continuous dimensions: name -> accepted values.
 CONTINUOUS = {
     "lr": Bounds(0.0, math.inf, True, True, True, "> 0"),
-    "weight_decay": Bounds(0.0, math.inf, True, True, False,
-                           "≥ 0 (> 0 in a range: it is searched on a log scale)"),
+    "weight_decay": Bounds(
+        0.0, math.inf, True, True, False, "≥ 0 (> 0 in a range: it is searched on a log scale)"
+    ),
     "layer_decay": Bounds(0.0, 1.0, True, False, True, "in (0, 1]"),
     "unfreeze_fraction": Bounds(0.0, 1.0, True, False, True, "in (0, 1]"),
     "head_dropout": Bounds(0.0, 1.0, False, False, False, "in [0, 1)"),
@@ -101,12 +102,14 @@ class SearchSpace:
             return
         if isinstance(v, (list, tuple)):
             if len(v) != 2:
-                raise TuneError(f"search space {name}={v!r}: expected (low, high), a number "
-                                "or None")
+                raise TuneError(
+                    f"search space {name}={v!r}: expected (low, high), a number or None"
+                )
             lo, hi = float(v[0]), float(v[1])
             if lo > hi:
-                raise TuneError(f"search space {name}=({lo:g}, {hi:g}): low is above high; "
-                                "swap them")
+                raise TuneError(
+                    f"search space {name}=({lo:g}, {hi:g}): low is above high; swap them"
+                )
             setattr(self, name, (lo, hi) if lo < hi else lo)  # (x, x) is a fixed value
             values, in_range = (lo, hi), True
         else:
@@ -121,8 +124,10 @@ class SearchSpace:
             return
         v = (v,) if isinstance(v, str) else tuple(v)
         if not v:
-            raise TuneError(f"search space {name}=(): no choice left; give at least one of {valid} "
-                            "or None to keep the base configuration's value")
+            raise TuneError(
+                f"search space {name}=(): no choice left; give at least one of {valid} "
+                "or None to keep the base configuration's value"
+            )
         unknown = [c for c in v if c not in valid]
         if unknown or len(set(v)) != len(v):
             raise TuneError(f"search space {name}={v!r}: expected distinct choices among {valid}")
@@ -133,8 +138,9 @@ class SearchSpace:
             return
         v = (self.batch_sizes,) if isinstance(self.batch_sizes, int) else tuple(self.batch_sizes)
         if not v:
-            raise TuneError("search space batch_sizes=(): no choice left; give at least one "
-                            "or None")
+            raise TuneError(
+                "search space batch_sizes=(): no choice left; give at least one or None"
+            )
         not_positive = any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in v)
         if not_positive or len(set(v)) != len(v):
             raise TuneError(f"search space batch_sizes={v!r}: expected distinct positive integers")
@@ -171,8 +177,9 @@ class SearchSpace:
                 try:
                     d[name] = float(v)
                 except ValueError:
-                    raise TuneError(f"search space {name}={v!r}: expected a number or "
-                                    "[low, high]") from None
+                    raise TuneError(
+                        f"search space {name}={v!r}: expected a number or [low, high]"
+                    ) from None
         try:
             return config_from_dict(cls, d)
         except ConfigError as e:
@@ -195,8 +202,9 @@ def base_config(base_cfg) -> dict:
     if not isinstance(cfg, FitConfig):
         raise TuneError(f"base_cfg: expected a FitConfig or a dict, got {type(base_cfg).__name__}")
     if cfg.kind != "finetune":
-        raise TuneError(f"base_cfg kind={cfg.kind!r}: tuning searches fine-tuning settings; "
-                        "use kind='finetune'")
+        raise TuneError(
+            f"base_cfg kind={cfg.kind!r}: tuning searches fine-tuning settings; use kind='finetune'"
+        )
     return cfg.to_dict()
 
 
@@ -266,16 +274,26 @@ def check_space(space: SearchSpace, base: dict) -> list[str]:
     task = base["task"].get("task", "classification")
     searched = space.searched(task, base["task"].get("mode", "full"))
     if not searched:
-        raise TuneError("the search space is empty: every dimension is fixed or None for this "
-                        f"task ({task}, mode {space.modes or base['task'].get('mode')}); give at "
-                        "least one (low, high) range or several choices")
-    base_unfreezes = (base["task"].get("unfreeze_fraction") is not None
-                      or base["task"].get("unfreeze_last_k") is not None)
-    if space.modes and "unfreeze" in space.modes and space.unfreeze_fraction is None \
-            and not base_unfreezes:
-        raise TuneError("the search space allows mode 'unfreeze' but unfreeze_fraction is None "
-                        "and the base configuration sets neither task.unfreeze_fraction nor "
-                        "task.unfreeze_last_k; give a range, e.g. unfreeze_fraction=(0.1, 0.5)")
+        raise TuneError(
+            "the search space is empty: every dimension is fixed or None for this "
+            f"task ({task}, mode {space.modes or base['task'].get('mode')}); give at "
+            "least one (low, high) range or several choices"
+        )
+    base_unfreezes = (
+        base["task"].get("unfreeze_fraction") is not None
+        or base["task"].get("unfreeze_last_k") is not None
+    )
+    if (
+        space.modes
+        and "unfreeze" in space.modes
+        and space.unfreeze_fraction is None
+        and not base_unfreezes
+    ):
+        raise TuneError(
+            "the search space allows mode 'unfreeze' but unfreeze_fraction is None "
+            "and the base configuration sets neither task.unfreeze_fraction nor "
+            "task.unfreeze_last_k; give a range, e.g. unfreeze_fraction=(0.1, 0.5)"
+        )
     choices = {param: getattr(space, field) or (None,) for field, param in CATEGORICAL.items()}
     for combo in itertools.product(*choices.values()):
         for corner in (0, 1):  # the low, then the high end of every range
@@ -288,6 +306,7 @@ def check_space(space: SearchSpace, base: dict) -> list[str]:
                 FitConfig.from_dict(suggest(optuna.trial.FixedTrial(params), base, space))
             except (ValueError, TypeError) as e:
                 shown = {k: params[k] for k in CATEGORICAL.values() if k in params}
-                raise TuneError("the search space contradicts the base configuration at "
-                                f"{shown}: {e}") from None
+                raise TuneError(
+                    f"the search space contradicts the base configuration at {shown}: {e}"
+                ) from None
     return searched

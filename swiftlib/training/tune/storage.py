@@ -26,8 +26,10 @@ JOURNAL_SUFFIXES = (".log", ".journal", ".jsonl")
 SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 JOURNAL_PREFIX = "journal:"
 URL_MARK = "://"
-ACCEPTED = ("a SQLite file (study.db), a journal file for shared filesystems (study.log, or "
-            "journal:PATH), or an RDB URL (sqlite:///path/study.db, postgresql://…)")
+ACCEPTED = (
+    "a SQLite file (study.db), a journal file for shared filesystems (study.log, or "
+    "journal:PATH), or an RDB URL (sqlite:///path/study.db, postgresql://…)"
+)
 
 
 def _is_journal(text: str) -> bool:
@@ -45,8 +47,10 @@ def _open_journal(text: str) -> tuple[Any, str]:
         backend = optuna.storages.journal.JournalFileBackend(str(path))
         return optuna.storages.JournalStorage(backend), f"{JOURNAL_PREFIX}{path}"
     except OSError as e:
-        raise StorageError(f"storage {text!r}: cannot open the journal file {str(path)!r} ({e}); "
-                           "give a writable path (on a filesystem every worker sees)") from None
+        raise StorageError(
+            f"storage {text!r}: cannot open the journal file {str(path)!r} ({e}); "
+            "give a writable path (on a filesystem every worker sees)"
+        ) from None
 
 
 def _sqlite_url(text: str) -> str:
@@ -56,8 +60,9 @@ def _sqlite_url(text: str) -> str:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise StorageError(f"storage {text!r}: cannot create the folder of the SQLite file "
-                           f"({e})") from None
+        raise StorageError(
+            f"storage {text!r}: cannot create the folder of the SQLite file ({e})"
+        ) from None
     return f"sqlite:///{path.resolve()}"
 
 
@@ -70,12 +75,12 @@ def _open_rdb(url: str, heartbeat: Heartbeat | None) -> tuple[Any, str]:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(url, **options), url
     except ImportError as e:
-        raise StorageError(f"storage {url!r}: the database driver is not installed "
-                           f"({e})") from None
+        raise StorageError(f"storage {url!r}: the database driver is not installed ({e})") from None
     except Exception as e:  # sqlalchemy's errors (bad URL, unreachable server, unwritable file)
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise StorageError(f"storage {url!r} cannot be opened: {first}; "
-                           f"expected {ACCEPTED}") from None
+        raise StorageError(
+            f"storage {url!r} cannot be opened: {first}; expected {ACCEPTED}"
+        ) from None
 
 
 def open_storage(storage, heartbeat: Heartbeat | None = None) -> tuple[Any, str]:
@@ -100,8 +105,9 @@ def study_direction(monitor_mode: str) -> str:
     return {"max": "maximize", "min": "minimize"}[monitor_mode]
 
 
-def open_study(storage, study_name: str, expected: dict, sampler=None, pruner=None,
-               create: bool = True):
+def open_study(
+    storage, study_name: str, expected: dict, sampler=None, pruner=None, create: bool = True
+):
     """Create the study or join it; refuse one that monitors something else.
 
     ``expected``: the :data:`STUDY_ATTRS` this run needs (empty: accept any study)."""
@@ -110,25 +116,37 @@ def open_study(storage, study_name: str, expected: dict, sampler=None, pruner=No
     names = optuna.get_all_study_names(storage)
     if study_name not in names:
         if not create:
-            raise TuneError(f"no study {study_name!r} in this storage; studies there: "
-                            f"{sorted(names) or 'none'}")
-        study = optuna.create_study(storage=storage, study_name=study_name,
-                                    direction=expected["direction"], sampler=sampler,
-                                    pruner=pruner, load_if_exists=True)
+            raise TuneError(
+                f"no study {study_name!r} in this storage; studies there: {sorted(names) or 'none'}"
+            )
+        study = optuna.create_study(
+            storage=storage,
+            study_name=study_name,
+            direction=expected["direction"],
+            sampler=sampler,
+            pruner=pruner,
+            load_if_exists=True,
+        )
     else:
-        study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler,
-                                  pruner=pruner)
+        study = optuna.load_study(
+            study_name=study_name, storage=storage, sampler=sampler, pruner=pruner
+        )
     if len(study.directions) != 1:
-        raise TuneError(f"study {study_name!r} is multi-objective; swiftlib studies optimise one "
-                        "monitored metric")
+        raise TuneError(
+            f"study {study_name!r} is multi-objective; swiftlib studies optimise one "
+            "monitored metric"
+        )
     have = {k: study.user_attrs.get(k) for k in STUDY_ATTRS}
     have["direction"] = study.direction.name.lower()
-    diff = {k: (have[k], v) for k, v in expected.items()
-            if have.get(k) is not None and have[k] != v}
+    diff = {
+        k: (have[k], v) for k, v in expected.items() if have.get(k) is not None and have[k] != v
+    }
     if diff:
         what = "; ".join(f"{k}: the study has {a!r}, this run {b!r}" for k, (a, b) in diff.items())
-        raise TuneError(f"study {study_name!r} already exists with other settings ({what}); use "
-                        "another study_name (or storage) for a different experiment")
+        raise TuneError(
+            f"study {study_name!r} already exists with other settings ({what}); use "
+            "another study_name (or storage) for a different experiment"
+        )
     for k, v in expected.items():
         if study.user_attrs.get(k) is None and k != "direction":
             study.set_user_attr(k, v)

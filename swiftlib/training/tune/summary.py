@@ -65,13 +65,19 @@ class StudySummary:
         rows = []
         for t in self.study.get_trials(deepcopy=False):
             pruned = t.state == TrialState.PRUNED and t.intermediate_values
-            rows.append({"number": t.number, "state": t.state.name, "value": t.value,
-                         "duration_s": t.duration.total_seconds() if t.duration else None,
-                         **{f"params_{k}": v for k, v in t.params.items()},
-                         "worker": t.user_attrs.get(WORKER_ATTR),
-                         "run_dir": t.user_attrs.get("run_dir"),
-                         "pruned_at_epoch": max(t.intermediate_values) if pruned else None,
-                         "error": study_attrs.get(stale_reason_key(t.number))})
+            rows.append(
+                {
+                    "number": t.number,
+                    "state": t.state.name,
+                    "value": t.value,
+                    "duration_s": t.duration.total_seconds() if t.duration else None,
+                    **{f"params_{k}": v for k, v in t.params.items()},
+                    "worker": t.user_attrs.get(WORKER_ATTR),
+                    "run_dir": t.user_attrs.get("run_dir"),
+                    "pruned_at_epoch": max(t.intermediate_values) if pruned else None,
+                    "error": study_attrs.get(stale_reason_key(t.number)),
+                }
+            )
         return pd.DataFrame(rows)
 
     def best_trials(self, k: int = DEFAULT_TOP_K) -> pd.DataFrame:
@@ -98,8 +104,12 @@ def _score_on_test(study, summary: StudySummary, best) -> None:
     """Score the best trial's checkpoint on the test split once; cache it in the study."""
     from swiftlib.training.evaluate import evaluate_checkpoint  # tests patch it there
 
-    log.info("scoring the best trial (%d, %s=%.4g) once on the test split", best.number,
-             summary.monitor, best.value)
+    log.info(
+        "scoring the best trial (%d, %s=%.4g) once on the test split",
+        best.number,
+        summary.monitor,
+        best.value,
+    )
     res = evaluate_checkpoint(summary.best_checkpoint, split="test")
     summary.test_metrics = {k: float(v) for k, v in res.metrics.items()}
     study.set_user_attr(test_metrics_key(best.number), summary.test_metrics)
@@ -111,23 +121,49 @@ def _write(summary: StudySummary, parameters: dict) -> None:
     trials_csv = summary.study_dir / "trials.csv"
     summary.trials_frame().to_csv(trials_csv, index=False)
     summary.results_path = save_results(
-        summary.study_dir, "tune", metrics=summary.metrics, parameters=parameters,
-        artifacts={"best_checkpoint": summary.best_checkpoint,
-                   "best_run_dir": summary.best_run_dir, "trials": trials_csv},
-        extra={"monitor": summary.monitor, "direction": summary.direction,
-               "study_name": summary.study_name, "storage": summary.storage,
-               "best_params": summary.best_params, "states": summary.states})
+        summary.study_dir,
+        "tune",
+        metrics=summary.metrics,
+        parameters=parameters,
+        artifacts={
+            "best_checkpoint": summary.best_checkpoint,
+            "best_run_dir": summary.best_run_dir,
+            "trials": trials_csv,
+        },
+        extra={
+            "monitor": summary.monitor,
+            "direction": summary.direction,
+            "study_name": summary.study_name,
+            "storage": summary.storage,
+            "best_params": summary.best_params,
+            "states": summary.states,
+        },
+    )
 
 
-def summarise(study, storage_desc: str, study_dir: Path, n_trials: int, evaluate_test: bool,
-              parameters: dict | None = None, write: bool = True) -> StudySummary:
+def summarise(
+    study,
+    storage_desc: str,
+    study_dir: Path,
+    n_trials: int,
+    evaluate_test: bool,
+    parameters: dict | None = None,
+    write: bool = True,
+) -> StudySummary:
     """The :class:`StudySummary` of ``study``; ``evaluate_test`` scores the best trial on the
     test split unless that result is cached; ``write`` writes ``trials.csv`` and
     ``results.json`` into ``study_dir``."""
     monitor = study.user_attrs.get("monitor", "")
-    summary = StudySummary(study.study_name, storage_desc, study_dir, monitor,
-                           study.direction.name.lower(), n_trials, trial_states(study),
-                           study=study)
+    summary = StudySummary(
+        study.study_name,
+        storage_desc,
+        study_dir,
+        monitor,
+        study.direction.name.lower(),
+        n_trials,
+        trial_states(study),
+        study=study,
+    )
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         log.warning("study %s has no complete trial yet (%s)", study.study_name, summary.states)

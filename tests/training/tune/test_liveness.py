@@ -49,8 +49,12 @@ def _running(study, worker: str, heartbeat: float | None = None, run_dir: Path |
 
 def _dead_pid() -> int:
     """The id of a process of this host that has exited."""
-    out = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return int(out.stdout)
 
 
@@ -82,7 +86,8 @@ def test_journal_fails_a_gone_process_and_a_silent_worker_only(tmp_path):
     assert states == ["FAIL", "RUNNING", "RUNNING", "FAIL", "RUNNING"]
     assert study.user_attrs[stale_reason_key(0)].startswith(f"stale: worker {host}:")
     assert study.user_attrs[stale_reason_key(3)].startswith(
-        "stale: no heartbeat from worker elsewhere:2 for 60 s")
+        "stale: no heartbeat from worker elsewhere:2 for 60 s"
+    )
     doc = _results(gone_dir)
     assert doc["status"] == "failed" and doc["error"].startswith("worker died: worker")
     assert doc["optuna"] == {"study": "s", "trial": 0, "state": "FAIL"}
@@ -166,8 +171,12 @@ def test_sqlite_trial_of_a_killed_process_is_failed_by_optunas_heartbeat(tmp_pat
     liveness = Liveness(storage, heartbeat)
     run_dir = tmp_path / "trial-0000"
     run_dir.mkdir()
-    victim = subprocess.run([sys.executable, "-c", VICTIM, url, str(run_dir)],
-                            timeout=CHILD_TIMEOUT_S, capture_output=True, text=True)
+    victim = subprocess.run(
+        [sys.executable, "-c", VICTIM, url, str(run_dir)],
+        timeout=CHILD_TIMEOUT_S,
+        capture_output=True,
+        text=True,
+    )
     assert victim.returncode == -9, victim.stderr[-2000:]
     assert [t.state.name for t in study.get_trials()] == ["RUNNING"]
     time.sleep(heartbeat.grace + 1.5)  # SQLite's clock counts whole seconds
@@ -175,7 +184,8 @@ def test_sqlite_trial_of_a_killed_process_is_failed_by_optunas_heartbeat(tmp_pat
     assert study.get_trials()[0].state.name == "FAIL"
     # recorded by the heartbeat_stale_trial_callback that open_storage installed
     assert study.user_attrs[stale_reason_key(0)] == (
-        "stale: no heartbeat from its worker for more than 1 s")
+        "stale: no heartbeat from its worker for more than 1 s"
+    )
     assert _results(run_dir)["error"].startswith("worker died: no heartbeat")
 
 
@@ -207,12 +217,15 @@ def test_optuna_heartbeat_trials_carry_no_swiftlib_heartbeat(tmp_path):
     assert attrs == {"worker": worker_id()}
 
 
-@pytest.mark.parametrize("kw, match", [
-    ({"interval": 0}, "heartbeat_interval=0"),
-    ({"interval": True}, "heartbeat_interval=True"),
-    ({"interval": 1.0, "grace_period": 0.0}, "grace_period=0.0"),
-    ({"interval": float("nan")}, "heartbeat_interval=nan"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"interval": 0}, "heartbeat_interval=0"),
+        ({"interval": True}, "heartbeat_interval=True"),
+        ({"interval": 1.0, "grace_period": 0.0}, "grace_period=0.0"),
+        ({"interval": float("nan")}, "heartbeat_interval=nan"),
+    ],
+)
 def test_bad_heartbeat_settings(kw, match):
     with pytest.raises(TuneError, match=match):
         Heartbeat(**kw)
