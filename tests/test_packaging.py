@@ -30,7 +30,8 @@ def _pins(lines):
 
 def test_pyproject_constraints_and_environment_agree():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    deps = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]]
+    declared = project["dependencies"] + project["optional-dependencies"]["dev"]
+    deps = [Requirement(r) for r in declared]
     pins = _pins((ROOT / "constraints.txt").read_text().splitlines())
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_block = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
@@ -39,8 +40,10 @@ def test_pyproject_constraints_and_environment_agree():
     for req in deps:
         name = _norm(req.name)
         assert name in pins, f"{req.name} is a dependency but has no pin in constraints.txt"
-        assert req.specifier.contains(pins[name], prereleases=True), f"pin {name}=={pins[name]} violates {req}"
-    assert set(pins) == {_norm(r.name) for r in deps}, "constraints.txt pins packages that are not dependencies"
+        assert req.specifier.contains(pins[name], prereleases=True), \
+            f"pin {name}=={pins[name]} violates {req}"
+    assert set(pins) == {_norm(r.name) for r in deps}, \
+        "constraints.txt pins packages that are not dependencies"
     assert pins["torch"] == "2.13.0"
 
 
@@ -49,16 +52,18 @@ def test_pyproject_uses_current_metadata():
     with a setuptools that reads it."""
     doc = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert doc["project"]["license"] == "MIT"
-    setuptools = next(Requirement(r) for r in doc["build-system"]["requires"] if Requirement(r).name == "setuptools")
+    setuptools = next(Requirement(r) for r in doc["build-system"]["requires"]
+                      if Requirement(r).name == "setuptools")
     assert not setuptools.specifier.contains("76.9") and setuptools.specifier.contains("77.0")
 
 
 def test_required_dependencies_are_declared():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     names = {_norm(Requirement(r).name) for r in project["dependencies"]}
-    for pkg in ("torch", "lightning", "torchmetrics", "monai", "deepspeed", "optuna", "optuna-integration",
-                "papermill", "jupyterlab", "ipykernel", "ipywidgets", "nilearn", "nibabel", "plotly", "h5py",
-                "captum", "umap-learn", "scikit-learn", "pandas", "tensorboard", "tqdm", "jupytext"):
+    for pkg in ("torch", "lightning", "torchmetrics", "monai", "deepspeed", "optuna",
+                "optuna-integration", "papermill", "jupyterlab", "ipykernel", "ipywidgets",
+                "nilearn", "nibabel", "plotly", "h5py", "captum", "umap-learn", "scikit-learn",
+                "pandas", "tensorboard", "tqdm", "jupytext"):
         assert pkg in names
     assert "neptune" in project["optional-dependencies"]
     assert project["scripts"]["swiftlib"] == "swiftlib.cli:main"
@@ -67,10 +72,13 @@ def test_required_dependencies_are_declared():
 def test_readme_gives_the_two_setup_commands_first():
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```(?:bash|sh)?\n(.*?)```", readme, re.S)
-    assert blocks and blocks[0].split() == ["make", "demo"] and blocks[1].split() == ["make", "test"]
+    assert blocks and blocks[0].split() == ["make", "demo"]
+    assert blocks[1].split() == ["make", "test"]
     assert "make test" in (ROOT / ".ci" / "run").read_text()
 
 
 def test_import_swiftlib_is_light():
-    code = "import sys, swiftlib; assert 'torch' not in sys.modules, 'import swiftlib pulled torch'; print(swiftlib.__version__)"
+    code = ("import sys, swiftlib; "
+            "assert 'torch' not in sys.modules, 'import swiftlib pulled torch'; "
+            "print(swiftlib.__version__)")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -3,25 +3,18 @@ cohort and its age model; their results.json values are checked."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import nbformat
 import pytest
+
+from tests.notebooks.helpers import run_ok
 
 ROOT = Path(__file__).resolve().parents[2]
 NB_DIR = ROOT / "notebooks" / "04_interpret"
 
 
 def _run(name, run_dir, params):
-    from swiftlib.runner import run_notebook
-
-    out = run_notebook(NB_DIR / name, run_dir=run_dir, parameters=params, progress=False, log_output=False)
-    doc = json.loads((run_dir / "results.json").read_text())
-    nb = nbformat.read(str(run_dir / name), as_version=4)
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert out.status == "ok" and doc["status"] == "ok" and not errors, (doc.get("error"), errors[:1])
-    return doc
+    return run_ok(NB_DIR / name, run_dir, params)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +27,8 @@ def test_explore_embeddings_notebook(common, tmp_path):
                {**common, "site_permutations": 2, "cv_folds": 3})
     m = doc["metrics"]
     assert doc["kind"] == "embed"
-    for key in ("all/age_linear_r2", "all/age_knn_r2", "all/sex_linear_auroc", "all/site_balanced_acc", "all/site_chance"):
+    for key in ("all/age_linear_r2", "all/age_knn_r2", "all/sex_linear_auroc",
+                "all/site_balanced_acc", "all/site_chance"):
         assert key in m, key
     assert 0 <= m["all/site_balanced_acc"] <= 1 and m["all/site_chance"] == pytest.approx(1 / 3)
     assert (tmp_path / "embed" / doc["artifacts"]["embeddings_window"]).exists()
@@ -50,5 +44,6 @@ def test_brain_attributions_notebook(common, tmp_path):
     import nibabel as nib
 
     img = nib.load(tmp_path / "attr" / doc["artifacts"]["group_map"])
-    assert img.shape == nib.load(Path(common["store_path"]) / "ground_truth" / "brain_mask.nii.gz").shape
+    mask = Path(common["store_path"]) / "ground_truth" / "brain_mask.nii.gz"
+    assert img.shape == nib.load(mask).shape
     assert (tmp_path / "attr" / doc["artifacts"]["html"]).stat().st_size > 10_000

@@ -13,18 +13,19 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
 import yaml
 
 from swiftlib.runner import notebook_parameters, resolve_parameters
+from tests.notebooks.helpers import cell_errors
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS_DIR = ROOT / "notebooks" / "params"
 
 
 def _load_tool():
-    spec = importlib.util.spec_from_file_location("sync_notebooks", ROOT / "tools" / "sync_notebooks.py")
+    path = ROOT / "tools" / "sync_notebooks.py"
+    spec = importlib.util.spec_from_file_location("sync_notebooks", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -35,8 +36,8 @@ sync_tool = _load_tool()
 
 def _committed_notebooks() -> list[Path]:
     try:
-        out = subprocess.run(["git", "ls-files", "notebooks/*.ipynb", "notebooks/**/*.ipynb"], cwd=ROOT,
-                             capture_output=True, text=True, check=True).stdout.split()
+        out = subprocess.run(["git", "ls-files", "notebooks/*.ipynb", "notebooks/**/*.ipynb"],
+                             cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
         files = sorted({ROOT / f for f in out if (ROOT / f).exists()})
     except (OSError, subprocess.CalledProcessError):
         files = []
@@ -56,7 +57,8 @@ def test_there_are_stage_notebooks():
                      "01_data/03_explore_cohort.ipynb", "02_pretrain/01_pretrain_simmim.ipynb",
                      "03_downstream/01_finetune.ipynb", "03_downstream/02_evaluate.ipynb",
                      "03_downstream/03_tune_optuna.ipynb", "03_downstream/04_fewshot_curves.ipynb",
-                     "04_interpret/01_explore_embeddings.ipynb", "04_interpret/02_brain_attributions.ipynb"):
+                     "04_interpret/01_explore_embeddings.ipynb",
+                     "04_interpret/02_brain_attributions.ipynb"):
         assert expected in names
     # every notebook found by the sync tool (a .py without its .ipynb included) is committed
     assert set(sync_tool.notebook_paths()) == set(NOTEBOOKS)
@@ -86,7 +88,8 @@ def test_ruff_passes_on_the_notebook_twins():
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     if ruff is None:
         pytest.skip("ruff is not installed")
-    out = subprocess.run([ruff, "check", "--no-cache", "notebooks"], cwd=ROOT, capture_output=True, text=True)
+    out = subprocess.run([ruff, "check", "--no-cache", "notebooks"], cwd=ROOT, capture_output=True,
+                         text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     # the twins are what ruff reads: the .ipynb files are excluded (pyproject.toml)
     listed = subprocess.run([ruff, "check", "--no-cache", "--show-files", "notebooks"], cwd=ROOT,
@@ -109,7 +112,8 @@ def test_cpu_demo_preset_equals_the_notebook_defaults():
     for stem, values in doc.items():
         params = notebook_parameters(by_stem[stem])
         for k, v in values.items():
-            assert params[k].default == v, f"{stem}.{k}: default {params[k].default!r}, cpu_demo.yaml {v!r}"
+            assert params[k].default == v, \
+                f"{stem}.{k}: default {params[k].default!r}, cpu_demo.yaml {v!r}"
 
 
 # ---------------------------------------------------------------------------------------
@@ -121,9 +125,10 @@ def chain(tmp_path_factory):
     from swiftlib.demo import run_demo
 
     root = tmp_path_factory.mktemp("chain")
-    # tuning and few-shot notebooks run through `swiftlib run` in tests/training/test_tuning_notebooks.py
+    # tuning and few-shot notebooks: tests/training/test_tuning_notebooks.py
     rows = run_demo(root / "data", runs_dir=root / "runs", num_subjects=12, seed=0,
-                    params_file="notebooks/params/ci.yaml", progress=False, skip=["tune", "fewshot"])
+                    params_file="notebooks/params/ci.yaml", progress=False,
+                    skip=["tune", "fewshot"])
     return root, rows
 
 
@@ -131,9 +136,7 @@ def _results(chain, stage):
     root, _ = chain
     doc = json.loads((root / "runs" / stage / "results.json").read_text())
     assert doc["status"] == "ok" and doc["error"] is None, doc["error"]
-    nb = nbformat.read(str(root / "runs" / stage / Path(doc["notebook"]).name), as_version=4)
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert not errors
+    assert not cell_errors(root / "runs" / stage / Path(doc["notebook"]).name)
     assert (root / "runs" / stage / doc["artifacts"]["html"]).stat().st_size > 10_000
     return doc
 
@@ -152,14 +155,17 @@ def test_chain_data_stages(chain):
     make = _results(chain, "make_cohort")
     assert make["kind"] == "data" and make["metrics"]["data/num_subjects"] == 12
     assert 0.5 < make["metrics"]["data/size_mb"] < 20
-    assert make["parameters"]["num_subjects"] == 12 and make["parameters"]["voxel_size"] == 8.0  # from ci.yaml
+    # from ci.yaml
+    assert make["parameters"]["num_subjects"] == 12 and make["parameters"]["voxel_size"] == 8.0
     pre = _results(chain, "preprocess")
     assert pre["metrics"]["data/written"] == 3 and pre["metrics"]["data/failed"] == 0
-    assert pre["metrics"]["data/identical_to_reference"] == 1.0  # the NIfTI path reproduces the store bit for bit
+    # the NIfTI path reproduces the store bit for bit
+    assert pre["metrics"]["data/identical_to_reference"] == 1.0
     explore = _results(chain, "explore")
     m = explore["metrics"]
     # the planted sex signal (coupling 0.9 vs 0.0) is visible in the raw time series
-    assert m["data/coupling_sex1"] > 0.5 and abs(m["data/coupling_sex0"]) < 0.4 and m["data/num_sites"] == 3
+    assert m["data/coupling_sex1"] > 0.5 and abs(m["data/coupling_sex0"]) < 0.4
+    assert m["data/num_sites"] == 3
 
 
 def test_chain_pretrain(chain):
@@ -168,19 +174,24 @@ def test_chain_pretrain(chain):
     m = doc["metrics"]
     assert doc["kind"] == "pretrain" and doc["monitor"] == "val/recon_loss"
     assert 0 < m["val/recon_loss"] < 2 and 0.3 < m["val/recon_ratio"] < 1.2
-    assert m["val/recon_ratio"] == pytest.approx(m["val/recon_loss"] / m["val/mean_predictor_loss"], rel=1e-3)
+    ratio = m["val/recon_loss"] / m["val/mean_predictor_loss"]
+    assert m["val/recon_ratio"] == pytest.approx(ratio, rel=1e-3)
     run = root / "runs" / "pretrain"
-    assert doc["artifacts"]["best_checkpoint"] == "checkpoints/best.ckpt" and (run / "checkpoints" / "best.ckpt").exists()
-    assert (run / "reconstructions.pt").exists() and list((run / "tensorboard").glob("events.out.tfevents.*"))
-    assert doc["config"]["task"]["model"] == "swift_v2_test" and doc["parameters"]["max_epochs"] == 2
-    assert doc["timings"]["fit_s"] > 0 and doc["timings"]["notebook_s"] >= doc["timings"]["total_s"] * 0.5
+    assert doc["artifacts"]["best_checkpoint"] == "checkpoints/best.ckpt"
+    assert (run / "checkpoints" / "best.ckpt").exists() and (run / "reconstructions.pt").exists()
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert doc["config"]["task"]["model"] == "swift_v2_test"
+    assert doc["parameters"]["max_epochs"] == 2
+    assert doc["timings"]["fit_s"] > 0
+    assert doc["timings"]["notebook_s"] >= doc["timings"]["total_s"] * 0.5
 
 
 def test_chain_finetune_and_evaluate_agree(chain):
     root, _ = chain
     ft = _results(chain, "finetune")
     assert ft["kind"] == "finetune" and ft["monitor"] == "val/auroc"
-    assert ft["config"]["task"]["init_from"] == str(root / "runs" / "pretrain" / "checkpoints" / "best.ckpt")
+    pretrained = root / "runs" / "pretrain" / "checkpoints" / "best.ckpt"
+    assert ft["config"]["task"]["init_from"] == str(pretrained)
     assert ft["metrics"]["test/num_subjects"] == 2.0 and 0 <= ft["metrics"]["val/acc"] <= 1
     ev = _results(chain, "evaluate")
     # the evaluation notebook re-scores the best checkpoint on the same test subjects

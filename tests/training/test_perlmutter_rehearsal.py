@@ -19,14 +19,15 @@ from tests.conftest import TRAIN_KW
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESET = ROOT / "notebooks" / "params" / "perlmutter_ukb.yaml"
-CPU = ["-p", "accelerator", "cpu", "-p", "devices", "1", "-p", "num_nodes", "1", "-p", "num_workers", "0",
-       "-p", "pin_memory", "false"]
+CPU = ["-p", "accelerator", "cpu", "-p", "devices", "1", "-p", "num_nodes", "1",
+       "-p", "num_workers", "0", "-p", "pin_memory", "false"]
 SIZES = ["-p", "model", "swift_v2_test", "-p", "batch_size", "4", "-p", "sequence_length", "8",
          "-p", "max_epochs", "1"]
 
 
 def _run(notebook: str, run_dir: Path, *overrides: str) -> dict:
-    rc = main(["run", str(ROOT / "notebooks" / notebook), "-f", str(PRESET), "-o", str(run_dir), "-q", *overrides])
+    rc = main(["run", str(ROOT / "notebooks" / notebook), "-f", str(PRESET), "-o", str(run_dir),
+               "-q", *overrides])
     doc = json.loads((run_dir / "results.json").read_text())
     assert rc == 0 and doc["status"] == "ok", doc.get("error")
     return doc
@@ -37,24 +38,31 @@ def test_perlmutter_ukb_preset_chain_runs_unchanged_on_cpu(tmp_path, monkeypatch
     # what the rehearsal must not change: the strategies and the checkpoint chain of the preset
     assert preset["01_pretrain_simmim"]["strategy"] == "deepspeed_stage_2"
     assert preset["01_pretrain_simmim"]["precision"] == "bf16-mixed"
-    assert preset["01_pretrain_simmim"]["pin_memory"] is True and preset["01_finetune"]["pin_memory"] is True
-    assert preset["01_finetune"]["init_from"] == "$SCRATCH/swiftlib/runs/ukb_pretrain/checkpoints/best.ckpt"
-    assert preset["02_evaluate"]["checkpoint"] == "$SCRATCH/swiftlib/runs/ukb_finetune_sex/checkpoints/best.ckpt"
+    assert preset["01_pretrain_simmim"]["pin_memory"] is True
+    assert preset["01_finetune"]["pin_memory"] is True
+    in_preset = "$SCRATCH/swiftlib/runs"
+    assert preset["01_finetune"]["init_from"] == f"{in_preset}/ukb_pretrain/checkpoints/best.ckpt"
+    evaluated = f"{in_preset}/ukb_finetune_sex/checkpoints/best.ckpt"
+    assert preset["02_evaluate"]["checkpoint"] == evaluated
     scratch = tmp_path / "scratch"
     monkeypatch.setenv("SCRATCH", str(scratch))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    make_synthetic_cohort(scratch / "swiftlib" / "stores" / "ukb", config=SyntheticConfig(**TRAIN_KW), progress=False)
+    make_synthetic_cohort(scratch / "swiftlib" / "stores" / "ukb",
+                          config=SyntheticConfig(**TRAIN_KW), progress=False)
     runs = scratch / "swiftlib" / "runs"
 
     pre = _run("02_pretrain/01_pretrain_simmim.ipynb", runs / "ukb_pretrain", *CPU, *SIZES)
-    assert pre["parameters"]["strategy"] == "deepspeed_stage_2" and pre["parameters"]["precision"] == "bf16-mixed"
+    assert pre["parameters"]["strategy"] == "deepspeed_stage_2"
+    assert pre["parameters"]["precision"] == "bf16-mixed"
     best = runs / "ukb_pretrain" / "checkpoints" / "best.ckpt"
     assert best.is_dir() and any(best.glob("*/*optim_states.pt"))  # a ZeRO folder, as on Perlmutter
-    assert pre["artifacts"]["best_checkpoint_fp32"] == "checkpoints/best.fp32.ckpt"  # consolidated by fit, rank 0
+    # consolidated by fit on rank 0
+    assert pre["artifacts"]["best_checkpoint_fp32"] == "checkpoints/best.fp32.ckpt"
     assert (runs / "ukb_pretrain" / "checkpoints" / "best.fp32.ckpt").is_file()
 
     ft = _run("03_downstream/01_finetune.ipynb", runs / "ukb_finetune_sex", *CPU, *SIZES)
-    assert ft["parameters"]["init_from"] == preset["01_finetune"]["init_from"]  # as written in the preset
+    # as written in the preset
+    assert ft["parameters"]["init_from"] == preset["01_finetune"]["init_from"]
     assert ft["config"]["task"]["init_from"] == str(best)  # $SCRATCH expanded
     assert ft["parameters"]["strategy"] == "ddp" and 0 <= ft["metrics"]["val/acc"] <= 1
 
