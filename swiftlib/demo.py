@@ -49,42 +49,113 @@ class Stage:
 
 _NB = "notebooks"
 STAGES: list[Stage] = [
-    Stage("synthesise cohort", f"{_NB}/01_data/01_make_synthetic_cohort.ipynb", "make_cohort",
-          {"out_dir": "{data}/store_synthetic", "export_nifti_dir": "{data}/synthetic_bids",
-           "num_subjects": "{subjects}", "seed": "{seed}"}, ("data/num_subjects", "data/size_mb")),
-    Stage("preprocess NIfTI export", f"{_NB}/01_data/02_preprocess_nifti.ipynb", "preprocess",
-          {"input_path": "{data}/synthetic_bids", "out_dir": "{data}/store_from_nifti",
-           "phenotype": "{data}/synthetic_bids/participants.tsv",
-           "compare_to_store": "{data}/store_synthetic"},
-          ("data/written", "data/failed", "data/identical_to_reference"),
-          {"data/identical_to_reference": 1.0}),
-    Stage("explore cohort", f"{_NB}/01_data/03_explore_cohort.ipynb", "explore",
-          {"store_path": "{data}/store_synthetic"}, ("data/coupling_sex0", "data/coupling_sex1")),
-    Stage("pretrain (SimMIM)", f"{_NB}/02_pretrain/01_pretrain_simmim.ipynb", "pretrain",
-          {"store_path": "{data}/store_synthetic", "splits_dir": "{data}/splits", "seed": "{seed}"},
-          ("val/recon_loss", "val/recon_ratio")),
-    Stage("fine-tune (sex)", f"{_NB}/03_downstream/01_finetune.ipynb", "finetune",
-          {"store_path": "{data}/store_synthetic", "splits_dir": "{data}/splits", "seed": "{seed}",
-           "init_from": "{runs}/pretrain/checkpoints/best.ckpt"}, ("val/auroc", "test/auroc")),
-    Stage("evaluate (test split)", f"{_NB}/03_downstream/02_evaluate.ipynb", "evaluate",
-          {"checkpoint": "{runs}/finetune/checkpoints/best.ckpt"},
-          ("test/auroc", "test/acc", "test/num_subjects")),
-    Stage("tune (Optuna, sex)", f"{_NB}/03_downstream/03_tune_optuna.ipynb", "tune",
-          {"store_path": "{data}/store_synthetic", "splits_dir": "{data}/splits", "seed": "{seed}",
-           "init_from": "{runs}/pretrain/checkpoints/best.ckpt"},
-          ("tune/num_complete", "tune/num_pruned", "val/auroc", "test/auroc"), fresh=True),
-    Stage("few-shot curves (sex)", f"{_NB}/03_downstream/04_fewshot_curves.ipynb", "fewshot",
-          {"store_path": "{data}/store_synthetic", "splits_dir": "{data}/splits",
-           "pretrained": "{runs}/pretrain/checkpoints/best.ckpt"},
-          ("fewshot/num_pairs", "fewshot/mean_diff", "fewshot/wilcoxon_p"), fresh=True),
-    Stage("explore embeddings", f"{_NB}/04_interpret/01_explore_embeddings.ipynb", "embed",
-          {"checkpoint": "{runs}/finetune/checkpoints/best.ckpt",
-           "store_path": "{data}/store_synthetic", "site_permutations": 20, "cv_folds": 3},
-          ("all/sex_linear_auroc", "all/site_balanced_acc", "all/site_chance")),
-    Stage("brain attributions", f"{_NB}/04_interpret/02_brain_attributions.ipynb", "attribute",
-          {"checkpoint": "{runs}/finetune/checkpoints/best.ckpt",
-           "store_path": "{data}/store_synthetic", "num_subjects": 2, "n_steps": 8},
-          ("test/trained_auroc", "test/randomised_auroc")),
+    Stage(
+        "synthesise cohort",
+        f"{_NB}/01_data/01_make_synthetic_cohort.ipynb",
+        "make_cohort",
+        {
+            "out_dir": "{data}/store_synthetic",
+            "export_nifti_dir": "{data}/synthetic_bids",
+            "num_subjects": "{subjects}",
+            "seed": "{seed}",
+        },
+        ("data/num_subjects", "data/size_mb"),
+    ),
+    Stage(
+        "preprocess NIfTI export",
+        f"{_NB}/01_data/02_preprocess_nifti.ipynb",
+        "preprocess",
+        {
+            "input_path": "{data}/synthetic_bids",
+            "out_dir": "{data}/store_from_nifti",
+            "phenotype": "{data}/synthetic_bids/participants.tsv",
+            "compare_to_store": "{data}/store_synthetic",
+        },
+        ("data/written", "data/failed", "data/identical_to_reference"),
+        {"data/identical_to_reference": 1.0},
+    ),
+    Stage(
+        "explore cohort",
+        f"{_NB}/01_data/03_explore_cohort.ipynb",
+        "explore",
+        {"store_path": "{data}/store_synthetic"},
+        ("data/coupling_sex0", "data/coupling_sex1"),
+    ),
+    Stage(
+        "pretrain (SimMIM)",
+        f"{_NB}/02_pretrain/01_pretrain_simmim.ipynb",
+        "pretrain",
+        {"store_path": "{data}/store_synthetic", "splits_dir": "{data}/splits", "seed": "{seed}"},
+        ("val/recon_loss", "val/recon_ratio"),
+    ),
+    Stage(
+        "fine-tune (sex)",
+        f"{_NB}/03_downstream/01_finetune.ipynb",
+        "finetune",
+        {
+            "store_path": "{data}/store_synthetic",
+            "splits_dir": "{data}/splits",
+            "seed": "{seed}",
+            "init_from": "{runs}/pretrain/checkpoints/best.ckpt",
+        },
+        ("val/auroc", "test/auroc"),
+    ),
+    Stage(
+        "evaluate (test split)",
+        f"{_NB}/03_downstream/02_evaluate.ipynb",
+        "evaluate",
+        {"checkpoint": "{runs}/finetune/checkpoints/best.ckpt"},
+        ("test/auroc", "test/acc", "test/num_subjects"),
+    ),
+    Stage(
+        "tune (Optuna, sex)",
+        f"{_NB}/03_downstream/03_tune_optuna.ipynb",
+        "tune",
+        {
+            "store_path": "{data}/store_synthetic",
+            "splits_dir": "{data}/splits",
+            "seed": "{seed}",
+            "init_from": "{runs}/pretrain/checkpoints/best.ckpt",
+        },
+        ("tune/num_complete", "tune/num_pruned", "val/auroc", "test/auroc"),
+        fresh=True,
+    ),
+    Stage(
+        "few-shot curves (sex)",
+        f"{_NB}/03_downstream/04_fewshot_curves.ipynb",
+        "fewshot",
+        {
+            "store_path": "{data}/store_synthetic",
+            "splits_dir": "{data}/splits",
+            "pretrained": "{runs}/pretrain/checkpoints/best.ckpt",
+        },
+        ("fewshot/num_pairs", "fewshot/mean_diff", "fewshot/wilcoxon_p"),
+        fresh=True,
+    ),
+    Stage(
+        "explore embeddings",
+        f"{_NB}/04_interpret/01_explore_embeddings.ipynb",
+        "embed",
+        {
+            "checkpoint": "{runs}/finetune/checkpoints/best.ckpt",
+            "store_path": "{data}/store_synthetic",
+            "site_permutations": 20,
+            "cv_folds": 3,
+        },
+        ("all/sex_linear_auroc", "all/site_balanced_acc", "all/site_chance"),
+    ),
+    Stage(
+        "brain attributions",
+        f"{_NB}/04_interpret/02_brain_attributions.ipynb",
+        "attribute",
+        {
+            "checkpoint": "{runs}/finetune/checkpoints/best.ckpt",
+            "store_path": "{data}/store_synthetic",
+            "num_subjects": 2,
+            "n_steps": 8,
+        },
+        ("test/trained_auroc", "test/randomised_auroc"),
+    ),
 ]
 
 #: Stages ``swiftlib demo --skip`` may leave out (nothing later reads their outputs).
@@ -123,10 +194,18 @@ def _short(v) -> str:
     return str(v)
 
 
-def run_demo(out_dir="data/demo", runs_dir="papermill_runs/demo", num_subjects: int = 40,
-             seed: int = 0, stages: list[Stage] | None = None, params_file=PARAMS_FILE,
-             progress: bool = True, log_output: bool = False, on_stage=None,
-             skip=()) -> list[DemoStage]:
+def run_demo(
+    out_dir="data/demo",
+    runs_dir="papermill_runs/demo",
+    num_subjects: int = 40,
+    seed: int = 0,
+    stages: list[Stage] | None = None,
+    params_file=PARAMS_FILE,
+    progress: bool = True,
+    log_output: bool = False,
+    on_stage=None,
+    skip=(),
+) -> list[DemoStage]:
     """Run ``stages`` (default :data:`STAGES`) in order, leaving out those whose run folder
     is named in ``skip`` (only :data:`SKIPPABLE` ones); returns one :class:`DemoStage` row per
     stage. Raises :class:`DemoError` at the first failing stage (its notebook is kept)."""
@@ -141,15 +220,21 @@ def run_demo(out_dir="data/demo", runs_dir="papermill_runs/demo", num_subjects: 
         import swiftlib
 
         root = Path(swiftlib.__file__).resolve().parent.parent
-    ctx = {"data": str(Path(out_dir)), "runs": str(Path(runs_dir)), "subjects": int(num_subjects),
-           "seed": int(seed)}
+    ctx = {
+        "data": str(Path(out_dir)),
+        "runs": str(Path(runs_dir)),
+        "subjects": int(num_subjects),
+        "seed": int(seed),
+    }
     rows: list[DemoStage] = []
     plan = [st for st in (STAGES if stages is None else stages) if st.run not in skip]
     for i, st in enumerate(plan, start=1):
         notebook = root / st.notebook
         if not notebook.is_file():
-            raise FileNotFoundError(f"{notebook} not found; run swiftlib demo from a swiftlib "
-                                    "checkout (the installed package has no notebooks)")
+            raise FileNotFoundError(
+                f"{notebook} not found; run swiftlib demo from a swiftlib "
+                "checkout (the installed package has no notebooks)"
+            )
         if on_stage is not None:
             on_stage(i, len(plan), st)
         log.info("demo stage %d/%d: %s (%s)", i, len(plan), st.name, st.notebook)
@@ -157,14 +242,20 @@ def run_demo(out_dir="data/demo", runs_dir="papermill_runs/demo", num_subjects: 
         if st.fresh:
             shutil.rmtree(Path(runs_dir) / st.run, ignore_errors=True)
         t0 = time.perf_counter()
-        out = run_notebook(notebook, run_dir=Path(runs_dir) / st.run,
-                           parameters={k: _fill(v, ctx) for k, v in st.params.items()},
-                           params_file=pfile if pfile is not None and pfile.is_file() else None,
-                           log_output=log_output, progress=progress)
+        out = run_notebook(
+            notebook,
+            run_dir=Path(runs_dir) / st.run,
+            parameters={k: _fill(v, ctx) for k, v in st.params.items()},
+            params_file=pfile if pfile is not None and pfile.is_file() else None,
+            log_output=log_output,
+            progress=progress,
+        )
         seconds = time.perf_counter() - t0
         metrics = out.results.get("metrics", {})
-        shown = {k.split("/", 1)[-1] if k.startswith("data/") else k: _short(metrics.get(k))
-                 for k in st.show}
+        shown = {
+            k.split("/", 1)[-1] if k.startswith("data/") else k: _short(metrics.get(k))
+            for k in st.show
+        }
         row = DemoStage(st.name, seconds, shown, str(out.html or out.executed), out.status)
         rows.append(row)
         missing = {k: v for k, v in st.require.items() if metrics.get(k) != v}

@@ -25,8 +25,18 @@ from pathlib import Path
 
 from swiftlib.notebook_config import fit_config, number_or_word
 
-__all__ = ["setup", "launched_externally", "project_root", "resolve", "run_dir", "is_rank_zero",
-           "elapsed", "save_results", "fit_config", "number_or_word"]
+__all__ = [
+    "setup",
+    "launched_externally",
+    "project_root",
+    "resolve",
+    "run_dir",
+    "is_rank_zero",
+    "elapsed",
+    "save_results",
+    "fit_config",
+    "number_or_word",
+]
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +110,10 @@ def _not_interactive() -> None:
     kernel, started from outside, so this kernel is one process of a script-style job."""
     if hasattr(sys, "ps1"):
         del sys.ps1
-    for name in ("lightning.fabric.utilities.imports",
-                 "lightning.pytorch.trainer.connectors.accelerator_connector"):
+    for name in (
+        "lightning.fabric.utilities.imports",
+        "lightning.pytorch.trainer.connectors.accelerator_connector",
+    ):
         module = sys.modules.get(name)
         if module is not None and getattr(module, "_IS_INTERACTIVE", False):
             module._IS_INTERACTIVE = False
@@ -159,8 +171,15 @@ def elapsed() -> float:
     return time.perf_counter() - _T0
 
 
-def save_results(run_dir, kind: str, metrics: dict | None = None, parameters: dict | None = None,
-                 artifacts: dict | None = None, timings: dict | None = None, **kw):
+def save_results(
+    run_dir,
+    kind: str,
+    metrics: dict | None = None,
+    parameters: dict | None = None,
+    artifacts: dict | None = None,
+    timings: dict | None = None,
+    **kw,
+):
     """:func:`swiftlib.results.save_results` on rank 0 only (other ranks return None), with
     ``timings["total_s"]`` from :func:`setup` unless given; timings that ``fit`` wrote to
     the same run directory (``fit_s``, ``eval_s``) are kept, and so are the artifacts it
@@ -185,5 +204,12 @@ def save_results(run_dir, kind: str, metrics: dict | None = None, parameters: di
                 kept_artifacts[k] = str(Path(run_dir) / v)
     timings = {**kept, "total_s": elapsed(), **(timings or {})}
     artifacts = {**kept_artifacts, **(artifacts or {})}
-    return _save(run_dir, kind, metrics=metrics, parameters=parameters, artifacts=artifacts,
-                 timings=timings, **kw)
+    return _save(
+        run_dir,
+        kind,
+        metrics=metrics,
+        parameters=parameters,
+        artifacts=artifacts,
+        timings=timings,
+        **kw,
+    )

@@ -106,18 +106,57 @@ _PARAMETERS = {"pretrain": _PretrainParameters, "finetune": _FinetuneParameters}
 #: ``seed`` seeds the run and the task's head/mask initialisation alike.
 DESTINATIONS: dict[str, tuple[tuple[str, ...], ...]] = {
     "seed": (("seed",), ("task", "seed")),
-    **{name: (("data", name),) for name in (
-        "store_path", "splits_dir", "sequence_length", "windows_per_subject",
-        "eval_stride_between_seq", "batch_size", "num_workers", "pin_memory", "dataset_weights",
-        "few_shot_n")},
-    **{name: (("task", name),) for name in (
-        "model", "model_overrides", "init_from", "mask_ratio", "mask_strategy", "label", "task",
-        "mode", "unfreeze_fraction", "head", "head_dropout", "label_smoothing")},
-    **{name: (("task", "optim", name),) for name in (
-        "lr", "weight_decay", "warmup_fraction", "layer_decay")},
-    **{name: (("trainer", name),) for name in (
-        "max_epochs", "max_steps", "accelerator", "devices", "num_nodes", "strategy", "precision",
-        "accumulate_grad_batches", "enable_progress_bar", "checkpoint_every_n_steps")},
+    **{
+        name: (("data", name),)
+        for name in (
+            "store_path",
+            "splits_dir",
+            "sequence_length",
+            "windows_per_subject",
+            "eval_stride_between_seq",
+            "batch_size",
+            "num_workers",
+            "pin_memory",
+            "dataset_weights",
+            "few_shot_n",
+        )
+    },
+    **{
+        name: (("task", name),)
+        for name in (
+            "model",
+            "model_overrides",
+            "init_from",
+            "mask_ratio",
+            "mask_strategy",
+            "label",
+            "task",
+            "mode",
+            "unfreeze_fraction",
+            "head",
+            "head_dropout",
+            "label_smoothing",
+        )
+    },
+    **{
+        name: (("task", "optim", name),)
+        for name in ("lr", "weight_decay", "warmup_fraction", "layer_decay")
+    },
+    **{
+        name: (("trainer", name),)
+        for name in (
+            "max_epochs",
+            "max_steps",
+            "accelerator",
+            "devices",
+            "num_nodes",
+            "strategy",
+            "precision",
+            "accumulate_grad_batches",
+            "enable_progress_bar",
+            "checkpoint_every_n_steps",
+        )
+    },
 }
 
 
@@ -179,9 +218,11 @@ def fit_config(kind: str, run_dir, **parameters):
     theirs = {f.name for f in dataclasses.fields(_PARAMETERS[other])}
     foreign = sorted((set(parameters) - own) & theirs)
     if foreign:
-        raise ConfigError(f"fit_config({kind!r}): {', '.join(map(repr, foreign))} only appl"
-                          f"{'ies' if len(foreign) == 1 else 'y'} to kind {other!r}; "
-                          f"valid parameters: {', '.join(sorted(own))}")
+        raise ConfigError(
+            f"fit_config({kind!r}): {', '.join(map(repr, foreign))} only appl"
+            f"{'ies' if len(foreign) == 1 else 'y'} to kind {other!r}; "
+            f"valid parameters: {', '.join(sorted(own))}"
+        )
     checked = config_from_dict(_PARAMETERS[kind], parameters, name="fit_config")
     values = {f.name: getattr(checked, f.name) for f in dataclasses.fields(checked)}
     values = {k: v for k, v in values.items() if v is not UNSET}
@@ -191,8 +232,13 @@ def fit_config(kind: str, run_dir, **parameters):
     if "unfreeze_fraction" in values and values.get("mode", "full") != "unfreeze":
         values["unfreeze_fraction"] = None  # read in mode unfreeze only; refused elsewhere
 
-    tree: dict = {"kind": kind, "run_dir": str(run_dir), "data": {}, "task": {"optim": {}},
-                  "trainer": {}}
+    tree: dict = {
+        "kind": kind,
+        "run_dir": str(run_dir),
+        "data": {},
+        "task": {"optim": {}},
+        "trainer": {},
+    }
     for name, value in values.items():
         for *sections, key in DESTINATIONS[name]:
             node = tree

@@ -67,8 +67,12 @@ log = logging.getLogger(__name__)
 #: Annotations a parameter may carry; anything else is accepted untyped (with a warning).
 TYPES = ("int", "float", "str", "bool", "list", "dict")
 #: results.json ``kind`` by stage folder, when the notebook's metadata does not say.
-KIND_BY_STAGE = {"data": "data", "pretrain": "pretrain", "downstream": "finetune",
-                 "interpret": "embed"}
+KIND_BY_STAGE = {
+    "data": "data",
+    "pretrain": "pretrain",
+    "downstream": "finetune",
+    "interpret": "embed",
+}
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
 
@@ -120,6 +124,7 @@ class RunOutcome:
 # Parameters
 # ---------------------------------------------------------------------------------------
 
+
 def notebook_parameters(notebook) -> dict[str, NotebookParameter]:
     """The notebook's parameters (name → :class:`NotebookParameter`), via papermill."""
     import papermill as pm
@@ -152,8 +157,9 @@ def format_parameters(params: dict[str, NotebookParameter]) -> str:
     w0 = max([len(r[0]) for r in rows] + [4])
     w1 = max([len(r[1]) for r in rows] + [4])
     w2 = min(40, max([len(r[2]) for r in rows] + [7]))
-    return "\n".join(f"  {a.ljust(w0)}  {b.ljust(w1)}  {c.ljust(w2)}  {d}".rstrip()
-                     for a, b, c, d in rows)
+    return "\n".join(
+        f"  {a.ljust(w0)}  {b.ljust(w1)}  {c.ljust(w2)}  {d}".rstrip() for a, b, c, d in rows
+    )
 
 
 def load_params_file(path, notebook=None) -> dict:
@@ -168,23 +174,29 @@ def load_params_file(path, notebook=None) -> dict:
     except yaml.YAMLError as e:
         raise ParameterError(f"{p}: not valid YAML ({e})") from None
     if not isinstance(doc, dict):
-        raise ParameterError(f"{p}: expected a mapping of parameter names to values, "
-                             f"got {type(doc).__name__}")
+        raise ParameterError(
+            f"{p}: expected a mapping of parameter names to values, got {type(doc).__name__}"
+        )
     sections = [k for k in doc if isinstance(k, str) and re.match(r"^\d\d_", k)]
     if not sections:
         return doc
     if len(sections) != len(doc):
         other = sorted(set(doc) - set(sections))
-        raise ParameterError(f"{p}: mixes notebook sections ({sections}) with plain parameters "
-                             f"{other}; put every parameter inside a notebook section")
+        raise ParameterError(
+            f"{p}: mixes notebook sections ({sections}) with plain parameters "
+            f"{other}; put every parameter inside a notebook section"
+        )
     stem = Path(notebook).stem if notebook is not None else None
     if stem not in doc:
-        raise ParameterError(f"{p} has sections for {sections} but not for notebook {stem!r}; "
-                             f"add a '{stem}:' section")
+        raise ParameterError(
+            f"{p} has sections for {sections} but not for notebook {stem!r}; "
+            f"add a '{stem}:' section"
+        )
     section = doc[stem] or {}
     if not isinstance(section, dict):
         raise ParameterError(
-            f"{p}: section {stem!r} must be a mapping of parameter names to values")
+            f"{p}: section {stem!r} must be a mapping of parameter names to values"
+        )
     return section
 
 
@@ -220,14 +232,20 @@ def coerce_value(param: NotebookParameter, value: Any, from_text: bool = False) 
     elif t == "dict":
         ok = isinstance(value, dict)
     if not ok:
-        raise ParameterError(f"{param.name}: expected {t} (default {param.default!r}), got "
-                             f"{type(value).__name__} {value!r}")
+        raise ParameterError(
+            f"{param.name}: expected {t} (default {param.default!r}), got "
+            f"{type(value).__name__} {value!r}"
+        )
     return value
 
 
-def resolve_parameters(notebook, file_values: dict | None = None, cli_values=(),
-                       values: dict | None = None,
-                       params: dict[str, NotebookParameter] | None = None) -> dict:
+def resolve_parameters(
+    notebook,
+    file_values: dict | None = None,
+    cli_values=(),
+    values: dict | None = None,
+    params: dict[str, NotebookParameter] | None = None,
+) -> dict:
     """Validated overrides for ``notebook``: the params file, then ``values`` (typed), then
     ``cli_values`` (``[(name, text)]``, parsed). Every problem is reported at once."""
     params = params if params is not None else notebook_parameters(notebook)
@@ -247,14 +265,18 @@ def resolve_parameters(notebook, file_values: dict | None = None, cli_values=(),
             problems.append(f"{e} ({source})")
     if problems:
         raise ParameterError(
-            f"{Path(notebook).name}: " + "; ".join(problems)
-            + f"\nvalid parameters of {Path(notebook).name}:\n" + format_parameters(params))
+            f"{Path(notebook).name}: "
+            + "; ".join(problems)
+            + f"\nvalid parameters of {Path(notebook).name}:\n"
+            + format_parameters(params)
+        )
     return out
 
 
 # ---------------------------------------------------------------------------------------
 # Run directories
 # ---------------------------------------------------------------------------------------
+
 
 def notebook_stage(notebook) -> str:
     """``notebooks/02_pretrain/x.ipynb`` → ``pretrain`` (the folder without its number)."""
@@ -299,6 +321,7 @@ def slurm_rank() -> tuple[int, int]:
 # Execution
 # ---------------------------------------------------------------------------------------
 
+
 def _relpath(p: Path) -> str:
     try:
         return str(p.resolve().relative_to(Path.cwd().resolve()))
@@ -319,12 +342,23 @@ def _failure(nb_path: Path, exc: BaseException) -> tuple[int | None, str | None,
     try:  # the saved notebook is what the user opens: index and source from there
         nb = nbformat.read(str(nb_path), as_version=4)
         code = [(i, c) for i, c in enumerate(nb.cells) if c.cell_type == "code"]
-        hit = next((i for i, c in code
-                    if any(o.get("output_type") == "error" for o in c.get("outputs", []))), None)
+        hit = next(
+            (
+                i
+                for i, c in code
+                if any(o.get("output_type") == "error" for o in c.get("outputs", []))
+            ),
+            None,
+        )
         if hit is None:  # e.g. a timeout: the cell left running
-            hit = next((i for i, c in code
-                        if (c.get("metadata", {}).get("papermill", {}) or {}).get("status")
-                        == "running"), None)
+            hit = next(
+                (
+                    i
+                    for i, c in code
+                    if (c.get("metadata", {}).get("papermill", {}) or {}).get("status") == "running"
+                ),
+                None,
+            )
         if hit is not None:
             index, source = hit, nb.cells[hit].source
     except Exception:  # noqa: BLE001 - the partial notebook may be unreadable; the error still stands
@@ -383,8 +417,14 @@ def export_html(executed, out=None) -> Path:
 
 
 #: Cell metadata that a JupyterLab session or papermill adds and a committed notebook drops.
-_SESSION_CELL_METADATA = ("papermill", "execution", "ExecuteTime", "collapsed", "scrolled",
-                          "trusted")
+_SESSION_CELL_METADATA = (
+    "papermill",
+    "execution",
+    "ExecuteTime",
+    "collapsed",
+    "scrolled",
+    "trusted",
+)
 
 
 def strip_outputs(path) -> bool:
@@ -412,8 +452,9 @@ def strip_outputs(path) -> bool:
     return after != before
 
 
-def _finish_results(run_dir: Path, notebook: Path, kind: str, parameters: dict, outcome: RunOutcome,
-                    world: int = 1) -> Path:
+def _finish_results(
+    run_dir: Path, notebook: Path, kind: str, parameters: dict, outcome: RunOutcome, world: int = 1
+) -> Path:
     """Fill results.json with what only the runner knows; create it if the notebook did not."""
     from swiftlib.results import save_results
     from swiftlib.utils.io import atomic_write_json, read_json
@@ -423,10 +464,17 @@ def _finish_results(run_dir: Path, notebook: Path, kind: str, parameters: dict, 
         doc = read_json(path)
     else:
         if outcome.status == "ok":
-            log.warning("%s did not write results.json (no save_results at its end?); "
-                        "writing a minimal one", notebook)
-        save_results(run_dir, kind, status="failed" if outcome.status == "failed" else "ok",
-                     error=outcome.error)
+            log.warning(
+                "%s did not write results.json (no save_results at its end?); "
+                "writing a minimal one",
+                notebook,
+            )
+        save_results(
+            run_dir,
+            kind,
+            status="failed" if outcome.status == "failed" else "ok",
+            error=outcome.error,
+        )
         doc = read_json(path)
     if doc.get("status") == "failed" and outcome.status == "ok":  # the notebook reported a failure
         outcome.status = "failed"
@@ -442,8 +490,11 @@ def _finish_results(run_dir: Path, notebook: Path, kind: str, parameters: dict, 
         artifacts["html"] = outcome.html.name
     doc.setdefault("timings", {})["notebook_s"] = round(outcome.seconds, 3)
     if world > 1:  # the other ranks' notebooks and status files (see the module docstring)
-        doc["ranks"] = {"world_size": world, "notebooks": f"ranks/rank-<r>/{outcome.executed.name}",
-                        "status": "ranks/rank-<r>/status.json"}
+        doc["ranks"] = {
+            "world_size": world,
+            "notebooks": f"ranks/rank-<r>/{outcome.executed.name}",
+            "status": "ranks/rank-<r>/status.json",
+        }
     if outcome.status == "failed":
         doc["status"] = "failed"
         cell = f"cell {outcome.failed_cell}: " if outcome.failed_cell is not None else ""
@@ -455,16 +506,35 @@ def _rank_status(path: Path, rank: int, world: int, outcome: RunOutcome) -> Path
     """``ranks/rank-<r>/status.json``: how this rank's notebook ended (rank 0 has results.json)."""
     from swiftlib.utils.io import atomic_write_json
 
-    return atomic_write_json(path, {
-        "rank": rank, "world_size": world, "host": socket.gethostname(), "status": outcome.status,
-        "error": None if outcome.error is None else f"cell {outcome.failed_cell}: {outcome.error}",
-        "notebook": outcome.executed.name, "seconds": round(outcome.seconds, 3)})
+    return atomic_write_json(
+        path,
+        {
+            "rank": rank,
+            "world_size": world,
+            "host": socket.gethostname(),
+            "status": outcome.status,
+            "error": None
+            if outcome.error is None
+            else f"cell {outcome.failed_cell}: {outcome.error}",
+            "notebook": outcome.executed.name,
+            "seconds": round(outcome.seconds, 3),
+        },
+    )
 
 
-def run_notebook(notebook, run_dir=None, parameters: dict | None = None, params_file=None,
-                 cli_values=(), cell_timeout: int | None = 3600, kernel_name: str = "python3",
-                 log_output: bool = True, progress: bool = True, html: bool = True,
-                 raise_on_error: bool = False) -> RunOutcome:
+def run_notebook(
+    notebook,
+    run_dir=None,
+    parameters: dict | None = None,
+    params_file=None,
+    cli_values=(),
+    cell_timeout: int | None = 3600,
+    kernel_name: str = "python3",
+    log_output: bool = True,
+    progress: bool = True,
+    html: bool = True,
+    raise_on_error: bool = False,
+) -> RunOutcome:
     """Validate parameters, execute ``notebook`` into ``run_dir`` and finish its results.json.
 
     ``parameters`` are typed values (Python callers), ``cli_values`` ``[(name, text)]`` pairs;
@@ -477,8 +547,9 @@ def run_notebook(notebook, run_dir=None, parameters: dict | None = None, params_
     notebook = Path(notebook)
     params = notebook_parameters(notebook)
     file_values = load_params_file(params_file, notebook) if params_file else {}
-    resolved = resolve_parameters(notebook, file_values, cli_values, values=parameters,
-                                  params=params)
+    resolved = resolve_parameters(
+        notebook, file_values, cli_values, values=parameters, params=params
+    )
     run_dir = Path(run_dir) if run_dir else default_run_dir(notebook)
     if "run_dir" in params:
         resolved["run_dir"] = str(run_dir)
@@ -497,10 +568,17 @@ def run_notebook(notebook, run_dir=None, parameters: dict | None = None, params_
     t0 = time.perf_counter()
     try:
         with _ForwardSignals():
-            pm.execute_notebook(str(notebook), str(executed), parameters=resolved,
-                                kernel_name=kernel_name, log_output=log_output,
-                                progress_bar=progress, execution_timeout=cell_timeout,
-                                request_save_on_cell_execute=True, report_mode=False)
+            pm.execute_notebook(
+                str(notebook),
+                str(executed),
+                parameters=resolved,
+                kernel_name=kernel_name,
+                log_output=log_output,
+                progress_bar=progress,
+                execution_timeout=cell_timeout,
+                request_save_on_cell_execute=True,
+                report_mode=False,
+            )
     except Exception as e:  # noqa: BLE001 - any failure of a cell or the kernel ends the run the same way
         outcome.status = "failed"
         failure = _failure(executed, e)
@@ -519,5 +597,6 @@ def run_notebook(notebook, run_dir=None, parameters: dict | None = None, params_
         log.error("%s failed in cell %s: %s", notebook.name, outcome.failed_cell, outcome.error)
         if raise_on_error:
             raise NotebookRunError(
-                f"{notebook.name} failed in cell {outcome.failed_cell}: {outcome.error}", outcome)
+                f"{notebook.name} failed in cell {outcome.failed_cell}: {outcome.error}", outcome
+            )
     return outcome

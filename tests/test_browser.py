@@ -31,8 +31,15 @@ pytestmark = pytest.mark.browser
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPLORE = ROOT / "notebooks" / "01_data" / "03_explore_cohort.ipynb"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-dev-shm-usage", "--no-first-run", "--hide-scrollbars"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-dev-shm-usage",
+    "--no-first-run",
+    "--hide-scrollbars",
+]
 
 
 def _chromium() -> str:
@@ -61,10 +68,14 @@ def _free_port() -> int:
 def executed(synth_store, tmp_path_factory):
     from swiftlib.runner import run_notebook
 
-    out = run_notebook(EXPLORE, run_dir=tmp_path_factory.mktemp("browser") / "explore",
-                       parameters={"store_path": str(synth_store.root)},
-                       params_file=ROOT / "notebooks" / "params" / "ci.yaml", progress=False,
-                       log_output=False)
+    out = run_notebook(
+        EXPLORE,
+        run_dir=tmp_path_factory.mktemp("browser") / "explore",
+        parameters={"store_path": str(synth_store.root)},
+        params_file=ROOT / "notebooks" / "params" / "ci.yaml",
+        progress=False,
+        log_output=False,
+    )
     assert out.status == "ok", out.error
     return out.executed
 
@@ -81,10 +92,22 @@ def _stop(proc: subprocess.Popen) -> None:
 def _serve_lab(root_dir: Path, log: Path, *options: str):
     """JupyterLab serving ``root_dir`` on a free port: yields ``(base_url, token)``."""
     port, token = _free_port(), "swiftlib-browser-test"
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip", "127.0.0.1",
-           "--port", str(port), f"--IdentityProvider.token={token}",
-           f"--ServerApp.root_dir={root_dir}", "--ServerApp.allow_root=True", "--LabApp.news_url=",
-           f"--LabServerApp.app_settings_dir={log.parent / '.lab-settings'}", *options]
+    cmd = [
+        sys.executable,
+        "-m",
+        "jupyterlab",
+        "--no-browser",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        f"--IdentityProvider.token={token}",
+        f"--ServerApp.root_dir={root_dir}",
+        "--ServerApp.allow_root=True",
+        "--LabApp.news_url=",
+        f"--LabServerApp.app_settings_dir={log.parent / '.lab-settings'}",
+        *options,
+    ]
     with open(log, "wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=root_dir)
     try:
@@ -117,9 +140,20 @@ def test_jupyterlab_renders_the_executed_notebook_and_its_plotly_figure(lab, exe
     url, log = lab
     chromium = _chromium()
     shot = executed.parent / "jupyterlab.png"
-    out = subprocess.run([chromium, *CHROMIUM_FLAGS, "--window-size=1400,1800",
-                          "--virtual-time-budget=30000", f"--screenshot={shot}", "--dump-dom", url],
-                         capture_output=True, text=True, timeout=180)
+    out = subprocess.run(
+        [
+            chromium,
+            *CHROMIUM_FLAGS,
+            "--window-size=1400,1800",
+            "--virtual-time-budget=30000",
+            f"--screenshot={shot}",
+            "--dump-dom",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     dom = out.stdout
     assert out.returncode == 0, out.stderr[-2000:]
     # the notebook panel with its cells, the markdown title rendered as a heading
@@ -143,8 +177,10 @@ PAIR = "notebooks/01_data/03_explore_cohort"
 NEW_CELL = "frames_per_subject = 2 * 3\nframes_per_subject"
 
 #: Resolves once JupyterLab has loaded and restored its layout (evaluated with retries).
-READY = ("(async () => { while (!window.jupyterapp) { await new Promise(r => setTimeout(r, 250)); }"
-         " await window.jupyterapp.restored; return true; })()")
+READY = (
+    "(async () => { while (!window.jupyterapp) { await new Promise(r => setTimeout(r, 250)); }"
+    " await window.jupyterapp.restored; return true; })()"
+)
 
 #: Runs in the page: wait for the notebook and its kernel, add a cell above the closing
 #: save_results cell, run it, save with JupyterLab's own command, report what the page holds.
@@ -191,24 +227,37 @@ def _devtools_page(chromium: str, url: str, profile: Path):
     import websocket  # websocket-client, a jupyter_server dependency
 
     port = _free_port()
-    proc = subprocess.Popen([chromium, *CHROMIUM_FLAGS, "--window-size=1400,1800",
-                             f"--remote-debugging-port={port}", "--remote-allow-origins=*",
-                             f"--user-data-dir={profile}", url],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            chromium,
+            *CHROMIUM_FLAGS,
+            "--window-size=1400,1800",
+            f"--remote-debugging-port={port}",
+            "--remote-allow-origins=*",
+            f"--user-data-dir={profile}",
+            url,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline, pages = time.monotonic() + 60, []
         while not pages:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=2) as r:
-                    pages = [t for t in json.load(r)
-                             if t.get("type") == "page" and "/lab" in t.get("url", "")]
+                    pages = [
+                        t
+                        for t in json.load(r)
+                        if t.get("type") == "page" and "/lab" in t.get("url", "")
+                    ]
             except OSError:
                 pass
             if not pages and (proc.poll() is not None or time.monotonic() > deadline):
                 pytest.fail("Chromium did not open the DevTools port")
             time.sleep(0.25)
-        ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=180,
-                                         suppress_origin=True)
+        ws = websocket.create_connection(
+            pages[0]["webSocketDebuggerUrl"], timeout=180, suppress_origin=True
+        )
 
         def evaluate(expression: str, retries: int = 0):
             params = {"expression": expression, "awaitPromise": True, "returnByValue": True}

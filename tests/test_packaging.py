@@ -40,10 +40,12 @@ def test_pyproject_constraints_and_environment_agree():
     for req in deps:
         name = _norm(req.name)
         assert name in pins, f"{req.name} is a dependency but has no pin in constraints.txt"
-        assert req.specifier.contains(pins[name], prereleases=True), \
+        assert req.specifier.contains(pins[name], prereleases=True), (
             f"pin {name}=={pins[name]} violates {req}"
-    assert set(pins) == {_norm(r.name) for r in deps}, \
+        )
+    assert set(pins) == {_norm(r.name) for r in deps}, (
         "constraints.txt pins packages that are not dependencies"
+    )
     assert pins["torch"] == "2.13.0"
 
 
@@ -52,18 +54,41 @@ def test_pyproject_uses_current_metadata():
     with a setuptools that reads it."""
     doc = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert doc["project"]["license"] == "MIT"
-    setuptools = next(Requirement(r) for r in doc["build-system"]["requires"]
-                      if Requirement(r).name == "setuptools")
+    setuptools = next(
+        Requirement(r)
+        for r in doc["build-system"]["requires"]
+        if Requirement(r).name == "setuptools"
+    )
     assert not setuptools.specifier.contains("76.9") and setuptools.specifier.contains("77.0")
 
 
 def test_required_dependencies_are_declared():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     names = {_norm(Requirement(r).name) for r in project["dependencies"]}
-    for pkg in ("torch", "lightning", "torchmetrics", "monai", "deepspeed", "optuna",
-                "optuna-integration", "papermill", "jupyterlab", "ipykernel", "ipywidgets",
-                "nilearn", "nibabel", "plotly", "h5py", "captum", "umap-learn", "scikit-learn",
-                "pandas", "tensorboard", "tqdm", "jupytext"):
+    for pkg in (
+        "torch",
+        "lightning",
+        "torchmetrics",
+        "monai",
+        "deepspeed",
+        "optuna",
+        "optuna-integration",
+        "papermill",
+        "jupyterlab",
+        "ipykernel",
+        "ipywidgets",
+        "nilearn",
+        "nibabel",
+        "plotly",
+        "h5py",
+        "captum",
+        "umap-learn",
+        "scikit-learn",
+        "pandas",
+        "tensorboard",
+        "tqdm",
+        "jupytext",
+    ):
         assert pkg in names
     assert "neptune" in project["optional-dependencies"]
     assert project["scripts"]["swiftlib"] == "swiftlib.cli:main"
@@ -78,7 +103,9 @@ def test_readme_gives_the_two_setup_commands_first():
 
 
 def test_import_swiftlib_is_light():
-    code = ("import sys, swiftlib; "
-            "assert 'torch' not in sys.modules, 'import swiftlib pulled torch'; "
-            "print(swiftlib.__version__)")
+    code = (
+        "import sys, swiftlib; "
+        "assert 'torch' not in sys.modules, 'import swiftlib pulled torch'; "
+        "print(swiftlib.__version__)"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

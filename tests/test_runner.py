@@ -24,7 +24,7 @@ from swiftlib.runner import (
     strip_outputs,
 )
 
-PARAMS = '''\
+PARAMS = """\
 max_epochs: int = 2  # epochs; 2 for a smoke run
 lr: float = 1e-3  # learning rate
 label: str = "sex"  # label to predict
@@ -32,7 +32,7 @@ flag: bool = False  # a switch
 overrides: dict = {"depths": [1, 1]}  # preset fields
 grid: list = [24, 24, 24]  # store grid
 fail_at: str = ""  # "" or "middle": raise in the middle cell
-run_dir: str = ""  # where results.json goes'''
+run_dir: str = ""  # where results.json goes"""
 
 
 def _notebook(path: Path, cells: list[str], params: str = PARAMS, kind: str = "data") -> Path:
@@ -41,8 +41,11 @@ def _notebook(path: Path, cells: list[str], params: str = PARAMS, kind: str = "d
     p.metadata["tags"] = ["parameters"]
     nb.cells = [nbformat.v4.new_markdown_cell("# test notebook"), p]
     nb.cells += [nbformat.v4.new_code_cell(c) for c in cells]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     nb.metadata["swiftlib"] = {"kind": kind}
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, str(path))
@@ -52,7 +55,7 @@ def _notebook(path: Path, cells: list[str], params: str = PARAMS, kind: str = "d
 TOY_CELLS = [
     'print("before", max_epochs, lr, label, flag, overrides, grid)',
     'if fail_at == "middle":\n    raise ValueError("boom in the middle")',
-    'from swiftlib import notebook as nb\n'
+    "from swiftlib import notebook as nb\n"
     'nb.save_results(run_dir, "data", metrics={"toy/max_epochs": max_epochs, "toy/lr": lr},'
     ' parameters={"label": label})',
 ]
@@ -65,17 +68,33 @@ def toy(tmp_path_factory):
 
 def test_parameters_are_read_with_types_defaults_and_help(toy):
     params = notebook_parameters(toy)
-    assert list(params) == ["max_epochs", "lr", "label", "flag", "overrides", "grid", "fail_at",
-                            "run_dir"]
+    assert list(params) == [
+        "max_epochs",
+        "lr",
+        "label",
+        "flag",
+        "overrides",
+        "grid",
+        "fail_at",
+        "run_dir",
+    ]
     assert params["max_epochs"].type_name == "int" and params["max_epochs"].default == 2
     assert params["lr"].default == 1e-3 and params["overrides"].default == {"depths": [1, 1]}
     assert params["max_epochs"].help == "epochs; 2 for a smoke run"
 
 
-@pytest.mark.parametrize("type_name, text, expected", [
-    ("int", "3", 3), ("float", "1e-4", 1e-4), ("float", "2", 2.0), ("bool", "true", True),
-    ("str", "123", "123"), ("list", "[1, 2]", [1, 2]), ("dict", "{a: 1}", {"a": 1}),
-])
+@pytest.mark.parametrize(
+    "type_name, text, expected",
+    [
+        ("int", "3", 3),
+        ("float", "1e-4", 1e-4),
+        ("float", "2", 2.0),
+        ("bool", "true", True),
+        ("str", "123", "123"),
+        ("list", "[1, 2]", [1, 2]),
+        ("dict", "{a: 1}", {"a": 1}),
+    ],
+)
 def test_cli_text_is_parsed_by_type(toy, type_name, text, expected):
     from swiftlib.runner import NotebookParameter
 
@@ -83,13 +102,16 @@ def test_cli_text_is_parsed_by_type(toy, type_name, text, expected):
     assert value == expected and type(value) is type(expected)
 
 
-@pytest.mark.parametrize("name, value, match", [
-    ("max_epochs", "two", "max_epochs: expected int"),
-    ("max_epochs", "2.5", "max_epochs: expected int"),
-    ("flag", "maybe", "flag: expected bool"),
-    ("grid", "24", "grid: expected list"),
-    ("max_epoch", "2", "unknown parameter 'max_epoch'.*did you mean 'max_epochs'"),
-])
+@pytest.mark.parametrize(
+    "name, value, match",
+    [
+        ("max_epochs", "two", "max_epochs: expected int"),
+        ("max_epochs", "2.5", "max_epochs: expected int"),
+        ("flag", "maybe", "flag: expected bool"),
+        ("grid", "24", "grid: expected list"),
+        ("max_epoch", "2", "unknown parameter 'max_epoch'.*did you mean 'max_epochs'"),
+    ],
+)
 def test_ill_typed_and_unknown_values_are_refused_listing_valid_parameters(toy, name, value, match):
     with pytest.raises(ParameterError, match=match) as e:
         resolve_parameters(toy, cli_values=[(name, value)])
@@ -127,9 +149,13 @@ def test_default_run_dir_is_under_papermill_runs_by_stage(toy):
 
 
 def test_run_writes_executed_notebook_html_and_results(toy, tmp_path):
-    out = run_notebook(toy, run_dir=tmp_path / "run",
-                       cli_values=[("max_epochs", "7"), ("label", "age")], progress=False,
-                       log_output=False)
+    out = run_notebook(
+        toy,
+        run_dir=tmp_path / "run",
+        cli_values=[("max_epochs", "7"), ("label", "age")],
+        progress=False,
+        log_output=False,
+    )
     assert out.status == "ok" and out.executed == tmp_path / "run" / "01_toy_notebook.ipynb"
     assert out.html.exists() and "before 7" in out.html.read_text()
     doc = json.loads((tmp_path / "run" / "results.json").read_text())
@@ -151,7 +177,7 @@ def test_cli_failure_keeps_partial_notebook_and_exits_nonzero(toy, tmp_path, cap
     assert rc == 1
     # index in the executed notebook: papermill adds error banners (cells 0 and 5) and the
     # injected parameters
-    assert "failing cell: 6" in err and "boom in the middle" in err and 'raise ValueError' in err
+    assert "failing cell: 6" in err and "boom in the middle" in err and "raise ValueError" in err
     executed = tmp_path / "fail" / "01_toy_notebook.ipynb"
     nb = nbformat.read(str(executed), as_version=4)
     assert "An Exception was encountered" in nb.cells[0].source
@@ -167,8 +193,9 @@ def test_cli_failure_keeps_partial_notebook_and_exits_nonzero(toy, tmp_path, cap
 
 
 def test_cli_refuses_bad_parameters_before_running(toy, tmp_path, capsys):
-    rc = main(["run", str(toy), "-o", str(tmp_path / "r"), "-p", "max_epoch", "3",
-               "-p", "lr", "fast"])
+    rc = main(
+        ["run", str(toy), "-o", str(tmp_path / "r"), "-p", "max_epoch", "3", "-p", "lr", "fast"]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "unknown parameter 'max_epoch'" in err and "lr: expected float" in err
     # the valid parameters are listed
@@ -183,24 +210,31 @@ def test_cli_list_params(toy, capsys):
 
 
 def test_notebook_reporting_failed_status_fails_the_run(tmp_path):
-    path = _notebook(tmp_path / "01_data" / "01_reports_failure.ipynb", [
-        'from swiftlib import notebook as nb\n'
-        'nb.save_results(run_dir, "data", status="failed", error="3 subjects failed")'])
+    path = _notebook(
+        tmp_path / "01_data" / "01_reports_failure.ipynb",
+        [
+            "from swiftlib import notebook as nb\n"
+            'nb.save_results(run_dir, "data", status="failed", error="3 subjects failed")'
+        ],
+    )
     out = run_notebook(path, run_dir=tmp_path / "run", progress=False, log_output=False)
     assert out.status == "failed" and out.error == "3 subjects failed"
 
 
 def test_sigusr1_is_forwarded_to_the_kernel(tmp_path):
     ready, got = tmp_path / "ready", tmp_path / "got"
-    path = _notebook(tmp_path / "02_pretrain" / "01_wait_for_signal.ipynb", [
-        f"import pathlib, signal, time\n"
-        f"signal.signal(signal.SIGUSR1,\n"
-        f"              lambda s, f: pathlib.Path({str(got)!r}).write_text('USR1'))\n"
-        f"pathlib.Path({str(ready)!r}).write_text('ready')\n"
-        f"t0 = time.time()\n"
-        f"while not pathlib.Path({str(got)!r}).exists() and time.time() - t0 < 60:\n"
-        f"    time.sleep(0.1)",
-    ])
+    path = _notebook(
+        tmp_path / "02_pretrain" / "01_wait_for_signal.ipynb",
+        [
+            f"import pathlib, signal, time\n"
+            f"signal.signal(signal.SIGUSR1,\n"
+            f"              lambda s, f: pathlib.Path({str(got)!r}).write_text('USR1'))\n"
+            f"pathlib.Path({str(ready)!r}).write_text('ready')\n"
+            f"t0 = time.time()\n"
+            f"while not pathlib.Path({str(got)!r}).exists() and time.time() - t0 < 60:\n"
+            f"    time.sleep(0.1)",
+        ],
+    )
 
     def send_when_ready():
         t0 = time.time()

@@ -31,7 +31,8 @@ NOTEBOOKS = ROOT / "notebooks"
 
 #: ``name: type = literal  # help`` (papermill reads the help from the comment; no ``=`` in it)
 PARAMETER_LINE = re.compile(
-    r"^(?P<name>[a-z_][a-z0-9_]*): (?P<type>\w+) = (?P<value>.+?)\s+#\s*(?P<help>\S.*)$")
+    r"^(?P<name>[a-z_][a-z0-9_]*): (?P<type>\w+) = (?P<value>.+?)\s+#\s*(?P<help>\S.*)$"
+)
 NAME = re.compile(r"\d\d_[a-z0-9]+(_[a-z0-9]+)*\.ipynb")
 
 
@@ -53,8 +54,9 @@ def _rel(path: Path) -> str:
 
 
 def _cells(nb) -> list[tuple[str, str, tuple]]:
-    return [(c.cell_type, c.source.strip("\n"), tuple(c.metadata.get("tags", ())))
-            for c in nb.cells]
+    return [
+        (c.cell_type, c.source.strip("\n"), tuple(c.metadata.get("tags", ()))) for c in nb.cells
+    ]
 
 
 def pair_differences(ipynb: Path) -> list[str]:
@@ -66,8 +68,10 @@ def pair_differences(ipynb: Path) -> list[str]:
     twin = ipynb.with_suffix(".py")
     missing = [p for p in (ipynb, twin) if not p.is_file()]
     if missing:
-        return [f"{_rel(p)} is missing: run `make notebooks` to create it from its pair"
-                for p in missing]
+        return [
+            f"{_rel(p)} is missing: run `make notebooks` to create it from its pair"
+            for p in missing
+        ]
     a = _cells(nbformat.read(str(ipynb), as_version=4))
     b = _cells(jupytext.read(str(twin), fmt="py:percent"))
     if a == b:
@@ -95,8 +99,10 @@ def house_rules(ipynb: Path) -> list[str]:
     markdown = [c for c in nb.cells if c.cell_type == "markdown"]
     for i, c in enumerate(nb.cells):
         if c.cell_type == "code" and (c.outputs or c.execution_count is not None):
-            problems.append(f"{rel}: cell {i} has outputs or an execution count; "
-                            "run `make notebooks` to strip them")
+            problems.append(
+                f"{rel}: cell {i} has outputs or an execution count; "
+                "run `make notebooks` to strip them"
+            )
     for i, c in enumerate(nb.cells):
         if c.cell_type != "code":
             continue
@@ -105,22 +111,31 @@ def house_rules(ipynb: Path) -> list[str]:
         except SyntaxError as e:
             problems.append(f"{rel}: cell {i} is not valid Python ({e.msg}, line {e.lineno})")
             continue
-        defined = [n.name for n in ast.walk(tree)
-                   if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
+        defined = [
+            n.name
+            for n in ast.walk(tree)
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        ]
         if defined:
-            problems.append(f"{rel}: cell {i} defines {', '.join(defined)}: "
-                            "move def/class into the swiftlib package")
+            problems.append(
+                f"{rel}: cell {i} defines {', '.join(defined)}: "
+                "move def/class into the swiftlib package"
+            )
 
     # markdown explains: a title with what and why, and prose between the code
     title = nb.cells[0] if nb.cells else None
     if title is None or title.cell_type != "markdown" or not title.source.startswith("# "):
         problems.append(f"{rel}: the first cell must be a markdown title ('# ...')")
     elif len([line for line in title.source.splitlines()[1:] if line.strip()]) < 2:
-        problems.append(f"{rel}: the title cell must say what the notebook does and why "
-                        "(a few lines under the title)")
+        problems.append(
+            f"{rel}: the title cell must say what the notebook does and why "
+            "(a few lines under the title)"
+        )
     if len(markdown) * 4 < len(code):
-        problems.append(f"{rel}: {len(code)} code cells but {len(markdown)} markdown cells; "
-                        "explain each step in markdown (one markdown cell per four code cells)")
+        problems.append(
+            f"{rel}: {len(code)} code cells but {len(markdown)} markdown cells; "
+            "explain each step in markdown (one markdown cell per four code cells)"
+        )
 
     # one parameters cell of typed literals, each with a help comment
     tagged = [i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])]
@@ -132,14 +147,17 @@ def house_rules(ipynb: Path) -> list[str]:
         m = PARAMETER_LINE.match(line)
         if not m:
             problems.append(
-                f"{rel}: parameter line must read 'name: type = literal  # help': {line!r}")
+                f"{rel}: parameter line must read 'name: type = literal  # help': {line!r}"
+            )
             continue
         if m["type"] not in TYPES:
             problems.append(
-                f"{rel}: parameter {m['name']}: type {m['type']!r} is not one of {TYPES}")
+                f"{rel}: parameter {m['name']}: type {m['type']!r} is not one of {TYPES}"
+            )
         if "=" in m["help"]:
-            problems.append(f"{rel}: parameter {m['name']}: "
-                            "papermill cannot read a help comment containing '='")
+            problems.append(
+                f"{rel}: parameter {m['name']}: papermill cannot read a help comment containing '='"
+            )
         try:
             ast.literal_eval(m["value"])
         except (ValueError, SyntaxError):
@@ -148,35 +166,52 @@ def house_rules(ipynb: Path) -> list[str]:
     params = notebook_parameters(ipynb)
     if list(params) != names:
         problems.append(
-            f"{rel}: papermill reads parameters {list(params)}, the cell declares {names}")
+            f"{rel}: papermill reads parameters {list(params)}, the cell declares {names}"
+        )
     if "run_dir" not in params or params["run_dir"].default != "":
         problems.append(
-            f"{rel}: needs the parameter run_dir: str = \"\"  # ... (swiftlib run fills it in)")
+            f'{rel}: needs the parameter run_dir: str = ""  # ... (swiftlib run fills it in)'
+        )
 
     # imports print the version; the last code cell saves the results
     if not any("nb.setup()" in c.source or "__version__" in c.source for c in code[:2]):
-        problems.append(f"{rel}: the imports cell must print the swiftlib version "
-                        "(print(\"swiftlib\", nb.setup()))")
+        problems.append(
+            f"{rel}: the imports cell must print the swiftlib version "
+            '(print("swiftlib", nb.setup()))'
+        )
     if not code or "save_results(" not in code[-1].source:
         problems.append(f"{rel}: the last code cell must call nb.save_results(...)")
 
     # every parameter has an effect; run settings go to nb.fit_config under their own names
-    later = [ast.parse(c.source) for c in nb.cells[tagged[0] + 1:] if c.cell_type == "code"]
-    read = {n.id for tree in later for n in ast.walk(tree)
-            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    later = [ast.parse(c.source) for c in nb.cells[tagged[0] + 1 :] if c.cell_type == "code"]
+    read = {
+        n.id
+        for tree in later
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+    }
     unused = [n for n in names if n not in read]
     if unused:
         problems.append(
-            f"{rel}: parameters {unused} are never read after the parameters cell (no effect)")
+            f"{rel}: parameters {unused} are never read after the parameters cell (no effect)"
+        )
     for tree in later:
         for call in (n for n in ast.walk(tree) if isinstance(n, ast.Call)):
             if isinstance(call.func, ast.Attribute) and call.func.attr == "fit_config":
-                renamed = [kw.arg for kw in call.keywords
-                           if not (isinstance(kw.value, ast.Name) and kw.value.id == kw.arg
-                                   and kw.arg in params)]
+                renamed = [
+                    kw.arg
+                    for kw in call.keywords
+                    if not (
+                        isinstance(kw.value, ast.Name)
+                        and kw.value.id == kw.arg
+                        and kw.arg in params
+                    )
+                ]
                 if renamed:
-                    problems.append(f"{rel}: pass parameters to nb.fit_config unchanged "
-                                    f"(name=name), not {renamed}")
+                    problems.append(
+                        f"{rel}: pass parameters to nb.fit_config unchanged "
+                        f"(name=name), not {renamed}"
+                    )
     return problems
 
 
@@ -198,10 +233,12 @@ def sync(ipynb: Path) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("notebooks", nargs="*",
-                        help="notebooks to sync (either file of a pair); default: all")
-    parser.add_argument("--check", action="store_true",
-                        help="write nothing; exit 1 on any difference or violation")
+    parser.add_argument(
+        "notebooks", nargs="*", help="notebooks to sync (either file of a pair); default: all"
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 on any difference or violation"
+    )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT))  # this checkout's swiftlib, also when it is not installed
     problems = []

@@ -23,12 +23,20 @@ def common(age_run, interp_store):
 
 
 def test_explore_embeddings_notebook(common, tmp_path):
-    doc = _run("01_explore_embeddings.ipynb", tmp_path / "embed",
-               {**common, "site_permutations": 2, "cv_folds": 3})
+    doc = _run(
+        "01_explore_embeddings.ipynb",
+        tmp_path / "embed",
+        {**common, "site_permutations": 2, "cv_folds": 3},
+    )
     m = doc["metrics"]
     assert doc["kind"] == "embed"
-    for key in ("all/age_linear_r2", "all/age_knn_r2", "all/sex_linear_auroc",
-                "all/site_balanced_acc", "all/site_chance"):
+    for key in (
+        "all/age_linear_r2",
+        "all/age_knn_r2",
+        "all/sex_linear_auroc",
+        "all/site_balanced_acc",
+        "all/site_chance",
+    ):
         assert key in m, key
     assert 0 <= m["all/site_balanced_acc"] <= 1 and m["all/site_chance"] == pytest.approx(1 / 3)
     assert (tmp_path / "embed" / doc["artifacts"]["embeddings_window"]).exists()
@@ -36,8 +44,11 @@ def test_explore_embeddings_notebook(common, tmp_path):
 
 
 def test_brain_attributions_notebook(common, tmp_path):
-    doc = _run("02_brain_attributions.ipynb", tmp_path / "attr",
-               {**common, "num_subjects": 2, "n_steps": 4, "split": "all"})
+    doc = _run(
+        "02_brain_attributions.ipynb",
+        tmp_path / "attr",
+        {**common, "num_subjects": 2, "n_steps": 4, "split": "all"},
+    )
     m = doc["metrics"]
     assert doc["kind"] == "attribute"
     assert 0 <= m["all/trained_auroc"] <= 1 and 0 <= m["all/randomised_auroc"] <= 1

@@ -53,8 +53,11 @@ def _session(nb, new_cells) -> None:
         cell.execution_count = n + 1
         cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=f"output {n}\n")]
         cell.metadata["scrolled"] = True
-    nb.metadata["language_info"] = {"name": "python", "version": "3.11.2",
-                                    "mimetype": "text/x-python"}
+    nb.metadata["language_info"] = {
+        "name": "python",
+        "version": "3.11.2",
+        "mimetype": "text/x-python",
+    }
     nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
     at = len(nb.cells) - 1  # before save_results, which stays last
     nb.cells[at:at] = new_cells
@@ -88,8 +91,9 @@ def test_a_jupyterlab_save_then_make_notebooks_keeps_the_pair_in_step(checkout):
 
 def test_an_edit_of_the_py_twin_reaches_the_notebook(checkout):
     ipynb, twin = checkout / NOTEBOOK, (checkout / NOTEBOOK).with_suffix(".py")
-    text = twin.read_text().replace("max_subjects: int = 40  # subjects read",
-                                    "max_subjects: int = 30  # subjects read")
+    text = twin.read_text().replace(
+        "max_subjects: int = 40  # subjects read", "max_subjects: int = 30  # subjects read"
+    )
     assert text != twin.read_text()
     time.sleep(0.01)
     twin.write_text(text)
@@ -122,10 +126,12 @@ def test_other_rules_are_reported_by_name(checkout):
     nb.cells.append(nbformat.v4.new_code_cell("print('after the results')"))
     nbformat.write(nb, str(ipynb))
     problems = "\n".join(sync_tool.house_rules(ipynb))
-    for expected in ("parameter line must read 'name: type = literal  # help': 'bad = 1 + 1'",
-                     "['unused_knob'] are never read after the parameters cell",
-                     "the title cell must say what the notebook does and why",
-                     "the last code cell must call nb.save_results(...)"):
+    for expected in (
+        "parameter line must read 'name: type = literal  # help': 'bad = 1 + 1'",
+        "['unused_knob'] are never read after the parameters cell",
+        "the title cell must say what the notebook does and why",
+        "the last code cell must call nb.save_results(...)",
+    ):
         assert expected in problems, problems
 
 

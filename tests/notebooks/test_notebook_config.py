@@ -12,13 +12,38 @@ from swiftlib.notebook_config import DESTINATIONS, fit_config, number_or_word
 from swiftlib.utils.config import ConfigError
 
 FINETUNE = dict(
-    seed=3, store_path="data/demo/store_synthetic", splits_dir="data/demo/splits", label="age",
-    task="regression", mode="unfreeze", unfreeze_fraction=0.25, few_shot_n=0, init_from="",
-    model="swift_v2_test", model_overrides={"depths": [1, 1, 1, 1]}, head="mlp", head_dropout=0.1,
-    sequence_length=8, windows_per_subject=0, eval_stride_between_seq=2.0, batch_size=4, lr=1e-3,
-    layer_decay=1.0, weight_decay=0.05, warmup_fraction=0.2, max_epochs=2, max_steps=-1,
-    accelerator="cpu", devices=2, num_nodes=1, strategy="ddp", precision="32-true",
-    accumulate_grad_batches=2, num_workers=0, pin_memory=False, checkpoint_every_n_steps=0,
+    seed=3,
+    store_path="data/demo/store_synthetic",
+    splits_dir="data/demo/splits",
+    label="age",
+    task="regression",
+    mode="unfreeze",
+    unfreeze_fraction=0.25,
+    few_shot_n=0,
+    init_from="",
+    model="swift_v2_test",
+    model_overrides={"depths": [1, 1, 1, 1]},
+    head="mlp",
+    head_dropout=0.1,
+    sequence_length=8,
+    windows_per_subject=0,
+    eval_stride_between_seq=2.0,
+    batch_size=4,
+    lr=1e-3,
+    layer_decay=1.0,
+    weight_decay=0.05,
+    warmup_fraction=0.2,
+    max_epochs=2,
+    max_steps=-1,
+    accelerator="cpu",
+    devices=2,
+    num_nodes=1,
+    strategy="ddp",
+    precision="32-true",
+    accumulate_grad_batches=2,
+    num_workers=0,
+    pin_memory=False,
+    checkpoint_every_n_steps=0,
     enable_progress_bar=False,
 )
 
@@ -44,8 +69,13 @@ def test_unset_spellings_become_none_in_one_place(tmp_path):
     assert cfg.data.windows_per_subject is None and cfg.data.few_shot_n is None
     assert cfg.task.init_from is None and cfg.task.optim.layer_decay is None
     assert cfg.trainer.checkpoint_every_n_steps is None
-    given = {"windows_per_subject": 2, "few_shot_n": 5, "layer_decay": 0.75,
-             "checkpoint_every_n_steps": 50, "init_from": "/ckpt/best.ckpt"}
+    given = {
+        "windows_per_subject": 2,
+        "few_shot_n": 5,
+        "layer_decay": 0.75,
+        "checkpoint_every_n_steps": 50,
+        "init_from": "/ckpt/best.ckpt",
+    }
     cfg = fit_config("finetune", tmp_path, **{**FINETUNE, **given})
     assert (cfg.data.windows_per_subject, cfg.data.few_shot_n) == (2, 5)
     assert cfg.task.optim.layer_decay == 0.75
@@ -57,8 +87,13 @@ def test_unset_spellings_become_none_in_one_place(tmp_path):
 
 def test_paths_resolve_like_every_notebook_path(tmp_path, monkeypatch):
     monkeypatch.setenv("SCRATCH", str(tmp_path))
-    cfg = fit_config("pretrain", tmp_path, store_path="data/a, $SCRATCH/b",
-                     splits_dir="data/splits", init_from="runs/pre/best.ckpt")
+    cfg = fit_config(
+        "pretrain",
+        tmp_path,
+        store_path="data/a, $SCRATCH/b",
+        splits_dir="data/splits",
+        init_from="runs/pre/best.ckpt",
+    )
     assert cfg.data.store_path == (nb.resolve("data/a"), str(tmp_path / "b"))  # mixed stores
     assert cfg.data.splits_dir == nb.resolve("data/splits")
     assert cfg.task.init_from == nb.resolve("runs/pre/best.ckpt")
@@ -71,8 +106,9 @@ def test_parameters_not_passed_keep_the_config_defaults(tmp_path):
 
     default = FitConfig.from_dict({"kind": "pretrain", "run_dir": str(tmp_path)})
     assert fit_config("pretrain", tmp_path).to_dict() == default.to_dict()
-    cfg = fit_config("pretrain", tmp_path, mask_ratio=0.6, mask_strategy="tube",
-                     dataset_weights="proportional")
+    cfg = fit_config(
+        "pretrain", tmp_path, mask_ratio=0.6, mask_strategy="tube", dataset_weights="proportional"
+    )
     assert (cfg.task.mask_ratio, cfg.task.mask_strategy) == (0.6, "tube")
     assert cfg.data.dataset_weights == "proportional"
     assert cfg.task.optim.lr == default.task.optim.lr  # the pretraining default, not fine-tuning's
@@ -91,13 +127,16 @@ def test_unknown_parameters_are_refused_with_a_suggestion(tmp_path):
         fit_config("contrastive", tmp_path)
 
 
-@pytest.mark.parametrize("name, value, expected", [
-    ("batch_size", "8", r"fit_config\.batch_size='8' \(str\): expected an integer"),
-    ("lr", "1e-3", r"fit_config\.lr='1e-3' \(str\): expected a number"),
-    ("pin_memory", 1, r"fit_config\.pin_memory=1 \(int\): expected true or false"),
-    ("model_overrides", [1], r"fit_config\.model_overrides=\[1\] \(list\): expected a mapping"),
-    ("max_epochs", 2.5, r"fit_config\.max_epochs=2\.5 \(float\): expected an integer"),
-])
+@pytest.mark.parametrize(
+    "name, value, expected",
+    [
+        ("batch_size", "8", r"fit_config\.batch_size='8' \(str\): expected an integer"),
+        ("lr", "1e-3", r"fit_config\.lr='1e-3' \(str\): expected a number"),
+        ("pin_memory", 1, r"fit_config\.pin_memory=1 \(int\): expected true or false"),
+        ("model_overrides", [1], r"fit_config\.model_overrides=\[1\] \(list\): expected a mapping"),
+        ("max_epochs", 2.5, r"fit_config\.max_epochs=2\.5 \(float\): expected an integer"),
+    ],
+)
 def test_ill_typed_parameters_name_the_parameter_and_the_type(tmp_path, name, value, expected):
     with pytest.raises(ConfigError, match=expected):
         fit_config("finetune", tmp_path, **{name: value})
@@ -113,16 +152,28 @@ def test_inconsistent_settings_fail_in_the_config(tmp_path):
 def test_every_parameter_has_a_destination():
     from swiftlib.notebook_config import _FinetuneParameters, _PretrainParameters
 
-    names = {f.name for cls in (_PretrainParameters, _FinetuneParameters)
-             for f in dataclasses.fields(cls)}
+    names = {
+        f.name
+        for cls in (_PretrainParameters, _FinetuneParameters)
+        for f in dataclasses.fields(cls)
+    }
     assert names == set(DESTINATIONS)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("0", 0.0), ("0.0", 0.0), ("-1.5", -1.5), ("1e-3", 1e-3), ("2E+1", 20.0),
-    ("background", "background"), ("temporal_mean", "temporal_mean"), ("nan", "nan"),
-    ("inf", "inf"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("0", 0.0),
+        ("0.0", 0.0),
+        ("-1.5", -1.5),
+        ("1e-3", 1e-3),
+        ("2E+1", 20.0),
+        ("background", "background"),
+        ("temporal_mean", "temporal_mean"),
+        ("nan", "nan"),
+        ("inf", "inf"),
+    ],
+)
 def test_number_or_word(text, expected):
     value = number_or_word(text)
     assert value == expected and type(value) is type(expected)

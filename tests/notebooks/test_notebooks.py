@@ -36,8 +36,13 @@ sync_tool = _load_tool()
 
 def _committed_notebooks() -> list[Path]:
     try:
-        out = subprocess.run(["git", "ls-files", "notebooks/*.ipynb", "notebooks/**/*.ipynb"],
-                             cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+        out = subprocess.run(
+            ["git", "ls-files", "notebooks/*.ipynb", "notebooks/**/*.ipynb"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
         files = sorted({ROOT / f for f in out if (ROOT / f).exists()})
     except (OSError, subprocess.CalledProcessError):
         files = []
@@ -53,12 +58,18 @@ def _id(p: Path) -> str:
 
 def test_there_are_stage_notebooks():
     names = {_id(p) for p in NOTEBOOKS}
-    for expected in ("01_data/01_make_synthetic_cohort.ipynb", "01_data/02_preprocess_nifti.ipynb",
-                     "01_data/03_explore_cohort.ipynb", "02_pretrain/01_pretrain_simmim.ipynb",
-                     "03_downstream/01_finetune.ipynb", "03_downstream/02_evaluate.ipynb",
-                     "03_downstream/03_tune_optuna.ipynb", "03_downstream/04_fewshot_curves.ipynb",
-                     "04_interpret/01_explore_embeddings.ipynb",
-                     "04_interpret/02_brain_attributions.ipynb"):
+    for expected in (
+        "01_data/01_make_synthetic_cohort.ipynb",
+        "01_data/02_preprocess_nifti.ipynb",
+        "01_data/03_explore_cohort.ipynb",
+        "02_pretrain/01_pretrain_simmim.ipynb",
+        "03_downstream/01_finetune.ipynb",
+        "03_downstream/02_evaluate.ipynb",
+        "03_downstream/03_tune_optuna.ipynb",
+        "03_downstream/04_fewshot_curves.ipynb",
+        "04_interpret/01_explore_embeddings.ipynb",
+        "04_interpret/02_brain_attributions.ipynb",
+    ):
         assert expected in names
     # every notebook found by the sync tool (a .py without its .ipynb included) is committed
     assert set(sync_tool.notebook_paths()) == set(NOTEBOOKS)
@@ -88,12 +99,17 @@ def test_ruff_passes_on_the_notebook_twins():
     ruff = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     if ruff is None:
         pytest.skip("ruff is not installed")
-    out = subprocess.run([ruff, "check", "--no-cache", "notebooks"], cwd=ROOT, capture_output=True,
-                         text=True)
+    out = subprocess.run(
+        [ruff, "check", "--no-cache", "notebooks"], cwd=ROOT, capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     # the twins are what ruff reads: the .ipynb files are excluded (pyproject.toml)
-    listed = subprocess.run([ruff, "check", "--no-cache", "--show-files", "notebooks"], cwd=ROOT,
-                            capture_output=True, text=True).stdout
+    listed = subprocess.run(
+        [ruff, "check", "--no-cache", "--show-files", "notebooks"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert ".py" in listed and ".ipynb" not in listed
 
 
@@ -112,13 +128,15 @@ def test_cpu_demo_preset_equals_the_notebook_defaults():
     for stem, values in doc.items():
         params = notebook_parameters(by_stem[stem])
         for k, v in values.items():
-            assert params[k].default == v, \
+            assert params[k].default == v, (
                 f"{stem}.{k}: default {params[k].default!r}, cpu_demo.yaml {v!r}"
+            )
 
 
 # ---------------------------------------------------------------------------------------
 # The chain, executed (CI preset: 12 subjects at 8 mm, swift_v2_test, a few steps)
 # ---------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
@@ -126,9 +144,15 @@ def chain(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("chain")
     # tuning and few-shot notebooks: tests/training/test_tuning_notebooks.py
-    rows = run_demo(root / "data", runs_dir=root / "runs", num_subjects=12, seed=0,
-                    params_file="notebooks/params/ci.yaml", progress=False,
-                    skip=["tune", "fewshot"])
+    rows = run_demo(
+        root / "data",
+        runs_dir=root / "runs",
+        num_subjects=12,
+        seed=0,
+        params_file="notebooks/params/ci.yaml",
+        progress=False,
+        skip=["tune", "fewshot"],
+    )
     return root, rows
 
 

@@ -19,15 +19,52 @@ from tests.conftest import TRAIN_KW
 
 ROOT = Path(__file__).resolve().parents[2]
 PRESET = ROOT / "notebooks" / "params" / "perlmutter_ukb.yaml"
-CPU = ["-p", "accelerator", "cpu", "-p", "devices", "1", "-p", "num_nodes", "1",
-       "-p", "num_workers", "0", "-p", "pin_memory", "false"]
-SIZES = ["-p", "model", "swift_v2_test", "-p", "batch_size", "4", "-p", "sequence_length", "8",
-         "-p", "max_epochs", "1"]
+CPU = [
+    "-p",
+    "accelerator",
+    "cpu",
+    "-p",
+    "devices",
+    "1",
+    "-p",
+    "num_nodes",
+    "1",
+    "-p",
+    "num_workers",
+    "0",
+    "-p",
+    "pin_memory",
+    "false",
+]
+SIZES = [
+    "-p",
+    "model",
+    "swift_v2_test",
+    "-p",
+    "batch_size",
+    "4",
+    "-p",
+    "sequence_length",
+    "8",
+    "-p",
+    "max_epochs",
+    "1",
+]
 
 
 def _run(notebook: str, run_dir: Path, *overrides: str) -> dict:
-    rc = main(["run", str(ROOT / "notebooks" / notebook), "-f", str(PRESET), "-o", str(run_dir),
-               "-q", *overrides])
+    rc = main(
+        [
+            "run",
+            str(ROOT / "notebooks" / notebook),
+            "-f",
+            str(PRESET),
+            "-o",
+            str(run_dir),
+            "-q",
+            *overrides,
+        ]
+    )
     doc = json.loads((run_dir / "results.json").read_text())
     assert rc == 0 and doc["status"] == "ok", doc.get("error")
     return doc
@@ -47,8 +84,9 @@ def test_perlmutter_ukb_preset_chain_runs_unchanged_on_cpu(tmp_path, monkeypatch
     scratch = tmp_path / "scratch"
     monkeypatch.setenv("SCRATCH", str(scratch))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    make_synthetic_cohort(scratch / "swiftlib" / "stores" / "ukb",
-                          config=SyntheticConfig(**TRAIN_KW), progress=False)
+    make_synthetic_cohort(
+        scratch / "swiftlib" / "stores" / "ukb", config=SyntheticConfig(**TRAIN_KW), progress=False
+    )
     runs = scratch / "swiftlib" / "runs"
 
     pre = _run("02_pretrain/01_pretrain_simmim.ipynb", runs / "ukb_pretrain", *CPU, *SIZES)
