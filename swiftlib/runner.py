@@ -41,6 +41,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from swiftlib.utils.config import ConfigError, check_type
 from swiftlib.utils.validation import did_you_mean
 
 __all__ = [
@@ -200,6 +201,12 @@ def load_params_file(path, notebook=None) -> dict:
     return section
 
 
+#: notebook parameter annotations → the types ``check_type`` checks
+_PARAMETER_TYPES = {
+    "int": int, "float": float, "bool": bool, "str": str, "list": list, "dict": dict,
+}
+
+
 def coerce_value(param: NotebookParameter, value: Any, from_text: bool = False) -> Any:
     """Check ``value`` against the parameter's type; ``from_text`` values (``-p KEY VALUE``)
     are parsed as YAML first unless the parameter is a string. Raises :class:`ParameterError`."""
@@ -216,27 +223,16 @@ def coerce_value(param: NotebookParameter, value: Any, from_text: bool = False) 
                 value = float(value)
             except ValueError:
                 pass
-    ok = True
-    if t == "int":
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif t == "float":
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif t == "bool":
-        ok = isinstance(value, bool)
-    elif t == "str":
-        ok = isinstance(value, str)
-    elif t == "list":
-        ok = isinstance(value, (list, tuple))
-        value = list(value) if ok else value
-    elif t == "dict":
-        ok = isinstance(value, dict)
-    if not ok:
+    tp = _PARAMETER_TYPES.get(t)
+    if tp is None:  # an annotation the runner does not check
+        return value
+    try:  # the one type checker (configs, model overrides, notebook parameters)
+        return check_type(value, tp, param.name)
+    except ConfigError:
         raise ParameterError(
             f"{param.name}: expected {t} (default {param.default!r}), got "
             f"{type(value).__name__} {value!r}"
-        )
-    return value
+        ) from None
 
 
 def resolve_parameters(
