@@ -25,6 +25,7 @@ __all__ = [
     "read_checkpoint",
     "resolve_checkpoint",
     "load_encoder_weights",
+    "build_encoder",
     "rng_state",
     "set_rng_state",
     "CheckpointMetaMixin",
@@ -191,6 +192,21 @@ def read_checkpoint(path) -> dict:
     if isinstance(state, dict) and any(k.startswith("_forward_module.") for k in state):
         ckpt["state_dict"] = {k.removeprefix("_forward_module."): v for k, v in state.items()}
     return ckpt
+
+
+def build_encoder(cfg) -> tuple[nn.Module, dict | None]:
+    """A task's encoder: preset ``cfg.model`` with ``cfg.model_overrides``, without a head,
+    initialised from ``cfg.init_from`` when set (checked against ``cfg.contract``). Returns
+    ``(encoder, load report or None)``."""
+    from swiftlib.models import create_model
+
+    encoder = create_model(cfg.model, **{**cfg.model_overrides, "num_classes": 0})
+    if not cfg.init_from:
+        return encoder, None
+    report = load_encoder_weights(
+        encoder, cfg.init_from, cfg.model, cfg.model_overrides, cfg.contract
+    )
+    return encoder, report
 
 
 def load_encoder_weights(

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from swiftlib.models.heads import ProjectionHead, nt_xent_loss
-from swiftlib.tasks.common import CheckpointMetaMixin, load_encoder_weights
+from swiftlib.tasks.common import CheckpointMetaMixin, build_encoder
 from swiftlib.tasks.optim import OptimConfig, build_optimizer, param_groups
 from swiftlib.tasks.optim import total_steps as _total_steps
 from swiftlib.utils.config import config_from_dict, config_to_dict
@@ -119,14 +119,7 @@ class ContrastiveTask(CheckpointMetaMixin, pl.LightningModule):
         cfg = ContrastiveConfig.from_dict(config) if isinstance(config, dict) else config
         self.cfg = cfg
         self.save_hyperparameters({"config": cfg.to_dict()})
-        from swiftlib.models import create_model
-
-        self.model = create_model(cfg.model, **{**cfg.model_overrides, "num_classes": 0})
-        self.init_report = None
-        if cfg.init_from:
-            self.init_report = load_encoder_weights(
-                self.model, cfg.init_from, cfg.model, cfg.model_overrides, cfg.contract
-            )
+        self.model, self.init_report = build_encoder(cfg)
         # batch statistics in validation too: the projection only feeds the batch-level loss
         self.projection = ProjectionHead(
             self.model.num_features, cfg.proj_hidden_dim, cfg.proj_dim, track_running_stats=False

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import torchmetrics.functional as tmf
 from torch import nn
 
-from swiftlib.tasks.common import CheckpointMetaMixin, load_encoder_weights
+from swiftlib.tasks.common import CheckpointMetaMixin, build_encoder
 from swiftlib.tasks.optim import OptimConfig, build_optimizer, param_groups
 from swiftlib.tasks.optim import total_steps as _total_steps
 from swiftlib.utils.config import config_from_dict, config_to_dict
@@ -120,15 +120,8 @@ class FinetuneTask(CheckpointMetaMixin, pl.LightningModule):
         cfg = FinetuneConfig.from_dict(config) if isinstance(config, dict) else config
         self.cfg = cfg
         self.save_hyperparameters({"config": cfg.to_dict()})
-        from swiftlib.models import create_model
-
-        self.model = create_model(cfg.model, **{**cfg.model_overrides, "num_classes": 0})
+        self.model, self.init_report = build_encoder(cfg)
         self.head = _build_head(self.model.num_features, cfg)
-        self.init_report = None
-        if cfg.init_from:
-            self.init_report = load_encoder_weights(
-                self.model, cfg.init_from, cfg.model, cfg.model_overrides, cfg.contract
-            )
         self._apply_mode()
         self._outputs: dict[str, list] = {}
         self.predictions: dict[str, object] = {}  # split -> per-subject DataFrame (after an epoch)

@@ -374,34 +374,19 @@ def fit(cfg: FitConfig | dict, callbacks=(), strategy_cls=None, test: bool = Tru
         artifacts.update(_outputs(run_dir))
         status, error = "ok", None
     except (FloatingPointError, RuntimeError, ValueError, KeyboardInterrupt) as e:
-        status, error = "failed", f"{type(e).__name__}: {e}"
+        status, error, failure = "failed", f"{type(e).__name__}: {e}", e
         artifacts.update(last_checkpoint=last_cb.best_model_path or None)
+
+    def record() -> Path | None:  # results.json on rank 0, ok or failed
         timings["total_s"] = time.perf_counter() - t0
-        if trainer.is_global_zero:
-            save_results(
-                run_dir,
-                results_kind,
-                metrics,
-                cfg.to_dict(),
-                artifacts,
-                timings,
-                status="failed",
-                error=error,
-                extra={"monitor": monitor[0]},
-            )
-        raise TrainingError(f"run {run_dir} failed: {error}") from e
-    timings["total_s"] = time.perf_counter() - t0
-    results_path = None
-    if trainer.is_global_zero:
-        results_path = save_results(
-            run_dir,
-            results_kind,
-            metrics,
-            cfg.to_dict(),
-            artifacts,
-            timings,
-            extra={"monitor": monitor[0]},
-        )
+        if not trainer.is_global_zero:
+            return None
+        return save_results(run_dir, results_kind, metrics, cfg.to_dict(), artifacts, timings,
+                            status=status, error=error, extra={"monitor": monitor[0]})
+
+    results_path = record()
+    if status == "failed":
+        raise TrainingError(f"run {run_dir} failed: {error}") from failure
     log.info("run %s: %s", run_dir, {k: round(v, 4) for k, v in metrics.items()})
     return RunResult(
         run_dir,
