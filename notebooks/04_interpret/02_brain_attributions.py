@@ -61,6 +61,7 @@ n_steps: int = 16  # IG integration steps
 internal_batch_size: int = 8  # IG steps per forward pass (memory)
 sanity_checks: bool = True  # model randomisation + planted-region recovery (synthetic cohort)
 atlas_path: str = ""  # optional atlas (integer labels, MNI, the map's grid) for a region table
+space: str = "source"  # maps on the subjects' source grid (resampled if needed) or "store"
 device: str = "cpu"  # cpu, cuda or auto
 run_dir: str = ""  # maps, HTML and results.json go here; swiftlib run fills it in
 
@@ -79,12 +80,15 @@ print(subjects)
 # %% [markdown]
 # ## Attribute
 # Each window gives a map shaped like the input, `(D, H, W, T)`; the maps are averaged over
-# frames and windows per subject, then over subjects (and per target class).
+# frames and windows per subject, then over subjects (and per target class). `space="source"`
+# writes the maps on the grid of the subjects' own NIfTI files (exactly, or resampled with
+# nilearn when the store had to resample them); `space="store"` keeps the store's MNI grid
+# (`attribution_space.json` beside the maps says which).
 
 # %%
 result = attr.attribute(checkpoint, store, subjects, **settings)
-paths = result.save(run_dir / "maps", space="source")
-group_img = result.to_nifti("group", space="source")
+paths = result.save(run_dir / "maps", space=space)
+group_img = result.to_nifti("group", space=space)
 print(f"{result.params['num_windows']} windows; label {result.params['label']!r}; "
       f"predictions {result.predictions}")
 
