@@ -100,7 +100,19 @@ class _FinetuneParameters(_RunParameters):
     layer_decay: float = _param()
 
 
-_PARAMETERS = {"pretrain": _PretrainParameters, "finetune": _FinetuneParameters}
+@dataclass
+class _ContrastiveParameters(_RunParameters):
+    temperature: float = _param()
+    proj_dim: int = _param()
+    mask_same_subject: bool = _param()
+    pair_min_separation: int = _param()
+
+
+_PARAMETERS = {
+    "pretrain": _PretrainParameters,
+    "contrastive": _ContrastiveParameters,
+    "finetune": _FinetuneParameters,
+}
 
 #: Where each parameter lands in the :class:`~swiftlib.training.FitConfig` (section, field);
 #: ``seed`` seeds the run and the task's head/mask initialisation alike.
@@ -119,6 +131,7 @@ DESTINATIONS: dict[str, tuple[tuple[str, ...], ...]] = {
             "pin_memory",
             "dataset_weights",
             "few_shot_n",
+            "pair_min_separation",
         )
     },
     **{
@@ -136,6 +149,9 @@ DESTINATIONS: dict[str, tuple[tuple[str, ...], ...]] = {
             "head",
             "head_dropout",
             "label_smoothing",
+            "temperature",
+            "proj_dim",
+            "mask_same_subject",
         )
     },
     **{
@@ -191,6 +207,7 @@ _CONVERT = {
     "splits_dir": _path,
     "store_path": _stores,
     "layer_decay": lambda v: None if v >= 1 else v,
+    "pair_min_separation": lambda v: None if v < 0 else v,  # -1: a window's span (v1's rule)
 }
 
 
@@ -198,7 +215,7 @@ def fit_config(kind: str, run_dir, **parameters):
     """The :class:`~swiftlib.training.FitConfig` of a notebook's flat parameters.
 
     Args:
-        kind: ``"pretrain"`` (SimMIM) or ``"finetune"``.
+        kind: ``"pretrain"`` (SimMIM), ``"contrastive"`` (NT-Xent) or ``"finetune"``.
         run_dir: the run directory (``nb.run_dir(...)``).
         **parameters: notebook parameters named as in :data:`DESTINATIONS`; those not passed
             keep the config's defaults.
@@ -213,14 +230,18 @@ def fit_config(kind: str, run_dir, **parameters):
 
     if kind not in _PARAMETERS:
         raise ConfigError(f"fit_config kind={kind!r}: expected one of {sorted(_PARAMETERS)}")
-    other = next(k for k in _PARAMETERS if k != kind)
-    own = {f.name for f in dataclasses.fields(_PARAMETERS[kind])}
-    theirs = {f.name for f in dataclasses.fields(_PARAMETERS[other])}
-    foreign = sorted((set(parameters) - own) & theirs)
+    names = {k: {f.name for f in dataclasses.fields(cls)} for k, cls in _PARAMETERS.items()}
+    own = names[kind]
+    foreign: dict[str, list[str]] = {}  # parameter -> the kinds it belongs to
+    for name in sorted(set(parameters) - own):
+        kinds = [k for k in _PARAMETERS if name in names[k]]
+        if kinds:
+            foreign[name] = kinds
     if foreign:
+        owners = sorted({k for kinds in foreign.values() for k in kinds})
         raise ConfigError(
             f"fit_config({kind!r}): {', '.join(map(repr, foreign))} only appl"
-            f"{'ies' if len(foreign) == 1 else 'y'} to kind {other!r}; "
+            f"{'ies' if len(foreign) == 1 else 'y'} to kind {' or '.join(map(repr, owners))}; "
             f"valid parameters: {', '.join(sorted(own))}"
         )
     checked = config_from_dict(_PARAMETERS[kind], parameters, name="fit_config")

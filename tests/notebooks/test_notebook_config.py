@@ -123,8 +123,20 @@ def test_unknown_parameters_are_refused_with_a_suggestion(tmp_path):
         fit_config("finetune", tmp_path, mask_ratio=0.5)
     with pytest.raises(ConfigError, match=r"'label', 'mode' only apply to kind 'finetune'"):
         fit_config("pretrain", tmp_path, label="sex", mode="full")
-    with pytest.raises(ConfigError, match=r"kind='contrastive'"):
-        fit_config("contrastive", tmp_path)
+    with pytest.raises(ConfigError, match=r"kind='contrastiv': expected one of"):
+        fit_config("contrastiv", tmp_path)
+    with pytest.raises(ConfigError, match=r"'temperature' only applies to kind 'contrastive'"):
+        fit_config("pretrain", tmp_path, temperature=0.1)
+
+
+def test_contrastive_parameters_land_in_the_task_and_the_pairs(tmp_path):
+    cfg = fit_config("contrastive", tmp_path, temperature=0.2, proj_dim=64, mask_same_subject=False,
+                     pair_min_separation=-1, lr=2e-3)
+    assert cfg.kind == "contrastive" and cfg.data.pairs
+    assert (cfg.task.temperature, cfg.task.proj_dim, cfg.task.mask_same_subject) == (0.2, 64, False)
+    assert cfg.data.pair_min_separation is None  # -1: a window's span, SwiFT v1's rule
+    assert cfg.task.optim.lr == 2e-3 and cfg.task.optim.weight_decay == 0.01  # its own defaults
+    assert fit_config("contrastive", tmp_path, pair_min_separation=0).data.pair_min_separation == 0
 
 
 @pytest.mark.parametrize(
@@ -150,13 +162,9 @@ def test_inconsistent_settings_fail_in_the_config(tmp_path):
 
 
 def test_every_parameter_has_a_destination():
-    from swiftlib.notebook_config import _FinetuneParameters, _PretrainParameters
+    from swiftlib.notebook_config import _PARAMETERS
 
-    names = {
-        f.name
-        for cls in (_PretrainParameters, _FinetuneParameters)
-        for f in dataclasses.fields(cls)
-    }
+    names = {f.name for cls in _PARAMETERS.values() for f in dataclasses.fields(cls)}
     assert names == set(DESTINATIONS)
 
 

@@ -63,6 +63,7 @@ def test_there_are_stage_notebooks():
         "01_data/02_preprocess_nifti.ipynb",
         "01_data/03_explore_cohort.ipynb",
         "02_pretrain/01_pretrain_simmim.ipynb",
+        "02_pretrain/02_pretrain_contrastive.ipynb",
         "03_downstream/01_finetune.ipynb",
         "03_downstream/02_evaluate.ipynb",
         "03_downstream/03_tune_optuna.ipynb",
