@@ -85,3 +85,25 @@ class KillAt(pl.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == self.step:
             raise RuntimeError(f"killed at step {self.step}")
+
+
+def kill_and_resume(store, tmp_path, kill_at: int = 8, **common):
+    """The exact-resume standard: ``fit`` a tiny config (``common``) uninterrupted, and again
+    killed at step ``kill_at`` (before that step's last.ckpt) then resumed from last.ckpt.
+    Checks the resumed run continues from step ``kill_at - 1`` and that both runs end with
+    bit-equal weights; returns ``(uninterrupted, resumed)`` results to compare metrics."""
+    import torch
+
+    from swiftlib.training import TrainingError, fit
+
+    full = fit(tiny_fit_config(store, tmp_path / "full", **common))
+    cfg = tiny_fit_config(store, tmp_path / "cut", **common)
+    with pytest.raises(TrainingError, match=f"killed at step {kill_at}"):
+        fit(cfg, callbacks=[KillAt(kill_at)])
+    last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == kill_at - 1
+    resumed = fit({**cfg, "resume_from": str(last)})
+    a = torch.load(full.last_checkpoint, weights_only=True)["state_dict"]
+    b = torch.load(resumed.last_checkpoint, weights_only=True)["state_dict"]
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+    return full, resumed

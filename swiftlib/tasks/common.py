@@ -357,6 +357,13 @@ class CheckpointMetaMixin:
 
     checkpoint_kind: str
 
+    def _set_config(self, config, config_cls):
+        """``self.cfg`` from a config or its dict, saved as the ``config`` hyper-parameter so
+        ``load_from_checkpoint`` rebuilds the task (STYLE rule 10); returns it."""
+        self.cfg = config_cls.from_dict(config) if isinstance(config, dict) else config
+        self.save_hyperparameters({"config": self.cfg.to_dict()})
+        return self.cfg
+
     def checkpoint_meta(self) -> dict:
         return {}
 

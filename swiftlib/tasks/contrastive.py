@@ -116,9 +116,7 @@ class ContrastiveTask(CheckpointMetaMixin, pl.LightningModule):
 
     def __init__(self, config: ContrastiveConfig | dict):
         super().__init__()
-        cfg = ContrastiveConfig.from_dict(config) if isinstance(config, dict) else config
-        self.cfg = cfg
-        self.save_hyperparameters({"config": cfg.to_dict()})
+        cfg = self._set_config(config, ContrastiveConfig)
         self.model, self.init_report = build_encoder(cfg)
         # batch statistics in validation too: the projection only feeds the batch-level loss
         self.projection = ProjectionHead(

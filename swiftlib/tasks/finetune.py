@@ -117,9 +117,7 @@ class FinetuneTask(CheckpointMetaMixin, pl.LightningModule):
 
     def __init__(self, config: FinetuneConfig | dict):
         super().__init__()
-        cfg = FinetuneConfig.from_dict(config) if isinstance(config, dict) else config
-        self.cfg = cfg
-        self.save_hyperparameters({"config": cfg.to_dict()})
+        cfg = self._set_config(config, FinetuneConfig)
         self.model, self.init_report = build_encoder(cfg)
         self.head = _build_head(self.model.num_features, cfg)
         self._apply_mode()

@@ -75,9 +75,7 @@ class SimMIMTask(CheckpointMetaMixin, pl.LightningModule):
 
     def __init__(self, config: PretrainConfig | dict):
         super().__init__()
-        cfg = PretrainConfig.from_dict(config) if isinstance(config, dict) else config
-        self.cfg = cfg
-        self.save_hyperparameters({"config": cfg.to_dict()})
+        cfg = self._set_config(config, PretrainConfig)
         from swiftlib.models import create_model
         from swiftlib.models.simmim import SimMIM, SimMIMConfig
 

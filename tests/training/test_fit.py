@@ -9,7 +9,7 @@ import torch
 
 from swiftlib.tasks.common import ContractError
 from swiftlib.training import FitConfig, TrainingError, fit
-from tests.conftest import KillAt, tiny_fit_config
+from tests.conftest import kill_and_resume, tiny_fit_config
 
 
 def test_finetune_writes_results_checkpoints_and_predictions(train_store, tmp_path):
@@ -127,23 +127,14 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
 
 
 def test_killed_mid_epoch_and_resumed_matches_an_uninterrupted_run(train_store, tmp_path):
-    common = dict(
+    # 6 steps per epoch: killed in the middle of epoch 2; weights checked bit-equal inside
+    full, resumed = kill_and_resume(
+        train_store, tmp_path,
         trainer={"max_epochs": 2, "checkpoint_every_n_steps": 1},
         task={"model_overrides": {"drop_path_rate": 0.2}},
     )
-    full = fit(tiny_fit_config(train_store, tmp_path / "full", **common))
-    cfg = tiny_fit_config(train_store, tmp_path / "cut", **common)
-    with pytest.raises(TrainingError, match="killed at step 8"):
-        fit(cfg, callbacks=[KillAt(8)])  # 6 steps per epoch: killed in the middle of epoch 2
-    last = tmp_path / "cut" / "checkpoints" / "last.ckpt"
-    # the kill pre-empts the step-8 save
-    assert torch.load(last, weights_only=True)["global_step"] == 7
-    resumed = fit({**cfg, "resume_from": str(last)})
     for k in ("val/auroc", "val/loss", "test/loss", "test/auroc"):
         assert resumed.metrics[k] == pytest.approx(full.metrics[k], abs=1e-6, nan_ok=True), k
-    a = torch.load(full.last_checkpoint, weights_only=True)["state_dict"]
-    b = torch.load(resumed.last_checkpoint, weights_only=True)["state_dict"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_resume_from_missing_file_is_refused(train_store, tmp_path):
