@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -391,44 +392,19 @@ def check_preset(
             fixed = max(1, res["eager"].get("largest_batch", 2) // 2) or None
         try:
             ctx = sdpa_fast_only() if device.type == "cuda" else contextlib.nullcontext()
+            measure = functools.partial(_throughput, preset, overrides, grid, device, compiled,
+                                        args, deadline, flops1, peak, matmul_peak, fixed)
+
             try:
                 with ctx:
-                    entry.update(
-                        _throughput(
-                            preset,
-                            overrides,
-                            grid,
-                            device,
-                            compiled,
-                            args,
-                            deadline,
-                            flops1,
-                            peak,
-                            matmul_peak,
-                            fixed,
-                        )
-                    )
+                    entry.update(measure())
                 entry["sdpa_backends"] = "fused only" if device.type == "cuda" else "cpu"
             except RuntimeError as err:
                 if is_oom(err) or device.type != "cuda":
                     raise
                 log(f"{preset} {tag}: fused-only SDPA failed ({err}); retrying with all backends")
                 free(device)
-                entry.update(
-                    _throughput(
-                        preset,
-                        overrides,
-                        grid,
-                        device,
-                        compiled,
-                        args,
-                        deadline,
-                        flops1,
-                        peak,
-                        matmul_peak,
-                        fixed,
-                    )
-                )
+                entry.update(measure())
                 entry["sdpa_backends"] = f"all (fused-only failed: {str(err)[:200]})"
         except Exception as err:
             entry["error"] = repr(err)

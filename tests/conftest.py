@@ -107,3 +107,31 @@ def kill_and_resume(store, tmp_path, kill_at: int = 8, **common):
     b = torch.load(resumed.last_checkpoint, weights_only=True)["state_dict"]
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
     return full, resumed
+
+
+def state_digest(path) -> str:
+    """sha256 over a checkpoint's ``state_dict`` (names and tensor bytes, in name order)."""
+    import hashlib
+
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+    h = hashlib.sha256()
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(state[name].contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def notebook_errors(path) -> list[str]:
+    """The ``ename: evalue`` of every error output in an executed notebook."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    return [
+        f"{o.get('ename')}: {o.get('evalue')}"
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]

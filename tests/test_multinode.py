@@ -12,7 +12,6 @@ of the model's ``state_dict`` to ``$DIGEST_DIR/rank-<global rank>.txt``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -22,7 +21,8 @@ import time
 from pathlib import Path
 
 import nbformat
-import torch
+
+from tests.conftest import notebook_errors, state_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 PRETRAIN = ROOT / "notebooks" / "02_pretrain" / "01_pretrain_simmim.ipynb"
@@ -55,26 +55,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _digest(checkpoint: Path) -> str:
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-    h = hashlib.sha256()
-    for name in sorted(state):
-        h.update(name.encode())
-        h.update(state[name].contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
-def _errors(path: Path) -> list[str]:
-    nb = nbformat.read(str(path), as_version=4)
-    return [
-        f"{o.get('ename')}: {o.get('evalue')}"
-        for c in nb.cells
-        if c.cell_type == "code"
-        for o in c.get("outputs", [])
-        if o.get("output_type") == "error"
-    ]
 
 
 def test_two_nodes_on_localhost_run_the_pretraining_notebook_as_one_ddp_job(train_store, tmp_path):
@@ -161,12 +141,12 @@ def test_two_nodes_on_localhost_run_the_pretraining_notebook_as_one_ddp_job(trai
     assert (run_dir / PRETRAIN.name).exists() and (
         run_dir / PRETRAIN.with_suffix(".html").name
     ).exists()
-    assert _errors(run_dir / PRETRAIN.name) == []
+    assert notebook_errors(run_dir / PRETRAIN.name) == []
 
     # rank 1: its executed notebook and status under ranks/, nothing canonical
     rank1 = run_dir / "ranks" / "rank-1"
     assert sorted(p.name for p in rank1.iterdir()) == [PRETRAIN.name, "status.json"]
-    assert _errors(rank1 / PRETRAIN.name) == []
+    assert notebook_errors(rank1 / PRETRAIN.name) == []
     # Lightning: the second of two processes
     assert "MEMBER: 2/2" in (rank1 / PRETRAIN.name).read_text()
     status = json.loads((rank1 / "status.json").read_text())
@@ -178,7 +158,7 @@ def test_two_nodes_on_localhost_run_the_pretraining_notebook_as_one_ddp_job(trai
     assert (
         per_rank["rank-0.txt"]
         == per_rank["rank-1.txt"]
-        == _digest(run_dir / "checkpoints" / "last.ckpt")
+        == state_digest(run_dir / "checkpoints" / "last.ckpt")
     )
     print(f"two-node rehearsal: {seconds:.1f} s")
 

@@ -23,6 +23,7 @@ import pytest
 
 from swiftlib.cli import main
 from swiftlib.slurm import TEMPLATES, directives, render, template_for
+from tests.conftest import notebook_errors, state_digest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((ROOT / "slurm").glob("*.sbatch"))
@@ -450,37 +451,10 @@ def test_two_task_srun_ddp_finetuning_job(slurm_cluster, tmp_path, capsys):
     assert "MEMBER: 2/2" in rank1.read_text()
 
 
-def _state_digest(path: Path) -> str:
-    """sha256 over a checkpoint's ``state_dict`` (names and tensor bytes, in name order)."""
-    import hashlib
-
-    import torch
-
-    state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-    h = hashlib.sha256()
-    for name in sorted(state):
-        h.update(name.encode())
-        h.update(state[name].contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 def _global_step(path: Path) -> int:
     import torch
 
     return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
-
-
-def _notebook_errors(path: Path) -> list[str]:
-    import nbformat
-
-    nb = nbformat.read(str(path), as_version=4)
-    return [
-        f"{o.get('ename')}: {o.get('evalue')}"
-        for c in nb.cells
-        if c.cell_type == "code"
-        for o in c.get("outputs", [])
-        if o.get("output_type") == "error"
-    ]
 
 
 @pytest.mark.slurm
@@ -562,7 +536,7 @@ def test_sigusr1_checkpoints_requeues_and_the_requeued_job_ends_as_an_uninterrup
     saved_at = _global_step(hpc)
     assert 0 < saved_at < steps, f"the signal came at step {saved_at} of {steps}: not mid-training"
     executed = run_dir / PRETRAIN.name
-    assert _notebook_errors(executed) == []  # the final attempt's notebook
+    assert notebook_errors(executed) == []  # the final attempt's notebook
     assert f"resumes from {hpc}" in executed.read_text()
     assert not list(run_dir.glob(".requeue-partial-*"))
 
@@ -573,6 +547,6 @@ def test_sigusr1_checkpoints_requeues_and_the_requeued_job_ends_as_an_uninterrup
         if k.startswith(("val/", "test/")):  # train/ are epoch means of the last attempt's steps
             assert doc["metrics"][k] == v, k
     for name in ("best.ckpt", "last.ckpt"):
-        assert _state_digest(run_dir / "checkpoints" / name) == _state_digest(
+        assert state_digest(run_dir / "checkpoints" / name) == state_digest(
             tmp_path / "reference" / "checkpoints" / name
         ), name
