@@ -11,7 +11,29 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_text", "atomic_write_json", "sha256_file", "read_json"]
+__all__ = [
+    "atomic_path",
+    "atomic_write_text",
+    "atomic_write_json",
+    "current_umask",
+    "sha256_file",
+    "read_json",
+]
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux reports it in
+    ``/proc/self/status``; elsewhere it is set and restored at once)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -20,6 +42,10 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
 
     A crash or exception inside the block leaves ``path`` untouched (old content kept)
     and removes the temporary file, so readers never see a half-written file.
+
+    The file ends with the permissions a plain ``open(path, "w")`` would give it (``0o666``
+    less the umask): ``mkstemp`` creates its file ``0o600``, which would hide a store or a
+    run from collaborators in a shared project directory.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -28,6 +54,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
