@@ -36,9 +36,15 @@ from swiftlib.interpret.inference import (
     load_inference_model,
     model_frames,
 )
-from swiftlib.interpret.probes import diagnostics_metrics, probe_scores, site_leakage
+from swiftlib.interpret.probes import (
+    describe_site_leakage,
+    diagnostics_metrics,
+    probe_scores,
+    site_leakage,
+)
 from swiftlib.interpret.subjects import SPLITS, as_store, resolve_split, split_column
 from swiftlib.interpret.tables import (
+    colour_columns,
     embedding_columns,
     embedding_matrix,
     load_embeddings,
@@ -59,7 +65,9 @@ __all__ = [
     "to_subject_level",
     "probe_scores",
     "site_leakage",
+    "describe_site_leakage",
     "diagnostics_metrics",
+    "colour_columns",
 ]
 
 log = logging.getLogger(__name__)

@@ -17,25 +17,30 @@ import numpy as np
 
 from swiftlib.interpret.tables import embedding_matrix
 
-__all__ = ["probe_scores", "site_leakage", "diagnostics_metrics"]
+__all__ = ["probe_scores", "site_leakage", "describe_site_leakage", "diagnostics_metrics"]
 
 log = logging.getLogger(__name__)
 
 
 def _cv_splitter(y, groups, classification: bool, cv: int, seed: int):
-    from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
+    """Participant-grouped folds (stratified for classification): the grouped splitters are
+    used always, so ``groups`` is honoured rather than ignored (a subject-level table has one
+    row per participant and the grouping changes nothing). ``k`` is capped by the number of
+    participants and, for classification, by the participants of the rarest class."""
+    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
 
-    n_groups = len(np.unique(groups))
+    uniq, first = np.unique(groups, return_index=True)
+    n_groups = len(uniq)
     if classification:
-        min_class = int(np.bincount(np.unique(y, return_inverse=True)[1]).min())
+        # class counts over participants (a participant's windows share one label)
+        min_class = int(np.bincount(np.unique(y[first], return_inverse=True)[1]).min())
         k = max(2, min(cv, n_groups, min_class))
-        if n_groups < len(y):
-            return StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed), k
-        return StratifiedKFold(n_splits=k, shuffle=True, random_state=seed), k
+        return StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed), k
     k = max(2, min(cv, n_groups))
-    if n_groups < len(y):
+    try:
+        return GroupKFold(n_splits=k, shuffle=True, random_state=seed), k
+    except TypeError:  # scikit-learn < 1.6: GroupKFold has no shuffle (folds by group size)
         return GroupKFold(n_splits=k), k
-    return KFold(n_splits=k, shuffle=True, random_state=seed), k
 
 
 def _oof_predictions(estimator, X, y, groups, classification, cv, seed):
@@ -178,8 +183,9 @@ def site_leakage(
     (harmonise, or check that label predictions are not site predictions).
 
     Returns:
-        ``{"balanced_acc", "chance", "excess", "p_value", "num_sites", "num_rows", "null_mean"}``
-        (``p_value`` None with ``num_permutations=0``; NaN scores with a single site).
+        ``{"balanced_acc", "chance", "excess", "p_value", "num_permutations", "num_sites",
+        "num_rows", "null_mean"}`` (``p_value`` None with ``num_permutations=0``; NaN scores
+        with a single site). :func:`describe_site_leakage` writes it as a sentence.
     """
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.pipeline import make_pipeline
@@ -193,7 +199,12 @@ def site_leakage(
     X = embedding_matrix(df, prefix)
     y = np.unique(df[column].astype(str).to_numpy(), return_inverse=True)[1]
     num_sites = int(y.max()) + 1
-    out = {"num_sites": num_sites, "num_rows": int(len(y)), "chance": 1.0 / num_sites}
+    out = {
+        "num_sites": num_sites,
+        "num_rows": int(len(y)),
+        "chance": 1.0 / num_sites,
+        "num_permutations": int(num_permutations),
+    }
     if num_sites < 2:
         log.warning("site_leakage: one site only; nothing to test")
         nan = float("nan")
@@ -221,6 +232,28 @@ def site_leakage(
         "p_value": p,
         "null_mean": float(np.mean(null)) if null else float("nan"),
     }
+
+
+def describe_site_leakage(leakage: dict, alpha: float = 0.05) -> str:
+    """:func:`site_leakage`'s result as one sentence with rounded numbers, e.g. "Site is
+    predictable from the embedding: balanced accuracy 0.78 vs chance 0.33 (p ≤ 0.048, the
+    smallest possible with 20 permutations)." """
+    from swiftlib.viz.text import format_p_value, format_score
+
+    acc, chance = leakage.get("balanced_acc"), leakage.get("chance")
+    if acc is None or acc != acc:  # NaN: one site
+        return "Site leakage was not tested: the table holds a single site."
+    p = leakage.get("p_value")
+    numbers = f"balanced accuracy {format_score(acc)} vs chance {format_score(chance)}"
+    if p is None:
+        return f"Site from the embedding: {numbers} (no permutation test was run)."
+    p_text = format_p_value(p, leakage.get("num_permutations"))
+    if p <= alpha:
+        return (
+            f"Site is predictable from the embedding: {numbers} ({p_text}). The representation "
+            "knows the scanner; harmonise, or check that label predictions hold within sites."
+        )
+    return f"Site is not detectably predictable from the embedding: {numbers} ({p_text})."
 
 
 def diagnostics_metrics(

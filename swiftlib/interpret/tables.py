@@ -8,6 +8,7 @@ outputs ``s{k}_0 …``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ __all__ = [
     "embedding_matrix",
     "to_subject_level",
     "is_feature_column",
+    "colour_columns",
 ]
 
 
@@ -69,3 +71,22 @@ def to_subject_level(df):
     out = out.join(g[emb].mean().reset_index(drop=True))
     out.attrs.update(df.attrs)
     return out
+
+
+def colour_columns(df) -> list[str]:
+    """Columns worth colouring an embedding plot by: ``site``, ``dataset`` (when there are
+    several), ``split`` (when tagged), then every label the store declares (the table's
+    attrs; failing that, every non-feature column with few distinct values or numbers)."""
+    out = [c for c in ("site", "dataset", "split") if c in df.columns and df[c].nunique() > 1]
+    if "site" in df.columns and "site" not in out:
+        out.insert(0, "site")
+    if df.attrs.get("labels"):
+        labels = list(json.loads(df.attrs["labels"]))
+    else:
+        skip = {"subject_id", "participant_id", "window_start", "num_windows", *out}
+        labels = [
+            c
+            for c in df.columns
+            if c not in skip and not is_feature_column(c) and c not in ("dataset", "split")
+        ]
+    return out + [c for c in labels if c in df.columns and c not in out]

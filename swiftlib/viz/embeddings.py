@@ -4,7 +4,6 @@ plotly figures when there is no live kernel (papermill, ``swiftlib run``, CI).""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import warnings
@@ -54,9 +53,28 @@ def project(df, method: str = "pca", prefix: str = "emb", seed: int = 0, n_neigh
     return reducer.fit_transform(X)
 
 
+def _plot_frame(df, xy, axis: str):
+    """The projection plus every non-feature column (for hover and colour)."""
+    import pandas as pd
+
+    from swiftlib.interpret.tables import is_feature_column
+
+    plot_df = pd.DataFrame({f"{axis}1": xy[:, 0], f"{axis}2": xy[:, 1]})
+    label_cols = [c for c in df.columns if not is_feature_column(c) and c != "num_windows"]
+    for c in label_cols:
+        plot_df[c] = df[c].to_numpy()
+    return plot_df, label_cols
+
+
+def _as_category(plot_df, color: str) -> None:
+    """Integer classes (≤ 10 values) become categories: a legend, not a colour bar."""
+    if plot_df[color].dtype.kind in "iub" and plot_df[color].nunique() <= 10:
+        plot_df[color] = plot_df[color].astype(str)
+
+
 def plot_embedding(
     df,
-    color: str | None = "site",
+    color: str | list | None = "site",
     method: str = "pca",
     prefix: str = "emb",
     coords=None,
@@ -66,43 +84,42 @@ def plot_embedding(
 ):
     """Plotly scatter of a 2D projection; hover shows subject, site, dataset and every label.
 
-    ``color``: any column (categorical or continuous; None = one colour). ``coords``: a
+    ``color``: any column (categorical or continuous; None = one colour), or a list of
+    columns: one figure with a "colour by" menu that switches between them — it works in the
+    standalone HTML and in executed notebooks, no kernel needed. ``coords``: a
     precomputed ``(N, 2)`` projection (skips :func:`project`). ``output_file``: ``.html``
     (interactive) or an image path (needs kaleido).
     """
-    import pandas as pd
     import plotly.express as px
 
-    if color is not None and color not in df.columns:
-        raise ValueError(
-            f"color={color!r} is not a column of the table; choose one of {list(df.columns)[:12]}…"
-        )
+    colors = list(color) if isinstance(color, (list, tuple)) else [color]
+    for c in colors:
+        if c is not None and c not in df.columns:
+            raise ValueError(
+                f"color={c!r} is not a column of the table; choose one of {list(df.columns)[:12]}…"
+            )
+    if not colors:
+        raise ValueError("color=[]: give a column name, a list of column names, or None")
     xy = project(df, method, prefix, seed) if coords is None else np.asarray(coords)
     axis = {"pca": "PC", "umap": "UMAP "}[method]
-    plot_df = pd.DataFrame({f"{axis}1": xy[:, 0], f"{axis}2": xy[:, 1]})
-    label_cols = [
-        c
-        for c in df.columns
-        if not c.startswith(("emb_", "s0_", "s1_", "s2_", "s3_")) and c not in ("num_windows",)
-    ]
-    for c in label_cols:
-        plot_df[c] = df[c].to_numpy()
-    col = None
-    if color is not None:
-        col = color
-        # classes as categories
-        if plot_df[color].dtype.kind in "iub" and plot_df[color].nunique() <= 10:
-            plot_df[color] = plot_df[color].astype(str)
+    plot_df, label_cols = _plot_frame(df, xy, axis)
     hover = [c for c in label_cols if c in _HOVER or c not in ("dataset",)]
-    fig = px.scatter(
-        plot_df,
-        x=f"{axis}1",
-        y=f"{axis}2",
-        color=col,
-        hover_data=hover,
-        title=title
-        or f"{method.upper()} of {len(df)} embeddings" + (f", colour = {color}" if color else ""),
-    )
+    for c in colors:
+        if c is not None:
+            _as_category(plot_df, c)
+
+    def scatter(c):
+        return px.scatter(plot_df, x=f"{axis}1", y=f"{axis}2", color=c, hover_data=hover)
+
+    def heading(c):
+        return title or f"{method.upper()} of {len(df)} embeddings" + (
+            f", colour = {c}" if c else ""
+        )
+
+    fig = scatter(colors[0])
+    if len(colors) > 1:
+        fig = _colour_menu(fig, [scatter(c) for c in colors], colors, heading)
+    fig.update_layout(title=heading(colors[0]))
     fig.update_traces(marker=dict(size=8, line=dict(width=0.5, color="white")))
     fig.update_layout(height=460, margin=dict(l=40, r=20, t=50, b=40))
     if output_file:
@@ -111,6 +128,45 @@ def plot_embedding(
         else:
             fig.write_image(output_file)
     return fig
+
+
+def _colour_menu(fig, figures, colors, heading):
+    """One figure holding every colouring's traces, a dropdown showing one set at a time.
+    Continuous colourings get their own colour bar on the trace (plotly express puts them
+    on one shared ``coloraxis``, which two continuous columns cannot share)."""
+    import plotly.graph_objects as go
+
+    out = go.Figure(layout=fig.layout)
+    out.layout.coloraxis = None
+    owner = []
+    for k, (c, f) in enumerate(zip(colors, figures)):
+        scale = f.layout.coloraxis.colorscale if f.layout.coloraxis else None
+        for trace in f.data:
+            if trace.marker.coloraxis:
+                trace.marker.coloraxis = None
+                trace.marker.colorscale = scale
+                trace.marker.showscale = True
+                trace.marker.colorbar = dict(title=str(c))
+            trace.visible = k == 0
+            trace.legendgroup = f"{c}:{trace.legendgroup}"
+            out.add_trace(trace)
+            owner.append(k)
+    buttons = [
+        dict(
+            label=str(c),
+            method="update",
+            args=[
+                {"visible": [o == k for o in owner]},
+                {"title.text": heading(c), "legend.title.text": str(c)},
+            ],
+        )
+        for k, c in enumerate(colors)
+    ]
+    out.update_layout(
+        updatemenus=[dict(buttons=buttons, direction="down", x=1.0, xanchor="right", y=1.15)],
+        legend_title_text=str(colors[0]),
+    )
+    return out
 
 
 def plot_probe_scores(probes, leakage: dict | None = None, title=None, output_file=None):
@@ -194,7 +250,9 @@ def embedding_explorer(
     "test"): dfw}``). With widgets (a live Jupyter kernel): dropdowns for colour-by,
     projection, level and split above one plotly figure. Headless (papermill, CI,
     ``interactive=False``): a list of static plotly figures, one per (level, split,
-    projection), coloured by the first of ``colors`` — so executed notebooks keep a plot.
+    projection), each with a "colour by" menu over ``colors`` (default: site, split and every
+    label, :func:`~swiftlib.interpret.tables.colour_columns`) — so executed notebooks keep
+    plots a reader can recolour.
 
     Returns the ``ipywidgets.VBox`` or a :class:`StaticFigures` list.
     """
@@ -206,11 +264,13 @@ def embedding_explorer(
             f"table keys {bad}: expected (level, split) tuples such as ('subject', 'test')"
         )
     first = next(iter(tables.values()))
-    colors = list(colors or [c for c in ("site", *_label_columns(first)) if c in first.columns])
+    from swiftlib.interpret.tables import colour_columns
+
+    colors = list(colors or colour_columns(first))
     interactive = widgets_available() if interactive is None else interactive
     cache: dict = {}
 
-    def figure(level, split, method, color):
+    def figure(level, split, method, color):  # color: a column or a list (menu)
         key = (level, split, method)
         df = tables[(level, split)]
         if key not in cache:
@@ -220,13 +280,14 @@ def embedding_explorer(
             color=color,
             method=method,
             coords=cache[key],
-            title=f"{method.upper()} · {level} level · {split} · colour = {color}",
+            title=f"{method.upper()} · {level} level · {split}"
+            + (f" · colour = {color}" if isinstance(color, str) else ""),
         )
 
     if not interactive:
         log.info("no live widget front end: static figures instead of the explorer")
         return StaticFigures(
-            figure(level, split, m, colors[0] if colors else None)
+            figure(level, split, m, colors if colors else None)
             for (level, split) in tables
             for m in methods
         )
@@ -258,10 +319,3 @@ def embedding_explorer(
         w.observe(refresh, names="value")
     refresh()
     return W.VBox([W.HBox([w_color, w_method]), W.HBox([w_level, w_split]), status, out])
-
-
-def _label_columns(df) -> list[str]:
-    labels = df.attrs.get("labels")
-    if labels:
-        return list(json.loads(labels))
-    return [c for c in df.columns if c in ("sex", "age", "null_label")]

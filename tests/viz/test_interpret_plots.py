@@ -112,3 +112,25 @@ def test_explorer_falls_back_to_static_figures_headless(table, monkeypatch):
         embeddings.embedding_explorer({})
     with pytest.raises(ValueError, match="expected \\(level, split\\) tuples"):
         embeddings.embedding_explorer({"test": table})
+
+
+def test_embedding_colour_menu_switches_every_label(table, tmp_path):
+    table = table.copy()
+    table.attrs["labels"] = '{"sex": {"task": "classification"}, "age": {"task": "regression"}}'
+    from swiftlib.interpret.tables import colour_columns
+
+    colors = colour_columns(table)
+    assert colors == ["site", "sex", "age"]
+    fig = embeddings.plot_embedding(table, color=colors, output_file=tmp_path / "menu.html")
+    (menu,) = fig.layout.updatemenus
+    assert [b.label for b in menu.buttons] == colors
+    n_site, n_sex = table.site.nunique(), table.sex.nunique()
+    assert len(fig.data) == n_site + n_sex + 1  # one trace per category; age: one, own colour bar
+    sex_visible = menu.buttons[1].args[0]["visible"]
+    assert sum(sex_visible) == n_sex and sex_visible[n_site] is True
+    age = fig.data[-1]
+    assert age.marker.showscale and age.marker.colorbar.title.text == "age"
+    assert [t.visible for t in fig.data[:n_site]] == [True] * n_site  # site shown first
+    # the headless explorer colours by every label too, through the menu
+    figs = embeddings.embedding_explorer({("subject", "test"): table}, interactive=False)
+    assert all([b.label for b in f.layout.updatemenus[0].buttons] == colors for f in figs)
