@@ -269,10 +269,17 @@ class DatasetAdapter:
                 values = _apply_mapping(raw[spec.column], spec.mapping, where)
             else:
                 values = pd.to_numeric(raw[spec.column].str.strip(), errors="coerce")
-                bad = raw[spec.column][values.isna() & raw[spec.column].notna()].unique().tolist()
-                if bad:
+                bad = (values.isna() & raw[spec.column].notna()).to_numpy()
+                if bad.any():
+                    rows = np.flatnonzero(bad)
+                    shown = ", ".join(
+                        f"{out['subject_id'].iloc[i]} = {raw[spec.column].iloc[i]!r}"
+                        for i in rows[:10]
+                    )
                     raise PhenotypeError(
-                        f"{where}: non-numeric values {bad[:10]}; expected numbers"
+                        f"{where}: non-numeric values for {shown}"
+                        f"{' …' if len(rows) > 10 else ''} ({len(rows)} in all); expected numbers "
+                        "(an empty cell for a missing value)"
                     )
             if spec.task == "classification":
                 ok = values.dropna()

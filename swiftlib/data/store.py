@@ -230,6 +230,7 @@ class StoreWriter:
             )
         df["subject_id"] = df["subject_id"].astype(str)
         df = df[df["subject_id"].isin(records)].sort_values("subject_id").reset_index(drop=True)
+        df = _check_subjects_table("the subjects table", df, labels, in_file=False)
         for col, default in (("participant_id", None), ("dataset", "custom"), ("site", "unknown")):
             if col not in df.columns:
                 df[col] = df["subject_id"] if default is None else default
@@ -442,6 +443,67 @@ class SubjectStore:
         }
 
 
+def _cell(value) -> str:
+    """A table cell as the user wrote it: text quoted, numbers plain (2, not np.float64(2.0))."""
+    if isinstance(value, str):
+        return repr(value)
+    return f"{float(value):g}" if isinstance(value, (int, float, np.number)) else repr(value)
+
+
+def _check_subjects_table(where, subjects, labels: dict, in_file: bool = True):
+    """A subjects table checked: one row per subject and numeric label values (a
+    classification label: integers ``0 … num_classes-1``). Label columns come back as floats
+    (missing values NaN). Errors name ``where`` (the file), the subjects, their lines (the
+    file's line numbers, header = line 1; ``in_file=False``: table rows from 0) and values."""
+    import pandas as pd
+
+    def _rows(positions) -> str:
+        return ", ".join(str(int(i) + (2 if in_file else 0)) for i in positions)
+
+    unit = "line" if in_file else "row"
+    dup = subjects["subject_id"].duplicated(keep=False).to_numpy()
+    if dup.any():
+        ids = subjects["subject_id"].to_numpy()
+        parts = [
+            f"{sid!r} on {unit}s {_rows(np.flatnonzero(dup & (ids == sid)))}"
+            for sid in dict.fromkeys(ids[dup])
+        ]
+        header = " (line 1 is the header)" if in_file else ""
+        raise StoreError(
+            f"{where}: subject ids repeat — {'; '.join(parts[:10])}"
+            f"{' …' if len(parts) > 10 else ''}{header}. Keep one row per subject (delete the "
+            f"repeated {unit}s){' or rerun preprocessing into this store' if in_file else ''}"
+        )
+    subjects = subjects.copy()
+    for name, spec in labels.items():
+        if name not in subjects.columns:
+            continue  # reported where the label is used (it may not be needed by this run)
+        raw = subjects[name]
+        values = pd.to_numeric(raw, errors="coerce").astype(float)
+        bad = values.isna().to_numpy() & raw.notna().to_numpy()
+        if spec.get("task") == "classification" and spec.get("num_classes"):
+            v = values.to_numpy()
+            ok = np.isnan(v) | ((v == np.round(v)) & (v >= 0) & (v < spec["num_classes"]))
+            bad |= ~ok
+            expected = f"integer classes 0..{int(spec['num_classes']) - 1}"
+        else:
+            expected = "numbers (empty for a missing value)"
+        if bad.any():
+            pos = np.flatnonzero(bad)
+            shown = ", ".join(
+                f"{subjects['subject_id'].iloc[i]} = {_cell(raw.iloc[i])} ({unit} {_rows([i])})"
+                for i in pos[:10]
+            )
+            raise StoreError(
+                f"{where}: label column {name!r} ({spec.get('task')}) has values that are not "
+                f"{expected}: {shown}{' …' if len(pos) > 10 else ''} ({len(pos)} in all). "
+                "Fix those cells (leave a cell empty for a missing value) or rerun preprocessing "
+                "with a corrected phenotype table"
+            )
+        subjects[name] = values
+    return subjects
+
+
 def open_store(root, verify: str = "size") -> SubjectStore:
     """Open and validate a store.
 
@@ -479,6 +541,12 @@ def open_store(root, verify: str = "size") -> SubjectStore:
     subjects = pd.read_csv(
         spath, dtype={"subject_id": str, "participant_id": str, "site": str, "dataset": str}
     )
+    if "subject_id" not in subjects.columns:
+        raise StoreError(
+            f"{spath}: no 'subject_id' column (columns {list(subjects.columns)}); the store's "
+            "subjects table must keep the columns preprocessing wrote"
+        )
+    subjects = _check_subjects_table(spath, subjects, manifest.get("labels", {}))
     subjects = subjects.set_index("subject_id", drop=False)
     missing, corrupt = [], []
     if verify != "none":

@@ -205,7 +205,10 @@ def test_non_numeric_and_out_of_range(tmp_path):
             "null_label": [0, 1],
         }
     ).to_csv(p, index=False)
-    with pytest.raises(PhenotypeError, match=r"non-numeric values \['old'\]"):
+    # the column, the subject and the value are named
+    with pytest.raises(
+        PhenotypeError, match=r"label 'age' \(column 'age'\): non-numeric values for sub-a = 'old'"
+    ):
         get_dataset("synthetic").load_phenotype(p)
 
 

@@ -197,3 +197,45 @@ def test_finalize_validation(tmp_path):
         w.finalize(pd.DataFrame({"subject_id": ["sub-00"]}), labels={"x": {"task": "ordinal"}})
     with pytest.raises(StoreError, match=r"labels \['iq'\] are declared but not columns"):
         w.finalize(pd.DataFrame({"subject_id": ["sub-00"]}), labels={"iq": {"task": "regression"}})
+
+
+def test_duplicated_row_in_subjects_csv_names_file_subject_and_lines(tmp_path):
+    _write(tmp_path / "s")
+    csv = tmp_path / "s" / "subjects.csv"
+    lines = csv.read_text().splitlines()
+    csv.write_text("\n".join([*lines, lines[2]]) + "\n")  # sub-01 again, as line 5
+    with pytest.raises(StoreError) as e:
+        open_store(tmp_path / "s")
+    msg = str(e.value)
+    assert str(csv) in msg and "'sub-01' on lines 3, 5" in msg and "one row per subject" in msg
+
+
+def test_text_in_a_label_column_names_column_subject_and_value(tmp_path):
+    _write(tmp_path / "s")
+    csv = tmp_path / "s" / "subjects.csv"
+    table = pd.read_csv(csv, dtype=str)
+    table.loc[1, "age"] = "old"
+    table.to_csv(csv, index=False)
+    with pytest.raises(StoreError, match=r"label column 'age' \(regression\).*sub-01 = 'old'"):
+        open_store(tmp_path / "s")
+    table.loc[1, "age"] = "61"
+    table.loc[2, "sex"] = "2"  # class 2 of a 2-class label
+    table.to_csv(csv, index=False)
+    with pytest.raises(StoreError, match=r"'sex'.*integer classes 0..1: sub-02 = 2 \(line 4\)"):
+        open_store(tmp_path / "s")
+    table.loc[2, "sex"] = None  # a missing value is allowed
+    table.to_csv(csv, index=False)
+    store = open_store(tmp_path / "s")
+    assert store.subjects["age"].dtype == float and np.isnan(store.subjects.loc["sub-02", "sex"])
+
+
+def test_finalize_refuses_repeated_subjects_and_text_labels(tmp_path):
+    _write(tmp_path / "s")
+    w = _writer(tmp_path / "s")
+    with pytest.raises(StoreError, match=r"'sub-01' on rows 1, 2"):
+        w.finalize(pd.DataFrame({"subject_id": ["sub-00", "sub-01", "sub-01"]}))
+    with pytest.raises(StoreError, match=r"'age'.*sub-00 = 'old' \(row 0\)"):
+        w.finalize(
+            pd.DataFrame({"subject_id": ["sub-00"], "age": ["old"]}),
+            labels={"age": {"task": "regression"}},
+        )
