@@ -112,9 +112,14 @@ def _cmd_run(args) -> int:
         print(f"parameters of {args.notebook}:")
         print(format_parameters(notebook_parameters(args.notebook)))
         return 0
+    if args.out is not None:  # a typed path: typos and unexpanded variables fail here
+        from swiftlib.rundir import check_run_dir_path
+
+        check_run_dir_path(args.out, "-o", require_parent=True)
     out = run_notebook(
         args.notebook,
         run_dir=args.out,
+        overwrite=args.overwrite,
         params_file=args.params_file,
         cli_values=args.param,
         cell_timeout=args.cell_timeout or None,
@@ -143,7 +148,8 @@ def _cmd_run(args) -> int:
         if out.traceback:
             print("\n".join(out.traceback.splitlines()[-25:]), file=sys.stderr)
         print(f"error: {out.error}", file=sys.stderr)
-        print(f"partial executed notebook kept: {out.executed}", file=sys.stderr)
+        if out.executed.exists():
+            print(f"partial executed notebook kept: {out.executed}", file=sys.stderr)
         return 1
     metrics = out.results.get("metrics", {})
     if metrics:
@@ -385,6 +391,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--kernel", default="python3", help="Jupyter kernel (default python3)")
     s.add_argument("--no-html", action="store_true", help="skip the HTML export")
+    s.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a finished run in RUN_DIR (only once the new run succeeds)",
+    )
     s.add_argument(
         "--list-params", action="store_true", help="print the notebook's parameters and exit"
     )

@@ -21,7 +21,14 @@ When ``srun`` or ``torchrun`` started several ranks (each runs ``swiftlib run`` 
 notebook and run directory, and the kernels form one DDP/DeepSpeed job), rank 0 keeps the
 canonical notebook, HTML and results.json (with ``ranks.world_size``); rank r > 0 writes its
 executed notebook and a ``status.json`` (status, error, seconds) to ``RUN_DIR/ranks/rank-<r>/``.
-Running again into the same run directory (a requeued SLURM job) replaces all of these.
+Each figure a cell displayed is also written to ``RUN_DIR/figures/`` (PNG, or standalone
+HTML for plotly; :mod:`swiftlib.notebook_figures`).
+
+A run directory is locked while a run is in it, a finished one (``results.json`` ``"ok"``)
+is only run into again with ``overwrite`` (the rerun is staged in ``RUN_DIR/.rerun/`` and
+replaces the finished run only when it succeeds), and an unfinished one (a crashed or requeued
+run) is run into in place, where its checkpoints are resumed from: :mod:`swiftlib.rundir`.
+A full disk ends the run as ``failed`` with ``out of space on <path>``.
 ``SIGUSR1`` (``sbatch --signal=SIGUSR1@90``) and ``SIGTERM`` are forwarded to the kernel,
 where :class:`swiftlib.training.requeue.RequeueOnSignal` checkpoints at the next step boundary
 and requeues the job (SLURM also signals the kernel itself: the callback acts once).
@@ -41,6 +48,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from swiftlib.rundir import (
+    RunDirError,
+    RunDirFinished,
+    RunDirLock,
+    check_run_dir_path,
+    is_finished,
+    keep_failed_rerun,
+    make_run_dir,
+    out_of_space,
+    out_of_space_message,
+    prepare_staging,
+    swap_in,
+)
 from swiftlib.utils.config import ConfigError, check_type
 from swiftlib.utils.validation import did_you_mean
 
@@ -111,6 +131,7 @@ class RunOutcome:
     failed_cell: int | None = None  # index of the failing cell in the notebook
     failed_source: str | None = None
     traceback: str | None = None
+    figures: list = field(default_factory=list)  # files written to RUN_DIR/figures/
 
     @property
     def results(self) -> dict:
@@ -203,7 +224,12 @@ def load_params_file(path, notebook=None) -> dict:
 
 #: notebook parameter annotations → the types ``check_type`` checks
 _PARAMETER_TYPES = {
-    "int": int, "float": float, "bool": bool, "str": str, "list": list, "dict": dict,
+    "int": int,
+    "float": float,
+    "bool": bool,
+    "str": str,
+    "list": list,
+    "dict": dict,
 }
 
 
@@ -408,8 +434,9 @@ def export_html(executed, out=None) -> Path:
         body, _ = HTMLExporter(template_name="lab").from_notebook_node(nb)
     finally:
         quiet.setLevel(level)
-    out.write_text(body, encoding="utf-8")
-    return out
+    from swiftlib.utils.io import atomic_write_text
+
+    return atomic_write_text(out, body)  # a full disk leaves no truncated page
 
 
 #: Cell metadata that a JupyterLab session or papermill adds and a committed notebook drops.
@@ -484,6 +511,8 @@ def _finish_results(
     artifacts["executed_notebook"] = outcome.executed.name
     if outcome.html is not None:
         artifacts["html"] = outcome.html.name
+    if outcome.figures:
+        artifacts["figures"] = "figures"
     doc.setdefault("timings", {})["notebook_s"] = round(outcome.seconds, 3)
     if world > 1:  # the other ranks' notebooks and status files (see the module docstring)
         doc["ranks"] = {
@@ -530,65 +559,63 @@ def run_notebook(
     progress: bool = True,
     html: bool = True,
     raise_on_error: bool = False,
+    overwrite: bool = False,
 ) -> RunOutcome:
     """Validate parameters, execute ``notebook`` into ``run_dir`` and finish its results.json.
 
     ``parameters`` are typed values (Python callers), ``cli_values`` ``[(name, text)]`` pairs;
     ``run_dir`` is injected as the notebook's ``run_dir`` parameter. Returns a
     :class:`RunOutcome` (``status`` ``"failed"`` when a cell failed, unless ``raise_on_error``).
+    Raises :class:`~swiftlib.rundir.RunDirBusy` while another run holds ``run_dir`` and
+    :class:`~swiftlib.rundir.RunDirFinished` for a finished run unless ``overwrite`` (then the
+    rerun is staged and replaces it only when it succeeds; :mod:`swiftlib.rundir`).
     """
-    import nbformat
-    import papermill as pm
-
     notebook = Path(notebook)
     params = notebook_parameters(notebook)
     file_values = load_params_file(params_file, notebook) if params_file else {}
     resolved = resolve_parameters(
         notebook, file_values, cli_values, values=parameters, params=params
     )
-    run_dir = Path(run_dir) if run_dir else default_run_dir(notebook)
-    if "run_dir" in params:
-        resolved["run_dir"] = str(run_dir)
+    run_dir = check_run_dir_path(run_dir, "run_dir") if run_dir else default_run_dir(notebook)
     rank, world = launch_rank()
     canonical = rank == 0 or world == 1
-    out_dir = run_dir if canonical else run_dir / "ranks" / f"rank-{rank}"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    executed = out_dir / notebook.name
-    stale = run_dir / "results.json" if canonical else out_dir / "status.json"
-    if stale.exists():
-        stale.unlink()  # a stale one would read as this run's
-    all_params = {name: p.default for name, p in params.items()} | resolved
-    kind = notebook_kind(notebook, nbformat.read(str(notebook), as_version=4))
-    log.info("running %s -> %s (rank %d/%d)", notebook, executed, rank, world)
-    outcome = RunOutcome(notebook, run_dir, executed, "ok", all_params)
-    t0 = time.perf_counter()
-    try:
-        with _ForwardSignals():
-            pm.execute_notebook(
-                str(notebook),
-                str(executed),
-                parameters=resolved,
+    rank_dir = run_dir if canonical else run_dir / "ranks" / f"rank-{rank}"
+    make_run_dir(rank_dir, "run_dir")
+    with RunDirLock(rank_dir, run_dir):
+        staging = None
+        if is_finished(run_dir):
+            if not overwrite:
+                raise RunDirFinished(
+                    f"run directory {str(run_dir)!r} holds a finished run (results.json says "
+                    "'ok'); pass --overwrite (run_notebook(overwrite=True)) to replace it "
+                    "once the new run succeeds, or choose another -o"
+                )
+            if world > 1:
+                raise RunDirError(
+                    f"run directory {str(run_dir)!r} holds a finished run; a job of {world} "
+                    "ranks does not replace one (choose a new run directory, or remove it)"
+                )
+            staging = prepare_staging(run_dir)
+            log.info("%s holds a finished run: this rerun is staged in %s", run_dir, staging)
+        work_dir = staging if staging is not None else run_dir
+        outcome = _execute(
+            notebook,
+            work_dir,
+            run_dir,
+            resolved,
+            params,
+            rank,
+            world,
+            dict(
                 kernel_name=kernel_name,
                 log_output=log_output,
                 progress_bar=progress,
                 execution_timeout=cell_timeout,
-                request_save_on_cell_execute=True,
-                report_mode=False,
-            )
-    except Exception as e:  # noqa: BLE001 - any failure of a cell or the kernel ends the run the same way
-        outcome.status = "failed"
-        failure = _failure(executed, e)
-        outcome.failed_cell, outcome.failed_source, outcome.error, outcome.traceback = failure
-    outcome.seconds = time.perf_counter() - t0
-    if canonical:
-        if html and executed.exists():
-            try:
-                outcome.html = export_html(executed)
-            except Exception as e:  # noqa: BLE001 - the HTML is a convenience; never fail a run on it
-                log.warning("HTML export of %s failed: %s", executed, e)
-        outcome.results_path = _finish_results(run_dir, notebook, kind, all_params, outcome, world)
-    else:
-        _rank_status(out_dir / "status.json", rank, world, outcome)
+            ),
+            html,
+        )
+        if staging is not None:
+            _settle_rerun(outcome, run_dir, staging)
     if outcome.status == "failed":
         log.error("%s failed in cell %s: %s", notebook.name, outcome.failed_cell, outcome.error)
         if raise_on_error:
@@ -596,3 +623,170 @@ def run_notebook(
                 f"{notebook.name} failed in cell {outcome.failed_cell}: {outcome.error}", outcome
             )
     return outcome
+
+
+def _execute(
+    notebook: Path,
+    work_dir: Path,
+    run_dir: Path,
+    resolved: dict,
+    params: dict,
+    rank: int,
+    world: int,
+    pm_options: dict,
+    html: bool,
+) -> RunOutcome:
+    """Run the notebook into ``work_dir`` (``run_dir`` itself, or the staging folder of a
+    rerun) and write its record; a full disk anywhere ends as ``failed``."""
+    import nbformat
+    import papermill as pm
+
+    canonical = rank == 0 or world == 1
+    out_dir = work_dir if canonical else work_dir / "ranks" / f"rank-{rank}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    executed = out_dir / notebook.name
+    stale = work_dir / "results.json" if canonical else out_dir / "status.json"
+    if stale.exists():
+        stale.unlink()  # a stale one would read as this run's
+    injected = dict(resolved)
+    if "run_dir" in params:
+        injected["run_dir"] = str(work_dir)
+        resolved = {**resolved, "run_dir": str(run_dir)}  # the record names the run directory
+    all_params = {name: p.default for name, p in params.items()} | resolved
+    kind = notebook_kind(notebook, nbformat.read(str(notebook), as_version=4))
+    log.info("running %s -> %s (rank %d/%d)", notebook, executed, rank, world)
+    outcome = RunOutcome(notebook, work_dir, executed, "ok", all_params)
+    t0 = time.perf_counter()
+    try:
+        with _ForwardSignals():
+            pm.execute_notebook(
+                str(notebook),
+                str(executed),
+                parameters=injected,
+                request_save_on_cell_execute=True,
+                report_mode=False,
+                **pm_options,
+            )
+    except Exception as e:  # noqa: BLE001 - any failure of a cell or the kernel ends the run the same way
+        outcome.status = "failed"
+        failure = _failure(executed, e)
+        outcome.failed_cell, outcome.failed_source, outcome.error, outcome.traceback = failure
+        if out_of_space(e) or out_of_space(outcome.error):
+            outcome.error = out_of_space_message(work_dir, _os_error(e) or outcome.error)
+    outcome.seconds = time.perf_counter() - t0
+    if outcome.status == "failed" and outcome.error.startswith("out of space"):
+        _set_aside_unreadable(outcome)
+    if not canonical:
+        _guard_space(
+            outcome, work_dir, lambda: _rank_status(out_dir / "status.json", rank, world, outcome)
+        )
+        return outcome
+    if executed.exists() and outcome.executed == executed:
+        from swiftlib.notebook_figures import extract_figures
+
+        def figures():
+            outcome.figures = extract_figures(executed, work_dir / "figures")
+
+        _guard_space(outcome, work_dir, figures, "figure export")
+        if html:
+
+            def export():
+                outcome.html = export_html(executed)
+
+            _guard_space(outcome, work_dir, export, "HTML export")
+    outcome.results_path = _guard_space(
+        outcome,
+        work_dir,
+        lambda: _finish_results(work_dir, notebook, kind, all_params, outcome, world),
+    )
+    if outcome.results_path is None:
+        _record_failure_without_space(work_dir, kind, outcome)
+    return outcome
+
+
+def _os_error(exc: BaseException) -> OSError | None:
+    while exc is not None:
+        if isinstance(exc, OSError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _guard_space(outcome: RunOutcome, work_dir: Path, step, what: str | None = None):
+    """Run ``step()``; a full disk marks the run failed (``out of space on …``) instead of
+    raising; other errors of an optional step (``what``) are logged and the run goes on."""
+    try:
+        return step()
+    except Exception as e:  # noqa: BLE001 - sorted below: out of space, optional step, or raise
+        if out_of_space(e):
+            outcome.status = "failed"
+            if not (outcome.error or "").startswith("out of space"):
+                outcome.error = out_of_space_message(work_dir, _os_error(e) or e)
+            log.error("%s", outcome.error)
+            return None
+        if what is None:
+            raise
+        log.warning("%s of %s failed: %s", what, outcome.executed, e)
+        return None
+
+
+def _set_aside_unreadable(outcome: RunOutcome) -> None:
+    """A notebook cut short by a full disk is renamed ``<name>.partial`` when it is no longer
+    valid JSON, so nothing presents a truncated file as the executed notebook."""
+    import nbformat
+
+    try:
+        nbformat.read(str(outcome.executed), as_version=4)
+    except FileNotFoundError:
+        return
+    except Exception:  # noqa: BLE001 - any parse error means a truncated file
+        partial = outcome.executed.with_name(outcome.executed.name + ".partial")
+        os.replace(outcome.executed, partial)
+        outcome.executed = partial
+
+
+def _record_failure_without_space(work_dir: Path, kind: str, outcome: RunOutcome) -> None:
+    """results.json could not be written (full disk): remove any earlier one (it may say
+    ``"ok"``, e.g. written by ``fit`` before a later cell filled the disk) and try a minimal
+    ``failed`` record in the room that frees."""
+    from swiftlib.results import save_results
+
+    path = work_dir / "results.json"
+    path.unlink(missing_ok=True)
+    try:
+        outcome.results_path = save_results(work_dir, kind, status="failed", error=outcome.error)
+    except OSError as e:
+        log.error("could not write %s either (%s): the run has no results.json", path, e)
+
+
+def _settle_rerun(outcome: RunOutcome, run_dir: Path, staging: Path) -> None:
+    """A staged rerun replaces the finished run when it succeeded; otherwise it is kept as
+    ``rerun-failed-<time>/`` and the finished run stays as it was."""
+    if outcome.status == "ok":
+        try:
+            swap_in(run_dir, staging)
+        except OSError as e:
+            outcome.status = "failed"
+            outcome.error = (
+                out_of_space_message(run_dir, e)
+                if out_of_space(e)
+                else f"replacing the finished run failed: {e}"
+            )
+            return
+        outcome.run_dir = run_dir
+        outcome.executed = run_dir / outcome.executed.name
+        outcome.html = run_dir / outcome.html.name if outcome.html else None
+        outcome.results_path = run_dir / "results.json" if outcome.results_path else None
+        outcome.figures = [run_dir / "figures" / p.name for p in outcome.figures]
+        return
+    kept = keep_failed_rerun(run_dir, staging)
+    log.error(
+        "the rerun failed; the finished run in %s is unchanged, the failed rerun is kept in %s",
+        run_dir,
+        kept,
+    )
+    outcome.run_dir = kept
+    outcome.executed = kept / outcome.executed.name
+    outcome.html = kept / outcome.html.name if outcome.html else None
+    outcome.results_path = kept / "results.json" if outcome.results_path else None
+    outcome.figures = [kept / "figures" / p.name for p in outcome.figures]
