@@ -107,7 +107,7 @@ def _describe_grid(img) -> str:
 def summarise_by_region(
     map_img, atlas_img, labels: dict | None = None, mask_img=None, resample: str | None = None
 ):
-    """Attribution per atlas region.
+    """Attribution per atlas region, on magnitudes.
 
     Args:
         map_img: a 3D map (NIfTI image or path), e.g. ``Attributions.to_nifti()``.
@@ -119,11 +119,18 @@ def summarise_by_region(
             ``"nearest"`` resamples it onto the map grid with nearest-neighbour interpolation.
 
     Returns:
-        DataFrame ``region, num_voxels, mean, sum, share, ratio_to_brain`` sorted by ``mean``
-        (``share``: fraction of the brain's total attribution; ``ratio_to_brain``: region
-        mean / brain mean — above 1 means the model looks there more than on average).
+        DataFrame ``region, num_voxels, mean, mean_abs, share, ratio_to_brain, auroc`` sorted
+        by ``ratio_to_brain``. ``mean`` is the signed mean; the scores use magnitudes,
+        because a *signed* map's brain-wide mean is near zero (positive and negative voxels
+        cancel) and a ratio to it explodes for noise. ``ratio_to_brain`` = region mean
+        |value| ÷ brain mean |value| (above 1: the map is stronger there than on average);
+        ``auroc`` ranks the region's voxels against the rest of the brain by |value| (0.5 =
+        no preference, 1 = every region voxel above every other); ``share`` = the region's
+        fraction of the brain's total |value|. A flat map (noise, or a model that learned
+        nothing) gives every region ≈ 1 and ≈ 0.5.
     """
     import pandas as pd
+    from sklearn.metrics import roc_auc_score
 
     ref = load_map(map_img)
     data = np.asarray(ref.dataobj, dtype=np.float64)
@@ -151,25 +158,36 @@ def summarise_by_region(
         values = [int(v) for v in np.unique(atlas) if v != 0]
         labels = labels or {}
         regions = {labels.get(v, f"region_{v}"): atlas == v for v in values}
-    total, brain_mean = data[brain].sum(), data[brain].mean()
+    magnitude = np.abs(data)
+    total, brain_mean = magnitude[brain].sum(), magnitude[brain].mean()
+    nan = float("nan")
     rows = []
     for name, m in regions.items():
         m = m & brain
         n = int(m.sum())
-        vals = data[m]
-        nan = float("nan")
-        ratio = float(vals.mean() / brain_mean) if n and brain_mean else nan
+        rest = brain & ~m
+        auroc = nan
+        if n and rest.any():
+            auroc = float(
+                roc_auc_score(
+                    np.r_[np.ones(n), np.zeros(int(rest.sum()))],
+                    np.r_[magnitude[m], magnitude[rest]],
+                )
+            )
         rows.append(
             {
                 "region": name,
                 "num_voxels": n,
-                "mean": float(vals.mean()) if n else nan,
-                "sum": float(vals.sum()),
-                "share": float(vals.sum() / total) if total else nan,
-                "ratio_to_brain": ratio,
+                "mean": float(data[m].mean()) if n else nan,
+                "mean_abs": float(magnitude[m].mean()) if n else nan,
+                "share": float(magnitude[m].sum() / total) if total else nan,
+                "ratio_to_brain": float(magnitude[m].mean() / brain_mean)
+                if n and brain_mean
+                else nan,
+                "auroc": auroc,
             }
         )
-    table = pd.DataFrame(rows).sort_values("mean", ascending=False, na_position="last")
+    table = pd.DataFrame(rows).sort_values("ratio_to_brain", ascending=False, na_position="last")
     return table.reset_index(drop=True)
 
 

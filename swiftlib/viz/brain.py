@@ -8,6 +8,7 @@ e.g. ``Attributions.to_nifti()``; the background is nilearn's MNI152 template.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,19 @@ def _headless_backend() -> None:
 
     if not os.environ.get("DISPLAY") and "inline" not in matplotlib.get_backend().lower():
         matplotlib.use("Agg", force=False)
+
+
+def _shown_once(fig, created: bool):
+    """Detach a figure this module created from pyplot before returning it. Jupyter's inline
+    backend shows every open pyplot figure at the end of a cell, and the returned figure is
+    shown again as the cell's result: closing it here leaves the one rendering a reader
+    expects (the figure stays usable: ``savefig``, ``display``). Figures on axes the caller
+    passed are the caller's and stay open."""
+    if created:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    return fig
 
 
 def _img(map_img):
@@ -75,7 +89,7 @@ def plot_glass_brain(
     )
     if output_file:
         display.savefig(str(output_file))
-    return fig
+    return _shown_once(fig, axes is None)
 
 
 def plot_stat_map(
@@ -117,7 +131,7 @@ def plot_stat_map(
     )
     if output_file:
         display.savefig(str(output_file))
-    return fig
+    return _shown_once(fig, axes is None)
 
 
 def plot_time_curves(
@@ -140,7 +154,8 @@ def plot_time_curves(
     for col in ("frame", "value"):
         if col not in time_curves.columns:
             raise ValueError(f"time_curves lacks column {col!r}; expected Attributions.time_curves")
-    if axes is None:
+    created = axes is None
+    if created:
         fig, axes = plt.subplots(figsize=(6, 3.2))
     fig = axes.figure
     scale = tr or 1.0
@@ -164,15 +179,17 @@ def plot_time_curves(
     fig.tight_layout()
     if output_file:
         fig.savefig(output_file, dpi=120)
-    return fig
+    return _shown_once(fig, created)
 
 
 def plot_region_summary(
     table, value: str = "ratio_to_brain", axes=None, title=None, output_file=None
 ):
-    """Horizontal bars of :func:`~swiftlib.interpret.attributions.summarise_by_region`'s table
-    (``value`` = ``ratio_to_brain``, ``mean`` or ``share``); the dashed line marks the brain
-    average."""
+    """Horizontal bars of :func:`~swiftlib.interpret.attributions.summarise_by_region`'s table:
+    ``value`` = ``ratio_to_brain`` (mean |attribution| in the region ÷ over the brain; the
+    dashed line at 1 is the brain average), ``auroc`` (region voxels ranked against the rest
+    of the brain; dashed line at 0.5 = no preference), ``mean_abs``, ``mean`` or ``share``.
+    A flat map — noise, or a model that learned nothing — has every bar at its line."""
     _headless_backend()
     import matplotlib.pyplot as plt
 
@@ -180,20 +197,27 @@ def plot_region_summary(
         raise ValueError(
             f"value={value!r} is not a column of the region table ({list(table.columns)})"
         )
-    if axes is None:
+    created = axes is None
+    if created:
         fig, axes = plt.subplots(figsize=(5.5, 0.35 * len(table) + 1.2))
     fig = axes.figure
     t = table.iloc[::-1]
     axes.barh(t["region"].astype(str), t[value], color="C0")
-    if value == "ratio_to_brain":
-        axes.axvline(1.0, color="k", ls="--", lw=1)
-    axes.set_xlabel(value)
+    reference = {"ratio_to_brain": 1.0, "auroc": 0.5}.get(value)
+    if reference is not None:
+        axes.axvline(reference, color="k", ls="--", lw=1)
+    axes.set_xlabel(
+        {
+            "ratio_to_brain": "mean |attribution| ÷ brain mean |attribution|",
+            "auroc": "AUROC of |attribution|, region vs rest of brain",
+        }.get(value, value)
+    )
     if title:
         axes.set_title(title)
     fig.tight_layout()
     if output_file:
         fig.savefig(output_file, dpi=120)
-    return fig
+    return _shown_once(fig, created)
 
 
 def view_img_html(
@@ -204,9 +228,11 @@ def view_img_html(
     from nilearn import plotting
 
     img = _img(map_img)
-    view = plotting.view_img(
-        img, threshold=_threshold(img, threshold_percentile), title=title, **kwargs
-    )
+    with warnings.catch_warnings():  # numpy on nilearn's masked array: noise, not news
+        warnings.filterwarnings("ignore", message=".*will ignore the 'mask' of the MaskedArray")
+        view = plotting.view_img(
+            img, threshold=_threshold(img, threshold_percentile), title=title, **kwargs
+        )
     if output_file:
         Path(output_file).parent.mkdir(parents=True, exist_ok=True)
         view.save_as_html(str(output_file))

@@ -134,3 +134,29 @@ def test_embedding_colour_menu_switches_every_label(table, tmp_path):
     # the headless explorer colours by every label too, through the menu
     figs = embeddings.embedding_explorer({("subject", "test"): table}, interactive=False)
     assert all([b.label for b in f.layout.updatemenus[0].buttons] == colors for f in figs)
+
+
+def test_brain_figures_render_once(map_img):
+    """Jupyter's inline backend shows every figure pyplot still holds at the end of a cell,
+    and the returned figure again as the cell's result: the plots hand back detached figures
+    (one rendering), and leave figures on the caller's axes alone."""
+    import matplotlib.pyplot as plt
+
+    plt.close("all")
+    curves = pd.DataFrame({"frame": [0, 1, 0, 1], "value": [1.0, 2.0, 3.0, 4.0]})
+    regions = pd.DataFrame(
+        {"region": ["a", "b"], "ratio_to_brain": [1.4, 0.9], "auroc": [0.7, 0.4]}
+    )
+    figs = [
+        brain.plot_glass_brain(map_img),
+        brain.plot_stat_map(map_img),
+        brain.plot_stat_map(map_img, display_mode="z", cut_coords=3),
+        brain.plot_time_curves(curves),
+        brain.plot_region_summary(regions, value="auroc"),
+    ]
+    assert plt.get_fignums() == []
+    assert figs[-1].axes[0].lines[0].get_xdata()[0] == 0.5  # the no-preference line
+    assert all(f.axes for f in figs)
+    fig, ax = plt.subplots()
+    assert brain.plot_time_curves(curves, axes=ax) is fig and plt.get_fignums() == [fig.number]
+    plt.close("all")
