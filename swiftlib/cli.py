@@ -48,20 +48,36 @@ def _cmd_preprocess(args) -> int:
         n_jobs=args.jobs,
         layout=args.layout,
         template=args.template,
+        target_tr=args.target_tr,
+        denoise=args.denoise,
+        task=args.task,
+        session=args.session,
+        run=args.run,
     )
-    report = preprocess(
-        args.input,
-        args.out,
-        phenotype=args.phenotype,
-        dataset=args.dataset,
-        config=cfg,
-        progress=not args.quiet,
-    )
+    try:
+        report = preprocess(
+            args.input,
+            args.out,
+            phenotype=args.phenotype,
+            dataset=args.dataset,
+            config=cfg,
+            progress=not args.quiet,
+            overwrite=args.overwrite,
+        )
+    except KeyboardInterrupt:  # Ctrl-C: one line, finished subjects kept, rc 130 (128 + SIGINT)
+        print(
+            f"swiftlib preprocess: interrupted; the subjects finished so far are kept in "
+            f"{args.out} — rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return 130
     print(f"store: {report.store}")
     print(
         f"written {len(report.written)}, skipped (already done) {len(report.skipped)}, failed "
-        f"{len(report.failed)}"
+        f"{len(report.failed)}, warnings {len(report.warnings)} (report: {report.history})"
     )
+    for warning in report.warnings:
+        print(f"  WARNING {warning}", file=sys.stderr)
     for sid, reason in report.failed.items():
         print(f"  FAILED {sid}: {reason}", file=sys.stderr)
     if report.written or report.skipped:
@@ -336,6 +352,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="MNI template of the images: auto (default: the BIDS space- entity or the JSON "
         "sidecar) or a TemplateFlow name, e.g. MNI152NLin6Asym (chooses that space's files "
         "and declares it for files that do not say)",
+    )
+    s.add_argument(
+        "--target-tr",
+        type=float,
+        help="resample every scan in time to this TR in seconds (anti-aliased polyphase "
+        "filter, scipy.signal.resample_poly); default: keep each scan's TR",
+    )
+    s.add_argument(
+        "--denoise",
+        choices=["simple", "scrubbing", "compcor"],
+        help="regress fMRIPrep confounds (desc-confounds_timeseries.tsv) out with nilearn's "
+        "strategy of this name before normalisation; default: no denoising",
+    )
+    s.add_argument("--task", help="keep only BIDS task-<TASK> scans (e.g. rest)")
+    s.add_argument("--session", help="keep only BIDS ses-<SESSION> scans")
+    s.add_argument("--run", help="keep only BIDS run-<RUN> scans")
+    s.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete an existing store in --out first (needed to change its settings)",
     )
     s.add_argument("-j", "--jobs", type=int, default=1, help="parallel processes (default 1)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import re
 import zlib
 from dataclasses import dataclass
@@ -26,7 +27,11 @@ __all__ = [
     "read_template",
     "load_bold",
     "load_scan",
+    "scan_tr",
+    "filter_scans",
 ]
+
+log = logging.getLogger(__name__)
 
 MNI_CODES = {2: "aligned", 3: "talairach", 4: "mni", 5: "template"}
 TR_RANGE_S = (0.1, 10.0)
@@ -107,11 +112,47 @@ def _assign_templates(root: Path, files: list[Path], template: str) -> list[tupl
     return out
 
 
-def discover_inputs(input_path, template: str = "auto") -> list[ScanInput]:
+_FILTERS = {"task": "task", "session": "ses", "run": "run"}
+
+
+def _same_label(value: str, wanted: str) -> bool:
+    """BIDS labels compare as text, numbers as numbers (``run-01`` is run 1)."""
+    if value.isdigit() and wanted.isdigit():
+        return int(value) == int(wanted)
+    return value == wanted
+
+
+def filter_scans(files, root, task=None, session=None, run=None) -> list[Path]:
+    """Keep the files whose BIDS ``task-``/``ses-``/``run-`` entities match (``None`` keeps
+    all; ``"rest"`` and ``"task-rest"`` both mean ``task-rest``). Nothing left → an error
+    naming the filter and the values that exist."""
+    files = list(files)
+    for name, key in _FILTERS.items():
+        wanted = {"task": task, "session": session, "run": run}[name]
+        if wanted is None or wanted == "":
+            continue
+        wanted = str(wanted).removeprefix(f"{key}-")
+        kept = [p for p in files if _same_label(_entities(Path(p).name).get(key, ""), wanted)]
+        if not kept:
+            found = sorted({_entities(Path(p).name).get(key, "(none)") for p in files})
+            raise PreprocessError(
+                f"{root}: no scan has {key}-{wanted} ({name}={wanted!r}); the scans have "
+                f"{key} {found} — pick one of these or drop the filter"
+            )
+        files = kept
+    return files
+
+
+def discover_inputs(
+    input_path, template: str = "auto", task=None, session=None, run=None
+) -> list[ScanInput]:
     """Find 4D images: one NIfTI file, a BIDS(-derivatives) tree, or a flat folder.
 
     Each scan carries its template (:func:`read_template`, or the declared ``template``);
-    inputs in several templates are refused (one store holds one template)."""
+    inputs in several templates are refused (one store holds one template). ``task``,
+    ``session``, ``run``: keep only the scans with those BIDS entities
+    (:func:`filter_scans`). Several scans of one participant (sessions, tasks, runs) become
+    several store subjects keyed ``sub-01_ses-1_task-rest_run-1`` with one participant."""
     root = Path(input_path)
     if not root.exists():
         raise PreprocessError(f"{root}: no such file or folder")
@@ -135,6 +176,7 @@ def discover_inputs(input_path, template: str = "auto") -> list[ScanInput]:
             f"{root}: no 4D NIfTI images found; expected a .nii/.nii.gz file, a folder of them, "
             "or a BIDS derivatives folder with sub-*/func/*_bold.nii.gz"
         )
+    files = filter_scans(files, root, task=task, session=session, run=run)
     scans = []
     for p, tpl in _assign_templates(root, sorted(files), template):
         ent = _entities(p.name)
@@ -208,15 +250,17 @@ def load_scan(path, sidecar=None, tr=None, min_frames=1, assume_mni=False, axcod
         raise PreprocessError(
             f"{path}: {T} frames; expected at least {min_frames} (one window of sequence_length)"
         )
-    tr_s = _read_tr(img, path, sidecar, tr)
+    tr_s, tr_warning = _read_tr(img, path, sidecar, tr)
+    if tr_warning:
+        log.warning("%s", tr_warning)
     if not assume_mni:
         _check_mni(img, path)
     file_axcodes = "".join(nib.aff2axcodes(img.affine))
-    if file_axcodes != "".join(axcodes):
-        img = img.as_reoriented(
-            ornt_transform(io_orientation(img.affine), axcodes2ornt(tuple(axcodes)))
-        )
-    try:
+    try:  # reorienting reads the voxels too: a truncated file fails there as well
+        if file_axcodes != "".join(axcodes):
+            img = img.as_reoriented(
+                ornt_transform(io_orientation(img.affine), axcodes2ornt(tuple(axcodes)))
+            )
         data = np.asarray(img.get_fdata(dtype=np.float32))
     except (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError) as e:
         raise PreprocessError(
@@ -232,20 +276,47 @@ def load_scan(path, sidecar=None, tr=None, min_frames=1, assume_mni=False, axcod
     return data, img.affine, tr_s, file_axcodes
 
 
-def _read_tr(img, path, sidecar, tr) -> float:
+def scan_tr(path, sidecar=None, tr=None) -> tuple[float, str | None]:
+    """A scan's TR in seconds from its header and sidecar alone (no voxels read): ``(tr,
+    warning)``; ``warning`` names the file and both values when the sidecar's
+    ``RepetitionTime`` and the header's pixdim[4] disagree (the sidecar wins)."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(path))
+    except Exception as e:  # nibabel raises several types for "not an image"
+        raise PreprocessError(
+            f"{path}: not a readable NIfTI image ({type(e).__name__}: {e})"
+        ) from None
+    return _read_tr(img, str(path), sidecar, tr)
+
+
+def _header_tr(img) -> tuple[float, str]:
+    zooms = img.header.get_zooms()
+    zoom = float(zooms[3]) if len(zooms) > 3 else 0.0
+    unit = img.header.get_xyzt_units()[1]
+    scale = {"msec": 1e-3, "usec": 1e-6}.get(unit, 1.0)
+    return zoom * scale, f"header pixdim[4]={zoom:g} ({unit})"
+
+
+def _read_tr(img, path, sidecar, tr) -> tuple[float, str | None]:
     if tr is not None:
-        return float(tr)
+        return float(tr), None
     source = None
     value = None
+    warning = None
     if sidecar and Path(sidecar).exists():
         meta = read_json(sidecar)
         if "RepetitionTime" in meta:
             value, source = float(meta["RepetitionTime"]), f"sidecar {sidecar} RepetitionTime"
+            header, header_source = _header_tr(img)
+            if header > 0 and abs(header - value) > 1e-3 * value:
+                warning = (
+                    f"{path}: TR {value:g} s from its sidecar RepetitionTime but {header:g} s in "
+                    f"its {header_source}; using the sidecar's (pass --tr to choose)"
+                )
     if value is None:
-        zoom = float(img.header.get_zooms()[3])
-        unit = img.header.get_xyzt_units()[1]
-        scale = {"msec": 1e-3, "usec": 1e-6}.get(unit, 1.0)
-        value, source = zoom * scale, f"header pixdim[4]={zoom} ({unit})"
+        value, source = _header_tr(img)
     if not value or value <= 0:
         raise PreprocessError(
             f"{path}: TR is missing ({source}); expected seconds > 0 — pass tr= / --tr"
@@ -256,7 +327,7 @@ def _read_tr(img, path, sidecar, tr) -> float:
             f"{TR_RANGE_S[0]}–{TR_RANGE_S[1]} s (milliseconds written as seconds?) — pass the "
             "right tr= / --tr"
         )
-    return value
+    return value, warning
 
 
 def _check_mni(img, path) -> None:

@@ -16,15 +16,12 @@ before anything is written.
 
 from __future__ import annotations
 
-import json
 import logging
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from swiftlib.data.geometry import StoreGeometry, crop_or_pad
+from swiftlib.data.denoise import DENOISE_STRATEGIES
 from swiftlib.data.inputs import (
     TR_RANGE_S,
     PreprocessError,
@@ -34,8 +31,9 @@ from swiftlib.data.inputs import (
     load_scan,
     read_template,
 )
-from swiftlib.data.layouts import DEFAULT_LAYOUT, KNOWN_TEMPLATES, UNKNOWN_TEMPLATE, get_layout
+from swiftlib.data.layouts import DEFAULT_LAYOUT, KNOWN_TEMPLATES, get_layout
 from swiftlib.data.store import NORM_METHODS, StoreError, StoreWriter
+from swiftlib.data.transform import normalise, prepare_subject, zscore_swift_v1
 from swiftlib.utils.io import atomic_write_json
 from swiftlib.utils.validation import check_choice
 
@@ -78,6 +76,11 @@ class PreprocessConfig:
     n_jobs: int = 1  # parallel processes
     layout: str = DEFAULT_LAYOUT  # store voxel convention: "mni_ras" | "swift_v1"
     template: str = "auto"  # "auto" | a TemplateFlow MNI name | "unknown"
+    target_tr: float | None = None  # seconds; resample time to this TR (temporal.py)
+    denoise: str | None = None  # None | "simple" | "scrubbing" | "compcor" (denoise.py)
+    task: str | None = None  # keep only BIDS task-<task> scans
+    session: str | None = None  # keep only BIDS ses-<session> scans
+    run: str | None = None  # keep only BIDS run-<run> scans
 
     def __post_init__(self):
         try:
@@ -104,6 +107,26 @@ class PreprocessConfig:
             raise PreprocessError(f"tr={self.tr}: expected seconds in {TR_RANGE_S}")
         if self.n_jobs < 1:
             raise PreprocessError(f"n_jobs={self.n_jobs}: expected ≥ 1")
+        if self.target_tr is not None and not (TR_RANGE_S[0] <= self.target_tr <= TR_RANGE_S[1]):
+            raise PreprocessError(
+                f"target_tr={self.target_tr}: expected seconds in {TR_RANGE_S} (or None to keep "
+                "each scan's TR)"
+            )
+        self.denoise = self.denoise or None
+        if self.denoise is not None:
+            try:
+                check_choice("denoise", self.denoise, DENOISE_STRATEGIES)
+            except ValueError as e:
+                raise PreprocessError(str(e)) from None
+        if self.denoise == "scrubbing" and self.target_tr is not None:
+            raise PreprocessError(
+                "denoise='scrubbing' with target_tr: scrubbing removes frames from the middle of "
+                "a run, so the frames left are not evenly spaced and cannot be resampled to a "
+                "target TR; use denoise='simple' or 'compcor' with target_tr, or drop target_tr"
+            )
+        for key in ("task", "session", "run"):
+            value = getattr(self, key)
+            setattr(self, key, None if value in (None, "") else str(value))
         try:
             layout.check(self.grid, self.voxel_size, self.normalisation)
         except ValueError as e:
@@ -116,6 +139,12 @@ class PreprocessReport:
     written: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # already done (checksum verified)
     failed: dict[str, str] = field(default_factory=dict)  # subject_id -> reason
+    warnings: list[str] = field(default_factory=list)  # each names the file(s)
+    interrupted: bool = False  # Ctrl-C: the finished subjects are kept; rerun to resume
+    config: dict = field(default_factory=dict)
+    started: str = ""  # ISO time
+    finished: str = ""
+    history: str = ""  # this run's own report under STORE/reports/
 
     @property
     def ok(self) -> bool:
@@ -125,235 +154,134 @@ class PreprocessReport:
         return asdict(self)
 
 
-# -- the per-subject transform --------------------------------------------------------------
-def normalise(data: np.ndarray, mask: np.ndarray, method: str, name: str = "image"):
-    """Normalise ``data`` (D, H, W, T) inside ``mask`` (D, H, W). Returns ``(out, stats)``.
-
-    ``zscore_global``: (x − mean) / std over brain voxels and time (SwiFT); ``zscore_voxel``:
-    per voxel over time (constant voxels → 0); ``psc``: percent signal change per voxel,
-    100 · (x − mean_t) / mean_t — the BOLD fluctuation itself, free of the static intensity
-    pattern and scanner scale, amplitudes kept (voxels whose time mean is below 1 % of the
-    brain's median are set to 0 and counted); ``none``. The background is filled with the
-    in-brain minimum (SwiFT's convention) so it reads as "darker than any brain voxel";
-    with ``psc`` it is 0 (no signal change).
-    """
-    brain = data[mask]  # (N, T) in-brain time series
-    if brain.size == 0:
-        raise PreprocessError(
-            f"{name}: the brain mask is empty on the store grid; expected brain voxels inside the "
-            "grid"
-        )
-    std_all = float(brain.std(dtype=np.float64))
-    if std_all == 0.0 or not np.isfinite(std_all):
-        raise PreprocessError(
-            f"{name}: the brain has zero variance (every in-brain value is "
-            f"{float(brain.flat[0]):g}); expected a real BOLD series"
-        )
-    stats: dict = {"method": method}
-    if method == "zscore_global":
-        mean = float(brain.mean(dtype=np.float64))
-        z = (brain - mean) / std_all
-        stats.update(mean=mean, std=std_all)
-    elif method == "zscore_voxel":
-        mu = brain.mean(axis=1, keepdims=True)  # (N, 1)
-        sd = brain.std(axis=1, keepdims=True)  # (N, 1)
-        z = np.where(sd > 0, (brain - mu) / np.where(sd > 0, sd, 1.0), 0.0)
-        stats.update(
-            mean=float(mu.mean()), std=float(sd.mean()), constant_voxels=int((sd == 0).sum())
-        )
-    elif method == "psc":
-        mu = brain.mean(axis=1, keepdims=True, dtype=np.float64)  # (N, 1)
-        ok = mu > 0.01 * np.median(mu)
-        z = np.where(ok, (brain - mu) / np.where(ok, mu, 1.0) * 100.0, 0.0).astype(np.float32)
-        stats.update(mean=float(mu.mean()), low_mean_voxels=int((~ok).sum()))
-    elif method == "none":
-        z = brain
-    else:
-        raise PreprocessError(f"normalisation={method!r}: expected one of {NORM_METHODS}")
-    fill = 0.0 if method == "psc" else float(z.min())
-    out = np.full(data.shape, fill, dtype=np.float32)
-    out[mask] = z
-    stats["fill_value"] = fill
-    return out, stats
-
-
-def zscore_swift_v1(data: np.ndarray, mask: np.ndarray, name: str = "image"):
-    """SwiFT v1's global z-score, value for value (the ``swift_v1`` layout's arithmetic).
-
-    ``data`` (D, H, W, T) float32, ``mask`` (D, H, W). The brain is every **non-zero** value
-    inside ``mask``, element-wise in space and time (v1 treats each exact zero as background,
-    so an in-brain voxel that is 0 in one frame is background in that frame). Mean and
-    standard deviation are taken over those values the way v1 takes them — torch, float32,
-    the unbiased (n − 1) standard deviation — then ``(x − mean) / std`` in float32, and every
-    background value becomes the in-brain minimum. Returns ``(out float32, stats)``.
-    """
-    import torch
-
-    x = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))  # (D, H, W, T)
-    in_mask = torch.from_numpy(np.ascontiguousarray(mask, dtype=bool))  # (D, H, W)
-    brain = in_mask[..., None] & (x != 0)  # (D, H, W, T)
-    values = x[brain]  # (N,) in C order, as v1 gathers them
-    if values.numel() < 2:
-        raise PreprocessError(
-            f"{name}: {values.numel()} non-zero in-brain values on the store grid; expected a brain"
-        )
-    mean, std = values.mean(), values.std()  # float32; std unbiased, as torch's default in v1
-    if not (float(std) > 0 and np.isfinite(float(std))):
-        raise PreprocessError(
-            f"{name}: the brain has zero variance (every in-brain value is {float(values[0]):g}); "
-            "expected a real BOLD series"
-        )
-    # = min over the brain of (x - mean) / std (rounding is monotone)
-    fill = (values.min() - mean) / std
-    del values
-    out = (x - mean) / std  # (D, H, W, T) float32
-    out.masked_fill_(~brain, fill)
-    zeros_in_mask = int(in_mask.sum()) * x.shape[3] - int(brain.sum())  # in-brain exact zeros
-    stats = {
-        "method": "zscore_global",
-        "arithmetic": "swift_v1",
-        "mean": float(mean),
-        "std": float(std),
-        "fill_value": float(fill),
-        "zero_values_in_mask": zeros_in_mask,
-    }
-    return out.numpy(), stats
-
-
-def _mask_on_store(mask_spec: str, affine, grid) -> np.ndarray:
-    import nibabel as nib
-    from nilearn.image import resample_img
-
-    if mask_spec == "mni":
-        from nilearn.datasets import load_mni152_brain_mask
-
-        img = load_mni152_brain_mask(resolution=2)
-    else:
-        img = nib.load(mask_spec)
-    res = resample_img(
-        img,
-        target_affine=affine,
-        target_shape=tuple(grid),
-        interpolation="nearest",
-        force_resample=True,
-        copy_header=True,
-    )
-    return np.asarray(res.dataobj) > 0
-
-
-def prepare_subject(
-    data, affine, cfg: PreprocessConfig, name: str = "image", store_aff=None, source_axcodes=None
-):
-    """Source data (X, Y, Z, T) in the layout's voxel order (:func:`load_bold` with the
-    layout's ``axcodes``) → ``(bold (D, H, W, T) float32, mask, geometry, stats)``.
-    ``source_axcodes``: the file's own voxel order when it was reoriented (recorded in the
-    geometry so maps go back onto the file's grid)."""
-    import nibabel as nib
-
-    grid = cfg.grid
-    layout = get_layout(cfg.layout)
-    store_aff = layout.store_affine(grid, cfg.voxel_size) if store_aff is None else store_aff
-    src_codes = "".join(nib.aff2axcodes(affine))
-    if src_codes != layout.axcodes:  # a mirrored placement would follow silently: refuse
-        raise PreprocessError(
-            f"{name}: the source is in {src_codes} voxel order; layout {layout.name!r} "
-            f"stores {layout.axcodes} — load it with load_bold(..., axcodes={layout.axcodes!r})"
-        )
-    geom = StoreGeometry.build(
-        grid, cfg.voxel_size, store_aff, data.shape[:3], affine, source_axcodes
-    )
-    if geom.axcodes != layout.axcodes:
-        raise PreprocessError(
-            f"{name}: the store affine is in {geom.axcodes} voxel order; layout "
-            f"{layout.name!r} stores {layout.axcodes}"
-        )
-    if geom.offset is not None:  # on the lattice: exact integer crop/pad
-        vol = crop_or_pad(data, geom.offset, grid)  # (D, H, W, T)
-        fov = crop_or_pad(np.ones(data.shape[:3], bool), geom.offset, grid, fill=False)  # (D, H, W)
-    else:
-        from nilearn.image import resample_img
-
-        log.info("%s: not on the %g mm store lattice; resampling", name, cfg.voxel_size)
-        kw = dict(target_affine=store_aff, target_shape=grid, force_resample=True, copy_header=True)
-        vol = np.asarray(
-            resample_img(nib.Nifti1Image(data, affine), interpolation="continuous", **kw).dataobj,
-            np.float32,
-        )
-        fov = (
-            np.asarray(
-                resample_img(
-                    nib.Nifti1Image(np.ones(data.shape[:3], np.uint8), affine),
-                    interpolation="nearest",
-                    **kw,
-                ).dataobj
-            )
-            > 0
-        )
-    if cfg.mask == "auto":
-        nonzero = np.any(vol != 0, axis=3)  # (D, H, W)
-        # skull-stripped (zeros outside brain)
-        if fov.sum() and (~nonzero & fov).sum() >= 0.1 * fov.sum():
-            mask = nonzero
-        else:
-            from nilearn.masking import compute_epi_mask
-
-            mask = np.asarray(compute_epi_mask(nib.Nifti1Image(vol, store_aff)).dataobj) > 0
-    else:
-        mask = _mask_on_store(cfg.mask, store_aff, grid)
-    mask &= fov
-    if geom.offset is not None:
-        lost = int(np.any(data != 0, axis=3).sum()) - int(np.any(vol != 0, axis=3).sum())
-        if lost > 0:
-            log.warning(
-                "%s: %d non-zero voxels fall outside the %s store grid%s",
-                name,
-                lost,
-                grid,
-                " (SwiFT v1 counted them in its z-score statistics; these statistics leave them "
-                "out)"
-                if layout.arithmetic == "swift_v1"
-                else "",
-            )
-    if layout.arithmetic == "swift_v1":
-        bold, stats = zscore_swift_v1(vol, mask, name=name)
-    else:
-        bold, stats = normalise(vol, mask, cfg.normalisation, name=name)
-    return bold, mask, geom, stats
-
-
 # -- the driver ---------------------------------------------------------------------------
-def _process_one(scan: ScanInput, root: str, cfg: PreprocessConfig):
+def _process_one(scan: ScanInput, root: str, cfg: PreprocessConfig) -> dict:
+    """One scan → one store subject. Returns ``{"subject_id", "error", "warnings", "qc"}``;
+    every failure is caught here so one bad file never stops the cohort."""
+    result = {"subject_id": scan.subject_id, "error": None, "warnings": [], "qc": None}
     try:
-        layout = get_layout(cfg.layout)
-        data, affine, tr, file_axcodes = load_scan(
-            scan.path, scan.sidecar, cfg.tr, cfg.min_frames, cfg.assume_mni, layout.axcodes
-        )
-        if file_axcodes != layout.axcodes:
-            log.info(
-                "%s: %s voxel order reoriented to %s (layout %s)",
-                scan.path,
-                file_axcodes,
-                layout.axcodes,
-                layout.name,
-            )
-        bold, mask, geom, stats = prepare_subject(
-            data, affine, cfg, name=scan.path, source_axcodes=file_axcodes
-        )
-        writer = StoreWriter(
-            root,
-            cfg.grid,
-            cfg.voxel_size,
-            geom.affine_array,
-            cfg.normalisation,
-            layout=layout.name,
-            template=scan.template,
-        )
-        writer.write_subject(scan.subject_id, bold, mask, geom, tr, stats, source=scan.path)
-        return scan.subject_id, None
+        result["qc"], result["warnings"] = _process_scan(scan, root, cfg)
     except (PreprocessError, StoreError) as e:
-        return scan.subject_id, str(e)
+        result["error"] = str(e)
     except MemoryError:
-        return scan.subject_id, f"{scan.path}: out of memory; use fewer n_jobs"
+        result["error"] = f"{scan.path}: out of memory; use fewer n_jobs"
+    except OSError as e:  # e.g. no space left on the store's disk
+        result["error"] = f"{scan.path}: {type(e).__name__}: {e}"
+    except Exception as e:  # noqa: BLE001 - an unforeseen failure of one file, reported by name
+        result["error"] = f"{scan.path}: unexpected {type(e).__name__}: {e}"
+    return result
+
+
+def _process_scan(scan: ScanInput, root: str, cfg: PreprocessConfig):
+    from swiftlib.data.denoise import load_strategy, mean_fd
+    from swiftlib.data.qc import COVERAGE_WARN_BELOW, mni_coverage
+
+    layout = get_layout(cfg.layout)
+    warnings = []
+    confounds, tsv = None, None
+    if cfg.denoise is not None:  # before loading the image: a missing table fails fast
+        table, sample_mask, tsv = load_strategy(scan.path, cfg.denoise)
+        confounds = (table, sample_mask)
+    else:
+        from swiftlib.data.denoise import find_confounds
+
+        tsv = find_confounds(scan.path)
+    data, affine, tr, file_axcodes = load_scan(
+        scan.path, scan.sidecar, cfg.tr, cfg.min_frames, cfg.assume_mni, layout.axcodes
+    )
+    if file_axcodes != layout.axcodes:
+        log.info(
+            "%s: %s voxel order reoriented to %s (layout %s)",
+            scan.path,
+            file_axcodes,
+            layout.axcodes,
+            layout.name,
+        )
+    frames_source = int(data.shape[3])
+    bold, mask, geom, stats = prepare_subject(
+        data,
+        affine,
+        cfg,
+        name=scan.path,
+        source_axcodes=file_axcodes,
+        tr=tr,
+        confounds=confounds,
+    )
+    del data
+    tr_store = float(cfg.target_tr) if cfg.target_tr is not None else tr
+    coverage = mni_coverage(mask, geom.affine_array)
+    if coverage < COVERAGE_WARN_BELOW:
+        warnings.append(
+            f"{scan.path}: covers {coverage:.1%} of the MNI brain mask (brain mask on the store "
+            f"grid); expected ≥ {COVERAGE_WARN_BELOW:.0%} for a whole-brain scan — a partial "
+            "field of view or a registration problem? Check it before training on it"
+        )
+    writer = StoreWriter(
+        root,
+        cfg.grid,
+        cfg.voxel_size,
+        geom.affine_array,
+        cfg.normalisation,
+        layout=layout.name,
+        template=scan.template,
+    )
+    writer.write_subject(scan.subject_id, bold, mask, geom, tr_store, stats, source=scan.path)
+    qc = {
+        "subject_id": scan.subject_id,
+        "participant_id": scan.participant_id,
+        "source": scan.path,
+        "frames_source": frames_source,
+        "tr_source": tr,
+        "frames": int(bold.shape[3]),
+        "tr": tr_store,
+        "frames_censored": len(stats.get("denoise", {}).get("censored_frames", [])),
+        "mean_fd": mean_fd(tsv),
+        "coverage": round(coverage, 4),
+        "denoise": cfg.denoise or "",
+    }
+    return qc, warnings
+
+
+def _ignore_sigint() -> None:
+    """Worker processes leave Ctrl-C to the parent, which stops handing out subjects and
+    lets the running ones finish their (atomic) writes — no traceback from every worker."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _now() -> str:
+    import datetime
+
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _participant_tr_warnings(scans: list[ScanInput], cfg: PreprocessConfig) -> list[str]:
+    """Read each scan's TR from its header/sidecar (no voxels); warn on header/sidecar
+    disagreement and, without ``target_tr``, on runs of one participant at different TRs."""
+    from swiftlib.data.inputs import scan_tr
+
+    warnings, by_participant = [], {}
+    for s in scans:
+        try:
+            tr, warning = scan_tr(s.path, s.sidecar, cfg.tr)
+        except PreprocessError:
+            continue  # the scan's own processing reports it
+        if warning:
+            warnings.append(warning)
+        by_participant.setdefault(s.participant_id, []).append((s.path, tr))
+    if cfg.target_tr is None:
+        for participant, runs in sorted(by_participant.items()):
+            trs = sorted({round(tr, 6) for _, tr in runs})
+            if len(trs) > 1:
+                listed = ", ".join(f"{Path(p).name} (TR {tr:g} s)" for p, tr in runs)
+                warnings.append(
+                    f"{participant}: runs at different TRs {trs} s — {listed}; a window of N "
+                    "frames then spans different durations in one participant. Pass --target-tr "
+                    "SECONDS (target_tr=) to resample them to one TR, or --task/--session/--run "
+                    "to keep runs of one TR"
+                )
+    return warnings
 
 
 def preprocess(
@@ -363,24 +291,44 @@ def preprocess(
     dataset: str = "custom",
     config: PreprocessConfig | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> PreprocessReport:
     """Preprocess every image under ``input_path`` into the store ``out``. Resumable.
 
-    Returns a :class:`PreprocessReport` (also written to ``out/preprocess_report.json``);
-    failed subjects are listed with their reason while the others are stored.
+    Returns a :class:`PreprocessReport`, written to ``out/reports/preprocess-<time>.json``
+    (one per run, never overwritten) and ``out/preprocess_report.json`` (the latest); failed
+    subjects are listed with their reason while the others are stored, and ``out/qc.tsv``
+    gets one row per scan (:mod:`swiftlib.data.qc`). An existing store written with other
+    settings is refused (:mod:`swiftlib.data.store_settings`) unless ``overwrite``, which
+    deletes it first. Ctrl-C (``KeyboardInterrupt``) writes the report with
+    ``interrupted: true`` and re-raises; finished subjects are kept for a rerun.
     """
     import pandas as pd
     from tqdm.auto import tqdm
 
+    from swiftlib.data.qc import write_qc
     from swiftlib.data.registry import get_dataset
+    from swiftlib.data.store_settings import (
+        check_settings,
+        clear_store,
+        existing_settings,
+        record_settings,
+    )
 
     cfg = config or PreprocessConfig()
     out = Path(out)
-    scans = discover_inputs(input_path, template=cfg.template)
+    started = _now()
+    scans = discover_inputs(
+        input_path, template=cfg.template, task=cfg.task, session=cfg.session, run=cfg.run
+    )
     template = scans[0].template  # one per store (discover_inputs refuses several)
     adapter = get_dataset(dataset)
-    _check_existing(out, cfg, template)
-    report = PreprocessReport(store=str(out))
+    settings = _settings(cfg, template)
+    if overwrite and existing_settings(out):
+        removed = clear_store(out)
+        log.warning("%s: --overwrite: removed the existing store (%s)", out, ", ".join(removed))
+    check_settings(out, settings)
+    report = PreprocessReport(store=str(out), config=_cfg_dict(cfg), started=started)
     if phenotype is not None:
         table = adapter.load_phenotype(phenotype)
         known = set(table["subject_id"].astype(str))
@@ -408,23 +356,23 @@ def preprocess(
         layout=layout.name,
         template=template,
     )
+    record_settings(out, settings)
     done = writer.completed(verify=True)
     todo = [s for s in scans if s.subject_id not in done]
     report.skipped = sorted(s.subject_id for s in scans if s.subject_id in done)
-    if todo:
-        bar = tqdm(total=len(todo), desc="preprocess", unit="subject", disable=not progress)
-        if cfg.n_jobs == 1:
-            results = (_process_one(s, str(out), cfg) for s in todo)
-            for sid, err in results:
-                _record(report, sid, err)
-                bar.update()
-        else:
-            with ProcessPoolExecutor(max_workers=cfg.n_jobs) as pool:
-                futs = [pool.submit(_process_one, s, str(out), cfg) for s in todo]
-                for fut in as_completed(futs):
-                    _record(report, *fut.result())
-                    bar.update()
-        bar.close()
+    report.warnings.extend(_participant_tr_warnings(scans, cfg))
+    qc_rows: list[dict] = []
+    try:
+        _run_all(todo, out, cfg, report, qc_rows, progress, tqdm)
+    except KeyboardInterrupt:
+        report.interrupted = True
+        _finish(out, report, qc_rows, writer.completed(verify=False), write_qc)
+        log.warning(
+            "preprocess interrupted: %d subject(s) written are kept; rerun the same command to "
+            "resume",
+            len(report.written),
+        )
+        raise
     records = writer.completed(verify=False)
     scan_by_id = {s.subject_id: s for s in scans}
     rows = []
@@ -436,7 +384,6 @@ def preprocess(
         row.update(subject_id=sid, participant_id=participant)
         row.setdefault("dataset", adapter.name)
         rows.append(row)
-    report.written.sort()
     if records:
         writer.finalize(
             pd.DataFrame(rows),
@@ -444,74 +391,86 @@ def preprocess(
             dataset_info={"adapter": adapter.name, "config": _cfg_dict(cfg)},
             records=records,
         )
-    atomic_write_json(out / "preprocess_report.json", report.to_dict())
+    _finish(out, report, qc_rows, records, write_qc)
     for sid, reason in report.failed.items():
         log.error("failed %s: %s", sid, reason)
     log.info(
-        "preprocess: %d written, %d skipped (already done), %d failed -> %s",
+        "preprocess: %d written, %d skipped (already done), %d failed, %d warning(s) -> %s",
         len(report.written),
         len(report.skipped),
         len(report.failed),
+        len(report.warnings),
         out,
     )
     return report
 
 
-def _record(report: PreprocessReport, sid: str, err: str | None) -> None:
-    if err is None:
+def _run_all(todo, out: Path, cfg: PreprocessConfig, report, qc_rows, progress, tqdm) -> None:
+    if not todo:
+        return
+    bar = tqdm(total=len(todo), desc="preprocess", unit="subject", disable=not progress)
+    try:
+        if cfg.n_jobs == 1:
+            for s in todo:
+                _record(report, _process_one(s, str(out), cfg), qc_rows)
+                bar.update()
+        else:
+            pool = ProcessPoolExecutor(max_workers=cfg.n_jobs, initializer=_ignore_sigint)
+            try:
+                futs = [pool.submit(_process_one, s, str(out), cfg) for s in todo]
+                for fut in as_completed(futs):
+                    _record(report, fut.result(), qc_rows)
+                    bar.update()
+            finally:  # on Ctrl-C: hand out nothing more; running subjects finish atomically
+                pool.shutdown(wait=True, cancel_futures=True)
+    finally:
+        bar.close()
+
+
+def _finish(out: Path, report: PreprocessReport, qc_rows, records, write_qc) -> None:
+    """QC table and this run's report (history + latest), both written atomically."""
+    report.written.sort()
+    if records:
+        write_qc(out, qc_rows, keep=set(records))
+    report.finished = _now()
+    reports = out / "reports"
+    stamp = report.started.replace(":", "").replace("-", "")[:15]
+    name, k = f"preprocess-{stamp}.json", 1
+    while (reports / name).exists():  # two runs in one second: never overwrite a report
+        name, k = f"preprocess-{stamp}-{k}.json", k + 1
+    report.history = f"reports/{name}"
+    atomic_write_json(reports / name, report.to_dict())
+    atomic_write_json(out / "preprocess_report.json", report.to_dict())
+
+
+def _record(report: PreprocessReport, result: dict, qc_rows: list) -> None:
+    sid = result["subject_id"]
+    for w in result["warnings"]:
+        log.warning("%s", w)
+        report.warnings.append(w)
+    if result["error"] is None:
         report.written.append(sid)
+        qc_rows.append(result["qc"])
     else:
-        report.failed[sid] = err
+        report.failed[sid] = result["error"]
+
+
+def _settings(cfg: PreprocessConfig, template: str) -> dict:
+    """What a store's values depend on (one store, one set: store_settings.py)."""
+    return {
+        "grid": list(cfg.grid),
+        "voxel_size": cfg.voxel_size,
+        "normalisation": cfg.normalisation,
+        "mask": cfg.mask,
+        "layout": cfg.layout,
+        "template": template,
+        "tr": cfg.tr,
+        "target_tr": cfg.target_tr,
+        "denoise": cfg.denoise,
+    }
 
 
 def _cfg_dict(cfg: PreprocessConfig) -> dict:
     d = asdict(cfg)
     d["grid"] = list(cfg.grid)
     return d
-
-
-def _check_existing(out: Path, cfg: PreprocessConfig, template: str = UNKNOWN_TEMPLATE) -> None:
-    """Refuse to mix geometries, layouts, templates or normalisations in one store — a
-    finished one (its manifest) or an interrupted one (its first written subject). A store
-    written before templates were recorded takes this run's."""
-    have = _existing_settings(out)
-    if have is None:
-        return
-    want = {
-        "grid": list(cfg.grid),
-        "voxel_size": cfg.voxel_size,
-        "normalisation": cfg.normalisation,
-        "layout": cfg.layout,
-        "template": template,
-    }
-    for key, value in want.items():
-        if key in have and have[key] != value:
-            raise PreprocessError(
-                f"{out}: existing store has {key}={have[key]!r} but this run asks for {value!r}; "
-                "use another output folder or the same settings"
-            )
-
-
-def _existing_settings(out: Path) -> dict | None:
-    m = out / "manifest.json"
-    if m.exists():
-        man = json.loads(m.read_text())
-        have = {k: man[k] for k in ("grid", "voxel_size", "normalisation", "template") if k in man}
-        have["layout"] = man.get("layout", DEFAULT_LAYOUT)
-        return have
-    written = sorted((out / "subjects").glob("*.h5")) if (out / "subjects").is_dir() else []
-    if not written:
-        return None
-    import h5py
-
-    with h5py.File(written[0], "r") as f:
-        geom = json.loads(f.attrs["geometry"])
-        have = {
-            "grid": list(geom["grid"]),
-            "voxel_size": float(geom["voxel_size"]),
-            "normalisation": str(f.attrs["normalisation"]),
-            "layout": str(f.attrs.get("layout", DEFAULT_LAYOUT)),
-        }
-        if "template" in f.attrs:
-            have["template"] = str(f.attrs["template"])
-    return have
