@@ -55,7 +55,7 @@ notebooks: $(STAMP)
 	$(PY) tools/sync_notebooks.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check swiftlib tests benchmarks tools notebooks
+	$(VENV)/bin/ruff check swiftlib brainmarks tests benchmarks tools notebooks
 
 clean-venv:
 	rm -rf $(VENV)

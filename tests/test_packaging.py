@@ -109,3 +109,18 @@ def test_import_swiftlib_is_light():
         "print(swiftlib.__version__)"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_brainmarks_plugin_ships_as_a_namespace_portion():
+    """``brainmarks/models/swiftlib.py`` is packaged (setuptools' namespace discovery with the
+    pyproject include list) and neither ``brainmarks/`` nor ``brainmarks/models/`` has an
+    ``__init__.py``: a regular package there would hide the suite's own ``brainmarks``."""
+    from setuptools import find_namespace_packages
+
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    assert find["find"].get("namespaces", True)
+    packages = find_namespace_packages(where=str(ROOT), include=find["find"]["include"])
+    assert "brainmarks.models" in packages and "swiftlib.interpret" in packages
+    assert not any(p.startswith(("tests", "notebooks", "benchmarks")) for p in packages)
+    assert (ROOT / "brainmarks" / "models" / "swiftlib.py").is_file()
+    assert not list((ROOT / "brainmarks").rglob("__init__.py"))
