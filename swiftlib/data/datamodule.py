@@ -69,6 +69,10 @@ class DataConfig:
         pair_min_separation: frames between a pair's two starts (None = a window's span, no
             shared frame, as SwiFT v1; 0 = any start).
         eval_pairs_per_subject: fixed validation/test pairs per subject.
+        verify_checksums: check the sha256 of every subject file the run reads against the
+            store's manifest in :meth:`FMRIDataModule.setup`, before training (a hash per file
+            version, cached; :mod:`swiftlib.data.store`). False: files are still checked when
+            first opened, so a damaged one is refused mid-epoch instead of up front.
         dtype: dtype of the windows handed to the model.
         seed: seed of training shuffling and mixing.
     """
@@ -99,6 +103,7 @@ class DataConfig:
     pairs: bool = False
     pair_min_separation: int | None = None
     eval_pairs_per_subject: int = 4
+    verify_checksums: bool = True
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     seed: int = 0
 
@@ -308,6 +313,9 @@ class FMRIDataModule(LightningDataModule):
                     **common,
                 )
             )
+            if cfg.verify_checksums:  # a damaged file is refused before training, not mid-epoch
+                used = [*train[dataset_name].subject_ids, *val[-1].subject_ids]
+                store.verify_subjects([*used, *test[-1].subject_ids])
             if spec is not None:
                 if self.label_task is not None and (self.label_task, self.num_classes) != (
                     spec["task"],

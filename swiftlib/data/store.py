@@ -13,15 +13,30 @@ Layout of a store directory::
       .progress.jsonl      journal of completed subjects (resume support)
 
 Every file is written to a temporary name and renamed, so a crash never leaves a file
-that looks complete. ``open_store`` validates the manifest and names missing or corrupt
-subjects.
+that looks complete. ``open_store`` validates the manifest and the subjects table and names
+missing or corrupt subjects.
+
+Integrity on read: the first time a run opens a subject file, its sha256 is compared with
+the manifest's record (:meth:`SubjectStore.verify_subjects` checks a run's subjects before
+training starts); a mismatch is refused naming the subject, the file, both checksums and
+the fix. A verdict costs one hash per file version: it is kept in the process (and travels
+with the store object into DataLoader workers) keyed by the file's size, mtime and inode,
+and — when the store directory is writable — in ``STORE/.verified.json`` (written
+atomically; a file modified less than 2 s before it was hashed is not recorded there, as
+git does for "racily clean" files, since a same-size rewrite within the filesystem's
+timestamp granularity would keep its mtime). The cache records the hash it computed, not a
+verdict, so an edited manifest checksum is still caught. Every read error (a damaged
+HDF5 chunk, a missing dataset) is re-raised as :class:`StoreReadError` naming the subject
+and the file.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,6 +51,8 @@ __all__ = [
     "FORMAT_VERSION",
     "NORM_METHODS",
     "StoreError",
+    "StoreReadError",
+    "CorruptSubjectError",
     "SubjectRecord",
     "StoreWriter",
     "SubjectStore",
@@ -53,6 +70,27 @@ _TARGET_CHUNK_BYTES = 8 << 20
 
 class StoreError(ValueError):
     """A store on disk is missing, incomplete or inconsistent."""
+
+
+class CorruptSubjectError(StoreError):
+    """A subject file's checksum differs from the one the manifest records."""
+
+
+class StoreReadError(StoreError):
+    """A subject file could not be read (damaged HDF5, missing dataset, unreadable file)."""
+
+
+#: File name of the checksum cache beside a store's manifest.
+VERIFIED_CACHE = ".verified.json"
+#: A file modified this recently when hashed is not written to the cache file (racy mtime).
+_RACY_NS = 2_000_000_000
+#: sha256 of file versions hashed in this process: (path, size, mtime_ns, inode) -> hex digest.
+_HASHES: dict[tuple[str, int, int, int], str] = {}
+
+
+def _file_key(path: Path) -> tuple[str, int, int, int]:
+    st = path.stat()
+    return (str(path.resolve()), int(st.st_size), int(st.st_mtime_ns), int(st.st_ino))
 
 
 def _h5():
@@ -280,8 +318,12 @@ class SubjectStore:
         self.root = Path(root)
         self.manifest = manifest
         self.subjects = subjects  # DataFrame indexed by subject_id
+        self.verify_on_read = True  # checksum of each subject file when first opened
         self._handles: dict[str, object] = {}
         self._pid = os.getpid()
+        # file versions whose sha256 is known: (path, size, mtime_ns, inode) -> digest; pickled
+        # with the store, so DataLoader workers do not hash again what the main process did
+        self._hashes: dict[tuple[str, int, int, int], str] = {}
 
     # -- metadata -------------------------------------------------------------------------
     @property
@@ -357,14 +399,133 @@ class SubjectStore:
             "tr_range": list(self.manifest["tr_range"]),
         }
 
+    # -- integrity ------------------------------------------------------------------------
+    def _cache_path(self) -> Path:
+        return self.root / VERIFIED_CACHE
+
+    def _read_cache(self) -> dict:
+        try:
+            doc = read_json(self._cache_path())
+            return doc["files"] if isinstance(doc.get("files"), dict) else {}
+        except (OSError, ValueError, KeyError, AttributeError, TypeError):
+            return {}  # absent or unreadable: the cache only ever saves work
+
+    def _write_cache(self, found: dict) -> None:
+        """Merge ``found`` ({file: {size, mtime_ns, inode, sha256}}) into the cache file, if
+        the store directory is writable (a read-only shared store keeps the in-process cache)."""
+        if not found or not os.access(self.root, os.W_OK):
+            return
+        files = {**self._read_cache(), **found}
+        try:
+            atomic_write_json(self._cache_path(), {"format": "swiftlib-verified", "files": files})
+        except OSError as e:  # full disk, quota, a read-only mount: not worth failing a run
+            log.debug(
+                "could not write %s (%s); checksums stay cached in this process", self.root, e
+            )
+
+    def _actual_sha256(self, subject_id: str, cache: dict, found: dict) -> tuple[str, bool]:
+        """(sha256 of the subject file as it is now, whether it was hashed just now)."""
+        path = self.path(subject_id)
+        try:
+            key = _file_key(path)
+        except FileNotFoundError:
+            raise StoreReadError(
+                f"subject {subject_id}: file {path} is missing (the manifest lists it); rerun "
+                "preprocessing into this store to write it again"
+            ) from None
+        known = self._hashes.get(key) or _HASHES.get(key)
+        rel = self._record(subject_id)["file"]
+        entry = cache.get(rel)
+        if known is None and isinstance(entry, dict):
+            if [entry.get("size"), entry.get("mtime_ns"), entry.get("inode")] == list(key[1:]):
+                known = entry.get("sha256")
+        hashed = known is None
+        if hashed:
+            known = sha256_file(path)
+            if time.time_ns() - key[2] > _RACY_NS:
+                found[rel] = {"size": key[1], "mtime_ns": key[2], "inode": key[3], "sha256": known}
+        self._hashes[key] = _HASHES[key] = known
+        return known, hashed
+
+    def _mismatch(self, subject_id: str, actual: str) -> str:
+        expected = self._record(subject_id)["sha256"]
+        return (
+            f"subject {subject_id}: file {self.path(subject_id)} has sha256 {actual}, but "
+            f"{self.root / 'manifest.json'} records {expected}"
+        )
+
+    def verify_subjects(self, subject_ids=None) -> dict:
+        """Check the sha256 of each subject file (default: all) against the manifest; costs a
+        hash only for file versions not verified before (see the module docstring).
+
+        Raises :class:`CorruptSubjectError` naming every mismatching subject, its file, the
+        expected and actual checksums and the fix. Returns ``{"subjects", "hashed",
+        "bytes_hashed", "seconds"}``.
+        """
+        ids = self.subject_ids if subject_ids is None else list(dict.fromkeys(subject_ids))
+        t0 = time.perf_counter()
+        cache = self._read_cache() if ids else {}
+        found: dict = {}
+        bad, hashed, nbytes = [], 0, 0
+        try:
+            for sid in ids:
+                actual, fresh = self._actual_sha256(sid, cache, found)
+                if fresh:
+                    hashed += 1
+                    nbytes += int(self._record(sid)["bytes"])
+                if actual != self._record(sid)["sha256"]:
+                    bad.append(self._mismatch(sid, actual))
+        finally:
+            self._write_cache(found)
+        seconds = time.perf_counter() - t0
+        if hashed:
+            log.info(
+                "store %s: verified the checksums of %d subject file(s), %.1f MB, in %.1f s",
+                self.root,
+                hashed,
+                nbytes / 1e6,
+                seconds,
+            )
+        if bad:
+            raise CorruptSubjectError(
+                f"store {self.root}: {len(bad)} corrupt subject file(s), their sha256 differs "
+                "from the manifest's record — "
+                + "; ".join(bad[:10])
+                + (" …" if len(bad) > 10 else "")
+                + ". The file was changed or damaged after preprocessing, or manifest.json was "
+                "edited. Fix: rerun the same `swiftlib preprocess` command into this store (it "
+                "rewrites subjects whose file no longer matches its record, and the manifest), "
+                "or restore the files from a copy; `swiftlib info STORE --verify checksum` lists "
+                "every damaged subject"
+            )
+        return {"subjects": len(ids), "hashed": hashed, "bytes_hashed": nbytes, "seconds": seconds}
+
+    @contextlib.contextmanager
+    def _reading(self, subject_id: str, what: str):
+        """Re-raise a read error naming the subject and its file."""
+        try:
+            yield
+        except StoreError:
+            raise
+        except (OSError, KeyError, ValueError, RuntimeError) as e:
+            raise StoreReadError(
+                f"subject {subject_id}: cannot read {what} from {self.path(subject_id)} "
+                f"({type(e).__name__}: {e}). The file is damaged or not a swiftlib subject file: "
+                "check the store with `swiftlib info STORE --verify checksum` and rerun "
+                "preprocessing into it to rewrite the subject"
+            ) from e
+
     # -- data -----------------------------------------------------------------------------
     def _file(self, subject_id: str):
         if os.getpid() != self._pid:  # forked into a worker: never share HDF5 handles
             self._handles, self._pid = {}, os.getpid()
         f = self._handles.get(subject_id)
         if f is None:
+            if self.verify_on_read:
+                self.verify_subjects([subject_id])
             h5py = _h5()
-            f = h5py.File(self.path(subject_id), "r")
+            with self._reading(subject_id, "the file"):
+                f = h5py.File(self.path(subject_id), "r")
             self._handles[subject_id] = f
         return f
 
@@ -377,13 +538,19 @@ class SubjectStore:
                 f"{subject_id}: window start={start}, length={length}, stride={stride} needs "
                 f"frames [{start}, {stop}); the subject has {T} frames"
             )
-        return self._file(subject_id)["bold"][:, :, :, start:stop:stride]
+        f = self._file(subject_id)
+        with self._reading(subject_id, f"frames [{start}, {stop}) of 'bold'"):
+            return f["bold"][:, :, :, start:stop:stride]
 
     def read_subject(self, subject_id: str) -> np.ndarray:
-        return self._file(subject_id)["bold"][...]
+        f = self._file(subject_id)
+        with self._reading(subject_id, "'bold'"):
+            return f["bold"][...]
 
     def mask(self, subject_id: str) -> np.ndarray:
-        return self._file(subject_id)["mask"][...].astype(bool)
+        f = self._file(subject_id)
+        with self._reading(subject_id, "'mask'"):
+            return f["mask"][...].astype(bool)
 
     def brain_mask(self, how: str = "union") -> np.ndarray:
         """Store-level brain mask over all subjects: ``union`` or ``intersection``."""
@@ -394,10 +561,14 @@ class SubjectStore:
         return out
 
     def geometry(self, subject_id: str) -> StoreGeometry:
-        return StoreGeometry.from_dict(json.loads(self._file(subject_id).attrs["geometry"]))
+        f = self._file(subject_id)
+        with self._reading(subject_id, "the 'geometry' attribute"):
+            return StoreGeometry.from_dict(json.loads(f.attrs["geometry"]))
 
     def norm_stats(self, subject_id: str) -> dict:
-        return json.loads(self._file(subject_id).attrs["norm_stats"])
+        f = self._file(subject_id)
+        with self._reading(subject_id, "the 'norm_stats' attribute"):
+            return json.loads(f.attrs["norm_stats"])
 
     def close(self) -> None:
         for f in self._handles.values():
@@ -504,12 +675,13 @@ def _check_subjects_table(where, subjects, labels: dict, in_file: bool = True):
     return subjects
 
 
-def open_store(root, verify: str = "size") -> SubjectStore:
+def open_store(root, verify: str = "size", verify_on_read: bool = True) -> SubjectStore:
     """Open and validate a store.
 
     ``verify``: ``"size"`` (files exist with the recorded size; fast), ``"checksum"``
-    (sha256 of every file; slow on large cohorts) or ``"none"``.
-    Missing or corrupt subjects are named in the error.
+    (sha256 of every file now, through the checksum cache) or ``"none"``.
+    ``verify_on_read``: check a subject file's sha256 the first time it is opened (cached;
+    see the module docstring). Missing or corrupt subjects are named in the error.
     """
     import pandas as pd
 
@@ -554,9 +726,7 @@ def open_store(root, verify: str = "size") -> SubjectStore:
             p = root / rec["file"]
             if not p.exists():
                 missing.append(sid)
-            elif p.stat().st_size != rec["bytes"] or (
-                verify == "checksum" and sha256_file(p) != rec["sha256"]
-            ):
+            elif p.stat().st_size != rec["bytes"]:
                 corrupt.append(sid)
     if missing or corrupt:
         parts = []
@@ -570,4 +740,8 @@ def open_store(root, verify: str = "size") -> SubjectStore:
         raise StoreError(
             f"store {root}: subjects {not_in_table} are in manifest.json but not subjects.csv"
         )
-    return SubjectStore(root, manifest, subjects)
+    store = SubjectStore(root, manifest, subjects)
+    store.verify_on_read = bool(verify_on_read)
+    if verify == "checksum":
+        store.verify_subjects(list(manifest["subjects"]))
+    return store

@@ -201,3 +201,25 @@ def test_two_stores_are_mixed(small_store, other_store, tmp_path):
     dm.trainer = SimpleNamespace(world_size=1, accumulate_grad_batches=1, global_rank=0)
     assert len(dm.train_dataloader().sampler) == 10
     assert len(dm.val_dataset) == sum(len(d) for d in dm.val_dataset.datasets)
+
+
+def test_a_damaged_subject_file_is_refused_at_setup(tmp_path):
+    """64 flipped bytes in one subject file: refused before training, naming the subject."""
+    from swiftlib.data.store import CorruptSubjectError
+    from tests.data.conftest import build_store
+
+    store, _ = build_store(tmp_path / "store", frames=[30, 31, 33, 35, 36], second_session=False)
+    p = store.path("sub-0003")
+    raw = bytearray(p.read_bytes())
+    raw[len(raw) // 2 : len(raw) // 2 + 64] = bytes(b ^ 0xFF for b in raw[len(raw) // 2 :][:64])
+    p.write_bytes(bytes(raw))
+    cfg = _cfg(store, tmp_path, label="sex")
+    with pytest.raises(CorruptSubjectError, match=rf"subject sub-0003: file {p}"):
+        FMRIDataModule(cfg).setup()
+    # opting out of the up-front check still refuses the file when it is first read
+    dm = FMRIDataModule({**cfg.to_dict(), "verify_checksums": False})
+    dm.setup()
+    with pytest.raises(CorruptSubjectError, match="sub-0003"):
+        for ds in (dm.train_dataset, dm.val_dataset, dm.test_dataset):
+            for i in range(len(ds)):
+                ds[i]

@@ -1,12 +1,23 @@
 import json
+import os
 import pickle
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from swiftlib.data import store as store_module
 from swiftlib.data.geometry import StoreGeometry, store_affine
-from swiftlib.data.store import StoreError, StoreWriter, chunk_frames_for, open_store
+from swiftlib.data.store import (
+    VERIFIED_CACHE,
+    CorruptSubjectError,
+    StoreError,
+    StoreReadError,
+    StoreWriter,
+    chunk_frames_for,
+    open_store,
+)
 
 GRID = (20, 24, 22)
 VS = 8.0
@@ -239,3 +250,110 @@ def test_finalize_refuses_repeated_subjects_and_text_labels(tmp_path):
             pd.DataFrame({"subject_id": ["sub-00"], "age": ["old"]}),
             labels={"age": {"task": "regression"}},
         )
+
+
+def _flip(path, offset, n=64):
+    """Flip ``n`` bytes of ``path`` from ``offset`` (same size, different content)."""
+    raw = bytearray(path.read_bytes())
+    for i in range(offset, offset + n):
+        raw[i] ^= 0xFF
+    path.write_bytes(bytes(raw))
+
+
+def test_flipped_bytes_are_refused_when_a_subject_is_first_read(tmp_path):
+    store, data = _write(tmp_path / "s")
+    p = store.path("sub-01")
+    good = store.manifest["subjects"]["sub-01"]["sha256"]
+    _flip(p, p.stat().st_size // 2)
+    store = open_store(tmp_path / "s")  # the size check passes: same size
+    expected = data["sub-00"][0][..., :2].astype(np.float16)
+    assert np.array_equal(store.read_window("sub-00", 0, 2), expected)
+    with pytest.raises(CorruptSubjectError) as e:
+        store.read_window("sub-01", 0, 2)
+    msg = str(e.value)
+    actual = store_module.sha256_file(p)
+    assert "subject sub-01" in msg and str(p) in msg
+    assert good in msg and actual in msg and actual != good
+    assert "swiftlib preprocess" in msg  # the fix
+    with pytest.raises(CorruptSubjectError, match="sub-01"):  # every read path, every time
+        store.mask("sub-01")
+    with pytest.raises(CorruptSubjectError, match="sub-01"):
+        open_store(tmp_path / "s", verify="checksum")
+
+
+def test_an_edited_manifest_checksum_is_detected(tmp_path):
+    _write(tmp_path / "s")
+    mpath = tmp_path / "s" / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    manifest["subjects"]["sub-02"]["sha256"] = "0" * 64
+    mpath.write_text(json.dumps(manifest))
+    store = open_store(tmp_path / "s")
+    store.read_subject("sub-00")  # verified (and cached) before the edit: still fine
+    with pytest.raises(CorruptSubjectError, match=r"sub-02.*records 0{64}"):
+        store.read_subject("sub-02")
+
+
+def test_read_errors_name_the_subject_and_the_file(tmp_path):
+    store, _ = _write(tmp_path / "s")
+    p = store.path("sub-01")
+    raw = bytearray(p.read_bytes())
+    half = len(raw) // 2
+    raw[half:] = np.random.default_rng(0).integers(0, 256, len(raw) - half, np.uint8).tobytes()
+    p.write_bytes(bytes(raw))
+    store = open_store(tmp_path / "s", verify_on_read=False)  # the h5py error itself
+    for read in (
+        lambda: store.read_subject("sub-01"),
+        lambda: store.read_window("sub-01", 20, 5),
+    ):
+        with pytest.raises(StoreReadError) as e:
+            read()
+        assert "subject sub-01" in str(e.value) and str(p) in str(e.value)
+    q = store.path("sub-02")
+    q.write_bytes(np.random.default_rng(1).integers(0, 256, q.stat().st_size, np.uint8).tobytes())
+    for read in (lambda: store.mask("sub-02"), lambda: store.geometry("sub-02")):
+        with pytest.raises(StoreReadError, match=rf"subject sub-02: cannot read .* {q}"):
+            read()
+
+
+def test_checksums_cost_one_hash_per_file_version(tmp_path, monkeypatch):
+    store, _ = _write(tmp_path / "s")
+    hashed = []
+    real = store_module.sha256_file
+    monkeypatch.setattr(store_module, "sha256_file", lambda p: hashed.append(p) or real(p))
+    monkeypatch.setattr(store_module, "_HASHES", {})
+    old = time.time() - 3600  # older than the racy window: recorded in the cache file
+    for sid in store.subject_ids:
+        os.utime(store.path(sid), (old, old))
+    store = open_store(tmp_path / "s")
+    assert store.verify_subjects()["hashed"] == 3
+    assert store.verify_subjects()["hashed"] == 0  # in this store object
+    store.read_window("sub-00", 0, 2)
+    assert len(hashed) == 3
+    clone = pickle.loads(pickle.dumps(store))  # what a DataLoader worker receives
+    monkeypatch.setattr(store_module, "_HASHES", {})
+    assert clone.verify_subjects()["hashed"] == 0
+    cache = json.loads((tmp_path / "s" / VERIFIED_CACHE).read_text())
+    assert sorted(cache["files"]) == [f"subjects/sub-0{i}.h5" for i in range(3)]
+    assert open_store(tmp_path / "s").verify_subjects()["hashed"] == 0  # a new run: the file
+    p = store.path("sub-01")
+    _flip(p, 4096)
+    os.utime(p, (old + 1, old + 1))  # a new version (even with an old mtime)
+    with pytest.raises(CorruptSubjectError, match="sub-01"):
+        open_store(tmp_path / "s").verify_subjects()
+    assert len(hashed) == 4
+
+
+def test_a_fresh_file_is_not_recorded_in_the_cache_file(tmp_path):
+    store, _ = _write(tmp_path / "s")  # just written: a same-size rewrite could keep its mtime
+    assert store.verify_subjects()["subjects"] == 3
+    assert not (tmp_path / "s" / VERIFIED_CACHE).exists()
+
+
+def test_a_read_only_store_is_verified_without_a_cache_file(tmp_path, monkeypatch):
+    store, _ = _write(tmp_path / "s")
+    old = time.time() - 3600
+    for sid in store.subject_ids:
+        os.utime(store.path(sid), (old, old))
+    monkeypatch.setattr(store_module.os, "access", lambda path, mode: False)
+    assert open_store(tmp_path / "s").verify_subjects()["subjects"] == 3
+    assert not (tmp_path / "s" / VERIFIED_CACHE).exists()
