@@ -32,7 +32,8 @@ normalisation contract, :func:`swiftlib.tasks.common.check_contract`):
 1. undo the suite's per-voxel z-score (``bold * std + mean``): swiftlib normalises the raw
    BOLD itself;
 2. **TR**: when the sample's TR lies outside the checkpoint's trained TR range (widened by
-   10 %, the contract's slack), resample it linearly in time to the range's centre
+   10 %, the contract's slack), resample it in time to the range's centre with the store's
+   method (``swiftlib preprocess --target-tr``: ``scipy.signal.resample_poly``)
    (``target_tr="auto"``; a number forces that TR; ``None`` refuses instead);
 3. **windows**: ``max_windows`` non-overlapping windows of the model's ``sequence_length``
    frames at its ``stride_within_seq``; a scan shorter than one window is padded with its
@@ -179,17 +180,13 @@ def unmask(bold: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 def resample_tr(bold: np.ndarray, tr: float, target_tr: float) -> np.ndarray:
-    """Linear interpolation in time: ``(T, V)`` sampled every ``tr`` s → every ``target_tr``
-    s over the same span (frame 0 kept; ``floor((T − 1)·tr / target_tr) + 1`` frames)."""
-    from scipy.interpolate import interp1d
+    """``bold (T, V)`` sampled every ``tr`` s → every ``target_tr`` s over the same span, by
+    the store's method (:func:`swiftlib.data.temporal.resample_time`: ``resample_poly``), so
+    the model sees time resampled as ``swiftlib preprocess --target-tr`` resamples it."""
+    from swiftlib.data.temporal import resample_time
 
-    T = bold.shape[0]
-    if T < 2:
-        raise ValueError(f"bold: {T} frame; resampling the TR needs at least 2")
-    num_out = int(np.floor((T - 1) * tr / target_tr + 1e-9)) + 1
-    times = np.arange(T) * tr
-    new_times = np.arange(num_out) * target_tr
-    return interp1d(times, bold, axis=0, assume_sorted=True)(new_times).astype(np.float32)
+    out, _ = resample_time(np.ascontiguousarray(np.asarray(bold).T), tr, target_tr)  # (V, T')
+    return np.ascontiguousarray(out.T)  # (T', V)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -179,11 +179,14 @@ def test_tr_outside_the_contract_is_resampled_or_refused(mask):
     strict = SwiftlibTransform(contract, sequence_length=8, mask=mask, target_tr=None)
     with pytest.raises(ContractError, match=r"TR 2 s; .* TR 0.72–0.8 s .*target_tr='auto'"):
         strict(sample)
-    # linear interpolation in time is exact on a linear signal
-    t = np.arange(12, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)  # (T, V)
+    # the store's temporal resampling (swiftlib preprocess --target-tr), voxel by voxel
+    from swiftlib.data.temporal import resample_time
+
+    t = np.linspace(0.0, 1.0, 12, dtype=np.float32)[:, None] * np.arange(1, 4)  # (T, V)
     res = resample_tr(t, 2.0, 0.76)
     assert res.shape == (29, 3)
-    np.testing.assert_allclose(res[:, 0], np.arange(29) * 0.76 / 2.0, atol=1e-5)
+    np.testing.assert_array_equal(res, resample_time(t.T.copy(), 2.0, 0.76)[0].T)
+    np.testing.assert_allclose(res[:, 0], np.arange(29) * 0.76 / 22.0, atol=0.02)  # a ramp
 
 
 def test_bad_input_names_the_value(mask):
