@@ -208,6 +208,7 @@ def _slurm_args(args) -> dict:
         sbatch=sbatch,
         variables=variables,
         template=args.template,
+        after=args.after,
     )
 
 
@@ -222,6 +223,9 @@ def _cmd_slurm(args) -> int:
     except slurm.SlurmError as e:
         print(f"swiftlib slurm submit: error: {e}", file=sys.stderr)
         return 1
+    if args.parsable:  # the job id alone, for chains: PRE=$(swiftlib slurm submit … --parsable)
+        print(sub.job_id)
+        return 0
     print(f"job id:  {sub.job_id}")
     print(f"run dir: {sub.run_dir}")
     print(f"script:  {sub.script}")
@@ -485,8 +489,16 @@ def build_parser() -> argparse.ArgumentParser:
             "--env", help="conda environment to activate ('' for the calling environment)"
         )
         r.add_argument("--modules", help="modules to load ('' for none)")
+        r.add_argument(
+            "--after",
+            nargs="+",
+            default=[],
+            metavar="JOBID",
+            help="start only after these jobs ended successfully (#SBATCH --dependency=afterok)",
+        )
         if name == "submit":
             r.add_argument("--sbatch", default="sbatch", help="sbatch command (default sbatch)")
+            r.add_argument("--parsable", action="store_true", help="print the job id only")
     s.set_defaults(func=_cmd_slurm)
 
     s = sub.add_parser(

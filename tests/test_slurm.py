@@ -51,19 +51,132 @@ def test_scripts_pass_bash_n_and_carry_the_perlmutter_settings(script):
     subprocess.run(["bash", "-n", str(script)], check=True)
     text = script.read_text()
     d = directives(text)
-    assert d["--constraint"] == "gpu" and d["--signal"] == "SIGUSR1@90" and "--requeue" in d
+    cpu = script.name == TEMPLATES["cpu"]
+    assert d["--constraint"] == ("cpu" if cpu else "gpu")
+    assert d["--signal"] == "SIGUSR1@90" and "--requeue" in d
+    assert "##SBATCH --dependency=afterok:" in text  # --after JOBID activates it
     # account/QOS/time as variables
     assert "##SBATCH --account=" in text and "--qos" in d and "--time" in d
     assert "conda activate" in text and re.search(
         r"srun .*\\\n\s+swiftlib run \"\$NOTEBOOK\" -f \"\$PARAMS\" -o", text
     )
-    assert d["--ntasks-per-node"] == d["--gpus-per-node"]  # one task per GPU
+    if not cpu:
+        assert d["--ntasks-per-node"] == d["--gpus-per-node"]  # one task per GPU
 
 
 def test_template_follows_the_notebook_stage():
     assert template_for(PRETRAIN).name == TEMPLATES["pretrain"]
     assert template_for(FINETUNE).name == TEMPLATES["finetune"]
     assert template_for("notebooks/03_downstream/03_tune_optuna.ipynb").name == TEMPLATES["tune"]
+    # no devices/num_nodes parameters: the one-task template
+    assert template_for(MAKE).name == TEMPLATES["cpu"]
+    assert template_for(ROOT / "notebooks/03_downstream/02_evaluate.ipynb").name == "cpu.sbatch"
+
+
+def test_render_refuses_a_template_the_notebook_cannot_run(capsys):
+    with pytest.raises(
+        ValueError, match=r"sets notebook parameter\(s\) \['devices', 'num_nodes'\]"
+    ):
+        render(MAKE, template=ROOT / "slurm" / TEMPLATES["finetune"])
+    rc = main(["slurm", "render", str(MAKE), "--template", "slurm/finetune.sbatch"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "01_make_synthetic_cohort.ipynb does not have" in err
+    assert "--template" in err and "cpu.sbatch" in err and len(err.strip().splitlines()) == 1
+    # the data notebook renders into the CPU template, which passes no scale parameters
+    script = render(MAKE)
+    assert directives(script)["--constraint"] == "cpu" and "-p devices" not in script
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"sbatch": {"account": "m1234\n#SBATCH --qos=premium"}},
+        {"sbatch": {"job_name": "a\rb"}},
+        {"variables": {"SWIFTLIB_ENV": "env\n rm -rf ~"}},
+        {"run_dir": "/scratch/run\x00x"},
+    ],
+    ids=["account-newline", "job-name-cr", "env-newline", "run-dir-nul"],
+)
+def test_render_refuses_newlines_and_control_characters(kwargs):
+    with pytest.raises(ValueError, match="newline or control character"):
+        render(FINETUNE, **kwargs)
+
+
+def test_render_refuses_an_unexpanded_variable_in_the_run_dir():
+    with pytest.raises(ValueError, match=r"unexpanded variable \$SCRATCH"):
+        render(FINETUNE, run_dir="$SCRATCH/runs/x")
+
+
+def test_after_makes_the_job_wait_for_others(tmp_path, capsys):
+    script = render(PRETRAIN, after=["123456", "789_2"])
+    assert directives(script)["--dependency"] == "afterok:123456:789_2"
+    assert "--dependency" not in directives(render(PRETRAIN))
+    with pytest.raises(ValueError, match="expected SLURM job ids"):
+        render(PRETRAIN, after=["12; rm"])
+    # a chain: submit prints the bare job id with --parsable
+    fake = tmp_path / "sbatch"
+    fake.write_text("#!/bin/bash\necho '4243;perlmutter'\n")
+    fake.chmod(0o755)
+    argv = ["slurm", "submit", str(FINETUNE), "-o", str(tmp_path / "ft"), "--sbatch", str(fake)]
+    assert main([*argv, "--after", "4242", "--parsable"]) == 0
+    assert capsys.readouterr().out == "4243\n"
+    job = (tmp_path / "ft" / "job.sbatch").read_text()
+    assert directives(job)["--dependency"] == "afterok:4242"
+
+
+def _run_rendered(script_text: str, tmp_path: Path, has_resume: bool) -> list[str]:
+    """Run a rendered job script with stand-ins for srun and swiftlib; the swiftlib run
+    arguments it used."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "srun").write_text(
+        '#!/bin/bash\nwhile [[ "$1" == --* ]]; do shift; done\nexec "$@"\n'
+    )
+    listed = "resume_from  str" if has_resume else "max_epochs  int"
+    (bin_dir / "swiftlib").write_text(
+        "#!/bin/bash\n"
+        f'if [[ " $* " == *" --list-params "* ]]; then echo "  {listed}"; exit 0; fi\n'
+        f'printf "%s\\n" "$@" > {tmp_path}/args\n'
+    )
+    for f in ("srun", "swiftlib"):
+        (bin_dir / f).chmod(0o755)
+    job = tmp_path / "job.sbatch"
+    job.write_text(script_text)
+    env = {
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "SLURM_JOB_ID": "77",
+        "SLURM_JOB_NAME": "swiftlib-finetune",
+        "SLURM_JOB_NUM_NODES": "1",
+        "SLURM_NTASKS_PER_NODE": "4",
+        "HOME": str(tmp_path),
+    }
+    subprocess.run(["bash", str(job)], env=env, check=True, capture_output=True)
+    return (tmp_path / "args").read_text().splitlines()
+
+
+@pytest.mark.parametrize("template", ["finetune", "pretrain"])
+def test_a_rerun_after_a_crash_resumes_from_last_ckpt(template, tmp_path):
+    """Not a pre-emption (those resume from hpc_ckpt_<n>.ckpt inside fit): a requeued,
+    restarted or resubmitted job into the same RUN_DIR passes resume_from=last.ckpt."""
+    run = tmp_path / "run"
+    text = render(
+        PRETRAIN if template == "pretrain" else FINETUNE,
+        run_dir=run,
+        variables={"SWIFTLIB_ENV": "", "SWIFTLIB_MODULES": ""},
+    )
+    first = _run_rendered(text, tmp_path, has_resume=True)
+    assert "resume_from" not in first and first[:2] == [
+        "run",
+        str(FINETUNE if template == "finetune" else PRETRAIN),
+    ]
+    assert first[first.index("-p") : first.index("-p") + 2] == ["-p", "devices"]
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    again = _run_rendered(text, tmp_path, has_resume=True)
+    i = again.index("resume_from")
+    assert again[i - 1 : i + 2] == ["-p", "resume_from", str(run / "checkpoints" / "last.ckpt")]
+    # a notebook without the parameter is not given it (the run would exit 2)
+    assert "resume_from" not in _run_rendered(text, tmp_path, has_resume=False)
 
 
 @pytest.mark.parametrize("notebook", [PRETRAIN, FINETUNE], ids=lambda p: p.stem)
@@ -358,7 +471,7 @@ def _submit(args: list[str], env: dict, capsys) -> tuple[str, Path]:
 
 @pytest.mark.slurm
 def test_rendered_notebook_job_completes_on_a_real_cluster(slurm_cluster, tmp_path, capsys):
-    env = {**slurm_cluster, "SWIFTLIB_SCALE_ARGS": ""}  # the data notebook has no devices/num_nodes
+    env = dict(slurm_cluster)  # the data notebook: the CPU template, no devices/num_nodes
     params = tmp_path / "params.yaml"
     params.write_text(
         f"01_make_synthetic_cohort:\n  num_subjects: 4\n  num_frames: 16\n  voxel_size: 8.0\n"
@@ -371,10 +484,6 @@ def test_rendered_notebook_job_completes_on_a_real_cluster(slurm_cluster, tmp_pa
             str(params),
             "-o",
             str(tmp_path / "run"),
-            "--template",
-            str(ROOT / "slurm" / TEMPLATES["finetune"]),
-            "--ntasks-per-node",
-            "1",
             *LOCAL,
         ],
         env,
