@@ -264,6 +264,14 @@ class SimMIM(nn.Module):
         dims = [f["num_chs"] for f in self.encoder.feature_info]
         self.decoder = SimMIMDecoder(dims, self.patch_size, self.in_chans)
         self.decoder.apply(init_weights)
+        if getattr(getattr(self.encoder, "cfg", None), "mup", False):
+            from .swift_v2 import mup_rescale_init
+
+            # the decoder reads the encoder's widths out: µP init relative to the base width
+            shapes = self.mup_base_shapes()
+            mup_rescale_init(
+                self.decoder, {k[8:]: v for k, v in shapes.items() if k[:8] == "decoder."}
+            )
         enc_multiple = tuple(self.encoder.grid_multiple)
         self.grid_multiple = tuple(
             math.lcm(m, p * q)
@@ -272,6 +280,24 @@ class SimMIM(nn.Module):
             )
         )
         self.required_shape = tuple(self.encoder.required_shape)
+
+    def mup_base_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each parameter's shape at the encoder's µP base width (encoder, mask token and a
+        decoder built for the base widths on the meta device)."""
+        if not hasattr(self.encoder, "mup_base_shapes"):
+            raise TypeError(
+                f"µP needs a SwiFT v2 encoder (mup=True); {type(self.encoder).__name__} has no "
+                "µP base shapes"
+            )
+        enc = self.encoder
+        base_width = enc.cfg.mup_base_width
+        dims = [f["num_chs"] * base_width // enc.embed_dim for f in enc.feature_info]
+        with torch.device("meta"):
+            decoder = SimMIMDecoder(dims, self.patch_size, self.in_chans)
+        shapes = {f"encoder.{k}": v for k, v in enc.mup_base_shapes().items()}
+        shapes["mask_token"] = (*self.mask_token.shape[:-1], base_width)
+        shapes.update({f"decoder.{k}": tuple(p.shape) for k, p in decoder.named_parameters()})
+        return shapes
 
     # -- interface delegated to the encoder (names prefixed) -----------------------------
     def no_weight_decay(self) -> set[str]:

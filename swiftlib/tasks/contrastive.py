@@ -217,6 +217,7 @@ class ContrastiveTask(CheckpointMetaMixin, pl.LightningModule):
             "embedding_dim": int(self.model.num_features),
             "proj_dim": self.cfg.proj_dim,
             "temperature": self.cfg.temperature,
+            "mup": bool(self.cfg.optim.mup),
         }
 
 

@@ -174,6 +174,9 @@ class SimMIMTask(CheckpointMetaMixin, pl.LightningModule):
             ratio = m["val/recon_loss"] / m["val/mean_predictor_loss"].clamp(min=1e-12)
             self.log("val/recon_ratio", ratio, sync_dist=True)
 
+    def checkpoint_meta(self) -> dict:
+        return {"mup": bool(self.cfg.optim.mup)}  # µP learning rates (optim.mup)
+
     def configure_optimizers(self):
         groups = param_groups(
             self, self.cfg.optim, encoder=self.model.encoder, encoder_prefix="model.encoder."
