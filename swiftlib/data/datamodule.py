@@ -216,7 +216,7 @@ class FMRIDataModule(LightningDataModule):
             )
 
     def setup(self, stage: str | None = None) -> None:
-        from swiftlib.data.mixing import MixedWindowDataset
+        from swiftlib.data.mixing import MixedWindowDataset, check_mixable
         from swiftlib.data.splits import (
             check_leakage,
             few_shot_subset,
@@ -239,8 +239,9 @@ class FMRIDataModule(LightningDataModule):
         )
         train, val, test = {}, [], []
         first_store_of: dict[str, str] = {}  # dataset name -> store path
-        for path in cfg.store_paths:
-            store = open_store(path)
+        stores = [open_store(path) for path in cfg.store_paths]
+        check_mixable(stores)  # one grid, layout, template and normalisation for the whole run
+        for path, store in zip(cfg.store_paths, stores, strict=True):
             self.stores.append(store)
             dataset_name = "+".join(store.datasets) or "custom"
             if dataset_name in first_store_of:
@@ -470,9 +471,12 @@ class FMRIDataModule(LightningDataModule):
         return self.test_dataloader()
 
     def contract(self) -> dict:
-        """The normalisation/geometry contract of the (first) store, saved with checkpoints."""
+        """The input contract of the run's data, saved with checkpoints: the store's, or for
+        several stores their shared one with the TR range spanning them all."""
+        from swiftlib.data.mixing import mixed_contract
+
         self._require_setup()
-        return self.stores[0].contract()
+        return mixed_contract(self.stores)
 
     def state_dict(self) -> dict:
         return {"config": asdict(self.config)}

@@ -12,6 +12,11 @@ keeps the positions ``rank, rank + R, rank + 2R, …``, so ranks get disjoint sh
 epoch's draws. The sampler subclasses ``DistributedSampler`` so Lightning leaves it in place
 and calls :meth:`MixingSampler.set_epoch` each epoch.
 
+Contract: stores are mixed only when they hold the same kind of input — grid, voxel size,
+space, voxel layout, MNI template and normalisation equal (:func:`check_mixable`); a model
+trained on two normalisations or two voxel orders at once learns neither, and a mixed grid
+fails mid-epoch. TR ranges may differ (the run's contract spans them, :func:`mixed_contract`).
+
 Resume: the draws of epoch ``e`` depend only on ``(seed, e)``, and the sampler is a
 :class:`~swiftlib.data.loader.ResumableSampler`, so a
 :class:`~swiftlib.data.loader.ResumableLoader` over it restarts mid-epoch exactly where a
@@ -30,9 +35,69 @@ from torch.utils.data import ConcatDataset, DistributedSampler
 
 from swiftlib.data.loader import ResumableSampler
 
-__all__ = ["MixedWindowDataset", "MixingSampler", "resolve_weights"]
+__all__ = [
+    "MIXING_CONTRACT_FIELDS",
+    "MixedWindowDataset",
+    "MixingSampler",
+    "check_mixable",
+    "mixed_contract",
+    "resolve_weights",
+]
 
 log = logging.getLogger(__name__)
+
+#: Contract fields that must be equal for stores to be mixed (the TR range may differ).
+MIXING_CONTRACT_FIELDS = ("grid", "voxel_size", "space", "layout", "template", "normalisation")
+_PREPROCESS_FLAGS = {
+    "grid": "--grid",
+    "voxel_size": "--voxel-size",
+    "layout": "--layout",
+    "template": "--template",
+    "normalisation": "--normalisation",
+}
+
+
+def _store_name(store) -> str:
+    return f"{'+'.join(store.datasets) or 'custom'} ({store.root})"
+
+
+def check_mixable(stores: Sequence) -> None:
+    """Refuse to mix stores whose input contracts differ (:data:`MIXING_CONTRACT_FIELDS`),
+    naming each store and its value of every differing field."""
+    stores = list(stores)
+    if len(stores) < 2:
+        return
+    contracts = [s.contract() for s in stores]
+    diffs, flags = [], []
+    for key in MIXING_CONTRACT_FIELDS:
+        values = [c.get(key) for c in contracts]
+        norm = [tuple(v) if isinstance(v, list) else v for v in values]
+        if len(set(norm)) > 1:
+            each = ", ".join(
+                f"{_store_name(s)} has {v!r}" for s, v in zip(stores, values, strict=True)
+            )
+            diffs.append(f"{key}: {each}")
+            if key in _PREPROCESS_FLAGS:
+                flags.append(_PREPROCESS_FLAGS[key])
+    if diffs:
+        raise ValueError(
+            "stores with different input contracts cannot be mixed in one run — "
+            + "; ".join(diffs)
+            + ". Preprocess the cohorts with the same settings ("
+            + ", ".join(flags)
+            + " of `swiftlib preprocess`), or train on them in separate runs"
+        )
+
+
+def mixed_contract(stores: Sequence) -> dict:
+    """The input contract of a run on ``stores`` (checked with :func:`check_mixable`): their
+    shared fields and the TR range spanning all of them."""
+    stores = list(stores)
+    check_mixable(stores)
+    contract = dict(stores[0].contract())
+    ranges = [s.contract()["tr_range"] for s in stores]
+    contract["tr_range"] = [min(r[0] for r in ranges), max(r[1] for r in ranges)]
+    return contract
 
 
 class MixedWindowDataset(ConcatDataset):
@@ -55,6 +120,8 @@ class MixedWindowDataset(ConcatDataset):
         empty = [n for n, d in zip(names, parts, strict=True) if len(d) == 0]
         if empty:
             raise ValueError(f"dataset(s) {empty} have no windows; remove them from the mix")
+        stores = {id(d.store): d.store for d in parts if hasattr(d, "store")}
+        check_mixable(list(stores.values()))
         super().__init__(parts)
         self.names = names
 

@@ -217,3 +217,62 @@ def _collate(samples):
     from swiftlib.data.windows import collate_samples
 
     return collate_samples(samples)
+
+
+def _store_with(root, frames, dataset, grid=None, **manifest_fields):
+    """A small store of ``dataset`` whose manifest then declares ``manifest_fields``."""
+    import json
+
+    from swiftlib.data.store import open_store
+    from tests.data.conftest import GRID, build_store
+
+    kw = dict(dataset=dataset, prefix=f"sub-{dataset}", nan_age=(), second_session=False)
+    store, _ = build_store(root, frames=frames, grid=grid or GRID, **kw)
+    if manifest_fields:
+        mpath = store.root / "manifest.json"
+        manifest = json.loads(mpath.read_text())
+        mpath.write_text(json.dumps({**manifest, **manifest_fields}))
+    return open_store(store.root)
+
+
+def test_stores_with_different_contracts_are_not_mixed(small_store, tmp_path):
+    from swiftlib.data.mixing import check_mixable
+
+    a = small_store[0]
+    b = _store_with(
+        tmp_path / "b", [30, 31], "psc", normalisation="psc", template="MNI152NLin6Asym"
+    )
+    with pytest.raises(ValueError) as e:
+        check_mixable([a, b])
+    msg = str(e.value)
+    sa, sb = f"synthetic ({a.root})", f"psc ({b.root})"
+    assert f"normalisation: {sa} has 'zscore_global', {sb} has 'psc'" in msg
+    assert f"template: {sa} has 'unknown', {sb} has 'MNI152NLin6Asym'" in msg
+    assert "grid:" not in msg and "(--template, --normalisation of `swiftlib preprocess`)" in msg
+    # the data module refuses before reading any data, and so does a hand-built mix
+    with pytest.raises(ValueError, match="normalisation: synthetic"):
+        _mixed_module([a.root, b.root], tmp_path).setup()
+    with pytest.raises(ValueError, match="different input contracts"):
+        MixedWindowDataset(
+            {
+                "synthetic": WindowDataset(a, sequence_length=20),
+                "psc": WindowDataset(b, sequence_length=20),
+            }
+        )
+    c = _store_with(tmp_path / "c", [30, 31], "coarse", grid=(20, 24, 20))
+    with pytest.raises(
+        ValueError, match=r"grid: synthetic .* has \[20, 24, 22\], coarse .* has \[20, 24, 20\]"
+    ):
+        check_mixable([a, c])
+
+
+def test_the_run_contract_spans_the_mixed_stores_tr(small_store, tmp_path):
+    from swiftlib.data.mixing import mixed_contract
+
+    a = small_store[0]
+    b = _store_with(tmp_path / "b", [30, 31], "slow", tr_range=[2.0, 2.5])
+    contract = mixed_contract([a, b])
+    assert contract["tr_range"] == [0.8, 2.5] and contract["grid"] == [20, 24, 22]
+    dm = _mixed_module([a.root, b.root], tmp_path)
+    dm.setup()
+    assert dm.contract() == contract
