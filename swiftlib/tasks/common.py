@@ -20,6 +20,7 @@ __all__ = [
     "ContractError",
     "CheckpointError",
     "TemplateMismatchWarning",
+    "TEMPLATE_POLICIES",
     "SWIFT_V1_CONTRACT",
     "check_contract",
     "read_checkpoint",
@@ -45,7 +46,8 @@ _FIX_FLAGS = {
 }
 _DEFAULT_LAYOUT = "mni_ras"  # what a contract without a layout meant (stores before layouts)
 _UNKNOWN_TEMPLATE = "unknown"
-_TEMPLATE_POLICIES = ("warn", "error", "ignore")
+#: What to do when the data's MNI template differs from a checkpoint's (``template_mismatch``).
+TEMPLATE_POLICIES = ("warn", "error", "ignore")
 #: What the public SwiFT v1 checkpoints (no swiftlib metadata) were trained on: v1's own input
 #: convention (the ``swift_v1`` layout: LAS order, 96³ at 2 mm, v1's global z-score) on
 #: FSL/HCP MNI152NLin6Asym data (HCP S1200; the contrastive checkpoint also saw UKB and ABCD).
@@ -84,7 +86,7 @@ def check_contract(
     ``"warn"`` (:class:`TemplateMismatchWarning`), ``"error"`` (:class:`ContractError`) or
     ``"ignore"``; an ``unknown`` template on either side cannot be checked (logged).
     """
-    check_choice("template_mismatch", template_mismatch, _TEMPLATE_POLICIES)
+    check_choice("template_mismatch", template_mismatch, TEMPLATE_POLICIES)
     if not expected:
         return
     if "layout" in expected or "layout" in actual:  # a store contract without one predates layouts
@@ -196,7 +198,8 @@ def read_checkpoint(path) -> dict:
 
 def build_encoder(cfg) -> tuple[nn.Module, dict | None]:
     """A task's encoder: preset ``cfg.model`` with ``cfg.model_overrides``, without a head,
-    initialised from ``cfg.init_from`` when set (checked against ``cfg.contract``). Returns
+    initialised from ``cfg.init_from`` when set (checked against ``cfg.contract``, with the
+    config's ``template_mismatch`` policy where it has one, else ``"warn"``). Returns
     ``(encoder, load report or None)``."""
     from swiftlib.models import create_model
 
@@ -204,7 +207,12 @@ def build_encoder(cfg) -> tuple[nn.Module, dict | None]:
     if not cfg.init_from:
         return encoder, None
     report = load_encoder_weights(
-        encoder, cfg.init_from, cfg.model, cfg.model_overrides, cfg.contract
+        encoder,
+        cfg.init_from,
+        cfg.model,
+        cfg.model_overrides,
+        cfg.contract,
+        template_mismatch=getattr(cfg, "template_mismatch", "warn"),
     )
     return encoder, report
 

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 import torchmetrics.functional as tmf
 from torch import nn
 
-from swiftlib.tasks.common import CheckpointMetaMixin, build_encoder
+from swiftlib.tasks.common import TEMPLATE_POLICIES, CheckpointMetaMixin, build_encoder
 from swiftlib.tasks.optim import OptimConfig, build_optimizer, param_groups
 from swiftlib.tasks.optim import total_steps as _total_steps
 from swiftlib.utils.config import config_from_dict, config_to_dict
@@ -34,17 +34,26 @@ log = logging.getLogger(__name__)
 
 # The one monitored metric per task type: checkpointing, early stopping, pruning, results.json.
 MONITOR = {"classification": ("val/auroc", "max"), "regression": ("val/r2", "max")}
+#: ``task="auto"``: the task type the store declares for the label (resolved by ``for_label``).
+AUTO_TASK = "auto"
 
 
 @dataclass
 class FinetuneConfig:
     """Downstream fine-tuning. ``target_mean``/``target_std`` (regression scaler) are fitted
-    on the training subjects by :func:`swiftlib.training.fit` and stored in the checkpoint."""
+    on the training subjects by :func:`swiftlib.training.fit` and stored in the checkpoint.
+
+    ``task="auto"`` takes the task type (and the number of classes) from the store's label
+    declaration (:meth:`for_label`, which the run calls once the data is open); a task named
+    explicitly must match it. ``template_mismatch`` decides what happens when the data's MNI
+    template differs from the one an ``init_from`` (or evaluated) checkpoint was trained on:
+    ``"warn"``, ``"error"`` or ``"ignore"`` (:func:`swiftlib.tasks.common.check_contract`).
+    """
 
     model: str = "swift_v2_test"  # encoder preset (swiftlib.list_models())
     model_overrides: dict = field(default_factory=dict)
     label: str = "sex"  # label column of the store
-    task: Literal["classification", "regression"] = "classification"
+    task: Literal["auto", "classification", "regression"] = "classification"
     num_classes: int = 2  # classification only
     mode: Literal["full", "linear_probe", "unfreeze"] = "full"
     # mode="unfreeze": top fraction of block groups (0.2 = v2 runs)
@@ -58,6 +67,7 @@ class FinetuneConfig:
     target_mean: float = 0.0
     target_std: float = 1.0
     contract: dict | None = None  # input contract of the training data
+    template_mismatch: Literal["warn", "error", "ignore"] = "warn"  # data vs checkpoint template
     seed: int = 0
 
     def __post_init__(self):
@@ -86,10 +96,50 @@ class FinetuneConfig:
             raise ValueError(f"label_smoothing={self.label_smoothing}: expected in [0, 1)")
         if not self.target_std > 0:
             raise ValueError(f"target_std={self.target_std}: expected > 0")
+        if self.template_mismatch not in TEMPLATE_POLICIES:  # when built without from_dict
+            raise ValueError(
+                f"template_mismatch={self.template_mismatch!r}: expected one of "
+                f"{list(TEMPLATE_POLICIES)}"
+            )
 
     @property
     def num_outputs(self) -> int:
+        if self.task == AUTO_TASK:
+            raise ValueError(
+                "task='auto' is not resolved yet: call FinetuneConfig.for_label(...) with the "
+                "store's label declaration (fit() does) before building the model"
+            )
         return self.num_classes if self.task == "classification" else 1
+
+    def for_label(
+        self, label_task: str, num_classes: int | None = None, where: str = "the store"
+    ) -> FinetuneConfig:
+        """This config with the task type the data declares for ``label``: ``task="auto"``
+        takes it (and the number of classes), an explicit task must equal it. Messages name
+        the notebook parameters (``task``, ``label``)."""
+        import dataclasses
+
+        if label_task not in MONITOR:
+            raise ValueError(
+                f"label {self.label!r} is declared with task type {label_task!r} in {where}; "
+                f"expected one of {sorted(MONITOR)}"
+            )
+        if self.task not in (AUTO_TASK, label_task):
+            raise ValueError(
+                f"task={self.task!r} but label {self.label!r} is declared {label_task!r} in "
+                f"{where}; set task={label_task!r} (or task='auto' to take it from the store)"
+            )
+        updates: dict = {"task": label_task}
+        if self.task == AUTO_TASK:
+            log.info("task: %s (label %r, as declared in %s)", label_task, self.label, where)
+        if label_task == "classification" and num_classes and num_classes != self.num_classes:
+            log.info(
+                "num_classes %d -> %d (from the store's label declaration)",
+                self.num_classes,
+                num_classes,
+            )
+            updates["num_classes"] = int(num_classes)
+        return dataclasses.replace(self, **updates)
 
     @classmethod
     def from_dict(cls, d) -> FinetuneConfig:
@@ -118,6 +168,7 @@ class FinetuneTask(CheckpointMetaMixin, pl.LightningModule):
     def __init__(self, config: FinetuneConfig | dict):
         super().__init__()
         cfg = self._set_config(config, FinetuneConfig)
+        cfg.num_outputs  # noqa: B018 - refuses an unresolved task='auto' before any loading
         self.model, self.init_report = build_encoder(cfg)
         self.head = _build_head(self.model.num_features, cfg)
         self._apply_mode()
@@ -244,7 +295,12 @@ class FinetuneTask(CheckpointMetaMixin, pl.LightningModule):
 
     # -- checkpoint metadata -------------------------------------------------------------------
     def checkpoint_meta(self) -> dict:
-        return {"label": self.cfg.label, "task": self.cfg.task, "num_classes": self.cfg.num_classes}
+        return {
+            "label": self.cfg.label,
+            "task": self.cfg.task,
+            "num_classes": self.cfg.num_classes,
+            "template_mismatch": self.cfg.template_mismatch,
+        }
 
 
 def _opt_and_sched(groups, cfg, total):

@@ -76,6 +76,7 @@ def test_unfreeze_fraction_trains_the_top_block_groups():
         ({"num_classes": 1}, "num_classes=1"),
         ({"label_smoothing": 1.0}, "label_smoothing=1.0"),
         ({"target_std": 0.0}, "target_std=0.0"),
+        ({"template_mismatch": "warnn"}, "template_mismatch='warnn': expected one of"),
     ],
 )
 def test_config_validation(kw, msg):
@@ -152,3 +153,57 @@ def test_regression_loss_uses_the_standardised_target():
     out = torch.tensor([[0.5], [-1.0]])
     y = torch.tensor([65.0, 50.0])
     assert task._loss(out, y).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_task_auto_takes_the_type_the_store_declares():
+    cfg = FinetuneConfig(label="age", task="auto")
+    resolved = cfg.for_label("regression", where="store /data/ukb")
+    assert resolved.task == "regression" and resolved.num_outputs == 1 and cfg.task == "auto"
+    dx = FinetuneConfig(label="dx", task="auto").for_label("classification", num_classes=3)
+    assert (dx.task, dx.num_classes, dx.num_outputs) == ("classification", 3, 3)
+    same = FinetuneConfig(label="sex").for_label("classification", num_classes=2)
+    assert same == FinetuneConfig(label="sex")
+    assert FinetuneConfig.from_dict({"task": "auto"}).task == "auto"
+    with pytest.raises(ValueError, match="task='auto' is not resolved"):
+        FinetuneTask(FinetuneConfig(model="swift_v2_test", task="auto"))
+
+
+def test_task_mismatch_names_the_notebook_parameters():
+    cfg = FinetuneConfig(label="age", task="classification")
+    with pytest.raises(ValueError) as e:
+        cfg.for_label("regression", where="store /data/ukb")
+    msg = str(e.value)
+    assert msg.startswith(
+        "task='classification' but label 'age' is declared 'regression' in store /data/ukb; "
+        "set task='regression' (or task='auto'"
+    )
+    assert "task.task" not in msg
+
+
+def test_template_mismatch_setting_reaches_the_contract_check(tmp_path):
+    import warnings
+
+    from swiftlib.tasks.common import CHECKPOINT_KEY, ContractError, TemplateMismatchWarning
+    from tests.tasks.test_common import CONTRACT, _pretrain_ckpt
+
+    path, _ = _pretrain_ckpt(tmp_path, contract={**CONTRACT, "template": "MNI152NLin6Asym"})
+    data = {**CONTRACT, "template": "MNI152NLin2009cAsym"}
+
+    def build(policy):
+        kw = {} if policy is None else {"template_mismatch": policy}
+        return FinetuneTask(
+            FinetuneConfig(model="swift_v2_test", init_from=str(path), contract=data, **kw)
+        )
+
+    with pytest.warns(TemplateMismatchWarning, match="'MNI152NLin6Asym'.*'MNI152NLin2009cAsym'"):
+        build(None)  # the default: warn
+    with pytest.raises(ContractError, match="template: checkpoint trained on 'MNI152NLin6Asym'"):
+        build("error")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        task = build("ignore")
+    ckpt: dict = {}
+    task.on_save_checkpoint(ckpt)
+    assert ckpt[CHECKPOINT_KEY]["template_mismatch"] == "ignore"
+    # saved with the task's config, so evaluate/init_from of this run know the policy
+    assert task.hparams["config"]["template_mismatch"] == "ignore"
