@@ -8,7 +8,7 @@ PIP := $(PY) -m pip -q --disable-pip-version-check
 STAMP := $(VENV)/.swiftlib-installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-slurm test-browser bench science lab notebooks lint venv clean-venv dashboard
+.PHONY: demo test test-slurm test-browser bench science kernel lab notebooks lint venv clean-venv dashboard
 
 venv: $(STAMP)
 
@@ -43,10 +43,15 @@ bench: $(STAMP)
 science: $(STAMP)
 	$(PY) -m pytest -q -m slow --timeout=0 tests
 
+# the Jupyter kernel "swiftlib" (what every notebook asks for) for .venv: a user kernelspec
+# whose helper script activates the environment (NERSC's pattern; docs/nersc.md). On NERSC:
+# swiftlib kernel install --env $CONDA_PREFIX --module conda
+kernel: $(STAMP)
+	$(PY) -m swiftlib.kernel install --force --name swiftlib --env $(abspath $(VENV))
+
 # served from the repository root so jupytext finds jupytext.toml: a save writes the .ipynb
 # and its py:percent twin (jupytext's JupyterLab extension comes with the jupytext package)
-lab: $(STAMP)
-	$(PY) -m ipykernel install --user --name swiftlib --display-name "swiftlib (.venv)"
+lab: kernel
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks
 
 # after editing a notebook (in JupyterLab or its .py twin): sync each pair, strip outputs,
