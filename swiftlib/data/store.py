@@ -324,6 +324,7 @@ class SubjectStore:
         # file versions whose sha256 is known: (path, size, mtime_ns, inode) -> digest; pickled
         # with the store, so DataLoader workers do not hash again what the main process did
         self._hashes: dict[tuple[str, int, int, int], str] = {}
+        self._disk_cache: dict | None = None  # STORE/.verified.json, read when first needed
 
     # -- metadata -------------------------------------------------------------------------
     @property
@@ -415,7 +416,9 @@ class SubjectStore:
         the store directory is writable (a read-only shared store keeps the in-process cache)."""
         if not found or not os.access(self.root, os.W_OK):
             return
-        files = {**self._read_cache(), **found}
+        listed = {r["file"] for r in self.manifest["subjects"].values()}
+        files = {k: v for k, v in {**self._read_cache(), **found}.items() if k in listed}
+        self._disk_cache = files
         try:
             atomic_write_json(self._cache_path(), {"format": "swiftlib-verified", "files": files})
         except OSError as e:  # full disk, quota, a read-only mount: not worth failing a run
@@ -423,7 +426,7 @@ class SubjectStore:
                 "could not write %s (%s); checksums stay cached in this process", self.root, e
             )
 
-    def _actual_sha256(self, subject_id: str, cache: dict, found: dict) -> tuple[str, bool]:
+    def _actual_sha256(self, subject_id: str, found: dict) -> tuple[str, bool]:
         """(sha256 of the subject file as it is now, whether it was hashed just now)."""
         path = self.path(subject_id)
         try:
@@ -435,7 +438,9 @@ class SubjectStore:
             ) from None
         known = self._hashes.get(key) or _HASHES.get(key)
         rel = self._record(subject_id)["file"]
-        entry = cache.get(rel)
+        if known is None and self._disk_cache is None:
+            self._disk_cache = self._read_cache()
+        entry = (self._disk_cache or {}).get(rel)
         if known is None and isinstance(entry, dict):
             if [entry.get("size"), entry.get("mtime_ns"), entry.get("inode")] == list(key[1:]):
                 known = entry.get("sha256")
@@ -464,12 +469,11 @@ class SubjectStore:
         """
         ids = self.subject_ids if subject_ids is None else list(dict.fromkeys(subject_ids))
         t0 = time.perf_counter()
-        cache = self._read_cache() if ids else {}
         found: dict = {}
         bad, hashed, nbytes = [], 0, 0
         try:
             for sid in ids:
-                actual, fresh = self._actual_sha256(sid, cache, found)
+                actual, fresh = self._actual_sha256(sid, found)
                 if fresh:
                     hashed += 1
                     nbytes += int(self._record(sid)["bytes"])
@@ -581,6 +585,7 @@ class SubjectStore:
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_handles"] = {}
+        state["_disk_cache"] = None  # workers need only the verified hashes
         return state
 
     def __len__(self) -> int:

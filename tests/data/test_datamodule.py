@@ -223,3 +223,19 @@ def test_a_damaged_subject_file_is_refused_at_setup(tmp_path):
         for ds in (dm.train_dataset, dm.val_dataset, dm.test_dataset):
             for i in range(len(ds)):
                 ds[i]
+
+
+def test_workers_do_not_hash_again_what_setup_verified(tmp_path, monkeypatch):
+    from swiftlib.data import store as store_module
+    from tests.data.conftest import build_store
+
+    store, _ = build_store(tmp_path / "store", frames=[30, 31, 33, 35, 36], second_session=False)
+    dm = FMRIDataModule(_cfg(store, tmp_path, label="sex", num_workers=1))
+    dm.setup()
+
+    def no_hash(path):
+        raise AssertionError(f"{path} hashed a second time")
+
+    monkeypatch.setattr(store_module, "sha256_file", no_hash)
+    monkeypatch.setattr(store_module, "_HASHES", {})  # only what the store object carries
+    assert sum(len(b.subject_id) for b in dm.train_dataloader()) == len(dm.train_dataset)
