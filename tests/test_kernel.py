@@ -219,3 +219,29 @@ def test_a_conda_prefix_is_activated_with_conda_or_put_on_path(jupyter_dir, tmp_
         assert log.read_text().splitlines() == [f"conda activate {prefix.resolve()}"]
     else:
         assert got["PATH"].split(":")[0] == str(prefix.resolve() / "bin") and not log.exists()
+
+
+def test_notebook_sync_gives_both_files_of_a_pair_the_swiftlib_kernel(tmp_path):
+    """tools/sync_notebooks.py: a pair asking for ``python3`` breaks the house rule and is
+    set to the ``swiftlib`` kernel in the .ipynb and in the .py header, pair kept in step."""
+    import importlib.util
+    import shutil
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("sync_nb", root / "tools" / "sync_notebooks.py")
+    sync_nb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sync_nb)
+    shutil.copy(root / "jupytext.toml", tmp_path)  # the pairing applies under notebooks/
+    src = root / "notebooks" / "01_data" / "01_make_synthetic_cohort"
+    (tmp_path / "notebooks" / "01_data").mkdir(parents=True)
+    ipynb = tmp_path / "notebooks" / "01_data" / src.with_suffix(".ipynb").name
+    for suffix in (".py", ".ipynb"):
+        shutil.copy(src.with_suffix(suffix), ipynb.with_suffix(suffix))
+    nb = nbformat.read(str(ipynb), as_version=4)
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "x"}
+    nbformat.write(nb, str(ipynb))
+    assert any("kernelspec 'python3'" in p for p in sync_nb.house_rules(ipynb))
+    sync_nb.sync(ipynb)
+    assert nbformat.read(str(ipynb), as_version=4).metadata["kernelspec"] == sync_nb.KERNELSPEC
+    assert "#     name: swiftlib" in ipynb.with_suffix(".py").read_text()
+    assert sync_nb.house_rules(ipynb) == [] and sync_nb.pair_differences(ipynb) == []

@@ -7,7 +7,14 @@ For every pair (or the notebooks named on the command line) this script
 
 1. syncs the pair with jupytext (``jupytext --sync``: the more recently modified file wins),
 2. strips outputs, execution counts and session metadata from the ``.ipynb``,
-3. checks the house rules (docs/notebooks.md, STYLE 14–17) and prints every violation.
+3. sets the kernelspec to the ``swiftlib`` kernel (:data:`KERNELSPEC`) in both files,
+4. checks the house rules (docs/notebooks.md, STYLE 14–17) and prints every violation.
+
+The kernel: every notebook asks for the Jupyter kernel named ``swiftlib``, the one
+``make lab`` / ``make kernel`` register for ``.venv`` and ``swiftlib kernel install`` registers
+for a conda environment on NERSC's JupyterHub (docs/nersc.md), so a notebook opens in the
+environment that has swiftlib in both places (``python3`` there is NERSC's own Python).
+``swiftlib run`` names its kernel itself (``--kernel``), so headless runs do not depend on it.
 
 ``--check`` writes nothing and exits 1 when a pair differs, a notebook carries outputs or a
 rule is broken; ``tests/notebooks`` runs the same checks on the committed notebooks.
@@ -34,6 +41,8 @@ PARAMETER_LINE = re.compile(
     r"^(?P<name>[a-z_][a-z0-9_]*): (?P<type>\w+) = (?P<value>.+?)\s+#\s*(?P<help>\S.*)$"
 )
 NAME = re.compile(r"\d\d_[a-z0-9]+(_[a-z0-9]+)*\.ipynb")
+#: the notebooks' kernel (swiftlib/kernel.py registers a kernel of this name)
+KERNELSPEC = {"name": "swiftlib", "display_name": "swiftlib", "language": "python"}
 
 
 def notebook_paths(paths=None) -> list[Path]:
@@ -95,6 +104,12 @@ def house_rules(ipynb: Path) -> list[str]:
     problems = []
     if not NAME.fullmatch(ipynb.name):
         problems.append(f"{rel}: name it NN_verb[_object].ipynb")
+    kernel = nb.metadata.get("kernelspec", {}).get("name")
+    if kernel != KERNELSPEC["name"]:
+        problems.append(
+            f"{rel}: kernelspec {kernel!r}; expected {KERNELSPEC['name']!r} (the kernel `make "
+            "kernel` / `swiftlib kernel install` registers): run `make notebooks`"
+        )
     code = [c for c in nb.cells if c.cell_type == "code"]
     markdown = [c for c in nb.cells if c.cell_type == "markdown"]
     for i, c in enumerate(nb.cells):
@@ -215,6 +230,21 @@ def house_rules(ipynb: Path) -> list[str]:
     return problems
 
 
+def set_kernelspec(ipynb: Path) -> bool:
+    """Give ``ipynb`` the :data:`KERNELSPEC` (written atomically); True when it changed."""
+    import nbformat
+
+    from swiftlib.utils.io import atomic_path
+
+    nb = nbformat.read(str(ipynb), as_version=4)
+    if dict(nb.metadata.get("kernelspec", {})) == KERNELSPEC:
+        return False
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
+    with atomic_path(ipynb, suffix=".ipynb.tmp") as tmp:
+        nbformat.write(nb, str(tmp))
+    return True
+
+
 def sync(ipynb: Path) -> None:
     """Sync one pair (the newer file wins), strip the ``.ipynb`` and leave the ``.py`` no
     older than it (JupyterLab reads the inputs from the ``.py``)."""
@@ -225,6 +255,9 @@ def sync(ipynb: Path) -> None:
     twin = ipynb.with_suffix(".py")
     source = ipynb if ipynb.is_file() else twin
     jupytext_cli(["--sync", "--quiet", str(source)])
+    if set_kernelspec(ipynb):  # the .ipynb is now the newer file: its header goes to the .py
+        jupytext_cli(["--sync", "--quiet", str(ipynb)])
+        print(f"kernelspec of {_rel(ipynb)} set to {KERNELSPEC['name']!r}")
     if strip_outputs(ipynb):
         print(f"stripped outputs from {_rel(ipynb)}")
     stamp = max(ipynb.stat().st_mtime, twin.stat().st_mtime)
