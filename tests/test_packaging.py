@@ -35,7 +35,12 @@ def test_pyproject_constraints_and_environment_agree():
     pins = _pins((ROOT / "constraints.txt").read_text().splitlines())
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_block = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    assert _pins(pip_block) == pins, "environment.yml pip pins differ from constraints.txt"
+    editable = [line for line in pip_block if line.startswith("-e ")]
+    assert editable == ["-e .[dev]"] and pip_block[-1] == "-e .[dev]", (
+        "environment.yml's pip section must end by installing this checkout: -e .[dev]"
+    )
+    pins_block = [line for line in pip_block if not line.startswith("-e ")]
+    assert _pins(pins_block) == pins, "environment.yml pip pins differ from constraints.txt"
     assert "python=3.11" in env["dependencies"]
     for req in deps:
         name = _norm(req.name)
