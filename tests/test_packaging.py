@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import tomllib
 import yaml
 from packaging.requirements import Requirement
@@ -129,3 +130,87 @@ def test_brainmarks_plugin_ships_as_a_namespace_portion():
     assert not any(p.startswith(("tests", "notebooks", "benchmarks")) for p in packages)
     assert (ROOT / "brainmarks" / "models" / "swiftlib.py").is_file()
     assert not list((ROOT / "brainmarks").rglob("__init__.py"))
+
+
+def _pip_section(env_file: Path) -> list[str]:
+    env = yaml.safe_load(env_file.read_text())
+    return next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+
+
+@pytest.mark.slow
+def test_environment_yml_installs_the_checkout_into_a_fresh_environment(tmp_path):
+    """What ``conda env create -f environment.yml`` does after creating the conda packages,
+    in a fresh clone: the pip section written to ``condaenv.*.requirements.txt`` beside the
+    env file and ``pip install -r`` run in that folder (conda's pip installer). The new
+    environment sees this machine's installed packages (so every pin is already satisfied and
+    nothing is downloaded) but not swiftlib, which must come from the ``-e .[dev]`` line; then
+    ``swiftlib kernel install`` in it and the kernel started from a clean environment import
+    swiftlib from the clone."""
+    import sysconfig
+
+    clone, env = tmp_path / "clone", tmp_path / "env"
+    subprocess.run(["git", "clone", "-q", "--no-hardlinks", str(ROOT), str(clone)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    shared = tmp_path / "shared"  # this machine's packages, less swiftlib
+    shared.mkdir()
+    for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
+        if "swiftlib" not in entry.name and not entry.name.endswith(".pth"):
+            (shared / entry.name).symlink_to(entry)
+    python = env / "bin" / "python"
+    purelib = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    Path(purelib, "_shared.pth").write_text(f"{shared}\n")
+    requirements = clone / "condaenv.test.requirements.txt"
+    requirements.write_text("\n".join(_pip_section(clone / "environment.yml")) + "\n")
+    pip = [sys.executable, "-m", "pip", "--python", str(python), "--disable-pip-version-check"]
+    subprocess.run(
+        [*pip, "install", "-q", "--no-index", "--no-build-isolation", "-r", requirements.name],
+        cwd=clone,  # conda: cwd = the env file's folder
+        check=True,
+    )
+    where = subprocess.run(
+        [
+            str(python),
+            "-c",
+            "import importlib.util as u, swiftlib; "
+            "print(swiftlib.__file__); print(u.find_spec('brainmarks.models.swiftlib').origin)",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert where == [
+        str(clone / "swiftlib" / "__init__.py"),
+        str(clone / "brainmarks" / "models" / "swiftlib.py"),
+    ]
+    data = tmp_path / "jupyter"
+    clean = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "JUPYTER_DATA_DIR": str(data)}
+    subprocess.run(  # = swiftlib kernel install --env ENV
+        [str(python), "-m", "swiftlib.kernel", "install", "--env", str(env)], env=clean, check=True
+    )
+    code = (
+        "from jupyter_client.manager import start_new_kernel\n"
+        "km, kc = start_new_kernel(kernel_name='swiftlib', startup_timeout=60)\n"
+        "out = []\n"
+        "kc.execute_interactive('import swiftlib, sys; print(swiftlib.__file__, sys.prefix)', "
+        "timeout=60, output_hook=lambda m: out.append(m['content'].get('text', '')))\n"
+        "kc.stop_channels(); km.shutdown_kernel(now=True)\n"
+        "print('RESULT', ''.join(out))\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-I", "-c", code],
+        env=clean,
+        cwd=tmp_path,  # the kernel's working folder (not this checkout: it would shadow the clone)
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    module_file, prefix = run.stdout.split("RESULT", 1)[1].split()
+    assert module_file == str(clone / "swiftlib" / "__init__.py")
+    assert Path(prefix) == env.resolve()
