@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -90,7 +91,13 @@ def _cmd_preprocess(args) -> int:
 def _cmd_info(args) -> int:
     from swiftlib.info import describe
 
-    _print_json(describe(args.path, verify=args.verify))
+    text = json.dumps(
+        describe(args.path, verify=args.verify, full=args.full), indent=2, default=str
+    )
+    # lists of numbers or strings on one line ("grid": [96, 96, 96]): the summary fits a screen
+    print(
+        re.sub(r"\[\s+([^\[\]{}]*?)\s+\]", lambda m: "[" + re.sub(r",\s+", ", ", m[1]) + "]", text)
+    )
     return 0
 
 
@@ -394,6 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["size", "checksum", "none"],
         default="size",
         help="store check (default size)",
+    )
+    s.add_argument(
+        "--full",
+        action="store_true",
+        help="a checkpoint's every field (hyper-parameters, RNG state, …), not its summary",
     )
     s.set_defaults(func=_cmd_info)
 

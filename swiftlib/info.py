@@ -1,4 +1,8 @@
-"""``swiftlib info``: a JSON-able summary of a store, a checkpoint or a run directory."""
+"""``swiftlib info``: a JSON-able summary of a store, a checkpoint or a run directory.
+
+A checkpoint is summarised in one screen (model, kind, task and label, normalisation contract,
+epoch/step, the monitored score and, when it lives in a run directory, that run's metrics);
+``full=True`` (``--full``) gives every saved field (hyper-parameters, RNG state, …)."""
 
 from __future__ import annotations
 
@@ -8,9 +12,10 @@ from pathlib import Path
 __all__ = ["describe"]
 
 
-def describe(path, verify: str = "size") -> dict:
+def describe(path, verify: str = "size", full: bool = False) -> dict:
     """Summarise ``path``: a store (has manifest.json), a run (has results.json), or a
-    checkpoint file (.ckpt/.pt/.pth, read with ``weights_only=True``)."""
+    checkpoint file (.ckpt/.pt/.pth, read with ``weights_only=True``); ``full``: every field
+    of a checkpoint instead of its one-screen summary."""
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such file or folder")
@@ -31,11 +36,13 @@ def describe(path, verify: str = "size") -> dict:
             },
         }
     if p.is_file() and p.suffix in (".ckpt", ".pt", ".pth"):
-        return _describe_checkpoint(p)
+        out = _describe_checkpoint(p)
+        return out if full else _summary(p, out)
     from swiftlib.training.deepspeed import is_deepspeed_checkpoint
 
     if is_deepspeed_checkpoint(p):
-        return _describe_deepspeed(p)
+        out = _describe_deepspeed(p)
+        return out if full else _summary(p, out)
     raise ValueError(
         f"{p}: not a store (no manifest.json), a run directory (no results.json) or a checkpoint "
         "(.ckpt/.pt/.pth file or DeepSpeed folder); expected one of those"
@@ -57,10 +64,90 @@ def _describe_checkpoint(p: Path) -> dict:
         "top_level_keys": sorted(ckpt)[:20] if isinstance(ckpt, dict) else [],
     }
     if isinstance(ckpt, dict):
-        for key in ("epoch", "global_step", "hyper_parameters", "swiftlib"):
+        for key in ("epoch", "global_step", "hyper_parameters", "swiftlib", "callbacks"):
             if key in ckpt:
                 out[key] = ckpt[key]
     return out
+
+
+def _number(value):
+    """A saved score (tensor or number) as a float; ``None`` for a missing or infinite one
+    (Lightning's placeholder before the first validation)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(v) or math.isinf(v) else round(v, 6)
+
+
+def _best_score(callbacks) -> dict:
+    """``{monitor: best score}`` from the checkpoint's ModelCheckpoint state."""
+    out = {}
+    for state in (callbacks or {}).values():
+        if isinstance(state, dict) and state.get("monitor"):
+            out[state["monitor"]] = _number(state.get("best_model_score"))
+    return out
+
+
+def _run_of(p: Path) -> Path | None:
+    """The run directory a checkpoint belongs to (``RUN/checkpoints/x.ckpt``), if it has a
+    results.json."""
+    for folder in (p.parent.parent, p.parent):
+        if (folder / "results.json").is_file():
+            return folder
+    return None
+
+
+def _summary(p: Path, full: dict) -> dict:
+    """The one-screen view of :func:`_describe_checkpoint` / :func:`_describe_deepspeed`."""
+    meta = full.get("swiftlib") or {}
+    config = (full.get("hyper_parameters") or {}).get("config") or {}
+    out = {
+        "kind": full["kind"],
+        "path": full["path"],
+        "model": meta.get("model") or config.get("model"),
+        "checkpoint_kind": meta.get("kind"),
+        "num_parameters": full.get("num_parameters"),
+        "bytes": full.get("bytes"),
+        "epoch": full.get("epoch"),
+        "global_step": full.get("global_step"),
+    }
+    if meta.get("model_overrides"):
+        out["model_overrides"] = meta["model_overrides"]
+    task = {k: config[k] for k in ("task", "label", "num_classes") if config.get(k) is not None}
+    if task and meta.get("kind") == "finetune":
+        out["task"] = task
+    if meta.get("contract"):
+        out["contract"] = meta["contract"]
+    best = _best_score(full.get("callbacks"))
+    if best:
+        out["best_score"] = best
+    for key in ("zero_stage", "world_size", "consolidated"):
+        if key in full:
+            out[key] = full[key]
+    run = _run_of(p)
+    if run is not None:
+        from swiftlib.utils.io import read_json
+
+        try:
+            res = read_json(run / "results.json")
+        except ValueError:
+            res = {}
+        metrics = res.get("metrics") or {}
+        order = {"test": 0, "val": 1}  # what a checkpoint is judged by first
+        metrics = dict(sorted(metrics.items(), key=lambda kv: order.get(kv[0].split("/")[0], 2)))
+        out["run"] = {
+            "path": str(run),
+            "status": res.get("status"),
+            "metrics": {k: _number(v) for k, v in list(metrics.items())[:12]},
+        }
+        if len(metrics) > 12:
+            out["run"]["more_metrics"] = f"{len(metrics) - 12} more: swiftlib info {run}"
+    if not meta:
+        out["note"] = "not a swiftlib checkpoint (no 'swiftlib' metadata)"
+        out["top_level_keys"] = full.get("top_level_keys")
+    out["full"] = f"swiftlib info --full {p}  (hyper-parameters, RNG state, every field)"
+    return {k: v for k, v in out.items() if v is not None}
 
 
 def _describe_deepspeed(p: Path) -> dict:

@@ -103,3 +103,27 @@ def test_console_script_is_installed():
         check=True,
     )
     assert out.stdout.startswith("swiftlib ")
+
+
+def test_info_on_a_checkpoint_is_one_screen_and_full_has_everything(train_store, tmp_path, capsys):
+    from swiftlib.training import fit
+    from tests.conftest import tiny_fit_config
+
+    res = fit(tiny_fit_config(train_store, tmp_path / "run"))
+    capsys.readouterr()
+    assert main(["info", res.best_checkpoint]) == 0
+    out = capsys.readouterr().out
+    assert len(out.splitlines()) <= 50 and "rng" not in out
+    doc = json.loads(out)
+    assert doc["model"] == "swift_v2_test" and doc["checkpoint_kind"] == "finetune"
+    assert doc["task"] == {"task": "classification", "label": "sex", "num_classes": 2}
+    assert doc["contract"]["normalisation"] == train_store.manifest["normalisation"]
+    assert doc["epoch"] == 0 and doc["global_step"] > 0 and "val/auroc" in doc["best_score"]
+    run = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert doc["run"]["status"] == "ok"
+    assert doc["run"]["metrics"]["test/loss"] == pytest.approx(run["metrics"]["test/loss"])
+    assert '"grid": [' in out  # short lists on one line
+    assert doc["full"].startswith("swiftlib info --full ")
+    assert main(["info", "--full", res.best_checkpoint]) == 0
+    full = json.loads(capsys.readouterr().out)
+    assert "rng" in full["swiftlib"] and full["hyper_parameters"]["config"]["label"] == "sex"

@@ -7,10 +7,27 @@ metric + ``last.ckpt``), ``tensorboard/`` logs and ``config.yaml``.
 
 ``task.init_from`` loads weights into a *new* run; ``resume_from`` continues an
 interrupted run exactly (optimiser, scheduler, epoch, position in the epoch, RNG).
+
+What a run continues from (:func:`_resume_path`), first match wins:
+
+1. inside a SLURM batch job, the newest ``RUN_DIR/hpc_ckpt_<n>.ckpt`` (a pre-emption:
+   :mod:`swiftlib.training.requeue` wrote it at a step boundary), even when ``resume_from``
+   is set — otherwise every requeue would restart from the same older checkpoint;
+2. ``resume_from`` when set (the SLURM templates pass ``RUN_DIR/checkpoints/last.ckpt`` on a
+   rerun after a crash that was not a pre-emption);
+3. inside a SLURM job that SLURM restarted (``SLURM_RESTART_COUNT`` > 0, e.g. a node
+   failure), ``RUN_DIR/checkpoints/last.ckpt`` when it exists;
+4. nothing: a new run from step 0.
+
+Lightning's INFO banners (accelerator availability, the model-registry tip, distributed
+set-up) are held back while ``fit`` runs; one ``swiftlib`` log line says where training runs.
+Under ``ddp_spawn`` each worker process ends its process group together with the others
+before it exits (:class:`EndProcessGroup`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -26,7 +43,16 @@ from swiftlib.results import save_results
 from swiftlib.training.config import FitConfig
 from swiftlib.utils.io import atomic_path, atomic_write_text
 
-__all__ = ["RunResult", "TrainingError", "fit", "monitor_for", "write_outputs", "RunOutputs"]
+__all__ = [
+    "RunResult",
+    "TrainingError",
+    "fit",
+    "monitor_for",
+    "write_outputs",
+    "RunOutputs",
+    "EndProcessGroup",
+    "quiet_lightning",
+]
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +250,78 @@ def _slurm_plugins() -> list:
     return [SLURMEnvironment(auto_requeue=False)]
 
 
+#: Lightning's loggers; their INFO messages are banners in a notebook cell (stderr, red)
+_LIGHTNING_LOGGERS = (
+    "lightning.pytorch",
+    "lightning.fabric",
+    "pytorch_lightning",
+    "lightning_fabric",
+)
+
+
+@contextlib.contextmanager
+def quiet_lightning():
+    """Lightning's INFO messages ("GPU available: …", "TPU available: …", "💡 Tip: … litmodels",
+    "Initializing distributed: …") held back inside the block; warnings and errors still show.
+    Lightning sets its loggers to INFO when it is imported, after a notebook's ``nb.setup()``,
+    so this is done where training runs. A level a user set lower (DEBUG) is kept."""
+    saved = {}
+    for name in _LIGHTNING_LOGGERS:
+        lg = logging.getLogger(name)
+        if lg.level in (logging.NOTSET, logging.INFO):
+            saved[name] = lg.level
+            lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for name, level in saved.items():
+            logging.getLogger(name).setLevel(level)
+
+
+class EndProcessGroup(pl.Callback):
+    """``ddp_spawn``/``ddp_fork`` workers: end the process group (a barrier, then
+    ``destroy_process_group``) when the stage's teardown runs, before the worker exits.
+
+    Lightning creates a gloo process group in every worker and, for gloo, never destroys it
+    (it registers an ``atexit`` destroy for NCCL only). The group — its gloo worker threads
+    and the TCP store that rank 0 serves — was then torn down by the interpreter's exit, in
+    no defined order: a rank whose peer (rank 0, with the store) had already gone could destroy
+    a ``std::thread`` that was still joinable, and C++ aborts the process with "terminate
+    called without an active exception" (SIGABRT). ``fit`` spawns workers twice (fit, then
+    validate/test), so the post-fit evaluation met it. Ending the group here, while every
+    rank is still alive and at the same point, leaves nothing for the exit to tear down."""
+
+    def teardown(self, trainer, pl_module, stage: str) -> None:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def _spawns_workers(cfg: FitConfig) -> bool:
+    return cfg.trainer.strategy.startswith(("ddp_spawn", "ddp_fork", "ddp_notebook"))
+
+
+def _announce(trainer, cfg: FitConfig) -> None:
+    """The one line a notebook cell shows about where training runs (instead of Lightning's
+    banners)."""
+    if trainer.global_rank != 0:
+        return
+    accelerator = type(trainer.accelerator).__name__.replace("Accelerator", "").lower()
+    log.info(
+        "%s %s on %s: %d device(s) x %d node(s), strategy %s, precision %s, run dir %s",
+        cfg.kind,
+        cfg.task.model,
+        accelerator,
+        trainer.num_devices,
+        trainer.num_nodes,
+        cfg.trainer.strategy,
+        trainer.precision,
+        cfg.run_dir,
+    )
+
+
 def build_trainer(
     cfg: FitConfig, run_dir: Path, monitor: tuple[str, str], extra_callbacks=(), strategy_cls=None
 ):
@@ -252,6 +350,7 @@ def build_trainer(
     )
     callbacks = [ckpt, last, LearningRateMonitor(logging_interval="step"), *extra_callbacks]
     callbacks += [RequeueOnSignal()] if in_slurm_batch_job() else []
+    callbacks += [EndProcessGroup()] if _spawns_workers(cfg) else []
     if t.early_stopping_patience is not None:
         callbacks.append(
             EarlyStopping(monitor=monitor[0], mode=monitor[1], patience=t.early_stopping_patience)
@@ -293,7 +392,13 @@ def fit(cfg: FitConfig | dict, callbacks=(), strategy_cls=None, test: bool = Tru
     DeepSpeed strategy class (tests run the DeepSpeed path on CPU with a subclass).
     ``test=False`` skips the test split (hyper-parameter search: trials are selected on
     validation only; :mod:`swiftlib.training.tune` scores the chosen trial once).
+    What a run resumes from: the module docstring.
     """
+    with quiet_lightning():
+        return _fit(cfg, callbacks, strategy_cls, test)
+
+
+def _fit(cfg: FitConfig | dict, callbacks, strategy_cls, test: bool) -> RunResult:
     import torch
     import yaml
 
@@ -325,6 +430,7 @@ def fit(cfg: FitConfig | dict, callbacks=(), strategy_cls=None, test: bool = Tru
     trainer, ckpt_cb, last_cb = build_trainer(
         cfg, run_dir, monitor, [outputs_cb, *callbacks], strategy_cls
     )
+    _announce(trainer, cfg)
     if trainer.is_global_zero:
         (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     timings: dict[str, float] = {}
@@ -381,8 +487,17 @@ def fit(cfg: FitConfig | dict, callbacks=(), strategy_cls=None, test: bool = Tru
         timings["total_s"] = time.perf_counter() - t0
         if not trainer.is_global_zero:
             return None
-        return save_results(run_dir, results_kind, metrics, cfg.to_dict(), artifacts, timings,
-                            status=status, error=error, extra={"monitor": monitor[0]})
+        return save_results(
+            run_dir,
+            results_kind,
+            metrics,
+            cfg.to_dict(),
+            artifacts,
+            timings,
+            status=status,
+            error=error,
+            extra={"monitor": monitor[0]},
+        )
 
     results_path = record()
     if status == "failed":
@@ -401,10 +516,11 @@ def fit(cfg: FitConfig | dict, callbacks=(), strategy_cls=None, test: bool = Tru
 
 
 def _resume_path(cfg: FitConfig, run_dir: Path) -> str | None:
-    """What ``trainer.fit`` continues from. In a SLURM batch job that was requeued, the newest
-    ``RUN_DIR/hpc_ckpt_<n>.ckpt`` wins (``None`` here: Lightning loads it itself), also over
-    ``resume_from``, which would otherwise restart every attempt from the same place; a job
-    SLURM restarted without one (a node failure) continues from ``checkpoints/last.ckpt``."""
+    """What ``trainer.fit`` continues from (the order is in the module docstring). In a SLURM
+    batch job that was requeued, the newest ``RUN_DIR/hpc_ckpt_<n>.ckpt`` wins (``None`` here:
+    Lightning loads it itself), also over ``resume_from``, which would otherwise restart every
+    attempt from the same place; then ``resume_from``; a job SLURM restarted without either
+    (a node failure) continues from ``checkpoints/last.ckpt``."""
     from swiftlib.training.requeue import in_slurm_batch_job, latest_requeue_checkpoint
 
     if not in_slurm_batch_job():
