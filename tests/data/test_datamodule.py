@@ -226,7 +226,7 @@ def test_a_damaged_subject_file_is_refused_at_setup(tmp_path):
 
 
 def test_workers_do_not_hash_again_what_setup_verified(tmp_path, monkeypatch):
-    from swiftlib.data import store as store_module
+    from swiftlib.data import integrity
     from tests.data.conftest import build_store
 
     store, _ = build_store(tmp_path / "store", frames=[30, 31, 33, 35, 36], second_session=False)
@@ -236,6 +236,6 @@ def test_workers_do_not_hash_again_what_setup_verified(tmp_path, monkeypatch):
     def no_hash(path):
         raise AssertionError(f"{path} hashed a second time")
 
-    monkeypatch.setattr(store_module, "sha256_file", no_hash)
-    monkeypatch.setattr(store_module, "_HASHES", {})  # only what the store object carries
+    monkeypatch.setattr(integrity, "sha256_file", no_hash)
+    monkeypatch.setattr(integrity, "_HASHES", {})  # only what the store object carries
     assert sum(len(b.subject_id) for b in dm.train_dataloader()) == len(dm.train_dataset)

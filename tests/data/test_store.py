@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from swiftlib.data import store as store_module
+from swiftlib.data import integrity
 from swiftlib.data.geometry import StoreGeometry, store_affine
 from swiftlib.data.store import (
     VERIFIED_CACHE,
@@ -271,7 +271,7 @@ def test_flipped_bytes_are_refused_when_a_subject_is_first_read(tmp_path):
     with pytest.raises(CorruptSubjectError) as e:
         store.read_window("sub-01", 0, 2)
     msg = str(e.value)
-    actual = store_module.sha256_file(p)
+    actual = integrity.sha256_file(p)
     assert "subject sub-01" in msg and str(p) in msg
     assert good in msg and actual in msg and actual != good
     assert "swiftlib preprocess" in msg  # the fix
@@ -318,9 +318,9 @@ def test_read_errors_name_the_subject_and_the_file(tmp_path):
 def test_checksums_cost_one_hash_per_file_version(tmp_path, monkeypatch):
     store, _ = _write(tmp_path / "s")
     hashed = []
-    real = store_module.sha256_file
-    monkeypatch.setattr(store_module, "sha256_file", lambda p: hashed.append(p) or real(p))
-    monkeypatch.setattr(store_module, "_HASHES", {})
+    real = integrity.sha256_file
+    monkeypatch.setattr(integrity, "sha256_file", lambda p: hashed.append(p) or real(p))
+    monkeypatch.setattr(integrity, "_HASHES", {})
     old = time.time() - 3600  # older than the racy window: recorded in the cache file
     for sid in store.subject_ids:
         os.utime(store.path(sid), (old, old))
@@ -330,7 +330,7 @@ def test_checksums_cost_one_hash_per_file_version(tmp_path, monkeypatch):
     store.read_window("sub-00", 0, 2)
     assert len(hashed) == 3
     clone = pickle.loads(pickle.dumps(store))  # what a DataLoader worker receives
-    monkeypatch.setattr(store_module, "_HASHES", {})
+    monkeypatch.setattr(integrity, "_HASHES", {})
     assert clone.verify_subjects()["hashed"] == 0
     cache = json.loads((tmp_path / "s" / VERIFIED_CACHE).read_text())
     assert sorted(cache["files"]) == [f"subjects/sub-0{i}.h5" for i in range(3)]
@@ -354,6 +354,6 @@ def test_a_read_only_store_is_verified_without_a_cache_file(tmp_path, monkeypatc
     old = time.time() - 3600
     for sid in store.subject_ids:
         os.utime(store.path(sid), (old, old))
-    monkeypatch.setattr(store_module.os, "access", lambda path, mode: False)
+    monkeypatch.setattr(integrity.os, "access", lambda path, mode: False)
     assert open_store(tmp_path / "s").verify_subjects()["subjects"] == 3
     assert not (tmp_path / "s" / VERIFIED_CACHE).exists()
