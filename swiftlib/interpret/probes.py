@@ -23,24 +23,11 @@ log = logging.getLogger(__name__)
 
 
 def _cv_splitter(y, groups, classification: bool, cv: int, seed: int):
-    """Participant-grouped folds (stratified for classification): the grouped splitters are
-    used always, so ``groups`` is honoured rather than ignored (a subject-level table has one
-    row per participant and the grouping changes nothing). ``k`` is capped by the number of
-    participants and, for classification, by the participants of the rarest class."""
-    from sklearn.model_selection import GroupKFold, StratifiedGroupKFold
+    """Participant-grouped folds, stratified for classification (the one implementation the
+    baselines use too): ``groups`` is honoured, never ignored with a warning."""
+    from swiftlib.training.baselines import grouped_folds
 
-    uniq, first = np.unique(groups, return_index=True)
-    n_groups = len(uniq)
-    if classification:
-        # class counts over participants (a participant's windows share one label)
-        min_class = int(np.bincount(np.unique(y[first], return_inverse=True)[1]).min())
-        k = max(2, min(cv, n_groups, min_class))
-        return StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed), k
-    k = max(2, min(cv, n_groups))
-    try:
-        return GroupKFold(n_splits=k, shuffle=True, random_state=seed), k
-    except TypeError:  # scikit-learn < 1.6: GroupKFold has no shuffle (folds by group size)
-        return GroupKFold(n_splits=k), k
+    return grouped_folds(y, groups, classification, cv, seed)
 
 
 def _oof_predictions(estimator, X, y, groups, classification, cv, seed):
