@@ -47,6 +47,7 @@ __all__ = [
     "install_kernel",
     "uninstall_kernel",
     "add_subparser",
+    "build_parser",
     "main",
 ]
 
@@ -413,13 +414,18 @@ def _cmd_kernel(args) -> int:
     return 0
 
 
-def main(argv=None) -> int:
-    """``python -m swiftlib.kernel install|uninstall [...]`` (= ``swiftlib kernel ...``)."""
+def build_parser() -> argparse.ArgumentParser:
+    """A ``swiftlib`` parser with the ``kernel`` subcommand alone (for ``main``)."""
     parser = argparse.ArgumentParser(prog="swiftlib", description="swiftlib kernel")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="kernel", required=True)
     add_subparser(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> int:
+    """``python -m swiftlib.kernel install|uninstall [...]`` (= ``swiftlib kernel ...``)."""
+    args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
