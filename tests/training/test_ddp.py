@@ -1,6 +1,9 @@
 """DDP on 2 CPU processes (gloo, ddp_spawn): every evaluation window is scored exactly once
 over the ranks and the gathered per-subject metrics equal a single-process evaluation."""
 
+import os
+from pathlib import Path
+
 import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
@@ -12,14 +15,38 @@ from swiftlib.training import fit
 from tests.conftest import tiny_fit_config
 
 
+class ExitProbe(pl.Callback):
+    """In each spawned worker: at interpreter exit, write whether a process group was still
+    alive. One left to the exit was torn down in no defined order, which aborted a worker now
+    and then ("terminate called without an active exception", SIGABRT)."""
+
+    def __init__(self, folder):
+        self.folder = str(folder)
+
+    def setup(self, trainer, pl_module, stage):
+        import atexit
+
+        import torch.distributed as dist
+
+        stage = getattr(stage, "value", stage)  # a TrainerFn in some Lightning versions
+        path = Path(self.folder) / f"{stage}-rank{trainer.global_rank}-{os.getpid()}"
+        atexit.register(lambda: path.write_text(str(dist.is_initialized())))
+
+
 def test_ddp_two_processes_gathers_every_window_once(train_store, tmp_path):
     cfg = tiny_fit_config(
         train_store,
         tmp_path / "ddp",
         trainer={"strategy": "ddp_spawn", "devices": 2, "max_epochs": 1},
     )
-    res = fit(cfg)
+    probes = tmp_path / "exit"
+    probes.mkdir()
+    res = fit(cfg, callbacks=[ExitProbe(probes)])
     assert res.status == "ok"
+    # every worker of the fit, validate and test passes ended its process group before exiting
+    seen = {p.name.rsplit("-", 1)[0]: p.read_text() for p in probes.iterdir()}
+    assert sorted(seen) == [f"{s}-rank{r}" for s in ("fit", "test", "validate") for r in (0, 1)]
+    assert set(seen.values()) == {"False"}, seen
     ddp = pd.read_csv(tmp_path / "ddp" / "predictions_test.csv")
     # 12 subjects x 0.15 -> 2 test subjects, 24 frames / 8-frame windows -> 3 windows each
     assert len(ddp) == 2 and (ddp["num_windows"] == 3).all()
