@@ -61,10 +61,20 @@ def test_the_page_has_the_quick_start_commands():
     assert len(SWIFTLIB_COMMANDS) >= 6
 
 
+_INIT = argparse.ArgumentParser.__init__
+
+
+def _exact_init(self, *args, **kwargs):
+    """No abbreviated flags: ``--gpus`` must not pass for ``--gpus-per-node``."""
+    kwargs["allow_abbrev"] = False
+    _INIT(self, *args, **kwargs)
+
+
 @pytest.mark.parametrize("command", SWIFTLIB_COMMANDS)
 def test_every_swiftlib_command_parses(command, monkeypatch):
     for k, v in EXAMPLE_ENV.items():
         monkeypatch.setenv(k, v)
+    monkeypatch.setattr(argparse.ArgumentParser, "__init__", _exact_init)  # subparsers too
     words = shlex.split(command.split(" #", 1)[0], comments=True)
     argv = [re.sub(r"\$(\w+)", lambda m: EXAMPLE_ENV.get(m[1], m[0]), w) for w in words[1:]]
     try:
