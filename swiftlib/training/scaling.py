@@ -1,0 +1,189 @@
+"""A model of data-parallel scaling: gradient bytes communicated per step against compute per
+step, and the efficiency it predicts on a cluster (default: NERSC Perlmutter's GPU nodes).
+
+Per optimiser step and rank, with ``P`` parameters, ``N`` ranks on ``M`` nodes of ``g`` GPUs:
+
+* **compute**: ``b × F / (peak × MFU)`` — ``b`` samples per rank, ``F`` model FLOPs of one
+  sample's forward + backward (counted on the meta device), ``peak`` the GPU's dense bf16
+  peak and ``MFU`` the fraction a step achieves (stated, taken from a measurement).
+* **communication** (bytes each rank sends, ring/tree collectives, Patarasuk & Yuan 2009):
+  DDP all-reduces the gradients, ``2 (N−1)/N × P × bytes_grad``; ZeRO-1 and ZeRO-2
+  reduce-scatter the gradients and all-gather the updated (bf16) parameters — the same
+  ``2 (N−1)/N`` volume, ZeRO-2 releasing gradient memory as it goes; ZeRO-3 also gathers the
+  parameters again for the backward pass, ``3 (N−1)/N``. Hierarchically: inside a node over
+  NVLink, between nodes through the node's NICs, which every node's ``g`` GPUs share (NCCL
+  runs one ring per NIC), so the inter-node time is ``2 (M−1)/M × P × bytes / (NICs × NIC
+  bandwidth × link efficiency)``, plus a latency of ``2 log2(N) × α`` per collective.
+* **step** = compute + the part of the communication not hidden behind the backward pass:
+  ``max(0, comm − overlap × backward)`` with backward ≈ 2/3 of compute. ``overlap=0`` gives the
+  pessimistic bound, ``overlap=1`` the optimistic one.
+* **efficiency** at ``N`` ranks = ``samples/s (N) / (N × samples/s (1))`` (weak scaling, fixed
+  per-rank batch; the published SwiFT v2 figures use this ratio per node).
+
+:func:`predict` returns one row per (strategy, nodes); :func:`predicted_table` formats them.
+Every number the model assumes is a field of :class:`Cluster` or an argument, so a
+measurement can replace it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+__all__ = [
+    "Cluster",
+    "PERLMUTTER",
+    "STRATEGY_VOLUME",
+    "model_size",
+    "comm_seconds",
+    "predict",
+    "predicted_table",
+    "cluster_dict",
+]
+
+#: collective volume per step in units of ``(N−1)/N × parameter bytes``
+STRATEGY_VOLUME = {"ddp": 2.0, "zero1": 2.0, "zero2": 2.0, "zero3": 3.0}
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A GPU cluster's numbers (defaults: Perlmutter GPU node, 4 × A100-40GB, Slingshot 11)."""
+
+    name: str = "Perlmutter"
+    gpus_per_node: int = 4
+    peak_flops: float = 312e12  # A100 dense bf16
+    nics_per_node: int = 4
+    nic_bandwidth: float = 25e9  # bytes/s per NIC and direction (200 Gb/s Slingshot)
+    intra_node_bandwidth: float = 100e9  # bytes/s per GPU, NVLink 3 (all-reduce bus bandwidth)
+    link_efficiency: float = 0.8  # achieved / nominal for large NCCL collectives
+    latency: float = 10e-6  # seconds per collective hop (α)
+
+    def __post_init__(self):
+        for name in ("gpus_per_node", "nics_per_node"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Cluster.{name}={getattr(self, name)}: expected ≥ 1")
+        for name in ("peak_flops", "nic_bandwidth", "intra_node_bandwidth", "latency"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"Cluster.{name}={getattr(self, name)}: expected > 0")
+        if not 0 < self.link_efficiency <= 1:
+            raise ValueError(f"Cluster.link_efficiency={self.link_efficiency}: expected in (0, 1]")
+
+
+PERLMUTTER = Cluster()
+
+
+def model_size(preset: str, img_size: tuple[int, ...] | None = None) -> tuple[int, float]:
+    """``(parameters, FLOPs of one sample's forward + backward)`` of encoder ``preset`` at
+    ``img_size`` (its own by default), counted on the meta device with the explicit attention
+    math (the fused kernels have no FLOP formula on every device)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from swiftlib.models import create_model, get_model_config
+
+    grid = tuple(img_size or get_model_config(preset).img_size)
+    with torch.device("meta"):
+        model = create_model(preset, img_size=grid, num_classes=0)
+        for m in model.modules():
+            if hasattr(m, "fused_attn"):
+                m.fused_attn = False
+        params = sum(p.numel() for p in model.parameters())
+        x = torch.empty(1, 1, *grid)
+        with FlopCounterMode(display=False) as fc:
+            model.forward_features(x).float().pow(2).mean().backward()
+    return params, float(fc.get_total_flops())
+
+
+def comm_seconds(
+    num_bytes: float, nodes: int, cluster: Cluster = PERLMUTTER, volume: float = 2.0
+) -> float:
+    """Seconds one collective pattern of ``volume × (N−1)/N × num_bytes`` takes on ``nodes``
+    nodes of ``cluster``: the intra-node (NVLink) and inter-node (NICs shared by the node's
+    GPUs) phases of a hierarchical collective, plus latency."""
+    g = cluster.gpus_per_node
+    ranks = nodes * g
+    if ranks == 1:
+        return 0.0
+    # volume/2 per reduce-scatter + all-gather pair
+    intra = (
+        volume * (g - 1) / g * num_bytes / (cluster.intra_node_bandwidth * cluster.link_efficiency)
+    )
+    inter = 0.0
+    if nodes > 1:
+        node_bw = cluster.nics_per_node * cluster.nic_bandwidth * cluster.link_efficiency
+        # after the intra-node reduce-scatter each GPU holds 1/g of the buffer; the g GPUs
+        # exchange their shards across the nodes in parallel, sharing the node's NICs
+        inter = volume * (nodes - 1) / nodes * num_bytes / node_bw
+    latency = volume * math.log2(ranks) * cluster.latency
+    return intra + inter + latency
+
+
+def predict(
+    params: int,
+    flops_per_sample: float,
+    batch_per_gpu: int,
+    mfu: float,
+    nodes: list[int],
+    strategies=("ddp", "zero1", "zero2"),
+    cluster: Cluster = PERLMUTTER,
+    grad_bytes: int = 2,
+    overlap: float = 0.5,
+) -> list[dict]:
+    """Predicted samples/s and efficiency per strategy and node count (weak scaling at
+    ``batch_per_gpu``). ``grad_bytes``: 2 for bf16 gradients (DeepSpeed bf16, DDP with a bf16
+    compression hook), 4 for fp32 (DDP under autocast without a hook)."""
+    if not 0 < mfu <= 1:
+        raise ValueError(f"mfu={mfu}: expected a fraction in (0, 1]")
+    if not 0 <= overlap <= 1:
+        raise ValueError(f"overlap={overlap}: expected in [0, 1]")
+    if batch_per_gpu < 1:
+        raise ValueError(f"batch_per_gpu={batch_per_gpu}: expected ≥ 1")
+    unknown = [s for s in strategies if s not in STRATEGY_VOLUME]
+    if unknown:
+        raise ValueError(f"strategies {unknown}: expected some of {sorted(STRATEGY_VOLUME)}")
+    compute = batch_per_gpu * flops_per_sample / (cluster.peak_flops * mfu)
+    one_gpu = batch_per_gpu / compute
+    rows = []
+    for strategy in strategies:
+        for n in nodes:
+            if n < 1:
+                raise ValueError(f"nodes={n}: expected ≥ 1")
+            comm = comm_seconds(params * grad_bytes, n, cluster, STRATEGY_VOLUME[strategy])
+            exposed = max(0.0, comm - overlap * (2 / 3) * compute)
+            step = compute + exposed
+            ranks = n * cluster.gpus_per_node
+            sps = ranks * batch_per_gpu / step
+            rows.append(
+                {
+                    "strategy": strategy,
+                    "nodes": n,
+                    "ranks": ranks,
+                    "grad_mb": params * grad_bytes / 1e6,
+                    "compute_ms": 1e3 * compute,
+                    "comm_ms": 1e3 * comm,
+                    "exposed_comm_ms": 1e3 * exposed,
+                    "samples_per_s": sps,
+                    "efficiency": sps / (ranks * one_gpu),
+                }
+            )
+    return rows
+
+
+def predicted_table(rows: list[dict], cluster: Cluster = PERLMUTTER) -> str:
+    """Markdown table in the published format (nodes, samples/s, efficiency) plus the terms."""
+    lines = [
+        f"| strategy | nodes ({cluster.gpus_per_node} GPUs) | samples/s | efficiency | "
+        "compute ms | comm ms | exposed comm ms |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['strategy']} | {r['nodes']} | {r['samples_per_s']:,.1f} | "
+            f"{100 * r['efficiency']:.1f} % | {r['compute_ms']:.1f} | {r['comm_ms']:.1f} | "
+            f"{r['exposed_comm_ms']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def cluster_dict(cluster: Cluster = PERLMUTTER) -> dict:
+    return asdict(cluster)
