@@ -155,6 +155,8 @@ def _cmd_run(args) -> int:
     print(f"notebook: {out.executed}")
     if out.html:
         print(f"html:     {out.html}")
+    if out.figures:
+        print(f"figures:  {out.figures[0].parent} ({len(out.figures)})")
     if out.results_path:
         print(f"results:  {out.results_path}")
     if out.status != "ok":
