@@ -6,11 +6,21 @@ Layout of a store directory::
       manifest.json        format, geometry, layout, template, normalisation, labels,
                            per-file checksums
       subjects.csv         subject_id, participant_id, dataset, site, label columns
-      subjects/<id>.h5     bold (D, H, W, T) float16, chunked over whole volumes x a few
-                           frames, Blosc-LZ4 + byte shuffle; mask (D, H, W) bool;
+      subjects/<id>.h5     bold_packed (T, V) float16: the V stored voxels, time-major,
+                           contiguous and uncompressed (read by memory map); voxels (V,)
+                           their flat C-order indices in (D, H, W); background (T,) float16,
+                           every other voxel's value per frame; mask (D, H, W) bool;
                            attrs: tr, normalisation statistics, geometry (JSON),
-                           layout, template
+                           layout, template, format_version
       .progress.jsonl      journal of completed subjects (resume support)
+
+The stored voxels are the brain mask plus any voxel outside it whose value differs from the
+frame's background (none after SwiFT's normalisation, which fills the background with one
+value), so the fp16 round trip is exact for any input. A window of ``L`` frames is one
+contiguous ``(L, V)`` slice — about a quarter of the dense window's bytes at 96³ — that
+:func:`scatter_frames` (or, late, the batch's own scatter: :mod:`swiftlib.data.windows`)
+puts back on the grid. Files of format version 1 (``bold`` (D, H, W, T), chunked, Blosc-LZ4)
+stay readable; every file records its ``format_version``.
 
 Every file is written to a temporary name and renamed, so a crash never leaves a file
 that looks complete. ``open_store`` validates the manifest and the subjects table and names
@@ -27,6 +37,7 @@ import logging
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -50,16 +61,19 @@ __all__ = [
     "StoreError",
     "StoreReadError",
     "CorruptSubjectError",
+    "PackedFrames",
     "SubjectRecord",
     "StoreWriter",
     "SubjectStore",
     "open_store",
+    "packed_voxels",
+    "scatter_frames",
 ]
 
 log = logging.getLogger(__name__)
 
 FORMAT = "swiftlib-store"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: packed time-major voxels (v1 files, dense chunked, stay readable)
 NORM_METHODS = ("zscore_global", "zscore_voxel", "psc", "none")
 TASK_TYPES = ("classification", "regression")
 _TARGET_CHUNK_BYTES = 8 << 20
@@ -79,9 +93,61 @@ def _compression():
 
 
 def chunk_frames_for(grid, num_frames: int) -> int:
-    """Frames per HDF5 chunk: whole volumes, about 8 MB per chunk (≥ 1, ≤ T)."""
+    """Frames per HDF5 chunk of a format-1 file: whole volumes, about 8 MB per chunk."""
     frame_bytes = int(np.prod(grid)) * 2
     return int(max(1, min(num_frames, _TARGET_CHUNK_BYTES // frame_bytes)))
+
+
+def packed_voxels(bold16: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The voxels a subject file stores: ``(voxels (V,) int64 flat C-order indices, background
+    (T,) float16)``. ``bold16``: (D, H, W, T) float16. The background of a frame is the value
+    of the first voxel outside ``mask`` (a corner: after SwiFT's normalisation, the one fill
+    value), or the most common value outside the mask when that voxel is not typical; a voxel
+    outside the mask is stored when any of its values differs from its frame's background
+    (bitwise), so scattering the stored voxels onto the background gives ``bold16`` back
+    exactly."""
+    T = bold16.shape[3]
+    flat = bold16.reshape(-1, T).view(np.uint16)  # (N, T) bit patterns
+    inside = mask.reshape(-1)
+    outside = np.flatnonzero(~inside)
+    if len(outside) == 0:
+        return np.flatnonzero(inside), np.zeros(T, np.float16)
+
+    def kept(bg):
+        keep = inside.copy()
+        for i in range(0, len(outside), 1 << 16):  # bounded memory: 65536 voxels × T at a time
+            rows = outside[i : i + (1 << 16)]
+            keep[rows] = (flat[rows] != bg[None, :]).any(axis=1)
+        return keep
+
+    bg = flat[outside[0]].copy()  # (T,)
+    keep = kept(bg)
+    if 2 * (keep.sum() - inside.sum()) > len(outside):  # the corner is not the background
+        bg = np.array(
+            [np.bincount(flat[outside, t], minlength=1 << 16).argmax() for t in range(T)],
+            dtype=np.uint16,
+        )
+        keep = kept(bg)
+    return np.flatnonzero(keep), bg.view(np.float16)
+
+
+def scatter_frames(values, voxels, background, grid) -> np.ndarray:
+    """Stored voxels back on the grid: ``values`` (L, V) float16, ``voxels`` (V,) flat indices,
+    ``background`` (L,) → float16 (D, H, W, L)."""
+    L = values.shape[0]
+    out = np.empty((int(np.prod(grid)), L), dtype=np.float16)  # (N, L)
+    out[...] = np.asarray(background, dtype=np.float16)[None, :]
+    out[voxels] = values.T  # (V, L)
+    return out.reshape(*grid, L)  # (D, H, W, L)
+
+
+class PackedFrames(NamedTuple):
+    """Frames as stored: ``values`` (L, V) float16, ``voxels`` (V,) int64 flat C-order indices
+    into the (D, H, W) grid (shared, read-only), ``background`` (L,) float16 per frame."""
+
+    values: np.ndarray
+    voxels: np.ndarray
+    background: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -141,6 +207,9 @@ class StoreWriter:
         self.voxel_size = float(voxel_size)
         self.affine = np.asarray(affine, dtype=float)
         self.normalisation = normalisation
+        #: file format written: 2 (packed time-major voxels); 1 writes the previous dense
+        #: chunked layout, kept for comparisons and compatibility tests
+        self.format_version = FORMAT_VERSION
         (self.root / "subjects").mkdir(parents=True, exist_ok=True)
         self._journal = self.root / ".progress.jsonl"
 
@@ -164,16 +233,22 @@ class StoreWriter:
             raise StoreError(f"{sid}: mask shape {mask.shape}; expected {self.grid}")
         T = bold.shape[3]
         h5py = _h5()
+        bold16 = np.ascontiguousarray(bold, dtype=np.float16)  # (D, H, W, T)
+        mask = np.asarray(mask, dtype=bool)
         rel = f"subjects/{sid}.h5"
         with atomic_path(self.root / rel, suffix=".h5.tmp") as tmp:
             with h5py.File(tmp, "w") as f:
-                f.create_dataset(
-                    "bold",
-                    data=bold.astype(np.float16, copy=False),
-                    chunks=(D, H, W, chunk_frames_for(self.grid, T)),
-                    **_compression(),
-                )
-                f.create_dataset("mask", data=mask.astype(bool), compression="gzip")
+                if self.format_version == 1:  # the dense chunked layout (comparisons, tests)
+                    chunks = (D, H, W, chunk_frames_for(self.grid, T))
+                    f.create_dataset("bold", data=bold16, chunks=chunks, **_compression())
+                else:
+                    voxels, background = packed_voxels(bold16, mask)
+                    packed = np.ascontiguousarray(bold16.reshape(-1, T)[voxels].T)  # (T, V)
+                    # contiguous and unfiltered: a window is one slice of a memory map
+                    f.create_dataset("bold_packed", data=packed)
+                    f.create_dataset("voxels", data=voxels.astype(np.int32), compression="gzip")
+                    f.create_dataset("background", data=background)
+                f.create_dataset("mask", data=mask, compression="gzip")
                 f.attrs["subject_id"] = sid
                 f.attrs["tr"] = float(tr)
                 f.attrs["normalisation"] = self.normalisation
@@ -182,7 +257,7 @@ class StoreWriter:
                 f.attrs["source"] = source or ""
                 f.attrs["layout"] = self.layout
                 f.attrs["template"] = self.template
-                f.attrs["format_version"] = FORMAT_VERSION
+                f.attrs["format_version"] = self.format_version
         path = self.root / rel
         rec = SubjectRecord(sid, rel, int(T), float(tr), sha256_file(path), path.stat().st_size)
         with open(self._journal, "a") as j:  # one short line per subject: append is atomic enough
@@ -292,6 +367,7 @@ class SubjectStore(StoreIntegrity):
         self.subjects = subjects  # DataFrame indexed by subject_id
         self.verify_on_read = True  # checksum of each subject file when first opened
         self._handles: dict[str, object] = {}
+        self._packs: dict[str, tuple] = {}  # subject -> (values memmap | None, voxels, bg)
         self._pid = os.getpid()
         # file versions whose sha256 is known: (path, size, mtime_ns, inode) -> digest; pickled
         # with the store, so DataLoader workers do not hash again what the main process did
@@ -375,7 +451,7 @@ class SubjectStore(StoreIntegrity):
     # -- data -----------------------------------------------------------------------------
     def _file(self, subject_id: str):
         if os.getpid() != self._pid:  # forked into a worker: never share HDF5 handles
-            self._handles, self._pid = {}, os.getpid()
+            self._handles, self._packs, self._pid = {}, {}, os.getpid()
         f = self._handles.get(subject_id)
         if f is None:
             if self.verify_on_read:
@@ -386,8 +462,42 @@ class SubjectStore(StoreIntegrity):
             self._handles[subject_id] = f
         return f
 
-    def read_window(self, subject_id: str, start: int, length: int, stride: int = 1) -> np.ndarray:
-        """Frames ``start, start+stride, …`` (``length`` of them): float16 (D, H, W, length)."""
+    def _pack(self, subject_id: str) -> tuple:
+        """``(values, voxels, background)`` of a subject: ``values`` a read-only memory map
+        (T, V) of a format-2 file, None for a format-1 file (dense ``bold``; every voxel)."""
+        f = self._file(subject_id)  # resets the caches in a forked worker
+        pack = self._packs.get(subject_id)
+        if pack is not None:
+            return pack
+        T = self.num_frames(subject_id)
+        with self._reading(subject_id, "the stored voxels"):
+            if "bold_packed" not in f:  # format 1
+                voxels = np.arange(int(np.prod(self.grid)), dtype=np.int64)
+                pack = (None, voxels, np.zeros(T, np.float16))
+            else:
+                dset = f["bold_packed"]
+                voxels = f["voxels"][...].astype(np.int64)
+                background = f["background"][...]
+                V = len(voxels)
+                if dset.shape != (T, V) or dset.dtype != np.dtype("<f2") or dset.chunks:
+                    raise ValueError(
+                        f"'bold_packed' is {dset.shape} {dset.dtype} chunks={dset.chunks}; "
+                        f"expected ({T}, {V}) little-endian float16, contiguous"
+                    )
+                offset = dset.id.get_offset()
+                values = (
+                    np.zeros((T, 0), np.float16)
+                    if offset is None  # no stored voxel: nothing allocated
+                    else np.memmap(
+                        self.path(subject_id), np.float16, mode="r", offset=offset, shape=(T, V)
+                    )
+                )
+                pack = (values, voxels, background)
+        pack[1].flags.writeable = False
+        self._packs[subject_id] = pack
+        return pack
+
+    def _frames(self, subject_id: str, start: int, length: int, stride: int) -> slice:
         T = self.num_frames(subject_id)
         stop = start + (length - 1) * stride + 1
         if start < 0 or length < 1 or stride < 1 or stop > T:
@@ -395,14 +505,37 @@ class SubjectStore(StoreIntegrity):
                 f"{subject_id}: window start={start}, length={length}, stride={stride} needs "
                 f"frames [{start}, {stop}); the subject has {T} frames"
             )
-        f = self._file(subject_id)
-        with self._reading(subject_id, f"frames [{start}, {stop}) of 'bold'"):
-            return f["bold"][:, :, :, start:stop:stride]
+        return slice(start, stop, stride)
+
+    def read_window_packed(
+        self, subject_id: str, start: int, length: int, stride: int = 1
+    ) -> PackedFrames:
+        """Frames ``start, start+stride, …`` (``length`` of them) as stored (a copy of one
+        contiguous slice): :class:`PackedFrames` with ``values`` (length, V) float16."""
+        t = self._frames(subject_id, start, length, stride)
+        values, voxels, background = self._pack(subject_id)
+        with self._reading(subject_id, f"frames [{t.start}, {t.stop}) of the bold data"):
+            if values is None:  # format 1: the dense window, every voxel
+                dense = self._file(subject_id)["bold"][:, :, :, t]  # (D, H, W, L)
+                out = np.ascontiguousarray(dense.reshape(-1, length).T)  # (L, N)
+            else:
+                out = np.array(values[t])  # (L, V), one contiguous read
+        return PackedFrames(out, voxels, np.ascontiguousarray(background[t]))
+
+    def read_window(self, subject_id: str, start: int, length: int, stride: int = 1) -> np.ndarray:
+        """Frames ``start, start+stride, …`` (``length`` of them): float16 (D, H, W, length)."""
+        t = self._frames(subject_id, start, length, stride)
+        if self._pack(subject_id)[0] is None:  # format 1
+            f = self._file(subject_id)
+            with self._reading(subject_id, f"frames [{t.start}, {t.stop}) of 'bold'"):
+                return f["bold"][:, :, :, t]
+        return scatter_frames(
+            *self.read_window_packed(subject_id, start, length, stride), self.grid
+        )
 
     def read_subject(self, subject_id: str) -> np.ndarray:
-        f = self._file(subject_id)
-        with self._reading(subject_id, "'bold'"):
-            return f["bold"][...]
+        """Every frame: float16 (D, H, W, T)."""
+        return self.read_window(subject_id, 0, self.num_frames(subject_id))
 
     def mask(self, subject_id: str) -> np.ndarray:
         f = self._file(subject_id)
@@ -433,11 +566,11 @@ class SubjectStore(StoreIntegrity):
                 f.close()
             except Exception:  # noqa: BLE001 - closing is best effort
                 pass
-        self._handles = {}
+        self._handles, self._packs = {}, {}
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_handles"] = {}
+        state["_handles"], state["_packs"] = {}, {}
         state["_disk_cache"] = None  # workers need only the verified hashes
         return state
 

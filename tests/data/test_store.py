@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from swiftlib.data import integrity
+from swiftlib.data import store as store_module
 from swiftlib.data.geometry import StoreGeometry, store_affine
 from swiftlib.data.store import (
     VERIFIED_CACHE,
@@ -88,14 +89,75 @@ def test_round_trip_is_exact_in_fp16(tmp_path):
     }
 
 
-def test_chunks_hold_whole_volumes_of_a_few_frames(tmp_path):
+def _brain_like(T=17, seed=3):
+    """A normalised subject as preprocessing writes it: noise in a mask, one background value."""
+    rng = np.random.default_rng(seed)
+    z, y, x = np.ogrid[: GRID[0], : GRID[1], : GRID[2]]
+    mask = ((z - 10) / 8.0) ** 2 + ((y - 12) / 10.0) ** 2 + ((x - 11) / 9.0) ** 2 <= 1
+    bold = np.full(GRID + (T,), -2.5, np.float32)
+    bold[mask] = rng.standard_normal((int(mask.sum()), T))
+    return bold, mask
+
+
+def test_a_window_is_one_contiguous_slice_of_the_brain_voxels(tmp_path):
     import h5py
 
-    store, _ = _write(tmp_path / "s", n=1)
+    bold, mask = _brain_like()
+    w = _writer(tmp_path / "s")
+    w.write_subject("sub-00", bold, mask, _geom(), tr=1.0, norm_stats={})
+    store = w.finalize(pd.DataFrame({"subject_id": ["sub-00"]}))
+    with h5py.File(store.path("sub-00")) as f:
+        d = f["bold_packed"]
+        assert d.shape == (17, int(mask.sum())) and d.chunks is None and d.compression is None
+        assert f.attrs["format_version"] == 2 and "bold" not in f
+    packed = store.read_window_packed("sub-00", 3, 5, stride=2)
+    assert packed.values.shape == (5, mask.sum()) and packed.values.flags.c_contiguous
+    assert np.array_equal(packed.voxels, np.flatnonzero(mask))
+    assert np.array_equal(packed.values, bold[mask][:, 3:12:2].T.astype(np.float16))
+    assert np.all(packed.background == np.float16(-2.5))
+    assert np.array_equal(store.read_window("sub-00", 3, 5, 2), bold[..., 3:12:2].astype("f2"))
+    assert np.array_equal(store.read_subject("sub-00"), bold.astype(np.float16))
+    # the stored bytes are the brain's: 29 % of the grid here
+    assert store.path("sub-00").stat().st_size < 0.35 * bold.size * 2
+    assert json.loads((tmp_path / "s" / "manifest.json").read_text())["format_version"] == 2
+
+
+def test_voxels_off_the_background_outside_the_mask_are_kept_exactly():
+    bold, mask = _brain_like(T=6)
+    bold[0, 0, 0, 4] = 7.0  # outside the mask, not the background in one frame
+    bold[..., 2][~mask] = 1.5  # another frame, another background
+    b16 = bold.astype(np.float16)
+    voxels, bg = store_module.packed_voxels(b16, mask)
+    assert np.array_equal(voxels, np.union1d(np.flatnonzero(mask), [0]))
+    assert bg.tolist() == [-2.5, -2.5, 1.5, -2.5, -2.5, -2.5]
+    values = b16.reshape(-1, 6)[voxels].T  # (T, V)
+    assert np.array_equal(store_module.scatter_frames(values, voxels, bg, GRID), b16)
+    assert np.array_equal(
+        store_module.packed_voxels(b16, np.ones(GRID, bool))[0], np.arange(b16[..., 0].size)
+    )
+
+
+def test_format_1_files_stay_readable(tmp_path):
+    """Files written before format 2 (dense (D, H, W, T), chunks of whole volumes, Blosc-LZ4)
+    read back exactly, through every read path."""
+    import h5py
+
+    bold, mask = _brain_like()
+    w = _writer(tmp_path / "s")
+    w.format_version = 1
+    w.write_subject("sub-00", bold, mask, _geom(), tr=1.0, norm_stats={})
+    store = w.finalize(pd.DataFrame({"subject_id": ["sub-00"]}))
     with h5py.File(store.path("sub-00")) as f:
         chunks = f["bold"].chunks
-    assert chunks[:3] == GRID and chunks[3] == chunk_frames_for(GRID, 30) == 30
+        assert f.attrs["format_version"] == 1 and "bold_packed" not in f
+    assert chunks[:3] == GRID and chunks[3] == chunk_frames_for(GRID, 17) == 17
     assert chunk_frames_for((96, 96, 96), 1200) == 4  # ~8 MB chunks at the real grid
+    b16 = bold.astype(np.float16)
+    assert np.array_equal(store.read_subject("sub-00"), b16)
+    assert np.array_equal(store.read_window("sub-00", 3, 5, 2), b16[..., 3:12:2])
+    packed = store.read_window_packed("sub-00", 3, 5, 2)  # every voxel
+    assert packed.values.shape == (5, b16[..., 0].size)
+    assert np.array_equal(store_module.scatter_frames(*packed, GRID), b16[..., 3:12:2])
 
 
 def test_window_out_of_range_and_unknown_subject(tmp_path):
