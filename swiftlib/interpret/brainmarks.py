@@ -247,6 +247,10 @@ class SwiftlibTransform:
         self.mask = load_suite_mask(mask)
         self.target_tr = target_tr
         self.template_mismatch = template_mismatch
+        # the store grid's affine, once (the brain-centred default reads nilearn's MNI mask)
+        self.store_affine = self._layout().store_affine(
+            tuple(self.contract["grid"]), float(self.contract.get("voxel_size", 2.0))
+        )
         check_contract(  # the checkpoint's template against the suite's, once
             self.contract,
             {**self._fixed_fields(), "template": SUITE_TEMPLATE},
@@ -327,7 +331,9 @@ class SwiftlibTransform:
             mask="auto",  # the suite's data are brain-masked: zero outside
             min_frames=1,
         )
-        out, _, _, _ = prepare_subject(data, affine, cfg, name="brainmarks sample")
+        out, _, _, _ = prepare_subject(
+            data, affine, cfg, name="brainmarks sample", store_aff=self.store_affine
+        )
         out = out[..., :: self.stride_within_seq].astype(np.float16)  # as the store keeps it
         # (D, H, W, nW * L) -> (1, D, H, W, nW * L)
         sample = dict(sample)
