@@ -1,9 +1,9 @@
 # ---
 # jupyter:
 #   kernelspec:
-#     display_name: Python 3 (ipykernel)
+#     display_name: swiftlib
 #     language: python
-#     name: python3
+#     name: swiftlib
 #   swiftlib:
 #     kind: attribute
 # ---
@@ -40,11 +40,14 @@
 #    not what the model learned: the recovery AUROC of the random model must fall to ≈ 0.5.
 
 # %%
+from IPython.display import display
+
 from swiftlib import notebook as nb
 from swiftlib.data import open_store
 from swiftlib.interpret import attributions as attr
 from swiftlib.interpret.embeddings import resolve_split
 from swiftlib.viz import brain as viz
+from swiftlib.viz.text import format_score, round_table
 
 print("swiftlib", nb.setup())
 
@@ -118,15 +121,21 @@ viz.plot_time_curves(result.time_curves, tr=store.tr(subjects[0]),
 
 # %% [markdown]
 # ## By region
-# The ground-truth regions of the synthetic cohort (`ratio_to_brain` > 1: the model looks there
-# more than on average). Give `atlas_path` for any atlas image in MNI space on the same grid
-# (other grids are refused rather than silently resampled).
+# The ground-truth regions of the synthetic cohort, scored on the map's *magnitude* |a|:
+# `ratio_to_brain` is the region's mean |a| divided by the whole brain's (above 1: the map is
+# stronger there than on average), `auroc` ranks the region's voxels against the rest of the
+# brain (0.5 = no preference). Magnitudes, because a signed map's brain-wide mean is close to
+# zero — a ratio to it would turn noise into a huge "enrichment". A **flat map** — noise, or
+# a model that learned nothing about the label — has every bar at its dashed line: nothing
+# stands out. Give `atlas_path` for any atlas image in MNI space on the same grid (other
+# grids are refused rather than silently resampled).
 
 # %%
 gt = attr.ground_truth(store)
 regions = attr.summarise_by_region(group_img, gt["regions"], mask_img=gt["brain_mask"])
 atlas_table = (attr.summarise_by_region(group_img, nb.resolve(atlas_path),
                                         mask_img=gt["brain_mask"]) if atlas_path else None)
+display(round_table(regions, 2))
 viz.plot_region_summary(regions, title="attribution by ground-truth region")
 
 # %% [markdown]
@@ -145,7 +154,17 @@ if sanity_checks and attr.ground_truth_mask(store, label).any():
               "trained_preference": attr.region_preference(group_img, store, [label])}
 elif sanity_checks:
     checks = {"planted_preference": attr.region_preference(group_img, store)}
-checks
+print({k: format_score(v) for k, v in checks.items()})
+
+# %% [markdown]
+# ## What this means
+# The sanity checks above, read as a sentence: does the map point at the planted truth, and
+# does it depend on what the model learned (a randomised model's map must be flat)?
+
+# %%
+print(attr.describe_sanity_checks(checks, label) if checks else
+      "No sanity checks: set sanity_checks=True on a synthetic cohort to read the map against "
+      "the planted truth.")
 
 # %%
 html_path = run_dir / "attribution_view.html"

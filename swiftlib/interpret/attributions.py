@@ -35,6 +35,7 @@ from swiftlib.interpret.maps import Attributions, MapAccumulator
 from swiftlib.interpret.methods import attribute_windows, make_baseline
 from swiftlib.interpret.regions import (
     AtlasError,
+    describe_sanity_checks,
     ground_truth,
     ground_truth_mask,
     load_map,
@@ -58,6 +59,7 @@ __all__ = [
     "ground_truth_mask",
     "recovery_auroc",
     "region_preference",
+    "describe_sanity_checks",
     "summarise_by_region",
     "load_map",
 ]

@@ -26,6 +26,7 @@ __all__ = [
     "ground_truth_mask",
     "recovery_auroc",
     "region_preference",
+    "describe_sanity_checks",
 ]
 
 log = logging.getLogger(__name__)
@@ -272,3 +273,57 @@ def region_preference(map_img, store, labels: Sequence[str] = ("sex", "age")) ->
     other &= ~planted
     sel = (planted | other) & brain
     return float(roc_auc_score(planted[sel], data[sel]))
+
+
+def describe_sanity_checks(checks: dict, label: str, good: float = 0.8, flat: float = 0.6) -> str:
+    """The attribution sanity checks as sentences a newcomer understands.
+
+    ``checks``: ``trained_auroc``, ``randomised_auroc`` (:func:`recovery_auroc` of the trained
+    and the randomised model's maps) and ``trained_preference``, or ``planted_preference``
+    alone for a label without planted regions. ``good`` / ``flat``: the AUROC above which a
+    map "recovers" the planted regions and at or below which it is "flat" (no preference).
+    """
+    from swiftlib.viz.text import format_score
+
+    if not checks:
+        return "The sanity checks were not run (sanity_checks=False)."
+    if "planted_preference" in checks:
+        pref = checks["planted_preference"]
+        verdict = (
+            "no preference, as expected for a label that nothing in the data drives"
+            if abs(pref - 0.5) <= 0.1
+            else "a preference although nothing in the data drives the label: the map shows "
+            "where the signal is strong, not what predicts the label"
+        )
+        return (
+            f"`{label}` has no planted region; the map's preference for the planted over the "
+            f"other network regions is {format_score(pref)} (0.5 = none): {verdict}."
+        )
+    tr, rnd = checks["trained_auroc"], checks["randomised_auroc"]
+    trs = f"voxel AUROC {format_score(tr)}; 1 = every planted voxel ranks first, 0.5 = none"
+    found, random_flat = tr >= good, rnd <= flat
+    if found and random_flat:
+        return (
+            f"The map points at `{label}`'s planted regions ({trs}) and a "
+            f"randomised copy of the model's does not ({format_score(rnd)}): the randomised "
+            "model's map is flat, so the map depends on what the model learned."
+        )
+    if found:
+        return (
+            f"The map points at `{label}`'s planted regions ({trs}), but "
+            f"so does a randomised model's ({format_score(rnd)}): the map follows the input "
+            "(where the signal is strong), not what the model learned. Try a gradient method "
+            "(method='smoothgrad' or 'saliency', docs/interpret.md)."
+        )
+    if tr <= flat:
+        return (
+            f"The map does not point at `{label}`'s planted regions ({trs}; "
+            f"randomised model {format_score(rnd)}): it is flat. A map can only show "
+            "what the model knows; when the model has not learned the label (check its test "
+            "AUROC in the evaluate notebook) this is the expected, honest result."
+        )
+    return (
+        f"The map leans towards `{label}`'s planted regions ({trs}; "
+        f"randomised model {format_score(rnd)}), but weakly: more subjects or windows, or a "
+        "better-trained model, would sharpen it."
+    )

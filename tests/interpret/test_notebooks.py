@@ -58,3 +58,14 @@ def test_brain_attributions_notebook(common, tmp_path):
     mask = Path(common["store_path"]) / "ground_truth" / "brain_mask.nii.gz"
     assert img.shape == nib.load(mask).shape
     assert (tmp_path / "attr" / doc["artifacts"]["html"]).stat().st_size > 10_000
+    # a person reads it: each figure renders once, no warning walls, a closing sentence
+    import nbformat
+
+    executed = nbformat.read(tmp_path / "attr" / "02_brain_attributions.ipynb", as_version=4)
+    code = [c for c in executed.cells if c.cell_type == "code"]
+    for cell in code:
+        images = [o for o in cell.outputs if "image/png" in o.get("data", {})]
+        assert len(images) <= 1, cell.source[:80]
+        assert not [o for o in cell.outputs if o.get("name") == "stderr"], cell.source[:80]
+    text = "".join(o.get("text", "") for c in code for o in c.outputs)
+    assert "voxel AUROC" in text and "randomised" in text

@@ -45,3 +45,16 @@ def test_planted_region_ranks_first_in_either_sign(atlas):
     assert top["region"] == "planted" and top["mean"] < -3
     assert top["ratio_to_brain"] > 2.5 and top["auroc"] > 0.99
     assert table.iloc[1:]["auroc"].between(0.3, 0.6).all()
+
+
+def test_sanity_check_sentences():
+    from swiftlib.interpret.regions import describe_sanity_checks
+
+    ok = describe_sanity_checks({"trained_auroc": 0.914, "randomised_auroc": 0.463}, "sex")
+    assert "voxel AUROC 0.91" in ok and "(0.46)" in ok and "depends on what the model learned" in ok
+    copy = describe_sanity_checks({"trained_auroc": 0.95, "randomised_auroc": 0.82}, "age")
+    assert "so does a randomised model's (0.82)" in copy and "smoothgrad" in copy
+    flat = describe_sanity_checks({"trained_auroc": 0.518, "randomised_auroc": 0.496}, "sex")
+    assert "voxel AUROC 0.52" in flat and "it is flat" in flat and "0.5180" not in flat
+    null = describe_sanity_checks({"planted_preference": 0.492}, "null_label")
+    assert "0.49 (0.5 = none): no preference, as expected" in null
