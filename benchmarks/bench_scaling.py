@@ -329,6 +329,68 @@ def add_efficiency(rows: list[dict]) -> list[dict]:
     return rows
 
 
+def model_check(rows: list[dict]) -> str:
+    """The scaling model against the measurement: for each multi-rank row, the predicted step is
+    the 1-rank step at the same per-rank batch plus the measured gradient-sized all-reduce,
+    fully exposed (on CPU the collective needs the cores the backward pass is using) or fully
+    hidden — the measured efficiency should fall between the two."""
+    lines = [
+        "| strategy | mode | ranks | measured efficiency | model, comm exposed | "
+        "model, comm hidden |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        one = [
+            q
+            for q in rows
+            if q["strategy"] == r["strategy"]
+            and q["ranks"] == 1
+            and q["batch_per_rank"] == r["batch_per_rank"]
+        ]
+        base = [q for q in rows if q["strategy"] == r["strategy"] and q["mode"] == r["mode"]]
+        base = [q for q in base if q["ranks"] == 1]
+        if r["ranks"] == 1 or not one or not base or r.get("allreduce_ms") is None:
+            continue
+        ref = base[0]["samples_per_s"] * r["ranks"]
+        exposed = r["global_batch"] / (1e-3 * (one[0]["step_ms"] + r["allreduce_ms"])) / ref
+        hidden = r["global_batch"] / (1e-3 * one[0]["step_ms"]) / ref
+        lines.append(
+            f"| {r['strategy']} | {r['mode']} | {r['ranks']} | {100 * r['efficiency']:.1f} % | "
+            f"{100 * exposed:.1f} % | {100 * hidden:.1f} % |"
+        )
+    return "\n".join(lines)
+
+
+#: Achieved MFU per preset measured on one H200 (benchmarks/RESULTS.md, bf16, eager), used as
+#: the stated MFU of the Perlmutter prediction; presets without a measurement take 202m's.
+MEASURED_MFU = {"swift_v2_51m": 0.071, "swift_v2_202m": 0.149}
+#: samples per A100-40GB assumed for the prediction (202m fitted 104 on the 143 GB H200)
+PREDICT_BATCH = {"swift_v2_5m": 16, "swift_v2_51m": 16, "swift_v2_202m": 16, "swift_v2_806m": 4}
+
+
+def predict_tables(presets: list[str], nodes: list[int], overlap: float) -> str:
+    """The scaling model's Perlmutter prediction per preset: DDP (fp32 gradients, as torch DDP
+    under bf16 autocast), ZeRO-1/2 (bf16 gradients)."""
+    from swiftlib.training.scaling import PERLMUTTER, model_size, predict, predicted_table
+
+    out = []
+    for preset in presets:
+        params, flops = model_size(preset)
+        mfu = MEASURED_MFU.get(preset, MEASURED_MFU["swift_v2_202m"])
+        batch = PREDICT_BATCH.get(preset, 1)
+        rows = predict(params, flops, batch, mfu, nodes, ["ddp"], grad_bytes=4, overlap=overlap)
+        rows += predict(params, flops, batch, mfu, nodes, ["zero1", "zero2"], overlap=overlap)
+        one_gpu = PERLMUTTER.peak_flops * mfu / flops
+        out.append(
+            f"**{preset}**: {params / 1e6:,.1f} M parameters, {flops / 1e9:,.0f} GFLOP per "
+            f"sample (fwd+bwd), MFU {100 * mfu:.1f} %, {batch} samples per GPU → "
+            f"{one_gpu:.1f} samples/s per A100; gradients {4 * params / 1e6:,.0f} MB (fp32, "
+            f"DDP) / {2 * params / 1e6:,.0f} MB (bf16, ZeRO); overlap {overlap:g}\n\n"
+            + predicted_table(rows)
+        )
+    return "\n\n".join(out)
+
+
 def _fmt(v, spec: str) -> str:
     return "—" if v is None else format(v, spec)
 
@@ -380,6 +442,14 @@ def parse(argv=None):
     ap.add_argument("--mode", choices=MODES, default="weak")
     ap.add_argument("--out", help="worker: rank 0 writes its row here")
     ap.add_argument("--collect", nargs="+", help="rows written by --worker runs → one table")
+    ap.add_argument(
+        "--predict",
+        nargs="+",
+        metavar="PRESET",
+        help="print the scaling model's Perlmutter prediction for these presets and exit",
+    )
+    ap.add_argument("--nodes", type=int, nargs="+", default=[1, 2, 4, 16, 64, 256])
+    ap.add_argument("--overlap", type=float, default=0.5, help="model: hidden comm fraction")
     args = ap.parse_args(argv)
     for name in ("steps", "threads", "batch_per_rank"):
         if getattr(args, name) < 1:
@@ -399,6 +469,14 @@ def main(argv=None) -> int:
 
             atomic_write_json(args.out, row)
         return 0
+    if args.predict:
+        text = predict_tables(args.predict, args.nodes, args.overlap)
+        print(text)
+        if args.markdown:
+            from swiftlib.utils.io import atomic_write_text
+
+            atomic_write_text(args.markdown, text + "\n")
+        return 0
     if args.collect:
         rows = add_efficiency([json.loads(Path(p).read_text()) for p in args.collect])
         rows.sort(key=lambda r: (r["strategy"], r["mode"], r["nodes"], r["ranks"]))
@@ -416,6 +494,9 @@ def main(argv=None) -> int:
                     rows.append(launch(args, strategy, n, batch, mode))
         rows = add_efficiency(rows)
     table = markdown(rows)
+    if not args.collect:
+        table += "\n\nScaling model check (1-rank step + measured all-reduce):\n\n"
+        table += model_check(rows)
     print(table)
     if args.json:
         from swiftlib.utils.io import atomic_write_json

@@ -53,14 +53,22 @@ def test_predict_efficiency_limits_and_overlap():
     # communication far below the backward pass: fully hidden with overlap = 1
     hidden = predict(params, flops, 8, 0.15, [64], ["ddp"], overlap=1.0)[0]
     assert hidden["exposed_comm_ms"] == 0.0 and hidden["efficiency"] == pytest.approx(1.0)
-    # no overlap: efficiency = compute / (compute + comm)
-    exposed = predict(params, flops, 8, 0.15, [64], ["ddp"], overlap=0.0)[0]
-    assert exposed["efficiency"] == pytest.approx(
-        exposed["compute_ms"] / (exposed["compute_ms"] + exposed["comm_ms"])
+    # no overlap: against one GPU, compute / (compute + comm); against one node, the ratio of
+    # the two steps
+    one, many = predict(params, flops, 8, 0.15, [1, 64], ["ddp"], overlap=0.0)
+    assert many["gpu_efficiency"] == pytest.approx(
+        many["compute_ms"] / (many["compute_ms"] + many["comm_ms"])
     )
+    assert many["efficiency"] == pytest.approx(
+        (one["compute_ms"] + one["comm_ms"]) / (many["compute_ms"] + many["comm_ms"])
+    )
+    # model states: DDP 16 B/parameter everywhere, ZeRO-2 2 + 14/N
+    ddp, zero2 = predict(3.2e9, 1e13, 1, 0.15, [2], ["ddp", "zero2"])
+    assert ddp["states_gb"] == pytest.approx(51.2) and not ddp["fits"]
+    assert zero2["states_gb"] == pytest.approx(3.2 * (2 + 14 / 8)) and zero2["fits"]
     # a 1-sample batch of a 3B-parameter model is communication-bound
     big = predict(3.2e9, 1e13, 1, 0.15, [64], ["zero2"], overlap=0.0)[0]
-    assert big["efficiency"] < 0.5
+    assert big["gpu_efficiency"] < 0.5 and big["efficiency"] < 0.75
 
 
 @pytest.mark.parametrize(

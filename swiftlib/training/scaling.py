@@ -17,8 +17,14 @@ Per optimiser step and rank, with ``P`` parameters, ``N`` ranks on ``M`` nodes o
 * **step** = compute + the part of the communication not hidden behind the backward pass:
   ``max(0, comm − overlap × backward)`` with backward ≈ 2/3 of compute. ``overlap=0`` gives the
   pessimistic bound, ``overlap=1`` the optimistic one.
-* **efficiency** at ``N`` ranks = ``samples/s (N) / (N × samples/s (1))`` (weak scaling, fixed
-  per-rank batch; the published SwiFT v2 figures use this ratio per node).
+* **efficiency** at ``M`` nodes = ``samples/s (M) / (M × samples/s (1 node))`` (weak scaling,
+  fixed per-GPU batch), the ratio the published SwiFT v2 figures use; ``gpu_efficiency`` is the
+  same against one GPU without communication.
+* **memory** for model states per GPU (mixed precision, Adam; Rajbhandari et al. 2020): DDP
+  keeps fp32 weights, fp32 gradients and two fp32 moments (16 B/parameter); ZeRO-1 keeps bf16
+  weights and gradients (4 B) and shards the fp32 master weights and moments (12 B / N);
+  ZeRO-2 shards the gradients too (2 + 14 / N B). Activations come on top; a strategy whose
+  states alone exceed ``Cluster.gpu_memory`` is marked as not fitting.
 
 :func:`predict` returns one row per (strategy, nodes); :func:`predicted_table` formats them.
 Every number the model assumes is a field of :class:`Cluster` or an argument, so a
@@ -43,6 +49,8 @@ __all__ = [
 
 #: collective volume per step in units of ``(N−1)/N × parameter bytes``
 STRATEGY_VOLUME = {"ddp": 2.0, "zero1": 2.0, "zero2": 2.0, "zero3": 3.0}
+#: model-state bytes per parameter: (replicated, sharded over the ranks)
+STRATEGY_STATE_BYTES = {"ddp": (16, 0), "zero1": (4, 12), "zero2": (2, 14), "zero3": (0, 16)}
 
 
 @dataclass(frozen=True)
@@ -57,12 +65,19 @@ class Cluster:
     intra_node_bandwidth: float = 100e9  # bytes/s per GPU, NVLink 3 (all-reduce bus bandwidth)
     link_efficiency: float = 0.8  # achieved / nominal for large NCCL collectives
     latency: float = 10e-6  # seconds per collective hop (α)
+    gpu_memory: float = 40e9  # bytes (A100-40GB; Perlmutter also has 80 GB nodes)
 
     def __post_init__(self):
         for name in ("gpus_per_node", "nics_per_node"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Cluster.{name}={getattr(self, name)}: expected ≥ 1")
-        for name in ("peak_flops", "nic_bandwidth", "intra_node_bandwidth", "latency"):
+        for name in (
+            "peak_flops",
+            "nic_bandwidth",
+            "intra_node_bandwidth",
+            "latency",
+            "gpu_memory",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"Cluster.{name}={getattr(self, name)}: expected > 0")
         if not 0 < self.link_efficiency <= 1:
@@ -144,15 +159,21 @@ def predict(
     compute = batch_per_gpu * flops_per_sample / (cluster.peak_flops * mfu)
     one_gpu = batch_per_gpu / compute
     rows = []
+
+    def rate(strategy: str, n: int) -> tuple[float, float, float]:
+        comm = comm_seconds(params * grad_bytes, n, cluster, STRATEGY_VOLUME[strategy])
+        exposed = max(0.0, comm - overlap * (2 / 3) * compute)
+        return n * cluster.gpus_per_node * batch_per_gpu / (compute + exposed), comm, exposed
+
     for strategy in strategies:
+        one_node = rate(strategy, 1)[0]
         for n in nodes:
             if n < 1:
                 raise ValueError(f"nodes={n}: expected ≥ 1")
-            comm = comm_seconds(params * grad_bytes, n, cluster, STRATEGY_VOLUME[strategy])
-            exposed = max(0.0, comm - overlap * (2 / 3) * compute)
-            step = compute + exposed
+            sps, comm, exposed = rate(strategy, n)
             ranks = n * cluster.gpus_per_node
-            sps = ranks * batch_per_gpu / step
+            replicated, sharded = STRATEGY_STATE_BYTES[strategy]
+            states = params * (replicated + sharded / ranks)
             rows.append(
                 {
                     "strategy": strategy,
@@ -163,24 +184,29 @@ def predict(
                     "comm_ms": 1e3 * comm,
                     "exposed_comm_ms": 1e3 * exposed,
                     "samples_per_s": sps,
-                    "efficiency": sps / (ranks * one_gpu),
+                    "efficiency": sps / (n * one_node),
+                    "gpu_efficiency": sps / (ranks * one_gpu),
+                    "states_gb": states / 1e9,
+                    "fits": states < cluster.gpu_memory,
                 }
             )
     return rows
 
 
 def predicted_table(rows: list[dict], cluster: Cluster = PERLMUTTER) -> str:
-    """Markdown table in the published format (nodes, samples/s, efficiency) plus the terms."""
+    """Markdown table in the published format (nodes, samples/s, efficiency against 1 node) plus
+    the terms behind it; rows whose model states do not fit a GPU say so."""
     lines = [
         f"| strategy | nodes ({cluster.gpus_per_node} GPUs) | samples/s | efficiency | "
-        "compute ms | comm ms | exposed comm ms |",
-        "|---|---|---|---|---|---|---|",
+        "compute ms | comm ms | exposed comm ms | model states GB/GPU |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        fits = "" if r["fits"] else f" (> {cluster.gpu_memory / 1e9:.0f}: does not fit)"
         lines.append(
             f"| {r['strategy']} | {r['nodes']} | {r['samples_per_s']:,.1f} | "
             f"{100 * r['efficiency']:.1f} % | {r['compute_ms']:.1f} | {r['comm_ms']:.1f} | "
-            f"{r['exposed_comm_ms']:.1f} |"
+            f"{r['exposed_comm_ms']:.1f} | {r['states_gb']:.1f}{fits} |"
         )
     return "\n".join(lines)
 
