@@ -192,26 +192,34 @@ def tiny_disk(tmp_path):
     subprocess.run(["umount", str(mnt)], check=True)
 
 
-def test_a_full_disk_ends_the_run_failed_never_ok(tiny_disk, tmp_path, capsys):
-    """A real full file system: the notebook saves "ok" results, then a cell fills the disk
-    (as a checkpoint would); the record says failed, no truncated notebook is presented."""
-    nb = _notebook(
-        tmp_path / "01_data" / "01_fills_disk.ipynb",
-        [
-            TOY_CELLS[2],
-            "with open(f'{run_dir}/checkpoint.bin', 'wb') as f:\n"
-            "    for _ in range(64):\n"
-            "        f.write(b'0' * 65536)",
-            'print("x" * 200_000)',
-        ],
-    )
+FILL_DISK = [
+    "with open(f'{run_dir}/checkpoint.bin', 'wb') as f:\n"
+    "    for _ in range(64):\n"
+    "        f.write(b'0' * 65536)",
+    'print("x" * 200_000)',
+]
+
+
+@pytest.mark.parametrize(
+    "cells",
+    [FILL_DISK, ['print("x" * 600_000)', 'print("after")']],
+    ids=["a-cell-fills-the-disk", "the-executed-notebook-does-not-fit"],
+)
+def test_a_full_disk_ends_the_run_failed_never_ok(tiny_disk, tmp_path, capsys, cells):
+    """A real full file system. The notebook saves "ok" results first; then a cell fills the
+    disk (as a checkpoint would), or its output makes the executed notebook too large to save
+    (the issue's truncated notebook beside "ok"): the record says failed, and no truncated
+    notebook is presented under the notebook's name."""
+    nb = _notebook(tmp_path / "01_data" / "01_fills_disk.ipynb", [TOY_CELLS[2], *cells])
     run = tiny_disk / f"run-{uuid.uuid4().hex[:6]}"
     run.mkdir()
     rc = main(["run", str(nb), "-o", str(run), "-q"])
     err = capsys.readouterr().err
     assert rc == 1 and f"out of space on {tiny_disk}" in err and "Traceback" not in err[-300:]
     results = run / "results.json"
-    if results.exists():  # written when the room freed by removing the "ok" one sufficed
+    if cells is not FILL_DISK:  # the kernel's files fit: the failed record is written
+        assert results.exists() and (run / f"{nb.name}.partial").exists()
+    if results.exists():
         doc = _results(run)
         assert doc["status"] == "failed" and "out of space" in doc["error"]
     executed = run / nb.name
