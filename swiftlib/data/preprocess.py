@@ -357,12 +357,12 @@ def preprocess(
         template=template,
     )
     record_settings(out, settings)
-    done = writer.completed(verify=True)
-    todo = [s for s in scans if s.subject_id not in done]
-    report.skipped = sorted(s.subject_id for s in scans if s.subject_id in done)
-    report.warnings.extend(_participant_tr_warnings(scans, cfg))
     qc_rows: list[dict] = []
     try:
+        done = writer.completed(verify=True)
+        todo = [s for s in scans if s.subject_id not in done]
+        report.skipped = sorted(s.subject_id for s in scans if s.subject_id in done)
+        report.warnings.extend(_participant_tr_warnings(scans, cfg))
         _run_all(todo, out, cfg, report, qc_rows, progress, tqdm)
     except KeyboardInterrupt:
         report.interrupted = True

@@ -1,4 +1,6 @@
+import json
 import os
+import re
 import shutil
 
 import nibabel as nib
@@ -15,6 +17,7 @@ from swiftlib.data.preprocess import (
     preprocess,
 )
 from swiftlib.data.store import open_store
+from swiftlib.utils.io import sha256_file
 
 
 def _cfg(cohort_cfg, **kw):
@@ -156,8 +159,6 @@ EXPECTED_ERRORS = {
 
 
 def test_every_bad_input_is_reported_by_name_and_the_rest_continue(tmp_path, synth_cohort):
-    import re
-
     _, export, cfg = synth_cohort
     d = _bad_inputs(tmp_path, export)
     pd.DataFrame(
@@ -276,3 +277,157 @@ def test_load_bold_reorients_to_ras(tmp_path):
     out, out_aff, tr = load_bold(p)
     assert out_aff[0, 0] == 4.0 and np.array_equal(out, data[::-1])
     assert tr == 1.0
+
+
+# -- reliability: truncated files, reruns, report history, Ctrl-C, coverage (issue 14) ------
+def test_a_truncated_las_gz_fails_only_its_subject(tmp_path, synth_cohort, capsys):
+    """The voxel order is not RAS+, so the truncated stream is first read while reorienting."""
+    from swiftlib.cli import main
+
+    _, export, cfg = synth_cohort
+    good = nib.load(_first_bold(export))
+    data = np.asarray(good.dataobj, dtype=np.float32)[::-1]  # the same voxels in LAS order
+    las = good.affine.copy()
+    las[0, 0], las[0, 3] = -las[0, 0], good.affine[0, 3] + (data.shape[0] - 1) * las[0, 0]
+    d = tmp_path / "in"
+    d.mkdir()
+    shutil.copy(_first_bold(export), d / "sub-01_bold.nii.gz")
+    raw = _save(data, las, d / "sub-02_bold.nii.gz", tr=0.8).read_bytes()
+    (d / "sub-02_bold.nii.gz").write_bytes(raw[: len(raw) // 2])
+    shutil.copy(_first_bold(export), d / "sub-03_bold.nii.gz")
+    report = preprocess(d, tmp_path / "out", config=_cfg(cfg), progress=False)
+    assert report.written == ["sub-01", "sub-03"]
+    assert re.search(
+        r"sub-02_bold.nii.gz: truncated or corrupt file \(EOFError", report.failed["sub-02"]
+    )
+    rc = main(
+        [
+            "preprocess",
+            str(d),
+            "--out",
+            str(tmp_path / "cli"),
+            "--voxel-size",
+            str(cfg.voxel_size),
+            "--grid",
+            *map(str, cfg.grid),
+            "-q",
+        ]
+    )
+    err = capsys.readouterr().err
+    assert rc == 1 and "FAILED sub-02" in err and "Traceback" not in err
+    assert open_store(tmp_path / "cli").subject_ids == ["sub-01", "sub-03"]
+
+
+def _digest(root):
+    return {p.name: sha256_file(p) for p in sorted((root / "subjects").glob("*.h5"))}
+
+
+def test_an_interrupted_store_refuses_other_settings_and_keeps_its_subjects(
+    tmp_path, synth_cohort, monkeypatch
+):
+    import swiftlib.data.preprocess as pp
+
+    _, export, cfg = synth_cohort
+    out = tmp_path / "s"
+    real, calls = pp._process_one, []
+
+    def interrupted_after_two(scan, root, c):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(scan.subject_id)
+        return real(scan, root, c)
+
+    monkeypatch.setattr(pp, "_process_one", interrupted_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        preprocess(export, out, config=_cfg(cfg, normalisation="psc"), progress=False)
+    monkeypatch.setattr(pp, "_process_one", real)
+    latest = json.loads((out / "preprocess_report.json").read_text())
+    assert latest["interrupted"] and latest["written"] == ["sub-0001", "sub-0002"]
+    before, journal = _digest(out), (out / ".progress.jsonl").read_text()
+    assert len(before) == 2 and not (out / "manifest.json").exists()
+    with pytest.raises(PreprocessError) as err:
+        preprocess(
+            export, out, config=_cfg(cfg, normalisation="zscore_global", mask="mni"), progress=False
+        )
+    msg = str(err.value)
+    assert "existing store has normalisation='psc' but this run asks for 'zscore_global'" in msg
+    assert "existing store has mask='auto' but this run asks for 'mni'" in msg
+    assert "--normalisation psc --mask auto" in msg and "--overwrite" in msg and "new --out" in msg
+    assert _digest(out) == before and (out / ".progress.jsonl").read_text() == journal
+    # the same settings continue where it stopped
+    report = preprocess(export, out, config=_cfg(cfg, normalisation="psc"), progress=False)
+    assert report.skipped == ["sub-0001", "sub-0002"] and report.written == ["sub-0003", "sub-0004"]
+    st = open_store(out, verify="checksum")
+    assert st.normalisation == "psc" and _digest(out).items() >= before.items()
+    # --overwrite starts again with the new settings; the report history is kept
+    report = preprocess(
+        export, out, config=_cfg(cfg, normalisation="zscore_global"), progress=False, overwrite=True
+    )
+    assert len(report.written) == 4 and open_store(out).normalisation == "zscore_global"
+    assert len(list((out / "reports").glob("preprocess-*.json"))) == 3  # the refusal wrote none
+
+
+def test_every_run_keeps_its_report(tmp_path, synth_cohort):
+    _, export, cfg = synth_cohort
+    out = tmp_path / "s"
+    first = preprocess(_first_bold(export), out, config=_cfg(cfg), progress=False)
+    second = preprocess(_first_bold(export), out, config=_cfg(cfg), progress=False)
+    assert first.history != second.history
+    runs = sorted((out / "reports").glob("preprocess-*.json"))
+    assert [p.relative_to(out).as_posix() for p in runs] == sorted([first.history, second.history])
+    saved = [json.loads(p.read_text()) for p in runs]
+    assert sorted(len(r["written"]) for r in saved) == [0, 1]
+    assert sorted(len(r["skipped"]) for r in saved) == [0, 1]
+    latest = json.loads((out / "preprocess_report.json").read_text())
+    assert latest["history"] == second.history and latest["skipped"] == ["sub-0001"]
+    assert latest["config"]["grid"] == list(cfg.grid) and latest["finished"] >= latest["started"]
+
+
+def test_ctrl_c_ends_with_one_line_and_rc_130(tmp_path, synth_cohort):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _, export, cfg = synth_cohort
+    d = tmp_path / "in"
+    d.mkdir()
+    for i in range(30):  # enough work to be interrupted in the middle
+        shutil.copy(_first_bold(export), d / f"sub-{i:03d}_bold.nii.gz")
+    out = tmp_path / "s"
+    cmd = [sys.executable, "-m", "swiftlib.cli", "preprocess", str(d), "--out", str(out)]
+    cmd += ["--voxel-size", str(cfg.voxel_size), "--grid", *map(str, cfg.grid), "-q"]
+    with open(tmp_path / "stderr.txt", "w") as err:  # a file: a full pipe would block the run
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        deadline = time.monotonic() + 120
+        while not (out / "preprocess_settings.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)  # until the store is set up: past the imports, before the cohort ends
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=120)
+    stderr = (tmp_path / "stderr.txt").read_text()
+    assert proc.returncode == 130, stderr
+    lines = [x for x in stderr.splitlines() if not x.startswith(("INFO", "WARNING"))]
+    assert lines == [
+        f"swiftlib preprocess: interrupted; the subjects finished so far are kept in {out} — "
+        "rerun the same command to resume"
+    ], stderr
+    assert "Traceback" not in stderr
+    report = json.loads((out / "preprocess_report.json").read_text())
+    assert report["interrupted"] and len(report["written"]) < 30
+
+
+def test_a_scan_covering_little_of_the_mni_brain_is_warned(tmp_path):
+    src = os.path.join(os.path.dirname(nib.__file__), "tests", "data", "functional.nii")
+    report = preprocess(
+        src,
+        tmp_path / "func",
+        config=PreprocessConfig(voxel_size=4.0, grid=(48, 56, 40)),
+        progress=False,
+    )
+    assert report.ok
+    (warning,) = report.warnings
+    m = re.match(r".*functional\.nii: covers (\d+\.\d)% of the MNI brain mask", warning)
+    assert m and 2.0 < float(m.group(1)) < 10.0, warning
+    qc = pd.read_csv(tmp_path / "func" / "qc.tsv", sep="\t")
+    assert qc["coverage"].iloc[0] == pytest.approx(float(m.group(1)) / 100, abs=1e-3)
+    assert np.isnan(qc["mean_fd"].iloc[0])  # no confounds table
