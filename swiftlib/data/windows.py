@@ -19,6 +19,14 @@ Modes:
     ``eval``: every window of every subject in order (subject, start), so predictions can
         be averaged per subject (:meth:`WindowDataset.index` says which window is which).
 
+Packed windows (``packed=True``): a window travels as the store keeps it — the brain voxels,
+time-major, ``(L, V)`` float16, about a quarter of the dense window's bytes at 96³ — with its
+voxel indices and per-frame background (:class:`PackedWindow`); :func:`collate_samples`
+concatenates them (:class:`PackedBatch`), and :func:`unpack_batch` scatters them onto the
+grid as late as possible: after the host-to-device copy (``FMRIDataModule`` does it in
+``on_after_batch_transfer``), so neither the workers, the worker→main transfer nor the copy
+to the GPU move the background. The values are bit-identical to the dense path.
+
 Labels come from the store's ``subjects`` table and manifest (``store.labels``); subjects
 with a missing label are dropped and the count is logged.
 """
@@ -35,15 +43,48 @@ from torch.utils.data import Dataset
 
 from swiftlib.utils.validation import did_you_mean
 
-__all__ = ["Sample", "Batch", "WindowDataset", "collate_samples", "window_starts"]
+__all__ = [
+    "Batch",
+    "PackedBatch",
+    "PackedWindow",
+    "Sample",
+    "WindowDataset",
+    "collate_samples",
+    "unpack_batch",
+    "unpack_windows",
+    "window_starts",
+]
 
 log = logging.getLogger(__name__)
 
 
-class Sample(NamedTuple):
-    """One window. ``x``: (1, D, H, W, T); ``y``: () label (int64 class, float32 value, or NaN)."""
+class PackedWindow(NamedTuple):
+    """One window as stored: ``values`` (L, V) float16, ``voxels`` (V,) int32 flat C-order
+    indices into the (D, H, W) grid, ``background`` (L,) float16 (every other voxel, per
+    frame), ``grid`` (D, H, W)."""
 
-    x: torch.Tensor
+    values: torch.Tensor
+    voxels: torch.Tensor
+    background: torch.Tensor
+    grid: tuple[int, int, int]
+
+
+class PackedBatch(NamedTuple):
+    """Packed windows of a batch, concatenated: ``values`` (L, ΣV) float16, ``voxels`` (ΣV,)
+    int32, ``counts`` (B,) voxels per window, ``background`` (B, L) float16, ``grid``."""
+
+    values: torch.Tensor
+    voxels: torch.Tensor
+    counts: torch.Tensor
+    background: torch.Tensor
+    grid: tuple[int, int, int]
+
+
+class Sample(NamedTuple):
+    """One window. ``x``: (1, D, H, W, T), or a :class:`PackedWindow`; ``y``: () label (int64
+    class, float32 value, or NaN)."""
+
+    x: torch.Tensor | PackedWindow
     y: torch.Tensor
     subject_id: str
     dataset: str
@@ -51,9 +92,10 @@ class Sample(NamedTuple):
 
 
 class Batch(NamedTuple):
-    """A collated batch. ``x``: (B, 1, D, H, W, T); ``y``: (B,); ``window_start``: (B,)."""
+    """A collated batch. ``x``: (B, 1, D, H, W, T) or a :class:`PackedBatch` (see
+    :func:`unpack_batch`); ``y``: (B,); ``window_start``: (B,)."""
 
-    x: torch.Tensor
+    x: torch.Tensor | PackedBatch
     y: torch.Tensor
     subject_id: list[str]
     dataset: list[str]
@@ -64,8 +106,14 @@ def collate_samples(samples: Sequence[Sample]) -> Batch:
     """Stack :class:`Sample` s into a :class:`Batch` (use as the DataLoader ``collate_fn``)."""
     if len(samples) == 0:
         raise ValueError("collate_samples got an empty list of samples")
+    packed = [isinstance(s.x, PackedWindow) for s in samples]
+    if any(packed) and not all(packed):
+        raise ValueError(
+            f"collate_samples: {sum(packed)} of {len(samples)} samples are packed windows; a "
+            "batch is either all packed or all dense (WindowDataset(packed=...) for every dataset)"
+        )
     return Batch(
-        x=_stack([s.x for s in samples]),  # (B, 1, D, H, W, T)
+        x=_collate_packed([s.x for s in samples]) if packed[0] else _stack([s.x for s in samples]),
         y=torch.stack([s.y for s in samples]),  # (B,)
         subject_id=[s.subject_id for s in samples],
         dataset=[s.dataset for s in samples],
@@ -85,6 +133,65 @@ def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
         )
         out = elem.new(storage).resize_(len(tensors), *elem.shape)
     return torch.stack(tensors, 0, out=out)
+
+
+def _shared_cat(tensors: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """``torch.cat``; inside a DataLoader worker, straight into shared memory (as ``_stack``)."""
+    out = None
+    if torch.utils.data.get_worker_info() is not None:
+        shape = list(tensors[0].shape)
+        shape[dim] = sum(t.shape[dim] for t in tensors)
+        storage = tensors[0]._typed_storage()._new_shared(int(np.prod(shape)), device="cpu")
+        out = tensors[0].new(storage).resize_(shape)
+    return torch.cat(tensors, dim, out=out)
+
+
+def _collate_packed(windows: list[PackedWindow]) -> PackedBatch:
+    grid = tuple(windows[0].grid)
+    lengths = {w.values.shape[0] for w in windows}
+    if len(lengths) > 1 or any(tuple(w.grid) != grid for w in windows):
+        raise ValueError(
+            f"collate_samples: packed windows of {sorted(lengths)} frames on grids "
+            f"{sorted({tuple(w.grid) for w in windows})}; a batch needs one length and one grid"
+        )
+    return PackedBatch(
+        values=_shared_cat([w.values for w in windows], 1),  # (L, ΣV)
+        voxels=_shared_cat([w.voxels for w in windows], 0),  # (ΣV,)
+        counts=torch.tensor([w.values.shape[1] for w in windows], dtype=torch.long),  # (B,)
+        background=torch.stack([w.background for w in windows]),  # (B, L)
+        grid=grid,
+    )
+
+
+def unpack_windows(x: PackedBatch, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Scatter packed windows onto the grid, on their device: (B, 1, D, H, W, L) ``dtype``.
+
+    Bit-identical to reading dense windows (``WindowDataset(packed=False)``) and converting
+    them to ``dtype``."""
+    D, H, W = (int(g) for g in x.grid)
+    N = D * H * W
+    B, L = x.background.shape
+    if x.values.shape[1] != int(x.voxels.shape[0]):
+        raise ValueError(
+            f"packed batch: values hold {x.values.shape[1]} voxels but voxels lists "
+            f"{x.voxels.shape[0]}; expected equal"
+        )
+    out = x.background.to(dtype)[:, None, :].expand(B, N, L).contiguous()  # (B, N, L)
+    offsets = torch.arange(B, device=x.voxels.device, dtype=torch.long) * N  # (B,)
+    rows = x.voxels.long() + torch.repeat_interleave(
+        offsets, x.counts.to(offsets.device), output_size=int(x.voxels.shape[0])
+    )  # (ΣV,) rows of (B*N, L)
+    out.view(B * N, L).index_copy_(0, rows, x.values.t().contiguous().to(dtype))  # (ΣV, L)
+    return out.view(B, 1, D, H, W, L)  # (B, 1, D, H, W, L)
+
+
+def unpack_batch(batch, dtype: torch.dtype = torch.float32):
+    """``batch`` with its packed windows on the grid (:func:`unpack_windows`); a batch that is
+    not packed comes back unchanged. Call it after the batch reached its device (Lightning:
+    ``on_after_batch_transfer``), so only the brain voxels travel."""
+    if isinstance(batch, Batch) and isinstance(batch.x, PackedBatch):
+        return batch._replace(x=unpack_windows(batch.x, dtype))
+    return batch
 
 
 def window_starts(
@@ -119,6 +226,9 @@ class WindowDataset(Dataset):
             preprocessing such as padding).
         augment: callable on ``x`` (1, D, H, W, T), train mode only (e.g. ``FrameAugment``).
         dtype: dtype of ``x`` (the store holds float16; the default float32 suits CPU).
+        packed: return windows as stored (:class:`PackedWindow`, float16 whatever ``dtype``;
+            see the module docstring); needs no ``transform`` and no ``augment`` (they work on
+            the grid).
     """
 
     def __init__(
@@ -134,7 +244,14 @@ class WindowDataset(Dataset):
         transform: Callable | None = None,
         augment: Callable | None = None,
         dtype: torch.dtype = torch.float32,
+        packed: bool = False,
     ):
+        if packed and (transform is not None or augment is not None):
+            raise ValueError(
+                "packed=True with a transform or augment: both work on windows on the grid, "
+                "packed windows are scattered onto it only after the DataLoader. Use "
+                "packed=False with transforms or augmentation"
+            )
         if mode not in ("train", "eval"):
             raise ValueError(f"mode={mode!r}: expected 'train' or 'eval'")
         if int(sequence_length) < 1:
@@ -173,6 +290,8 @@ class WindowDataset(Dataset):
         self.transform = transform
         self.augment = augment
         self.dtype = dtype
+        self.packed = bool(packed)
+        self._voxels: dict[str, torch.Tensor] = {}  # subject -> (V,) int32, packed mode
 
         ids = list(store.subject_ids) if subject_ids is None else [str(s) for s in subject_ids]
         self._check_known(ids)
@@ -334,6 +453,8 @@ class WindowDataset(Dataset):
                 f"a window spans {self.span}): expected 0 ≤ start ≤ {self.frames[si] - self.span}"
             )
         sid = self.subject_ids[si]
+        if self.packed:
+            return self._sample(si, self._read_packed(sid, start), start)
         arr = self.store.read_window(
             sid, start, self.sequence_length, self.stride_within_seq
         )  # (D, H, W, T) fp16
@@ -344,6 +465,24 @@ class WindowDataset(Dataset):
             x = self.transform(x)
         if self.augment is not None and self.mode == "train":
             x = self.augment(x)
+        return self._sample(si, x, start)
+
+    def _read_packed(self, sid: str, start: int) -> PackedWindow:
+        frames = self.store.read_window_packed(
+            sid, start, self.sequence_length, self.stride_within_seq
+        )  # values (L, V) float16
+        voxels = self._voxels.get(sid)
+        if voxels is None:  # once per subject (and worker)
+            voxels = self._voxels[sid] = torch.from_numpy(frames.voxels.astype(np.int32))
+        return PackedWindow(
+            torch.from_numpy(frames.values),
+            voxels,
+            torch.from_numpy(frames.background),
+            tuple(self.store.grid),
+        )
+
+    def _sample(self, si: int, x, start: int) -> Sample:
+        sid = self.subject_ids[si]
         value = self._values[si]
         if self.label_task == "classification":
             y = torch.tensor(int(value), dtype=torch.long)
@@ -355,5 +494,5 @@ class WindowDataset(Dataset):
         return (
             f"WindowDataset(mode={self.mode!r}, subjects={len(self.subject_ids)}, "
             f"windows={len(self)}, sequence_length={self.sequence_length}, step={self.step}, "
-            f"label={self.label!r})"
+            f"label={self.label!r}{', packed' if self.packed else ''})"
         )

@@ -193,3 +193,87 @@ def test_empty_subject_list(small_store, caplog):
     with caplog.at_level("WARNING"):
         ds = WindowDataset(store, [], sequence_length=20, mode="eval")
     assert len(ds) == 0 and "no subjects" in caplog.text and len(ds.index) == 0
+
+
+@pytest.fixture(scope="module")
+def brain_store(tmp_path_factory):
+    """Three subjects as preprocessing writes them: noise inside an ellipsoid mask (a different
+    one per subject), one background value outside; a fourth with a noisy background."""
+    import pandas as pd
+
+    from swiftlib.data.geometry import StoreGeometry
+    from swiftlib.data.store import StoreWriter
+
+    root = tmp_path_factory.mktemp("brain") / "store"
+    aff = np.diag([8.0, 8.0, 8.0, 1.0])
+    writer = StoreWriter(root, grid=GRID, voxel_size=8.0, affine=aff)
+    geom = StoreGeometry.build(GRID, 8.0, aff, source_shape=GRID, source_affine=aff)
+    rng = np.random.default_rng(7)
+    z, y, x = np.ogrid[: GRID[0], : GRID[1], : GRID[2]]
+    bolds = {}
+    for i, T in enumerate((26, 31, 29, 27)):
+        r = 0.6 + 0.1 * i
+        mask = ((z - 10) / (r * 10)) ** 2 + ((y - 12) / (r * 12)) ** 2 + ((x - 11) / (r * 11)) ** 2
+        mask = mask <= 1
+        bold = np.full((*GRID, T), -1.75 - 0.25 * i, np.float16)
+        if i == 3:
+            bold = rng.standard_normal((*GRID, T)).astype(np.float16)
+        bold[mask] = rng.standard_normal((int(mask.sum()), T))
+        sid = f"sub-{i:02d}"
+        writer.write_subject(sid, bold, mask, geom, tr=0.8, norm_stats={})
+        bolds[sid] = bold
+    store = writer.finalize(
+        pd.DataFrame({"subject_id": list(bolds), "sex": [0, 1, 0, 1]}),
+        labels={"sex": {"task": "classification", "num_classes": 2}},
+    )
+    return store, bolds
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_packed_windows_equal_dense_windows_through_a_two_worker_loader(brain_store, dtype):
+    from swiftlib.data.windows import PackedBatch, PackedWindow, unpack_batch
+
+    store, bolds = brain_store
+    kw = dict(sequence_length=7, stride_within_seq=2, stride_between_seq=0.5, label="sex")
+    dense = WindowDataset(store, mode="eval", dtype=dtype, **kw)
+    packed = WindowDataset(store, mode="eval", dtype=dtype, packed=True, **kw)
+    w = packed[0].x
+    assert isinstance(w, PackedWindow) and w.values.dtype == torch.float16
+    assert w.values.shape == (
+        7,
+        int((bolds["sub-00"][..., 0] != bolds["sub-00"][0, 0, 0, 0]).sum()),
+    )
+    order = torch.randperm(len(dense), generator=torch.Generator().manual_seed(0)).tolist()
+
+    def loader(ds):
+        return torch.utils.data.DataLoader(
+            ds, batch_size=3, sampler=order, num_workers=2, collate_fn=collate_samples
+        )
+
+    sent = 0
+    for a, b in zip(loader(dense), loader(packed), strict=True):
+        assert isinstance(b.x, PackedBatch) and b.x.counts.shape == (len(a.subject_id),)
+        sent += b.x.values.numel() / a.x.numel()
+        u = unpack_batch(b, dtype)
+        assert u.x.dtype == dtype and u.x.shape == a.x.shape
+        assert torch.equal(u.x, a.x) and torch.equal(u.y, a.y)
+        assert u.subject_id == a.subject_id and torch.equal(u.window_start, a.window_start)
+    # three brain subjects move 24-43 % of the grid's values; the noisy-background one all
+    assert sent / len(loader(dense)) < 0.75
+    assert unpack_batch(a, dtype) is a  # a dense batch comes back as it is
+    sid, start = "sub-03", 4
+    x = unpack_batch(collate_samples([packed.read(3, start)]), torch.float16).x[0, 0]
+    assert torch.equal(x, torch.from_numpy(bolds[sid][..., start : start + 13 : 2]))
+
+
+def test_packed_windows_refuse_transforms_and_mixed_batches(brain_store):
+    store, _ = brain_store
+    with pytest.raises(ValueError, match="packed=True with a transform or augment"):
+        WindowDataset(store, sequence_length=5, packed=True, augment=lambda x: x)
+    dense = WindowDataset(store, sequence_length=5, mode="eval")
+    packed = WindowDataset(store, sequence_length=5, mode="eval", packed=True)
+    with pytest.raises(ValueError, match="1 of 2 samples are packed"):
+        collate_samples([dense[0], packed[0]])
+    short = WindowDataset(store, sequence_length=4, mode="eval", packed=True)
+    with pytest.raises(ValueError, match=r"packed windows of \[4, 5\] frames"):
+        collate_samples([short[0], packed[0]])
