@@ -14,6 +14,13 @@ checkpoint feeds fine-tuning, the fine-tuned checkpoint feeds evaluation). Layou
 The tuned and few-shot stages (a small Optuna study and pretrained-vs-scratch curves) read
 the pretrained checkpoint and feed nothing later; ``swiftlib demo --skip tune fewshot``
 leaves them out (:data:`SKIPPABLE`). The interpretation stages end the demo.
+
+Each stage that can find the planted signal says whether it did, against the thresholds of
+issue 15 (:data:`THRESHOLDS`): the fine-tuned and evaluated model test AUROC ≥ 0.9 on ≥ 20
+held-out subjects, the pretrained encoder ahead of scratch at the few-shot curves' smallest
+size, the embedding probe above chance, and the attribution map recovering the planted
+region (voxel AUROC ≥ 0.8) while the randomised model's does not (≤ 0.6). The summary
+table prints the verdict beside the numbers (:func:`format_summary`).
 """
 
 from __future__ import annotations
@@ -22,14 +29,108 @@ import logging
 import re
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["DemoStage", "Stage", "STAGES", "SKIPPABLE", "DemoError", "run_demo", "format_summary"]
+__all__ = [
+    "DemoStage",
+    "Stage",
+    "STAGES",
+    "SKIPPABLE",
+    "THRESHOLDS",
+    "DemoError",
+    "run_demo",
+    "format_summary",
+    "verdict",
+]
 
 log = logging.getLogger(__name__)
 
 PARAMS_FILE = "notebooks/params/cpu_demo.yaml"
+
+#: What "found the planted signal" means per kind of stage (issue 15, item 1).
+THRESHOLDS = {
+    "coupling_gap": 0.5,  # explore: raw sex-1 minus sex-0 motor coupling
+    "recon_ratio": 1.0,  # pretrain: masked-patch error below the mean predictor's
+    "auroc": 0.9,  # fine-tune / evaluate / tune: subject-level test AUROC
+    "min_test_subjects": 20,  # ... on at least this many held-out subjects
+    "fewshot_gain": 0.0,  # pretrained minus scratch at the smallest size (mean over seeds)
+    "probe_auroc": 0.7,  # embeddings: linear probe of the label (cross-validated)
+    "map_auroc": 0.8,  # attribution: voxel AUROC of the planted region, trained model
+    "random_map_auroc": 0.6,  # ... and at most this for the randomised model
+}
+
+
+def _num(metrics: dict, key: str) -> float:
+    v = metrics.get(key)
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _explore_verdict(m: dict) -> tuple[bool, str]:
+    c0, c1 = _num(m, "data/coupling_sex0"), _num(m, "data/coupling_sex1")
+    ok = c1 - c0 >= THRESHOLDS["coupling_gap"]
+    return ok, f"motor coupling {c1:.2f} (sex 1) vs {c0:.2f} (sex 0) in the raw data"
+
+
+def _pretrain_verdict(m: dict) -> tuple[bool, str]:
+    r = _num(m, "val/recon_ratio")
+    ok = r < THRESHOLDS["recon_ratio"]
+    return ok, f"masked-patch error {r:.2f}x the mean predictor's" + ("" if ok else " (no gain)")
+
+
+def _auroc_verdict(m: dict) -> tuple[bool, str]:
+    a, n = _num(m, "test/auroc"), _num(m, "test/num_subjects")
+    ok = a >= THRESHOLDS["auroc"] and n >= THRESHOLDS["min_test_subjects"]
+    n_text = "?" if n != n else f"{n:.0f}"
+    return ok, f"test AUROC {a:.2f} on {n_text} unseen subjects (chance 0.5, target ≥ 0.9)"
+
+
+def _fewshot_verdict(m: dict) -> tuple[bool, str]:
+    n, d = _num(m, "fewshot/smallest_n"), _num(m, "fewshot/smallest_mean_diff")
+    p, k = _num(m, "fewshot/smallest_wilcoxon_p"), _num(m, "fewshot/smallest_num_pairs")
+    ok = d > THRESHOLDS["fewshot_gain"]
+    n_text = "?" if n != n else f"{n:.0f}"
+    k_text = "?" if k != k else f"{k:.0f}"
+    return ok, (
+        f"at {n_text} training subjects pretrained - scratch = {d:+.2f} AUROC "
+        f"(Wilcoxon p = {p:.2g}, {k_text} pairs)"
+    )
+
+
+def _embed_verdict(m: dict) -> tuple[bool, str]:
+    a = _num(m, "all/sex_linear_auroc")
+    site, chance = _num(m, "all/site_balanced_acc"), _num(m, "all/site_chance")
+    ok = a >= THRESHOLDS["probe_auroc"]
+    return ok, f"sex probe AUROC {a:.2f}; site read out at {site:.2f} (chance {chance:.2f})"
+
+
+def _attribute_verdict(m: dict) -> tuple[bool, str]:
+    t, r = _num(m, "test/trained_auroc"), _num(m, "test/randomised_auroc")
+    ok = t >= THRESHOLDS["map_auroc"] and r <= THRESHOLDS["random_map_auroc"]
+    return ok, f"planted-region voxel AUROC {t:.2f} (randomised model {r:.2f})"
+
+
+def verdict(run: str, metrics: dict) -> tuple[bool | None, str]:
+    """Whether the stage whose run folder is ``run`` found the planted signal, and the
+    sentence that says so; ``(None, "")`` for stages that do not look for it."""
+    rule = _VERDICTS.get(run)
+    return (None, "") if rule is None else rule(metrics)
+
+
+_VERDICTS: dict[str, Callable[[dict], tuple[bool, str]]] = {
+    "explore": _explore_verdict,
+    "pretrain": _pretrain_verdict,
+    "finetune": _auroc_verdict,
+    "evaluate": _auroc_verdict,
+    "tune": _auroc_verdict,
+    "fewshot": _fewshot_verdict,
+    "embed": _embed_verdict,
+    "attribute": _attribute_verdict,
+}
 
 
 @dataclass(frozen=True)
@@ -98,7 +199,7 @@ STAGES: list[Stage] = [
             "seed": "{seed}",
             "init_from": "{runs}/pretrain/checkpoints/best.ckpt",
         },
-        ("val/auroc", "test/auroc"),
+        ("val/auroc", "test/auroc", "test/num_subjects"),
     ),
     Stage(
         "evaluate (test split)",
@@ -129,7 +230,7 @@ STAGES: list[Stage] = [
             "splits_dir": "{data}/splits",
             "pretrained": "{runs}/pretrain/checkpoints/best.ckpt",
         },
-        ("fewshot/num_pairs", "fewshot/mean_diff", "fewshot/wilcoxon_p"),
+        ("fewshot/smallest_n", "fewshot/smallest_mean_diff", "fewshot/smallest_wilcoxon_p"),
         fresh=True,
     ),
     Stage(
@@ -177,6 +278,8 @@ class DemoStage:
     metrics: dict = field(default_factory=dict)
     path: str = ""
     status: str = "ok"
+    found: bool | None = None  # found the planted signal (None: the stage does not look)
+    verdict: str = ""
 
 
 def _fill(value, ctx: dict):
@@ -256,7 +359,10 @@ def run_demo(
             k.split("/", 1)[-1] if k.startswith("data/") else k: _short(metrics.get(k))
             for k in st.show
         }
-        row = DemoStage(st.name, seconds, shown, str(out.html or out.executed), out.status)
+        found, sentence = verdict(st.run, metrics) if out.status == "ok" else (None, "")
+        row = DemoStage(
+            st.name, seconds, shown, str(out.html or out.executed), out.status, found, sentence
+        )
         rows.append(row)
         missing = {k: v for k, v in st.require.items() if metrics.get(k) != v}
         if out.status != "ok" or missing:
@@ -268,12 +374,18 @@ def run_demo(
 
 
 def format_summary(stages: list[DemoStage]) -> str:
-    rows = [("stage", "wall s", "status", "key metrics", "executed notebook (HTML)")]
+    """The demo's table: per stage its time, status, whether it found the planted signal
+    (``yes`` / ``NO`` / ``-`` for stages that do not look) and why, the key metrics and the
+    executed notebook; then the count of stages that found it."""
+    rows = [("stage", "wall s", "status", "planted signal", "key metrics", "executed notebook")]
     for st in stages:
         metrics = ", ".join(f"{k}={v}" for k, v in st.metrics.items())
-        rows.append((st.name, f"{st.seconds:.1f}", st.status, metrics, st.path))
+        found = "-" if st.found is None else ("yes: " if st.found else "NO: ") + st.verdict
+        rows.append((st.name, f"{st.seconds:.1f}", st.status, found, metrics, st.path))
     total = sum(st.seconds for st in stages)
-    rows.append(("total", f"{total:.1f}", "", "", ""))
+    looked = [st for st in stages if st.found is not None]
+    hits = sum(bool(st.found) for st in looked)
+    rows.append(("total", f"{total:.1f}", "", f"found in {hits} of {len(looked)} stages", "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))

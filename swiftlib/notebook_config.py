@@ -15,12 +15,14 @@ that is not passed keeps the config's default. Notebook literals cannot be ``Non
 - ``few_shot_n: 0`` → ``None`` (all training participants),
 - ``checkpoint_every_n_steps: 0`` → ``None`` (at epoch ends only),
 - ``init_from: ""`` → ``None`` (random initialisation),
+- ``resume_from: ""`` → ``None`` (a new run from step 0; a path continues that checkpoint),
 - ``layer_decay: 1.0`` (or more) → ``None`` (one learning rate for every layer),
 - ``unfreeze_fraction`` → ``None`` unless ``mode="unfreeze"`` (the only mode that reads it),
 - ``store_path: "a, b"`` → ``("a", "b")`` (several stores, mixed for training).
 
-Path parameters (``store_path``, ``splits_dir``, ``init_from``) are resolved like every
-notebook path (:func:`swiftlib.notebook.resolve`: relative to the project, ``$VARS`` expanded).
+Path parameters (``store_path``, ``splits_dir``, ``init_from``, ``resume_from``) are resolved
+like every notebook path (:func:`swiftlib.notebook.resolve`: relative to the project,
+``$VARS`` expanded).
 Unknown or ill-typed parameters are refused with the parameter's name and the expected type.
 """
 
@@ -57,6 +59,8 @@ class _RunParameters:
     store_path: str | list[str] = _param()
     splits_dir: str = _param()
     sequence_length: int = _param()
+    stride_within_seq: int = _param()
+    stride_between_seq: float = _param()
     windows_per_subject: int = _param()
     eval_stride_between_seq: float = _param()
     batch_size: int = _param()
@@ -65,6 +69,7 @@ class _RunParameters:
     model: str = _param()
     model_overrides: dict = _param()
     init_from: str = _param()
+    resume_from: str = _param()
     lr: float = _param()
     weight_decay: float = _param()
     warmup_fraction: float = _param()
@@ -118,12 +123,15 @@ _PARAMETERS = {
 #: ``seed`` seeds the run and the task's head/mask initialisation alike.
 DESTINATIONS: dict[str, tuple[tuple[str, ...], ...]] = {
     "seed": (("seed",), ("task", "seed")),
+    "resume_from": (("resume_from",),),
     **{
         name: (("data", name),)
         for name in (
             "store_path",
             "splits_dir",
             "sequence_length",
+            "stride_within_seq",
+            "stride_between_seq",
             "windows_per_subject",
             "eval_stride_between_seq",
             "batch_size",
@@ -204,6 +212,7 @@ _CONVERT = {
     "few_shot_n": _zero_is_none,
     "checkpoint_every_n_steps": _zero_is_none,
     "init_from": _path_or_none,
+    "resume_from": _path_or_none,
     "splits_dir": _path,
     "store_path": _stores,
     "layer_decay": lambda v: None if v >= 1 else v,

@@ -1,9 +1,9 @@
 # ---
 # jupyter:
 #   kernelspec:
-#     display_name: Python 3 (ipykernel)
+#     display_name: swiftlib
 #     language: python
-#     name: python3
+#     name: swiftlib
 #   swiftlib:
 #     kind: pretrain
 # ---
@@ -48,6 +48,8 @@ model_overrides: dict = {"depths": [1, 1, 1, 1], "drop_path_rate": 0.0}  # prese
 mask_ratio: float = 0.5  # fraction of mask blocks hidden (0.2 to 0.8)
 mask_strategy: str = "random"  # random, tube (same blocks in every frame) or block
 sequence_length: int = 10  # frames per window (SwiFT: 20)
+stride_within_seq: int = 1  # frame step inside a window (3: 20 frames span 60)
+stride_between_seq: float = 1.0  # training window starts, in windows; 0.01: every frame
 windows_per_subject: int = 1  # training windows drawn per subject and epoch; 0 for every window
 eval_stride_between_seq: float = 2.0  # val/test window step in windows; 2 skips every other
 batch_size: int = 8  # global batch: per device x devices x nodes x accumulation
@@ -65,6 +67,7 @@ num_workers: int = 0  # DataLoader worker processes per device
 pin_memory: bool = False  # page-locked batches for faster copies to the GPU; true on GPUs
 checkpoint_every_n_steps: int = 0  # also write last.ckpt every n steps; 0 at epoch ends only
 enable_progress_bar: bool = False  # Lightning progress bar (interactive use)
+resume_from: str = ""  # continue an interrupted run from its last.ckpt; "" starts at step 0
 seed: int = 0  # random seed
 run_dir: str = ""  # checkpoints, logs and results.json go here; swiftlib run fills it in
 
@@ -77,10 +80,12 @@ run_dir: str = ""  # checkpoints, logs and results.json go here; swiftlib run fi
 # %%
 run_dir = nb.run_dir(run_dir, "pretrain")
 config = nb.fit_config(
-    "pretrain", run_dir, seed=seed, store_path=store_path, dataset_weights=dataset_weights,
-    splits_dir=splits_dir, model=model, model_overrides=model_overrides, mask_ratio=mask_ratio,
-    mask_strategy=mask_strategy, sequence_length=sequence_length,
-    windows_per_subject=windows_per_subject, eval_stride_between_seq=eval_stride_between_seq,
+    "pretrain", run_dir, seed=seed, resume_from=resume_from, store_path=store_path,
+    dataset_weights=dataset_weights, splits_dir=splits_dir, model=model,
+    model_overrides=model_overrides, mask_ratio=mask_ratio, mask_strategy=mask_strategy,
+    sequence_length=sequence_length, stride_within_seq=stride_within_seq,
+    stride_between_seq=stride_between_seq, windows_per_subject=windows_per_subject,
+    eval_stride_between_seq=eval_stride_between_seq,
     batch_size=batch_size, lr=lr, weight_decay=weight_decay, max_epochs=max_epochs,
     max_steps=max_steps, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
     strategy=strategy, precision=precision, accumulate_grad_batches=accumulate_grad_batches,

@@ -1,9 +1,9 @@
 # ---
 # jupyter:
 #   kernelspec:
-#     display_name: Python 3 (ipykernel)
+#     display_name: swiftlib
 #     language: python
-#     name: python3
+#     name: swiftlib
 #   swiftlib:
 #     kind: pretrain
 # ---
@@ -58,6 +58,7 @@ num_nodes: int = 1  # nodes (SLURM)
 strategy: str = "auto"  # auto, ddp, deepspeed_stage_2, deepspeed_stage_3
 precision: str = "32-true"  # 32-true, bf16-mixed (A100/H100) or 16-mixed
 num_workers: int = 0  # DataLoader worker processes per device
+resume_from: str = ""  # continue an interrupted run from its last.ckpt; "" starts at step 0
 seed: int = 0  # random seed
 run_dir: str = ""  # checkpoints, logs and results.json go here; swiftlib run fills it in
 
@@ -71,7 +72,8 @@ run_dir: str = ""  # checkpoints, logs and results.json go here; swiftlib run fi
 # %%
 run_dir = nb.run_dir(run_dir, "contrastive")
 config = nb.fit_config(
-    "contrastive", run_dir, seed=seed, store_path=store_path, splits_dir=splits_dir,
+    "contrastive", run_dir, seed=seed, resume_from=resume_from, store_path=store_path,
+    splits_dir=splits_dir,
     model=model, model_overrides=model_overrides, temperature=temperature, proj_dim=proj_dim,
     mask_same_subject=mask_same_subject, pair_min_separation=pair_min_separation,
     sequence_length=sequence_length, windows_per_subject=windows_per_subject,

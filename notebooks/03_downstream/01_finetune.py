@@ -1,9 +1,9 @@
 # ---
 # jupyter:
 #   kernelspec:
-#     display_name: Python 3 (ipykernel)
+#     display_name: swiftlib
 #     language: python
-#     name: python3
+#     name: swiftlib
 #   swiftlib:
 #     kind: finetune
 # ---
@@ -50,6 +50,8 @@ model: str = "swift_v2_5m"  # encoder preset; must match the checkpoint
 model_overrides: dict = {"depths": [1, 1, 1, 1], "drop_path_rate": 0.0}  # as in the checkpoint
 head: str = "linear"  # linear or mlp
 sequence_length: int = 10  # frames per window
+stride_within_seq: int = 1  # frame step inside a window (3: 20 frames span 60)
+stride_between_seq: float = 1.0  # training window starts, in windows; 0.01: every frame
 windows_per_subject: int = 1  # training windows drawn per subject and epoch; 0 for every window
 eval_stride_between_seq: float = 2.0  # val/test window step in windows; 2 skips every other
 batch_size: int = 8  # global batch: per device x devices x nodes x accumulation
@@ -68,16 +70,19 @@ num_workers: int = 0  # DataLoader worker processes per device
 pin_memory: bool = False  # page-locked batches for faster copies to the GPU; true on GPUs
 checkpoint_every_n_steps: int = 0  # also write last.ckpt every n steps; 0 at epoch ends only
 enable_progress_bar: bool = False  # Lightning progress bar (interactive use)
+resume_from: str = ""  # continue an interrupted run from its last.ckpt; "" starts at step 0
 seed: int = 0  # random seed
 run_dir: str = ""  # checkpoints, logs and results.json go here; swiftlib run fills it in
 
 # %%
 run_dir = nb.run_dir(run_dir, "finetune")
 config = nb.fit_config(
-    "finetune", run_dir, seed=seed, store_path=store_path, splits_dir=splits_dir, label=label,
-    task=task, mode=mode, unfreeze_fraction=unfreeze_fraction, few_shot_n=few_shot_n,
+    "finetune", run_dir, seed=seed, resume_from=resume_from, store_path=store_path,
+    splits_dir=splits_dir, label=label, task=task, mode=mode,
+    unfreeze_fraction=unfreeze_fraction, few_shot_n=few_shot_n,
     init_from=init_from, model=model, model_overrides=model_overrides, head=head,
-    sequence_length=sequence_length, windows_per_subject=windows_per_subject,
+    sequence_length=sequence_length, stride_within_seq=stride_within_seq,
+    stride_between_seq=stride_between_seq, windows_per_subject=windows_per_subject,
     eval_stride_between_seq=eval_stride_between_seq, batch_size=batch_size, lr=lr,
     layer_decay=layer_decay, weight_decay=weight_decay, max_epochs=max_epochs, max_steps=max_steps,
     accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,

@@ -1,9 +1,9 @@
 # ---
 # jupyter:
 #   kernelspec:
-#     display_name: Python 3 (ipykernel)
+#     display_name: swiftlib
 #     language: python
-#     name: python3
+#     name: swiftlib
 #   swiftlib:
 #     kind: tune
 # ---
@@ -63,6 +63,8 @@ init_from: str = "papermill_runs/demo/pretrain/checkpoints/best.ckpt"  # encoder
 model: str = "swift_v2_5m"  # encoder preset; must match the checkpoint
 model_overrides: dict = {"depths": [1, 1, 1, 1], "drop_path_rate": 0.0}  # as in the checkpoint
 sequence_length: int = 10  # frames per window
+stride_within_seq: int = 1  # frame step inside a window (3: 20 frames span 60)
+stride_between_seq: float = 1.0  # training window starts, in windows; 0.01: every frame
 windows_per_subject: int = 1  # training windows per subject and epoch; 0 for every window
 eval_stride_between_seq: float = 2.0  # val/test window step in windows; 2 skips every other
 max_epochs: int = 2  # epochs per trial (pruning decides after each)
@@ -99,7 +101,8 @@ storage_url = (storage if "://" in storage or storage.startswith("journal:")
 base = nb.fit_config(
     "finetune", study_dir, seed=seed, store_path=store_path, splits_dir=splits_dir, label=label,
     task=task, init_from=init_from, model=model, model_overrides=model_overrides,
-    sequence_length=sequence_length, windows_per_subject=windows_per_subject,
+    sequence_length=sequence_length, stride_within_seq=stride_within_seq,
+    stride_between_seq=stride_between_seq, windows_per_subject=windows_per_subject,
     eval_stride_between_seq=eval_stride_between_seq, max_epochs=max_epochs, max_steps=max_steps,
     accelerator=accelerator, precision=precision, num_workers=num_workers, pin_memory=pin_memory,
     enable_progress_bar=enable_progress_bar,

@@ -1,9 +1,9 @@
 # ---
 # jupyter:
 #   kernelspec:
-#     display_name: Python 3 (ipykernel)
+#     display_name: swiftlib
 #     language: python
-#     name: python3
+#     name: swiftlib
 #   swiftlib:
 #     kind: fewshot
 # ---
@@ -59,6 +59,8 @@ modes: list = ["linear_probe"]  # fine-tuning modes (linear_probe, unfreeze, ful
 unfreeze_fraction: float = 0.2  # mode unfreeze: top fraction of the encoder that trains
 seeds: list = [0, 1]  # seeds: each draws its own nested subsets and training seed
 sequence_length: int = 10  # frames per window
+stride_within_seq: int = 1  # frame step inside a window (3: 20 frames span 60)
+stride_between_seq: float = 1.0  # training window starts, in windows; 0.01: every frame
 windows_per_subject: int = 1  # training windows per subject and epoch; 0 for every window
 eval_stride_between_seq: float = 2.0  # val/test window step in windows; 2 skips every other
 batch_size: int = 8  # global batch size
@@ -82,6 +84,7 @@ grid = FewShotGrid(sizes=tuple(sizes), inits=tuple(inits), modes=tuple(modes), s
 base = nb.fit_config(
     "finetune", grid_dir, store_path=store_path, splits_dir=splits_dir, label=label, task=task,
     model=model, model_overrides=model_overrides, sequence_length=sequence_length,
+    stride_within_seq=stride_within_seq, stride_between_seq=stride_between_seq,
     windows_per_subject=windows_per_subject, eval_stride_between_seq=eval_stride_between_seq,
     batch_size=batch_size, lr=lr, max_epochs=max_epochs, max_steps=max_steps,
     accelerator=accelerator, precision=precision, num_workers=num_workers, pin_memory=pin_memory,

@@ -154,6 +154,37 @@ class FewShotResult:
                     "fewshot/t_p": float(row["t_p"]),
                 }
             )
+        out.update(self.metrics_by_size())
+        return out
+
+    def metrics_by_size(self) -> dict:
+        """Per training size ``n`` (participants actually used): the mean test metric of each
+        init over seeds, the Wilcoxon p-value of the pairs (``fewshot/n{N}_pretrained_auroc``,
+        ``fewshot/n{N}_scratch_auroc``, ``fewshot/n{N}_p_value``), and the same at the
+        smallest size under ``fewshot/smallest_*`` (the demo's verdict reads these)."""
+        name = self.metric.split("/", 1)[-1]
+        by_n = self.paired(by="n")
+        by_n = by_n[by_n["group"] != "all"]
+        out: dict = {}
+        for _, row in by_n.iterrows():
+            n = row["group"]
+            out[f"fewshot/n{n}_pretrained_{name}"] = float(row["mean_pretrained"])
+            out[f"fewshot/n{n}_scratch_{name}"] = float(row["mean_scratch"])
+            out[f"fewshot/n{n}_p_value"] = float(row["wilcoxon_p"])
+            out[f"fewshot/n{n}_mean_diff"] = float(row["mean_diff"])
+            out[f"fewshot/n{n}_diff_ci_low"] = float(row["diff_ci_low"])
+            out[f"fewshot/n{n}_diff_ci_high"] = float(row["diff_ci_high"])
+            out[f"fewshot/n{n}_effect_dz"] = float(row["effect_dz"])
+        if len(by_n):
+            first = by_n.assign(_n=by_n["group"].astype(float)).sort_values("_n").iloc[0]
+            out.update(
+                {
+                    "fewshot/smallest_n": float(first["group"]),
+                    "fewshot/smallest_num_pairs": float(first["n_pairs"]),
+                    "fewshot/smallest_mean_diff": float(first["mean_diff"]),
+                    "fewshot/smallest_wilcoxon_p": float(first["wilcoxon_p"]),
+                }
+            )
         return out
 
 
@@ -426,8 +457,10 @@ def paired_comparison(
 ):
     """Pretrained vs scratch on the same subsets and seeds: one row per group of ``by``
     (``"mode"``, ``"n"``, or None for everything) with the number of pairs, the means,
-    the mean difference ``a - b``, the Wilcoxon signed-rank test and the paired t test
-    (two-sided). Pairs are cells equal in size, mode and seed with both inits ``ok``."""
+    the mean difference ``a - b`` with its 95 % t interval and the paired effect size
+    (Cohen's d_z: mean difference / SD of the differences), the Wilcoxon signed-rank test and
+    the paired t test (two-sided). Pairs are cells equal in size, mode and seed with both
+    inits ``ok``."""
     import numpy as np
     import pandas as pd
     from scipy import stats
@@ -438,6 +471,9 @@ def paired_comparison(
         f"mean_{a}",
         f"mean_{b}",
         "mean_diff",
+        "diff_ci_low",
+        "diff_ci_high",
+        "effect_dz",
         "wilcoxon_stat",
         "wilcoxon_p",
         "t_stat",
@@ -469,7 +505,7 @@ def paired_comparison(
     for key, g in groups:
         x, y = g[a].to_numpy(float), g[b].to_numpy(float)
         d = x - y
-        w_stat = w_p = t_stat = t_p = math.nan
+        w_stat = w_p = t_stat = t_p = lo = hi = dz = math.nan
         if len(d) >= 1 and np.any(d != 0):
             w = stats.wilcoxon(x, y, zero_method="wilcox", alternative="two-sided")
             w_stat, w_p = float(w.statistic), float(w.pvalue)
@@ -478,6 +514,8 @@ def paired_comparison(
         if len(d) >= 2 and np.std(d) > 0:
             t = stats.ttest_rel(x, y)
             t_stat, t_p = float(t.statistic), float(t.pvalue)
+            lo, hi = (float(v) for v in t.confidence_interval(0.95))
+            dz = float(np.mean(d) / np.std(d, ddof=1))
         rows.append(
             [
                 key,
@@ -485,6 +523,9 @@ def paired_comparison(
                 float(np.mean(x)) if len(d) else math.nan,
                 float(np.mean(y)) if len(d) else math.nan,
                 float(np.mean(d)) if len(d) else math.nan,
+                lo,
+                hi,
+                dz,
                 w_stat,
                 w_p,
                 t_stat,

@@ -178,6 +178,38 @@ def test_paired_comparison_matches_scipy():
         "mean_diff"
     ] == pytest.approx((x - y).mean())
     assert paired_comparison(table[table.init == "scratch"], "test/auroc").empty
+    d = x - y
+    t_lo, t_hi = stats.ttest_rel(x, y).confidence_interval(0.95)
+    assert (last["diff_ci_low"], last["diff_ci_high"]) == pytest.approx((t_lo, t_hi))
+    assert last["effect_dz"] == pytest.approx(d.mean() / d.std(ddof=1))
+
+
+def test_metrics_by_size_name_each_size_and_the_smallest(tmp_path):
+    from swiftlib.training.fewshot import FewShotResult
+
+    rows = []
+    for seed in range(5):
+        for n, gain in ((10, 0.1 + 0.01 * seed), (40, -0.02 - 0.01 * seed)):
+            for init, add in (("scratch", 0.0), ("pretrained", gain)):
+                rows.append(
+                    {
+                        "size": str(n),
+                        "n": n,
+                        "mode": "full",
+                        "seed": seed,
+                        "init": init,
+                        "status": "ok",
+                        "test/auroc": 0.6 + 0.01 * seed + add,
+                    }
+                )
+    m = FewShotResult(tmp_path, pd.DataFrame(rows), "test/auroc").metrics
+    assert m["fewshot/n10_pretrained_auroc"] == pytest.approx(0.62 + 0.12)
+    assert m["fewshot/n10_scratch_auroc"] == pytest.approx(0.62)
+    assert m["fewshot/n40_pretrained_auroc"] == pytest.approx(0.62 - 0.04)
+    assert m["fewshot/n10_p_value"] == pytest.approx(0.0625)  # 5 pairs, all positive: 2 / 2**5
+    assert m["fewshot/n10_diff_ci_low"] > 0 > m["fewshot/n40_diff_ci_high"]
+    assert (m["fewshot/smallest_n"], m["fewshot/smallest_num_pairs"]) == (10, 5)
+    assert m["fewshot/smallest_mean_diff"] == pytest.approx(0.12)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,80 @@
+"""swiftlib.demo: the summary says, per stage, whether the planted signal was found."""
+
+from __future__ import annotations
+
+import math
+
+from swiftlib.demo import STAGES, THRESHOLDS, DemoStage, format_summary, verdict
+
+
+def test_verdicts_apply_the_issue_thresholds():
+    good = {"test/auroc": 0.96, "test/num_subjects": 21.0}
+    assert verdict("finetune", good)[0] is True
+    assert "0.96 on 21 unseen subjects" in verdict("finetune", good)[1]
+    assert verdict("finetune", {**good, "test/num_subjects": 6.0})[0] is False  # too few
+    assert verdict("evaluate", {**good, "test/auroc": 0.375})[0] is False
+    maps = {"test/trained_auroc": 0.91, "test/randomised_auroc": 0.55}
+    assert verdict("attribute", maps)[0] is True
+    assert verdict("attribute", {**maps, "test/randomised_auroc": 0.7})[0] is False
+    few = {
+        "fewshot/smallest_n": 10.0,
+        "fewshot/smallest_mean_diff": 0.12,
+        "fewshot/smallest_wilcoxon_p": 0.0625,
+        "fewshot/smallest_num_pairs": 5.0,
+    }
+    ok, text = verdict("fewshot", few)
+    assert ok and "at 10 training subjects" in text and "+0.12" in text and "p = 0.062" in text
+    assert verdict("fewshot", {**few, "fewshot/smallest_mean_diff": -0.03})[0] is False
+    emb = {"all/sex_linear_auroc": 0.475, "all/site_balanced_acc": 0.78, "all/site_chance": 0.33}
+    ok, text = verdict("embed", emb)
+    assert not ok and "site read out at 0.78 (chance 0.33)" in text
+    assert verdict("pretrain", {"val/recon_ratio": 0.78})[0] is True
+    assert verdict("explore", {"data/coupling_sex0": -0.86, "data/coupling_sex1": 0.88})[0]
+    assert verdict("make_cohort", {"data/num_subjects": 40.0}) == (None, "")
+    assert verdict("finetune", {})[0] is False  # a missing metric is not a success
+    assert THRESHOLDS["auroc"] == 0.9 and THRESHOLDS["map_auroc"] == 0.8
+
+
+def test_every_stage_that_looks_has_a_verdict_on_its_shown_metrics():
+    looked = {st.run for st in STAGES if verdict(st.run, {})[1]}
+    assert looked == {
+        "explore",
+        "pretrain",
+        "finetune",
+        "evaluate",
+        "tune",
+        "fewshot",
+        "embed",
+        "attribute",
+    }
+
+
+def test_summary_says_plainly_which_stages_found_the_signal():
+    rows = [
+        DemoStage("synthesise cohort", 10.0, {"num_subjects": "136"}, "a.html"),
+        DemoStage(
+            "fine-tune (sex)",
+            30.0,
+            {"test/auroc": "0.96"},
+            "b.html",
+            "ok",
+            True,
+            "test AUROC 0.96 on 21 unseen subjects",
+        ),
+        DemoStage(
+            "brain attributions",
+            8.0,
+            {},
+            "c.html",
+            "ok",
+            False,
+            "planted-region voxel AUROC 0.52 (randomised model 0.50)",
+        ),
+    ]
+    table = format_summary(rows)
+    lines = table.splitlines()
+    assert "planted signal" in lines[0]
+    assert "yes: test AUROC 0.96 on 21 unseen subjects" in table
+    assert "NO: planted-region voxel AUROC 0.52" in table
+    assert "found in 1 of 2 stages" in lines[-1] and "48.0" in lines[-1]
+    assert not math.isnan(sum(r.seconds for r in rows))
