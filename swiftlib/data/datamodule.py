@@ -9,6 +9,12 @@ order, so predictions can be averaged per subject.
 Several stores (``store_path`` a list) are mixed for training with per-dataset weights
 (:mod:`swiftlib.data.mixing`); each store is split on its own, by participant. One store or
 several, the training loader resumes exactly mid-epoch (:mod:`swiftlib.data.loader`).
+
+Training windows travel packed (``packed_windows``, :mod:`swiftlib.data.windows`): the
+workers read and send only each window's brain voxels, and
+:meth:`FMRIDataModule.on_after_batch_transfer` puts them on the grid once the batch reached
+the model's device (on a GPU, after a host-to-device copy about four times smaller). The
+model sees the same tensors as with dense windows.
 """
 
 from __future__ import annotations
@@ -73,6 +79,11 @@ class DataConfig:
             store's manifest in :meth:`FMRIDataModule.setup`, before training (a hash per file
             version, cached; :mod:`swiftlib.data.store`). False: files are still checked when
             first opened, so a damaged one is refused mid-epoch instead of up front.
+        packed_windows: training windows leave the workers packed and are scattered onto the
+            grid on the model's device, by this DataModule's ``on_after_batch_transfer`` (the
+            Trainer calls it when given ``datamodule=``). Not with augmentation or ``pairs``
+            (they work on the grid: those windows are dense). Validation and test windows are
+            dense (they are also run through loaders passed to the Trainer directly).
         dtype: dtype of the windows handed to the model.
         seed: seed of training shuffling and mixing.
     """
@@ -104,6 +115,7 @@ class DataConfig:
     pair_min_separation: int | None = None
     eval_pairs_per_subject: int = 4
     verify_checksums: bool = True
+    packed_windows: bool = True
     dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     seed: int = 0
 
@@ -294,6 +306,7 @@ class FMRIDataModule(LightningDataModule):
                 mode="train",
                 windows_per_subject=cfg.windows_per_subject,
                 augment=augment,
+                packed=self.packs_training_windows,
                 **common,
             )
             val.append(
@@ -359,6 +372,19 @@ class FMRIDataModule(LightningDataModule):
             len(self.test_dataset),
             cfg.per_device_batch_size,
         )
+
+    @property
+    def packs_training_windows(self) -> bool:
+        """Whether training batches leave the workers packed (``DataConfig.packed_windows``,
+        without augmentation and contrastive pairs)."""
+        cfg = self.config
+        return cfg.packed_windows and not cfg.pairs and build_augment(cfg.augment) is None
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Packed windows onto the grid, on the batch's device (``DataConfig.dtype``)."""
+        from swiftlib.data.windows import unpack_batch
+
+        return unpack_batch(batch, _DTYPES[self.config.dtype])
 
     # -- loaders -----------------------------------------------------------------------------
     def _rank(self) -> tuple[int, int]:

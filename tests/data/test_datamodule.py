@@ -125,7 +125,7 @@ def test_setup_splits_and_loaders(small_store, tmp_path):
     ]
     # every window, in order
     assert seen == list(dm.val_dataset.index.itertuples(index=False, name=None))
-    batch = next(iter(dm.train_dataloader()))
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)  # packed → grid
     assert (
         isinstance(batch, Batch)
         and batch.x.shape == (2, 1, 20, 24, 22, 20)
@@ -239,3 +239,57 @@ def test_workers_do_not_hash_again_what_setup_verified(tmp_path, monkeypatch):
     monkeypatch.setattr(integrity, "sha256_file", no_hash)
     monkeypatch.setattr(integrity, "_HASHES", {})  # only what the store object carries
     assert sum(len(b.subject_id) for b in dm.train_dataloader()) == len(dm.train_dataset)
+
+
+def test_the_trainer_unpacks_training_windows_on_the_device(tmp_path):
+    """Lightning calls the DataModule's on_after_batch_transfer: the model's training_step sees
+    dense windows equal to the dense path's; augmentation and pairs keep dense windows."""
+    import lightning.pytorch as pl
+
+    from swiftlib.data.windows import PackedBatch, WindowDataset
+    from tests.data.conftest import build_store
+
+    store, _ = build_store(tmp_path / "store", frames=[30, 31, 33, 35, 36], second_session=False)
+    dm = FMRIDataModule(_cfg(store, tmp_path, label="sex", num_workers=1))
+    dm.setup()
+    assert dm.train_dataset.packed and not dm.val_dataset.packed
+    assert isinstance(next(iter(dm.train_dataloader())).x, PackedBatch)
+    dense = WindowDataset(
+        store, dm.train_dataset.subject_ids, sequence_length=20, label="sex", mode="train"
+    )
+    seen = []
+
+    class Probe(pl.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(()))
+
+        def training_step(self, batch, batch_idx):
+            for x, sid, start in zip(batch.x, batch.subject_id, batch.window_start, strict=True):
+                i = dense.subject_ids.index(sid)
+                seen.append(torch.equal(x, dense.read(i, int(start)).x))
+            return (self.w * batch.x.mean()) ** 2
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    trainer = pl.Trainer(
+        max_steps=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(Probe(), datamodule=dm)
+    assert seen and all(seen) and len(seen) == 6
+    augmented = _cfg(store, tmp_path, label="sex", augment={"enabled": True})
+    assert not FMRIDataModule(augmented).packs_training_windows
+    assert not FMRIDataModule(
+        {**_cfg(store, tmp_path).to_dict(), "pairs": True}
+    ).packs_training_windows
+    assert not FMRIDataModule(
+        {**_cfg(store, tmp_path).to_dict(), "packed_windows": False}
+    ).packs_training_windows
