@@ -147,8 +147,14 @@ class RunDirLock:
             return {}
 
     def acquire(self) -> RunDirLock:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as e:
+            why = out_of_space_message(self.path, e) if out_of_space(e) else e.strerror or e
+            raise RunDirError(
+                f"run directory {str(self.run_dir)!r}: cannot lock it ({why})"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
