@@ -1,9 +1,9 @@
 # ---
 # jupyter:
 #   kernelspec:
-#     display_name: Python 3 (ipykernel)
+#     display_name: swiftlib
 #     language: python
-#     name: python3
+#     name: swiftlib
 #   swiftlib:
 #     kind: data
 # ---
@@ -47,6 +47,9 @@ normalisation: str = "zscore_global"  # zscore_global (SwiFT), zscore_voxel, psc
 mask: str = "auto"  # brain mask: auto, mni, or the path of a mask NIfTI
 min_frames: int = 1  # refuse scans shorter than this many frames
 tr: float = 0.0  # TR in seconds; 0 reads it from the sidecar or the header
+target_tr: float = 0.0  # resample time to this TR in seconds (e.g. 0.8); 0 keeps each scan's TR
+denoise: str = ""  # fMRIPrep confound strategy: simple, scrubbing, compcor; "" for none
+task: str = ""  # keep only BIDS task-<task> scans (e.g. rest); "" for all
 assume_mni: bool = False  # skip the MNI-space check (you vouch for the space)
 num_jobs: int = 2  # subjects preprocessed in parallel
 compare_to_store: str = "data/demo/store_synthetic"  # bit-identity check against it; "" to skip
@@ -59,20 +62,27 @@ compare_to_store = nb.resolve(compare_to_store)
 run_dir = nb.run_dir(run_dir, "data")
 config = PreprocessConfig(voxel_size=voxel_size, grid=tuple(grid), normalisation=normalisation,
                           mask=mask, min_frames=min_frames, tr=tr or None, assume_mni=assume_mni,
-                          n_jobs=num_jobs)
+                          n_jobs=num_jobs, target_tr=target_tr or None, denoise=denoise or None,
+                          task=task or None)
 config
 
 # %% [markdown]
 # ## Preprocess
 # Per scan: load and validate (4D, finite, enough frames, a plausible TR, MNI space),
 # reorient, put on the store grid (an exact crop/pad when the scan is on the same voxel
-# lattice, else resampling), compute a brain mask, z-score over brain voxels and time, and
-# write. Failures are listed with their reason; the other subjects are stored.
+# lattice, else resampling), compute a brain mask, optionally regress out fMRIPrep's
+# nuisance signals (`denoise`) and resample time to one TR (`target_tr`, so that a window
+# of 20 frames is the same number of seconds for every scanner), z-score over brain voxels
+# and time, and write. Failures are listed with their reason; the other subjects are
+# stored. Warnings name scans worth a look (a sidecar TR that contradicts the header, runs
+# of one participant at different TRs, a scan covering less than half of the MNI brain).
+# A rerun into the same `out_dir` resumes with the same settings and refuses other ones.
 
 # %%
 report = preprocess(input_path, out_dir, phenotype=phenotype, dataset=dataset, config=config)
 print(f"written {len(report.written)}, skipped (done before) {len(report.skipped)}, "
-      f"failed {len(report.failed)}")
+      f"failed {len(report.failed)}, warnings {len(report.warnings)}")
+print("\n".join(report.warnings))
 report.failed
 
 # %%
@@ -102,8 +112,9 @@ nb.save_results(
     metrics={"data/written": len(report.written), "data/skipped": len(report.skipped),
              "data/failed": len(report.failed), "data/num_subjects": len(store),
              **({"data/identical_to_reference": float(all(identical))} if identical else {})},
-    parameters=report.to_dict().get("config", {}),
-    artifacts={"store": out_dir, "report": f"{out_dir}/preprocess_report.json"},
+    parameters=report.config,
+    artifacts={"store": out_dir, "report": f"{out_dir}/{report.history}",
+               "qc": f"{out_dir}/qc.tsv"},
     status="ok" if report.ok and all(identical) else "failed",
     error=None if report.ok and all(identical) else
     f"failed subjects: {sorted(report.failed)}; identical: {sum(identical)}/{len(identical)}",

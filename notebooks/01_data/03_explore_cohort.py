@@ -1,9 +1,9 @@
 # ---
 # jupyter:
 #   kernelspec:
-#     display_name: Python 3 (ipykernel)
+#     display_name: swiftlib
 #     language: python
-#     name: python3
+#     name: swiftlib
 #   swiftlib:
 #     kind: data
 # ---
@@ -24,6 +24,7 @@ import plotly.express as px
 from IPython.display import display
 
 from swiftlib import notebook as nb
+from swiftlib.data.qc import qc_table
 from swiftlib.data.store import open_store
 from swiftlib.viz import data as viz
 
@@ -55,6 +56,40 @@ store
 # %%
 display(viz.label_table(store))
 viz.site_table(store)
+
+# %% [markdown]
+# ## Quality control, one row per scan
+# `swiftlib preprocess` writes `qc.tsv` beside the store (for a store without one, such as
+# the synthetic cohort, the table is computed from the store itself). What the columns mean:
+#
+# * `subject_id` is one scan, `participant_id` the person: two sessions or runs of one
+#   person are two rows with one participant, and splits never separate them.
+# * `frames_source`, `tr_source`: length and repetition time (seconds between frames) of the
+#   file as acquired; `frames`, `tr`: in the store, after scrubbing removed high-motion
+#   frames (`frames_censored`) and after resampling to a common TR (`--target-tr`). A window
+#   of 20 frames lasts `20 × tr` seconds.
+# * `mean_fd`: mean framewise displacement in mm, from fMRIPrep's confounds table — how far
+#   the head moved between consecutive frames. Around 0.1–0.2 mm is typical at rest; above
+#   about 0.5 mm scans are often excluded, because motion changes the BOLD signal far more
+#   than brain activity does. Empty without a confounds table.
+# * `coverage`: the fraction of the MNI152 brain inside the scan's brain mask. A whole-brain
+#   scan is near 1; a partial field of view (a few slices, a cut-off cerebellum) or a failed
+#   registration gives less, and preprocessing warns below 0.5.
+# * `denoise`: the fMRIPrep confound strategy used, if any.
+
+# %%
+qc = qc_table(store)
+qc.drop(columns=["source"]).round(3)
+
+# %% [markdown]
+# Brain coverage per scan (bars), with the 0.5 line below which preprocessing warns. A bar
+# far below its neighbours is a scan to look at before it goes into training.
+
+# %%
+fig = px.bar(qc, x="subject_id", y="coverage", color="participant_id", height=320,
+             title="Fraction of the MNI brain covered, per scan", range_y=[0, 1.05])
+fig.add_hline(y=0.5, line_dash="dash", annotation_text="warning threshold")
+fig.update_layout(showlegend=False)
 
 # %% [markdown]
 # ## One scan in space
@@ -108,6 +143,7 @@ means = coupling.groupby("sex")["coupling"].mean() if has_ground_truth else {}
 nb.save_results(
     run_dir, "data",
     metrics={"data/num_subjects": len(store), "data/num_sites": store.subjects["site"].nunique(),
+             "data/min_coverage": float(qc["coverage"].min()),
              **{f"data/coupling_sex{int(k)}": float(v) for k, v in dict(means).items()}},
     artifacts={"store": store_path},
 )
