@@ -1,9 +1,18 @@
 """Loader benchmark: the swiftlib store vs the SwiFT v1 one-file-per-frame layout.
 
-Same synthetic cohort, same windows, same DataLoader settings, measured in one run:
+Same synthetic cohort, same windows, same DataLoader settings, measured interleaved in one run:
 
-* **store**: one HDF5 file per subject written by ``StoreWriter`` (its default chunking and
-  codec), read through ``WindowDataset``.
+* **store, packed**: the format-2 store (one HDF5 file per subject, brain voxels time-major,
+  contiguous, memory-mapped) through ``WindowDataset(packed=True)``: batches leave the workers
+  as ``(L, V)`` brain voxels and are scattered onto the grid on the model's device
+  (``FMRIDataModule.on_after_batch_transfer``; the training default). On a GPU that scatter
+  is a few hundred microseconds; here it is left out — what is timed is what the host does.
+* **store, packed + CPU scatter**: the same, with ``unpack_batch`` in the main process (what
+  CPU training pays: the dense window is built once, serially).
+* **store, dense**: the same files through ``WindowDataset(packed=False)`` (the scatter in
+  the workers; what augmentation and contrastive pairs use).
+* **store format 1**: the previous store (dense ``(D, H, W, T)`` chunks of 4 volumes,
+  Blosc-LZ4 + shuffle), dense windows.
 * **SwiFT v1**: ``<subject>/frame_{i}.pt`` (one fp16 ``torch.save`` per frame, plus
   ``voxel_mean.pt``/``voxel_std.pt`` as the public preprocessing writes), read by a Dataset
   that ``torch.load`` s each frame of a window, ``unsqueeze(0)`` and concatenates on the time
@@ -12,8 +21,10 @@ Same synthetic cohort, same windows, same DataLoader settings, measured in one r
 
 Reported: windows read per second (20-frame windows, 2 workers, batch 1, shuffled), warm
 (files in the page cache) and cold (each file evicted with ``posix_fadvise(DONTNEED)``
-first), bytes on disk, and the two ratios. The fp16 round trip through the store is
-asserted to be exact, and the two layouts are asserted to return identical windows.
+first; no process keeps a file mapped), bytes on disk, the ratios to SwiFT v1, and per
+window in one process: the read alone and a plain memcpy of the same bytes (the physical
+limit of a read that has to copy them once). The fp16 round trip through the store is
+asserted to be exact, and every layout is asserted to return identical windows.
 
     python benchmarks/bench_loader.py            # 8 subjects × 100 frames at 96³
     python benchmarks/bench_loader.py --quick    # small grid, seconds
@@ -36,8 +47,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from swiftlib.data.geometry import StoreGeometry  # noqa: E402
-from swiftlib.data.store import StoreWriter, chunk_frames_for, open_store  # noqa: E402
-from swiftlib.data.windows import WindowDataset, collate_samples, window_starts  # noqa: E402
+from swiftlib.data.store import StoreWriter, open_store  # noqa: E402
+from swiftlib.data.windows import (  # noqa: E402
+    WindowDataset,
+    collate_samples,
+    unpack_batch,
+    window_starts,
+)
 
 
 # -- a brain-like synthetic cohort ---------------------------------------------------------------
@@ -122,53 +138,6 @@ class V1Windows(Dataset):
         return {"fmri_sequence": y, "subject_name": sid, "TR": start}
 
 
-# -- a candidate store layout (for the recommendation; not the store's API) -----------------------
-def write_frame_major(root: Path, sid: str, bold16: np.ndarray) -> None:
-    """Same file-per-subject HDF5 + codec as the store, but frame-major (T, D, H, W),
-    1 frame/chunk."""
-    import h5py
-
-    from swiftlib.data.store import _compression
-
-    root.mkdir(parents=True, exist_ok=True)
-    D, H, W, T = bold16.shape
-    with h5py.File(root / f"{sid}.h5", "w") as f:
-        f.create_dataset(
-            "bold",
-            data=np.ascontiguousarray(bold16.transpose(3, 0, 1, 2)),  # (T, D, H, W)
-            chunks=(1, D, H, W),
-            **_compression(),
-        )
-
-
-class FrameMajorWindows(Dataset):
-    """Reads (L, D, H, W) contiguous frames; returns a time-last *view* so the transpose is
-    fused into the collate copy into shared memory."""
-
-    def __init__(self, root: Path, index: list[tuple[str, int]], sequence_length: int):
-        self.root, self.index, self.L, self._files = root, index, sequence_length, {}
-
-    def __len__(self):
-        return len(self.index)
-
-    def __getitem__(self, i):
-        import h5py
-        import hdf5plugin  # noqa: F401
-
-        from swiftlib.data.windows import Sample
-
-        sid, start = self.index[i]
-        f = self._files.get(sid) or self._files.setdefault(
-            sid, h5py.File(self.root / f"{sid}.h5", "r")
-        )
-        arr = f["bold"][start : start + self.L]  # (L, D, H, W) float16
-        x = torch.from_numpy(arr).permute(1, 2, 3, 0).unsqueeze(0)  # (1, D, H, W, L) view
-        return Sample(x, torch.tensor(float("nan")), sid, "bench", start)
-
-    def __getstate__(self):
-        return {**self.__dict__, "_files": {}}
-
-
 # -- measurement ----------------------------------------------------------------------------------
 def evict(paths) -> None:
     """Drop these files from the page cache (cold reads), without touching anything else."""
@@ -181,7 +150,12 @@ def evict(paths) -> None:
             os.close(fd)
 
 
-def windows_per_second(dataset, num_workers: int, seed: int, collate=None) -> tuple[float, int]:
+def windows_per_second(
+    dataset, num_workers: int, seed: int, collate=None, post=None
+) -> tuple[float, int]:
+    """Windows/s through a DataLoader (batch 1, shuffled); ``post`` runs on each batch in this
+    process (the CPU scatter of packed windows)."""
+    post = post or (lambda b: b)
     loader = DataLoader(
         dataset,
         batch_size=1,
@@ -191,14 +165,23 @@ def windows_per_second(dataset, num_workers: int, seed: int, collate=None) -> tu
         collate_fn=collate,
     )
     it = iter(loader)
-    next(it)  # worker start-up is not reading
+    post(next(it))  # worker start-up is not reading
     t0 = time.perf_counter()
-    n = sum(1 for _ in it)  # the remaining windows
+    n = sum(1 for b in it if post(b) is not None)  # the remaining windows
     return n / (time.perf_counter() - t0), n
 
 
 def files_under(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.is_file()]
+    return [p for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")]
+
+
+def median_ms(fn, n: int = 10) -> float:
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        fn(i)
+        times.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(times))
 
 
 def main(argv=None) -> int:
@@ -223,17 +206,16 @@ def main(argv=None) -> int:
     L = 20
     work = Path(args.work_dir)
     shutil.rmtree(work, ignore_errors=True)
-    store_dir, v1_dir, fm_dir = work / "store", work / "v1", work / "frame_major"
+    store_dir, old_dir, v1_dir = work / "store", work / "store_format1", work / "v1"
     torch.set_num_threads(1)
 
-    print(
-        f"cohort: {num_subjects} subjects × {num_frames} frames, grid {grid}, fp16; "
-        f"store chunk = {chunk_frames_for(grid, num_frames)} frames"
-    )
+    print(f"cohort: {num_subjects} subjects × {num_frames} frames, grid {grid}, fp16")
     mask = brain_mask(grid)
     aff = np.diag([2.0, 2.0, 2.0, 1.0])
     geom = StoreGeometry.build(grid, 2.0, aff, source_shape=grid, source_affine=aff)
     writer = StoreWriter(store_dir, grid=grid, voxel_size=2.0, affine=aff)
+    old_writer = StoreWriter(old_dir, grid=grid, voxel_size=2.0, affine=aff)
+    old_writer.format_version = 1
     t_store = t_v1 = 0.0
     originals = {}
     for i in range(num_subjects):
@@ -245,49 +227,81 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         write_v1(v1_dir, sid, bold)
         t_v1 += time.perf_counter() - t0
-        write_frame_major(fm_dir, sid, bold)
+        old_writer.write_subject(sid, bold, mask, geom, tr=0.8, norm_stats={})
         originals[sid] = bold
     import pandas as pd
 
-    store = writer.finalize(pd.DataFrame({"subject_id": list(originals), "dataset": "bench"}))
+    table = pd.DataFrame({"subject_id": list(originals), "dataset": "bench"})
+    writer.finalize(table)
+    old_writer.finalize(table)
 
-    # exact fp16 round trip, and both layouts give the same windows
+    # exact fp16 round trip, and every layout gives the same windows
+    check = open_store(store_dir)
     for sid, bold in originals.items():
-        back = open_store(store_dir).read_subject(sid)
+        back = check.read_subject(sid)
         assert back.dtype == np.float16 and np.array_equal(
             back.view(np.uint16), bold.view(np.uint16)
         ), sid
-    ours = WindowDataset(
-        store, sequence_length=L, stride_between_seq=args.stride, mode="eval", dtype=torch.float16
-    )
+    kw = dict(sequence_length=L, stride_between_seq=args.stride, dtype=torch.float16)
+    ours = WindowDataset(check, mode="eval", **kw)
+    packed = WindowDataset(check, mode="eval", packed=True, **kw)
+    old = WindowDataset(open_store(old_dir), mode="eval", **kw)
     theirs = V1Windows(v1_dir, list(originals), L, args.stride)
-    assert len(ours) == len(theirs), (len(ours), len(theirs))
+    assert len(ours) == len(theirs) == len(old), (len(ours), len(theirs), len(old))
     for i in (0, len(ours) // 2, len(ours) - 1):
-        assert torch.equal(ours[i].x, theirs[i]["fmri_sequence"]), i
-    frame_major = FrameMajorWindows(fm_dir, list(ours.index.itertuples(index=False, name=None)), L)
-    assert torch.equal(frame_major[1].x, ours[1].x)
+        x = ours[i].x
+        assert torch.equal(x, theirs[i]["fmri_sequence"]) and torch.equal(x, old[i].x), i
+        batch = unpack_batch(collate_samples([packed[i]]), torch.float16)
+        assert torch.equal(batch.x[0], x), i
     print(
-        f"fp16 round trip exact for {num_subjects} subjects; both layouts return identical windows"
+        f"fp16 round trip exact for {num_subjects} subjects; all layouts return identical windows"
     )
 
+    # one process: the read alone, against a plain copy of the same bytes
+    rng = np.random.default_rng(0)
+    picks = [int(i) for i in rng.permutation(len(ours))[:10]]
+    sample = packed[picks[0]].x.values.numpy()
+    dense_sample = ours[picks[0]].x.numpy()
+    in_process = {
+        "store, packed": median_ms(lambda i: packed[picks[i]]),
+        "store, dense": median_ms(lambda i: ours[picks[i]]),
+        "store format 1": median_ms(lambda i: old[picks[i]]),
+        "SwiFT v1": median_ms(lambda i: theirs[picks[i]]),
+        "memcpy, packed bytes": median_ms(lambda i: sample.copy()),
+        "memcpy, dense bytes": median_ms(lambda i: dense_sample.copy()),
+    }
+    for ds in (ours, packed, old):
+        ds.store.close()  # no mapping or handle left in this process: cold reads are cold
+
     bytes_store = sum(p.stat().st_size for p in files_under(store_dir))
+    bytes_old = sum(p.stat().st_size for p in files_under(old_dir))
     bytes_v1 = sum(p.stat().st_size for p in files_under(v1_dir))
-    bytes_fm = sum(p.stat().st_size for p in files_under(fm_dir))
     raw = num_subjects * num_frames * int(np.prod(grid)) * 2
     print(f"write time: store {t_store:.1f} s, v1 {t_v1:.1f} s")
 
-    train = WindowDataset(
-        store, sequence_length=L, stride_between_seq=args.stride, mode="train", dtype=torch.float16
-    )
-    layouts = (
-        ("store", train, store_dir, collate_samples),
-        ("v1", theirs, v1_dir, None),
-        ("frame-major", frame_major, fm_dir, collate_samples),
+    def train(path, packed_windows):
+        return WindowDataset(open_store(path), mode="train", packed=packed_windows, **kw)
+
+    def scatter(b):
+        return unpack_batch(b, torch.float16)
+
+    layouts = (  # name, dataset, files, collate, main-process step
+        ("store, packed", train(store_dir, True), store_dir, collate_samples, None),
+        (
+            "store, packed + CPU scatter",
+            train(store_dir, True),
+            store_dir,
+            collate_samples,
+            scatter,
+        ),
+        ("store, dense", train(store_dir, False), store_dir, collate_samples, None),
+        ("store format 1", train(old_dir, False), old_dir, collate_samples, None),
+        ("SwiFT v1", theirs, v1_dir, None, None),
     )
     results = {(c, name): [] for c in ("warm", "cold") for name, *_ in layouts}
     for _ in range(args.repeats):  # interleaved, so background load hits every layout alike
         for cache in ("warm", "cold"):
-            for name, ds, root, collate in layouts:
+            for name, ds, root, collate, post in layouts:
                 files = files_under(root)
                 if cache == "cold":
                     evict(files)
@@ -295,38 +309,30 @@ def main(argv=None) -> int:
                     for p in files:
                         p.read_bytes()
                 results[(cache, name)].append(
-                    windows_per_second(ds, args.workers, seed=0, collate=collate)[0]
+                    windows_per_second(ds, args.workers, seed=0, collate=collate, post=post)[0]
                 )
     med = {k: float(np.median(v)) for k, v in results.items()}
 
     print()
     print(
-        f"windows per epoch: {len(train)} ({L} frames, stride_between_seq {args.stride}), "
-        f"{args.workers} workers, batch 1, shuffled, fp16 windows; median of {args.repeats} epochs"
+        f"windows per epoch: {len(theirs)} ({L} frames, stride_between_seq {args.stride}), "
+        f"{args.workers} workers, batch 1, shuffled, fp16 windows; median of {args.repeats} "
+        f"epochs; load average {os.getloadavg()[0]:.1f}"
     )
-    for cache in ("warm", "cold"):
-        ws, wv, wf = med[(cache, "store")], med[(cache, "v1")], med[(cache, "frame-major")]
-        print(
-            f"{cache:>5}: store {ws:7.1f} windows/s | SwiFT v1 {wv:7.1f} windows/s | speed ratio "
-            f"{ws / wv:5.2f}× || frame-major candidate {wf:7.1f} windows/s ({wf / wv:4.2f}× v1)"
-        )
+    print(f"{'windows/s':<30} {'warm':>8} {'× v1':>6} {'cold':>8} {'× v1':>6}")
+    for name, *_ in layouts:
+        w, c = med[("warm", name)], med[("cold", name)]
+        vw, vc = med[("warm", "SwiFT v1")], med[("cold", "SwiFT v1")]
+        print(f"{name:<30} {w:8.1f} {w / vw:5.2f}× {c:8.1f} {c / vc:5.2f}×")
     print(
-        f"bytes: store {bytes_store / 1e6:9.1f} MB | SwiFT v1 {bytes_v1 / 1e6:9.1f} MB | "
-        f"bytes ratio {bytes_store / bytes_v1:5.3f} (raw fp16 {raw / 1e6:.1f} MB; "
-        f"frame-major candidate {bytes_fm / 1e6:.1f} MB)"
+        f"bytes: store {bytes_store / 1e6:.1f} MB ({bytes_store / bytes_v1:.3f} of v1) | store "
+        f"format 1 {bytes_old / 1e6:.1f} MB ({bytes_old / bytes_v1:.3f}) | SwiFT v1 "
+        f"{bytes_v1 / 1e6:.1f} MB | raw fp16 {raw / 1e6:.1f} MB"
     )
-    # in-process read cost (no DataLoader): what the layout itself costs per window
-    print("in-process, ms per window (median of 10):", end="")
-    for name, ds, _, _ in layouts:
-        times = []
-        for i in np.random.default_rng(0).permutation(len(ds))[:10]:
-            t0 = time.perf_counter()
-            item = ds[int(i)]
-            x = item.x if hasattr(item, "x") else item["fmri_sequence"]
-            x.contiguous()
-            times.append(time.perf_counter() - t0)
-        print(f" {name} {1000 * np.median(times):.1f}", end="")
-    print()
+    print(
+        "in-process, ms per window (median of 10): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in in_process.items())
+    )
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0
