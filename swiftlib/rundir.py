@@ -2,7 +2,7 @@
 finished run, reruns staged until they succeed, and clear errors for bad paths or a full disk.
 
 - **Lock.** ``swiftlib run -o RUN_DIR`` holds an exclusive ``flock`` on ``RUN_DIR/.swiftlib.lock``
-  (for rank r > 0 of an ``srun`` job: ``RUN_DIR/ranks/rank-<r>/.swiftlib.lock``) for the whole
+  (for rank r > 0 of an ``srun`` job: ``RUN_DIR/ranks/.rank-<r>.lock``) for the whole
   run; the file records the holder's pid, host and start time. A second run into the same
   directory fails at once with :class:`RunDirBusy` naming them. The kernel of the locked run
   does not inherit the descriptor (Python opens files non-inheritable), so the lock goes with
@@ -134,10 +134,10 @@ class RunDirLock:
     """Exclusive, non-blocking ``flock`` on ``folder/.swiftlib.lock`` (see the module
     docstring); raises :class:`RunDirBusy` naming the holder when taken."""
 
-    def __init__(self, folder, run_dir=None):
+    def __init__(self, folder, run_dir=None, name: str = LOCK_NAME):
         self.folder = Path(folder)
         self.run_dir = Path(run_dir) if run_dir is not None else self.folder
-        self.path = self.folder / LOCK_NAME
+        self.path = self.folder / name
         self._fd: int | None = None
 
     def holder(self) -> dict:

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from swiftlib.rundir import (
+    LOCK_NAME,
     RunDirError,
     RunDirFinished,
     RunDirLock,
@@ -579,9 +580,10 @@ def run_notebook(
     run_dir = check_run_dir_path(run_dir, "run_dir") if run_dir else default_run_dir(notebook)
     rank, world = launch_rank()
     canonical = rank == 0 or world == 1
-    rank_dir = run_dir if canonical else run_dir / "ranks" / f"rank-{rank}"
-    make_run_dir(rank_dir, "run_dir")
-    with RunDirLock(rank_dir, run_dir):
+    lock_dir = run_dir if canonical else run_dir / "ranks"
+    make_run_dir(lock_dir, "run_dir")
+    lock_name = LOCK_NAME if canonical else f".rank-{rank}.lock"
+    with RunDirLock(lock_dir, run_dir, lock_name):
         staging = None
         if is_finished(run_dir):
             if not overwrite:

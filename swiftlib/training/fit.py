@@ -19,8 +19,9 @@ What a run continues from (:func:`_resume_path`), first match wins:
    failure), ``RUN_DIR/checkpoints/last.ckpt`` when it exists;
 4. nothing: a new run from step 0.
 
-Lightning's INFO banners (accelerator availability, the model-registry tip, distributed
-set-up) are held back while ``fit`` runs; one ``swiftlib`` log line says where training runs.
+Lightning's INFO banners (accelerator availability, the model-registry tip, the distributed
+set-up banner) are held back while ``fit`` runs; one ``swiftlib`` log line says where training
+runs (and, in a multi-process job, one Lightning line per rank says which member it is).
 Under ``ddp_spawn`` each worker process ends its process group together with the others
 before it exits (:class:`EndProcessGroup`).
 """
@@ -257,12 +258,15 @@ _LIGHTNING_LOGGERS = (
     "pytorch_lightning",
     "lightning_fabric",
 )
+_MEMBER_LOGGER = "lightning.fabric.utilities.distributed"
 
 
 @contextlib.contextmanager
 def quiet_lightning():
     """Lightning's INFO messages ("GPU available: …", "TPU available: …", "💡 Tip: … litmodels",
-    "Initializing distributed: …") held back inside the block; warnings and errors still show.
+    "distributed_backend=… All distributed processes registered") held back inside the block;
+    warnings and errors still show, and so does each rank's one "Initializing distributed:
+    GLOBAL_RANK: r, MEMBER: r+1/N" line in a multi-process job.
     Lightning sets its loggers to INFO when it is imported, after a notebook's ``nb.setup()``,
     so this is done where training runs. A level a user set lower (DEBUG) is kept."""
     saved = {}
@@ -271,6 +275,12 @@ def quiet_lightning():
         if lg.level in (logging.NOTSET, logging.INFO):
             saved[name] = lg.level
             lg.setLevel(logging.WARNING)
+    # kept: in a multi-process job each rank says which member it is, one line
+    # ("Initializing distributed: GLOBAL_RANK: 1, MEMBER: 2/2")
+    member = logging.getLogger(_MEMBER_LOGGER)
+    if member.level == logging.NOTSET:
+        saved[_MEMBER_LOGGER] = member.level
+        member.setLevel(logging.INFO)
     try:
         yield
     finally:
