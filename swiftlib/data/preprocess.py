@@ -367,7 +367,7 @@ def preprocess(
     except KeyboardInterrupt:
         report.interrupted = True
         _finish(out, report, qc_rows, writer.completed(verify=False), write_qc)
-        log.warning(
+        log.debug(  # the command line prints the one-line message; the report says it too
             "preprocess interrupted: %d subject(s) written are kept; rerun the same command to "
             "resume",
             len(report.written),
