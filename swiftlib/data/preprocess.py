@@ -1,17 +1,21 @@
 """Preprocessing: 4D NIfTI / BIDS-fMRIPrep derivatives (MNI space) → a subject store.
 
-Per image: load and validate (4D, finite, enough frames, a plausible TR, MNI space, the
-template it is in) → reorient into the layout's voxel order (RAS+ for ``mni_ras``, LAS for
-``swift_v1``; :mod:`swiftlib.data.layouts`) → put on the store grid (integer crop/pad when
-the image already lies on its lattice, nilearn resampling otherwise) → brain mask →
-normalisation (SwiFT default: global z-score over in-brain voxels and time, background
-filled with the in-brain minimum) → fp16 HDF5 through :class:`~swiftlib.data.store.StoreWriter`.
+Per image: load and validate (4D, finite, enough frames, a plausible TR — sidecar over
+header —, MNI space, the template it is in) → reorient into the layout's voxel order (RAS+
+for ``mni_ras``, LAS for ``swift_v1``; :mod:`swiftlib.data.layouts`) → put on the store grid
+(integer crop/pad when the image already lies on its lattice, nilearn resampling otherwise)
+→ brain mask → optional denoising with fMRIPrep's confounds (:mod:`swiftlib.data.denoise`)
+and resampling to a target TR (:mod:`swiftlib.data.temporal`) → normalisation (SwiFT
+default: global z-score over in-brain voxels and time, background filled with the in-brain
+minimum) → fp16 HDF5 through :class:`~swiftlib.data.store.StoreWriter`. The array steps live
+in :mod:`swiftlib.data.transform`; this module drives them over a cohort.
 
 Subjects run in parallel processes with a progress bar; completed subjects (journal +
 checksum) are skipped on a rerun; one subject's failure is reported, never fatal to the
-others, and leaves no partial file. Settings that would make a store inconsistent (another
-layout or template than the store already has, several templates in one input) are refused
-before anything is written.
+others, and leaves no partial file. A store keeps one set of settings
+(:mod:`swiftlib.data.store_settings`): a rerun with other settings is refused before anything
+is written, naming each difference. Every run leaves its own report under ``reports/`` and a
+per-scan QC table (``qc.tsv``, :mod:`swiftlib.data.qc`); Ctrl-C writes the report and stops.
 """
 
 from __future__ import annotations
@@ -64,6 +68,9 @@ class PreprocessConfig:
     JSON sidecar; a TemplateFlow name (e.g. ``"MNI152NLin6Asym"``) selects that space's
     files in a BIDS tree and declares it for files that do not say (a file that names
     another template is refused).
+    ``target_tr``: resample every scan in time to this TR (seconds); ``denoise``: regress
+    fMRIPrep confounds out with nilearn's strategy of this name; ``task``/``session``/``run``:
+    keep only BIDS scans with these entities.
     """
 
     voxel_size: float = 2.0  # mm, isotropic store voxels
@@ -165,27 +172,31 @@ def _process_one(scan: ScanInput, root: str, cfg: PreprocessConfig) -> dict:
         result["error"] = str(e)
     except MemoryError:
         result["error"] = f"{scan.path}: out of memory; use fewer n_jobs"
-    except OSError as e:  # e.g. no space left on the store's disk
-        result["error"] = f"{scan.path}: {type(e).__name__}: {e}"
+    except OSError as e:
+        import errno
+
+        if e.errno == errno.ENOSPC:
+            result["error"] = (
+                f"{scan.path}: no space left on the device holding the store {root} ({e}); "
+                "free space or write the store elsewhere (--out), then rerun to resume"
+            )
+        else:
+            result["error"] = f"{scan.path}: {type(e).__name__}: {e}"
     except Exception as e:  # noqa: BLE001 - an unforeseen failure of one file, reported by name
         result["error"] = f"{scan.path}: unexpected {type(e).__name__}: {e}"
     return result
 
 
 def _process_scan(scan: ScanInput, root: str, cfg: PreprocessConfig):
-    from swiftlib.data.denoise import load_strategy, mean_fd
+    from swiftlib.data.denoise import find_confounds, load_strategy, mean_fd
     from swiftlib.data.qc import COVERAGE_WARN_BELOW, mni_coverage
 
     layout = get_layout(cfg.layout)
     warnings = []
-    confounds, tsv = None, None
+    confounds, tsv = None, find_confounds(scan.path)
     if cfg.denoise is not None:  # before loading the image: a missing table fails fast
         table, sample_mask, tsv = load_strategy(scan.path, cfg.denoise)
         confounds = (table, sample_mask)
-    else:
-        from swiftlib.data.denoise import find_confounds
-
-        tsv = find_confounds(scan.path)
     data, affine, tr, file_axcodes = load_scan(
         scan.path, scan.sidecar, cfg.tr, cfg.min_frames, cfg.assume_mni, layout.axcodes
     )

@@ -431,3 +431,18 @@ def test_a_scan_covering_little_of_the_mni_brain_is_warned(tmp_path):
     qc = pd.read_csv(tmp_path / "func" / "qc.tsv", sep="\t")
     assert qc["coverage"].iloc[0] == pytest.approx(float(m.group(1)) / 100, abs=1e-3)
     assert np.isnan(qc["mean_fd"].iloc[0])  # no confounds table
+
+
+def test_a_full_disk_is_reported_as_such(tmp_path, synth_cohort, monkeypatch):
+    import errno
+
+    from swiftlib.data.store import StoreWriter
+
+    def full(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    _, export, cfg = synth_cohort
+    monkeypatch.setattr(StoreWriter, "write_subject", full)
+    report = preprocess(_first_bold(export), tmp_path / "s", config=_cfg(cfg), progress=False)
+    assert report.written == [] and "no space left on the device" in report.failed["sub-0001"]
+    assert json.loads((tmp_path / "s" / "preprocess_report.json").read_text())["failed"]
