@@ -123,7 +123,12 @@ class InferenceModel:
 
     def check_store(self, store) -> None:
         """Refuse a store whose contract differs from the checkpoint's (``ContractError``)."""
-        check_contract(self.contract, store.contract(), what=f"store {store.root}")
+        check_contract(
+            self.contract,
+            store.contract(),
+            what=f"store {store.root}",
+            template_mismatch=self.meta.get("template_mismatch", "warn"),
+        )
 
     def to(self, device) -> InferenceModel:
         self.module.to(device)

@@ -98,7 +98,12 @@ def evaluate_checkpoint(
     dcfg = DataConfig.from_dict(data)
     dm = FMRIDataModule(dcfg)
     dm.setup("test")
-    check_contract(cfg.contract, dm.contract(), what=f"store {dcfg.store_path}")
+    check_contract(
+        cfg.contract,
+        dm.contract(),
+        what=f"store {dcfg.store_path}",
+        template_mismatch=cfg.template_mismatch,
+    )
     task = FinetuneTask(cfg)
     missing, unexpected = task.load_state_dict(ckpt["state_dict"], strict=False)
     if unexpected or [k for k in missing if not k.endswith("relative_position_index")]:
