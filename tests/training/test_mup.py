@@ -150,3 +150,36 @@ def test_coordinate_check_flat_under_mup_growing_under_sp():
         # the input layer's fan-in is fixed: flat under both
         assert abs(slopes["sp"]["patch_embed"]) < 0.3 and abs(slopes["mup"]["patch_embed"]) < 0.3
     assert np.isfinite(check.loss["mup"]).all() and np.isfinite(check.loss["sp"]).all()
+
+
+def test_fit_with_mup_records_it_and_fine_tuning_loads_it(train_store, tmp_path):
+    from swiftlib.training import fit
+    from tests.conftest import tiny_fit_config
+
+    task = {"model_overrides": MUP, "optim": {"mup": True}}
+    pre = fit(
+        tiny_fit_config(
+            train_store, tmp_path / "pre", kind="pretrain", task=task, trainer={"max_steps": 2}
+        )
+    )
+    assert pre.status == "ok"
+    ckpt = torch.load(pre.last_checkpoint, weights_only=True)
+    assert ckpt["swiftlib"]["mup"] is True
+    assert ckpt["hyper_parameters"]["config"]["optim"]["mup"] is True
+    # the optimiser state saved holds the width-scaled groups: lr / 2 for hidden matrices
+    lrs = {round(g["lr"] / g["initial_lr"], 6) for g in ckpt["optimizer_states"][0]["param_groups"]}
+    assert len(lrs) == 1  # lr / initial_lr: the schedule's factor, the same in every group
+    initial = sorted({g["initial_lr"] for g in ckpt["optimizer_states"][0]["param_groups"]})
+    lr = ckpt["hyper_parameters"]["config"]["optim"]["lr"]
+    assert initial == pytest.approx([lr / 2, lr])
+    # fine-tuning from it: the µP encoder loads, and its optimiser is the µP one again
+    ft = FinetuneTask(
+        FinetuneConfig(
+            model_overrides=MUP,
+            init_from=pre.last_checkpoint,
+            optim={**OPTIM, "mup": True},
+            contract=ckpt["swiftlib"]["contract"],
+        )
+    )
+    assert ft.init_report["kind"] == "pretrain" and ft.init_report["loaded"]
+    assert _lr_by_name(ft)["model.stages.0.blocks.0.mlp.fc1.weight"] == pytest.approx(5e-4)
