@@ -443,7 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--cell-timeout", type=int, default=0, help="seconds per cell, 0 = none (default 0)"
     )
-    s.add_argument("--kernel", default="python3", help="Jupyter kernel (default python3)")
+    s.add_argument(
+        "-k", "--kernel", default="python3", help="Jupyter kernel (default python3; see kernel)"
+    )
     s.add_argument("--no-html", action="store_true", help="skip the HTML export")
     s.add_argument(
         "--overwrite",
@@ -577,6 +579,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_embed)
+
+    from swiftlib.kernel import add_subparser as add_kernel_subparser
+
+    add_kernel_subparser(sub)
     return p
 
 

@@ -92,21 +92,13 @@ def _prepare_task_config(cfg: FitConfig, dm) -> None:
     task = cfg.task
     contract = dm.contract()
     if cfg.kind == "finetune":
-        if dm.label_task != task.task:
-            raise ValueError(
-                f"task.task={task.task!r} but label {task.label!r} is declared {dm.label_task!r} "
-                f"in the store; set task.task={dm.label_task!r}"
-            )
+        # task="auto" takes the type (and classes) the store declares for the label; an
+        # explicit task must equal it (the message names the notebook parameters)
+        task = task.for_label(
+            dm.label_task, dm.num_classes, where=f"store {cfg.data.store_paths[0]}"
+        )
         updates = {"contract": contract}
-        if task.task == "classification":
-            if dm.num_classes and dm.num_classes != task.num_classes:
-                log.info(
-                    "num_classes %d -> %d (from the store's label declaration)",
-                    task.num_classes,
-                    dm.num_classes,
-                )
-                updates["num_classes"] = int(dm.num_classes)
-        else:  # standardise the target with training *subjects*, not windows
+        if task.task == "regression":  # standardise the target with training *subjects*
             ds = dm.train_dataset
             store = ds.store
             sids = sorted(set(ds.subject_ids))

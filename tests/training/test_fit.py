@@ -81,13 +81,26 @@ def test_pretrain_then_finetune_from_it(train_store, tmp_path):
 
 def test_label_task_mismatch_and_unknown_label_fail_before_training(train_store, tmp_path):
     with pytest.raises(
-        ValueError, match="task.task='regression' but label 'sex' is declared 'classification'"
+        ValueError, match="task='regression' but label 'sex' is declared 'classification'"
     ):
         fit(tiny_fit_config(train_store, tmp_path / "a", task={"task": "regression"}))
     with pytest.raises(KeyError, match="valid labels"):
         fit(tiny_fit_config(train_store, tmp_path / "b", task={"label": "iq"}))
     with pytest.raises(ValueError, match="unknown run setting"):
         FitConfig.from_dict({"kind": "finetune", "trainr": {}})
+
+
+def test_task_auto_takes_the_label_type_from_the_store(train_store, tmp_path):
+    ft = fit(
+        tiny_fit_config(
+            train_store,
+            tmp_path / "auto",
+            task={"task": "auto", "label": "age"},
+            trainer={"max_steps": 2},
+        )
+    )
+    hp = torch.load(ft.last_checkpoint, weights_only=True)["hyper_parameters"]["config"]
+    assert ft.monitor == "val/r2" and hp["task"] == "regression" and hp["target_std"] > 0
 
 
 def test_contract_refused_when_finetuning_on_other_data(train_store, tmp_path, synth_store):
@@ -129,7 +142,8 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_good_checkpoint(
 def test_killed_mid_epoch_and_resumed_matches_an_uninterrupted_run(train_store, tmp_path):
     # 6 steps per epoch: killed in the middle of epoch 2; weights checked bit-equal inside
     full, resumed = kill_and_resume(
-        train_store, tmp_path,
+        train_store,
+        tmp_path,
         trainer={"max_epochs": 2, "checkpoint_every_n_steps": 1},
         task={"model_overrides": {"drop_path_rate": 0.2}},
     )
