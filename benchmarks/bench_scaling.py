@@ -305,17 +305,15 @@ def launch(args, strategy: str, n: int, batch: int, mode: str) -> dict:
 
 
 def add_efficiency(rows: list[dict]) -> list[dict]:
-    """``efficiency = samples/s (N) / (N × samples/s (1))`` within each (strategy, mode), and
-    for ZeRO the communication estimate ``step − 1-rank step`` at equal per-rank batch."""
+    """``efficiency = samples/s ÷ (ranks / base ranks × samples/s of the base)`` within each
+    (strategy, mode), the base being its smallest run — 1 rank locally, 1 node (4 GPUs) in
+    the SLURM table, as published; for ZeRO the communication estimate ``step − 1-rank step``
+    at equal per-rank batch where a 1-rank run exists."""
     for r in rows:
-        base = [
-            q
-            for q in rows
-            if q["strategy"] == r["strategy"] and q["mode"] == r["mode"] and q["ranks"] == 1
-        ]
-        r["efficiency"] = (
-            r["samples_per_s"] / (r["ranks"] * base[0]["samples_per_s"]) if base else None
-        )
+        group = [q for q in rows if q["strategy"] == r["strategy"] and q["mode"] == r["mode"]]
+        base = min(group, key=lambda q: q["ranks"])
+        r["efficiency"] = r["samples_per_s"] * base["ranks"] / (r["ranks"] * base["samples_per_s"])
+        r["efficiency_base_ranks"] = base["ranks"]
         same_b = [
             q
             for q in rows

@@ -158,6 +158,24 @@ def test_efficiency_and_table():
     assert "| zero2 | weak | 1 | 2 | 2 | 16.00 | 80.0 % | 250 | — | 50 | — | 1.0 |" in table
 
 
+def test_collected_slurm_rows_are_compared_with_one_node(tmp_path):
+    bench = _bench()
+    paths = []
+    for nodes, sps in ((1, 100.0), (2, 180.0), (4, 300.0)):
+        row = {
+            "strategy": "ddp", "mode": "weak", "nodes": nodes, "ranks": 4 * nodes,
+            "batch_per_rank": 8, "samples_per_s": sps, "step_ms": 320.0, "compute_ms": 300.0,
+            "comm_ms": 20.0, "allreduce_gbps": 80.0, "loadavg": [0.5, 0.5, 0.5],
+        }  # fmt: skip
+        paths.append(tmp_path / f"ddp_weak_{nodes}.json")
+        paths[-1].write_text(json.dumps(row))
+    md = tmp_path / "scaling.md"
+    assert bench.main(["--collect", *map(str, reversed(paths)), "--markdown", str(md)]) == 0
+    lines = [ln for ln in md.read_text().splitlines() if ln.startswith("| ddp")]
+    assert [ln.split(" | ")[2] for ln in lines] == ["1", "2", "4"]  # sorted by nodes
+    assert [ln.split(" | ")[6] for ln in lines] == ["100.0 %", "90.0 %", "75.0 %"]
+
+
 def test_bench_cli_rejects_bad_arguments():
     bench = _bench()
     with pytest.raises(SystemExit):

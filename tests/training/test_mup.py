@@ -183,3 +183,23 @@ def test_fit_with_mup_records_it_and_fine_tuning_loads_it(train_store, tmp_path)
     )
     assert ft.init_report["kind"] == "pretrain" and ft.init_report["loaded"]
     assert _lr_by_name(ft)["model.stages.0.blocks.0.mlp.fc1.weight"] == pytest.approx(5e-4)
+
+
+def test_simmim_decoder_gets_mup_init_as_a_readout():
+    from swiftlib.models import SimMIM, SimMIMConfig
+
+    def build(mup: bool):
+        torch.manual_seed(2)
+        overrides = {"embed_dim": 24, **({"mup": True, "mup_base_width": 12} if mup else {})}
+        return SimMIM(SimMIMConfig(encoder="swift_v2_test", encoder_overrides=overrides))
+
+    sp, mup = build(False), build(True)
+    # embed 24 = 2 × base: the readout to voxels (fixed fan-out) shrinks by 2, the hidden
+    # up-projections by √2, the mask token (a vector) not at all
+    assert torch.allclose(mup.decoder.to_voxels.weight, sp.decoder.to_voxels.weight / 2)
+    hidden = [n for n, p in mup.decoder.named_parameters() if p.ndim == 2 and "to_voxels" not in n]
+    assert hidden
+    for name in hidden:
+        a, b = dict(sp.decoder.named_parameters())[name], dict(mup.decoder.named_parameters())[name]
+        assert torch.allclose(b, a / 2**0.5), name
+    assert torch.equal(mup.mask_token, sp.mask_token)
