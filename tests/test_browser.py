@@ -108,8 +108,17 @@ def _serve_lab(root_dir: Path, log: Path, *options: str):
         f"--LabServerApp.app_settings_dir={log.parent / '.lab-settings'}",
         *options,
     ]
+    # the notebooks ask for the `swiftlib` kernel (swiftlib kernel install): register it in a
+    # Jupyter data folder of this test's own, as a user's `make kernel` does in theirs
+    env = {**os.environ, "JUPYTER_DATA_DIR": str(log.parent / "jupyter-data")}
+    subprocess.run(
+        [sys.executable, "-m", "swiftlib.kernel", "install", "--force"],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
     with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=root_dir)
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=root_dir, env=env)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -305,7 +314,7 @@ def test_a_jupyterlab_save_then_make_notebooks_keeps_the_pair_and_the_rules(tmp_
             page = evaluate(EDIT_RUN_SAVE.replace("NEW_CELL", json.dumps(NEW_CELL)))
             # read before the browser closes (a closing page's kernel socket logs a traceback)
             served = log.read_text()
-    assert page["count"] == 1 and page["kernel"] == "python3", page
+    assert page["count"] == 1 and page["kernel"] == "swiftlib", page
     # the browser's save wrote both files of the pair
     saved = nbformat.read(str(ipynb), as_version=4)
     assert len(saved.cells) == page["cells"] and saved.cells[-2].source == NEW_CELL
