@@ -28,7 +28,8 @@ def test_verdicts_apply_the_issue_thresholds():
     emb = {"all/sex_linear_auroc": 0.475, "all/site_balanced_acc": 0.78, "all/site_chance": 0.33}
     ok, text = verdict("embed", emb)
     assert not ok and "site read out at 0.78 (chance 0.33)" in text
-    assert verdict("pretrain", {"val/recon_ratio": 0.78})[0] is True
+    found, text = verdict("pretrain", {"val/recon_ratio": 0.995})  # no label: no verdict
+    assert found is None and "0.995x the mean predictor's" in text
     assert verdict("explore", {"data/coupling_sex0": -0.86, "data/coupling_sex1": 0.88})[0]
     assert verdict("make_cohort", {"data/num_subjects": 40.0}) == (None, "")
     assert verdict("finetune", {})[0] is False  # a missing metric is not a success

@@ -14,7 +14,16 @@ from swiftlib.tasks.pretrain import PretrainConfig
 from swiftlib.utils.config import ConfigError, config_from_dict, config_to_dict
 from swiftlib.utils.validation import did_you_mean
 
-__all__ = ["TrainerConfig", "FitConfig", "KINDS", "PRECISIONS", "STRATEGIES"]
+__all__ = [
+    "TrainerConfig",
+    "FitConfig",
+    "KINDS",
+    "PRECISIONS",
+    "STRATEGIES",
+    "RECIPES",
+    "SMALL_COHORT_CPU",
+    "recipe_fit_config",
+]
 
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true")
 # run kind -> its task's config: SimMIM pretraining, contrastive (NT-Xent) pretraining, fine-tuning
@@ -161,3 +170,81 @@ class FitConfig:
 
     def to_dict(self) -> dict:
         return config_to_dict(self)
+
+
+#: The measured "small cohort, CPU" recipe (docs/notebooks.md, "The demo recipe"): the CPU
+#: demo preset (notebooks/params/cpu_demo.yaml) and the notebooks' defaults equal it (tests
+#: check), and the science checks and the second-cohort check train with it. ``cohort`` holds
+#: :class:`~swiftlib.data.synthetic.SyntheticConfig` fields; the rest are fit() settings.
+SMALL_COHORT_CPU: dict = {
+    "cohort": {
+        "num_subjects": 136,
+        "num_frames": 90,
+        "voxel_size": 8.0,
+        "tr": 0.8,
+        "normalisation": "psc",
+        "baseline_coupling": -0.9,
+    },
+    "model": "swift_v2_5m",
+    "model_overrides": {
+        "patch_size": [6, 6, 6, 2],
+        "depths": [1, 1, 1],
+        "num_heads": [2, 4, 8],
+        "embed_dim": 24,
+        "drop_path_rate": 0.0,
+        "layer_scale_init": 0.0,
+    },
+    "data": {
+        "sequence_length": 20,
+        "stride_within_seq": 3,
+        "stride_between_seq": 0.01,
+        "windows_per_subject": 4,
+        "eval_stride_between_seq": 1.0,
+        "batch_size": 8,
+    },
+    "pretrain": {"lr": 1.5e-3, "max_epochs": 3, "mask_ratio": 0.5},
+    "finetune": {"lr": 1e-3, "max_epochs": 5},
+}
+RECIPES: dict[str, dict] = {"small_cohort_cpu": SMALL_COHORT_CPU}
+
+
+def recipe_fit_config(
+    name: str,
+    kind: str,
+    run_dir,
+    store_path,
+    splits_dir,
+    label: str | None = None,
+    task: str = "classification",
+    seed: int = 0,
+    **trainer,
+) -> FitConfig:
+    """A :class:`FitConfig` of recipe ``name`` (:data:`RECIPES`) for ``kind`` ``pretrain``
+    or ``finetune`` (``label`` and its ``task`` type required); ``trainer`` entries (e.g.
+    ``max_epochs``) override the recipe's."""
+    if name not in RECIPES:
+        raise ConfigError(f"recipe={name!r}: expected one of {sorted(RECIPES)}")
+    if kind not in ("pretrain", "finetune"):
+        raise ConfigError(f"recipe_fit_config kind={kind!r}: expected 'pretrain' or 'finetune'")
+    r = RECIPES[name]
+    stage = dict(r[kind])
+    lr, max_epochs = stage.pop("lr"), stage.pop("max_epochs")
+    settings: dict = {"model": r["model"], "model_overrides": dict(r["model_overrides"]), **stage}
+    settings["optim"] = {"lr": lr, "weight_decay": 0.05, "warmup_fraction": 0.1}
+    data = {**r["data"], "store_path": str(store_path), "splits_dir": str(splits_dir)}
+    data["num_workers"] = 0
+    if kind == "finetune":
+        if label is None:
+            raise ConfigError("recipe_fit_config('finetune'): pass the label to predict")
+        settings.update(label=label, task=task)
+    tr = {"max_epochs": max_epochs, "enable_progress_bar": False, "accelerator": "cpu", **trainer}
+    return FitConfig.from_dict(
+        {
+            "kind": kind,
+            "run_dir": str(run_dir),
+            "seed": seed,
+            "data": data,
+            "task": {**settings, "seed": seed},
+            "trainer": tr,
+        }
+    )
