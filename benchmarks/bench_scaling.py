@@ -233,6 +233,7 @@ def check_hardware(args, ranks: list[int]) -> str:
             f"but this machine has {cores} cores; oversubscribed ranks measure the scheduler, "
             f"not the scaling (use --ranks up to {cores // args.threads})"
         )
+    check_memory(args, most, gpus if backend == "nccl" else 0)
     if any(s.startswith("zero") for s in args.strategies):
         try:
             import deepspeed  # noqa: F401
@@ -249,6 +250,40 @@ def check_hardware(args, ranks: list[int]) -> str:
                 "(strong scaling keeps the global batch; choose a multiple of every rank count)"
             )
     return backend
+
+
+def device_memory(gpus: int) -> tuple[float, str]:
+    """(bytes one rank can use, what they are): a GPU's memory, or this machine's RAM shared by
+    the local ranks."""
+    import torch
+
+    if gpus:
+        return float(torch.cuda.get_device_properties(0).total_memory), "GPU memory"
+    return float(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")), "RAM"
+
+
+def check_memory(args, ranks: int, gpus: int) -> None:
+    """Refuse a strategy whose model states alone (fp32 AdamW: the scaling model's bytes per
+    parameter) exceed what a rank has; activations come on top."""
+    import torch
+
+    from swiftlib.models import create_model
+    from swiftlib.training.scaling import STRATEGY_STATE_BYTES
+
+    with torch.device("meta"):
+        params = sum(p.numel() for p in create_model(args.preset, num_classes=2).parameters())
+    available, what = device_memory(gpus)
+    share = 1 if gpus else ranks  # local CPU ranks share the machine's RAM
+    for strategy in args.strategies:
+        replicated, sharded = STRATEGY_STATE_BYTES[strategy]
+        need = params * (replicated + sharded / ranks) * share
+        if need > available:
+            raise HardwareError(
+                f"{args.preset} ({params / 1e6:,.0f} M parameters) with {strategy} on {ranks} "
+                f"rank(s) needs {need / 1e9:.1f} GB of model states per "
+                f"{'GPU' if gpus else 'machine'} before activations; {what} here is "
+                f"{available / 1e9:.1f} GB — use a smaller preset, ZeRO-2, or more ranks"
+            )
 
 
 def _worker_argv(args, strategy: str, batch: int, mode: str, out: Path) -> list[str]:

@@ -119,6 +119,7 @@ def test_model_size_counts_parameters_and_flops():
 
 def _args(**kw):
     base = dict(
+        preset="swift_v2_test",
         backend="auto",
         threads=1,
         strategies=["ddp"],
@@ -140,6 +141,10 @@ def test_bench_refuses_what_the_hardware_cannot_run(monkeypatch):
     ):
         bench.check_hardware(_args(global_batch=3), [1, 2])
     assert bench.check_hardware(_args(), [1, 2]) == "gloo"
+    # 3.2B parameters × 16 B (DDP's fp32 AdamW states) on each of 2 ranks sharing 23 GB of RAM
+    monkeypatch.setattr(bench, "device_memory", lambda gpus: (23e9, "RAM"))
+    with pytest.raises(SystemExit, match=r"swift_v2_3b \(3,219 M parameters\) with ddp on 2 rank"):
+        bench.check_hardware(_args(preset="swift_v2_3b", modes=["weak"]), [1, 2])
 
 
 def test_efficiency_and_table():
