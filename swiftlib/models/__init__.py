@@ -11,7 +11,7 @@ Tensor layout (DESIGN §2): volumes ``(B, C, D, H, W, T)``, tokens ``(B, D, H, W
 windows ``(B*nW, Wd*Wh*Ww*Wt, C)``. See ``docs/models.md``.
 """
 
-from . import heads, layers, simmim, swift_v1, swift_v2
+from . import heads, layers, mup, simmim, swift_v1, swift_v2
 from ._encoder import fit_padding, group_parameters
 from ._registry import create_model, get_model_config, list_models, load_checkpoint, register_model
 from .heads import (
@@ -46,6 +46,7 @@ __all__ = [
     "heads",
     "layers",
     "list_models",
+    "mup",
     "load_checkpoint",
     "nt_xent_loss",
     "pooled_embedding",

@@ -265,7 +265,7 @@ class SimMIM(nn.Module):
         self.decoder = SimMIMDecoder(dims, self.patch_size, self.in_chans)
         self.decoder.apply(init_weights)
         if getattr(getattr(self.encoder, "cfg", None), "mup", False):
-            from .swift_v2 import mup_rescale_init
+            from .mup import mup_rescale_init
 
             # the decoder reads the encoder's widths out: µP init relative to the base width
             shapes = self.mup_base_shapes()

@@ -131,7 +131,7 @@ def mup_lr_multipliers(module: nn.Module, encoder: nn.Module) -> dict[str, float
     a parameter outside those — a task head — is a readout of the encoder when it is a weight
     matrix whose fan-in is the encoder's embedding width (``num_features``), else it keeps 1.
     """
-    from swiftlib.models.swift_v2 import mup_width_multipliers
+    from swiftlib.models.mup import mup_width_multipliers
 
     _check_mup_encoder(OptimConfig(mup=True), encoder)
     base = _mup_base_shapes(module)

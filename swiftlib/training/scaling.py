@@ -45,6 +45,9 @@ __all__ = [
     "predict",
     "predicted_table",
     "cluster_dict",
+    "preset_predictions",
+    "MEASURED_MFU",
+    "PREDICT_BATCH",
 ]
 
 #: collective volume per step in units of ``(N−1)/N × parameter bytes``
@@ -209,6 +212,35 @@ def predicted_table(rows: list[dict], cluster: Cluster = PERLMUTTER) -> str:
             f"{r['exposed_comm_ms']:.1f} | {r['states_gb']:.1f}{fits} |"
         )
     return "\n".join(lines)
+
+
+#: Achieved MFU per preset measured on one H200 (benchmarks/RESULTS.md, bf16, eager), used as
+#: the stated MFU of the Perlmutter prediction; presets without a measurement take 202m's.
+MEASURED_MFU = {"swift_v2_51m": 0.071, "swift_v2_202m": 0.149}
+#: samples per A100-40GB assumed for the prediction (202m fitted 104 on the 143 GB H200)
+PREDICT_BATCH = {"swift_v2_5m": 16, "swift_v2_51m": 16, "swift_v2_202m": 16, "swift_v2_806m": 4}
+
+
+def preset_predictions(presets: list[str], nodes: list[int], overlap: float = 0.5) -> str:
+    """The model's Perlmutter prediction per preset, as markdown: DDP (fp32 gradients, as torch
+    DDP under bf16 autocast), ZeRO-1/2 (bf16 gradients), at :data:`PREDICT_BATCH` samples per
+    GPU and :data:`MEASURED_MFU`."""
+    out = []
+    for preset in presets:
+        params, flops = model_size(preset)
+        mfu = MEASURED_MFU.get(preset, MEASURED_MFU["swift_v2_202m"])
+        batch = PREDICT_BATCH.get(preset, 1)
+        rows = predict(params, flops, batch, mfu, nodes, ["ddp"], grad_bytes=4, overlap=overlap)
+        rows += predict(params, flops, batch, mfu, nodes, ["zero1", "zero2"], overlap=overlap)
+        one_gpu = PERLMUTTER.peak_flops * mfu / flops
+        out.append(
+            f"**{preset}**: {params / 1e6:,.1f} M parameters, {flops / 1e9:,.0f} GFLOP per "
+            f"sample (fwd+bwd), MFU {100 * mfu:.1f} %, {batch} samples per GPU → "
+            f"{one_gpu:.1f} samples/s per A100; gradients {4 * params / 1e6:,.0f} MB (fp32, "
+            f"DDP) / {2 * params / 1e6:,.0f} MB (bf16, ZeRO); overlap {overlap:g}\n\n"
+            + predicted_table(rows)
+        )
+    return "\n\n".join(out)
 
 
 def cluster_dict(cluster: Cluster = PERLMUTTER) -> dict:
