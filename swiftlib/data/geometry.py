@@ -75,20 +75,26 @@ def lattice_offset(source_affine: np.ndarray, target_affine: np.ndarray, tol: fl
     return tuple(int(v) for v in np.round(shift))
 
 
-def crop_or_pad(data: np.ndarray, offset, grid, fill=0.0) -> np.ndarray:
+def crop_or_pad(data: np.ndarray, offset, grid, fill=0.0, dtype=None) -> np.ndarray:
     """Take ``grid`` voxels starting at source index ``offset`` (negative = pad) from ``data``.
 
-    ``data``: (X, Y, Z, ...) source array; returns (D, H, W, ...) with ``fill`` outside the
-    source field of view. Pure slicing: no per-voxel loops.
+    ``data``: (X, Y, Z, ...) source array; returns (D, H, W, ...) (``dtype``, default the
+    source's: the cast happens in the one copy) with ``fill`` outside the source field of
+    view. Pure slicing: no per-voxel loops; each output value is written once.
     """
-    out = np.full(tuple(grid) + data.shape[3:], fill, dtype=data.dtype)
+    out = np.empty(tuple(grid) + data.shape[3:], dtype=data.dtype if dtype is None else dtype)
     src_sl, dst_sl = [], []
     for o, g, n in zip(offset, grid, data.shape[:3]):
         s0, s1 = max(o, 0), min(o + g, n)
         if s1 <= s0:  # no overlap on this axis
+            out[...] = fill
             return out
         src_sl.append(slice(s0, s1))
         dst_sl.append(slice(s0 - o, s1 - o))
+    for axis, sl in enumerate(dst_sl):  # the pad: the slabs before and after the copied box
+        inner = tuple(dst_sl[:axis])  # earlier axes: their slabs are already filled
+        out[inner + (slice(0, sl.start),)] = fill
+        out[inner + (slice(sl.stop, None),)] = fill
     out[tuple(dst_sl)] = data[tuple(src_sl)]
     return out
 

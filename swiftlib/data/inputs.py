@@ -224,9 +224,14 @@ def load_bold(path, sidecar=None, tr=None, min_frames=1, assume_mni=False, axcod
     return data, affine, tr_s
 
 
-def load_scan(path, sidecar=None, tr=None, min_frames=1, assume_mni=False, axcodes="RAS"):
+def load_scan(
+    path, sidecar=None, tr=None, min_frames=1, assume_mni=False, axcodes="RAS", raw=False
+):
     """:func:`load_bold` plus the file's own voxel order (e.g. ``"LAS"``): ``(data, affine,
-    tr, file_axcodes)``."""
+    tr, file_axcodes)``. ``raw=True``: ``data`` holds the file's own numbers (e.g. int16,
+    a flipped view when reoriented) when they need no scaling — their float32 values are
+    exactly what ``raw=False`` gives, without the float32 copy of the whole scan (scaled
+    files come back as float32 either way)."""
     import nibabel as nib
     from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 
@@ -261,19 +266,36 @@ def load_scan(path, sidecar=None, tr=None, min_frames=1, assume_mni=False, axcod
             img = img.as_reoriented(
                 ornt_transform(io_orientation(img.affine), axcodes2ornt(tuple(axcodes)))
             )
-        data = np.asarray(img.get_fdata(dtype=np.float32))
+        data = _voxels(img)
     except (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError) as e:
         raise PreprocessError(
             f"{path}: truncated or corrupt file ({type(e).__name__}: {e}); expected a complete "
             "NIfTI"
         ) from None
-    bad = ~np.isfinite(data)
-    if bad.any():
-        raise PreprocessError(
-            f"{path}: {int(bad.sum())} NaN/Inf voxel values; expected finite data (check the "
-            "preprocessing that wrote it)"
-        )
+    if data.dtype.kind not in "biu":  # integers are finite; floats: min/max see NaN and ±Inf
+        lo, hi = np.float32(np.min(data)), np.float32(np.max(data))  # float32: overflow too
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            bad = int((~np.isfinite(np.asarray(data, dtype=np.float32))).sum())
+            raise PreprocessError(
+                f"{path}: {bad} NaN/Inf voxel values; expected finite data (check the "
+                "preprocessing that wrote it)"
+            )
+    if not raw:
+        data = np.asarray(data, dtype=np.float32)
     return data, img.affine, tr_s, file_axcodes
+
+
+def _voxels(img) -> np.ndarray:
+    """The image's voxels as ``img.get_fdata(dtype=np.float32)`` would give them, in the
+    file's own dtype when that needs no scaling (``float32(x)`` is then the same value)."""
+    import nibabel as nib
+
+    obj = img.dataobj
+    if isinstance(obj, np.ndarray):  # in memory (a reoriented image): get_fdata casts it
+        return obj
+    if nib.is_proxy(obj) and getattr(obj, "slope", None) == 1.0 and obj.inter == 0.0:
+        return np.asanyarray(obj)  # the stored numbers, no scaling
+    return np.asarray(img.get_fdata(dtype=np.float32))
 
 
 def scan_tr(path, sidecar=None, tr=None) -> tuple[float, str | None]:

@@ -25,6 +25,8 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from swiftlib.data.denoise import DENOISE_STRATEGIES
 from swiftlib.data.inputs import (
     TR_RANGE_S,
@@ -198,7 +200,7 @@ def _process_scan(scan: ScanInput, root: str, cfg: PreprocessConfig):
         table, sample_mask, tsv = load_strategy(scan.path, cfg.denoise)
         confounds = (table, sample_mask)
     data, affine, tr, file_axcodes = load_scan(
-        scan.path, scan.sidecar, cfg.tr, cfg.min_frames, cfg.assume_mni, layout.axcodes
+        scan.path, scan.sidecar, cfg.tr, cfg.min_frames, cfg.assume_mni, layout.axcodes, raw=True
     )
     if file_axcodes != layout.axcodes:
         log.info(
@@ -217,6 +219,7 @@ def _process_scan(scan: ScanInput, root: str, cfg: PreprocessConfig):
         source_axcodes=file_axcodes,
         tr=tr,
         confounds=confounds,
+        dtype=np.float16,  # what the store keeps: no float32 grid is made
     )
     del data
     tr_store = float(cfg.target_tr) if cfg.target_tr is not None else tr

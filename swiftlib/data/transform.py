@@ -18,7 +18,7 @@ from swiftlib.data.store import NORM_METHODS
 if TYPE_CHECKING:
     from swiftlib.data.preprocess import PreprocessConfig
 
-__all__ = ["normalise", "zscore_swift_v1", "prepare_subject"]
+__all__ = ["normalise", "normalise_brain", "zscore_swift_v1", "prepare_subject"]
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,15 @@ def normalise(data: np.ndarray, mask: np.ndarray, method: str, name: str = "imag
     in-brain minimum (SwiFT's convention) so it reads as "darker than any brain voxel";
     with ``psc`` it is 0 (no signal change).
     """
-    brain = data[mask]  # (N, T) in-brain time series
+    brain = data[mask]  # (N, T) in-brain time series (a copy)
+    z, stats = normalise_brain(brain, method, name=name)
+    return _on_grid(z, mask, stats["fill_value"], np.float32), stats
+
+
+def normalise_brain(brain: np.ndarray, method: str, name: str = "image"):
+    """:func:`normalise` of the in-brain series alone: ``brain`` (N, T) float32 (it may be
+    overwritten: ``zscore_global`` works in place) → ``(z (N, T) float32, stats)``, with the
+    background value in ``stats["fill_value"]``. No full-grid array is made."""
     if brain.size == 0:
         raise PreprocessError(
             f"{name}: the brain mask is empty on the store grid; expected brain voxels inside the "
@@ -49,7 +57,14 @@ def normalise(data: np.ndarray, mask: np.ndarray, method: str, name: str = "imag
     stats: dict = {"method": method}
     if method == "zscore_global":
         mean = float(brain.mean(dtype=np.float64))
-        z = (brain - mean) / std_all
+        # in place, float32 (the Python scalars are cast to float32 first, as in
+        # ``(brain - mean) / std``): the same bits without a second (N, T) array
+        if brain.dtype == np.float32:
+            z = brain
+            z -= mean
+            z /= std_all
+        else:
+            z = (brain - mean) / std_all
         stats.update(mean=mean, std=std_all)
     elif method == "zscore_voxel":
         mu = brain.mean(axis=1, keepdims=True)  # (N, 1)
@@ -67,11 +82,18 @@ def normalise(data: np.ndarray, mask: np.ndarray, method: str, name: str = "imag
         z = brain
     else:
         raise PreprocessError(f"normalisation={method!r}: expected one of {NORM_METHODS}")
-    fill = 0.0 if method == "psc" else float(z.min())
-    out = np.full(data.shape, fill, dtype=np.float32)
+    stats["fill_value"] = 0.0 if method == "psc" else float(z.min())
+    return z, stats
+
+
+def _on_grid(z: np.ndarray, mask: np.ndarray, fill: float, dtype) -> np.ndarray:
+    """In-brain series ``z`` (N, T) onto the grid of ``mask`` (D, H, W) as ``dtype``
+    (D, H, W, T), ``fill`` elsewhere. Casting float32 → float16 here rounds each value as
+    ``astype`` on the full float32 grid would, without that grid."""
+    out = np.empty(mask.shape + z.shape[1:], dtype=dtype)  # (D, H, W, T)
+    out[...] = np.float32(fill)
     out[mask] = z
-    stats["fill_value"] = fill
-    return out, stats
+    return out
 
 
 def zscore_swift_v1(data: np.ndarray, mask: np.ndarray, name: str = "image"):
@@ -147,15 +169,24 @@ def prepare_subject(
     source_axcodes=None,
     tr: float | None = None,
     confounds=None,
+    dtype=np.float32,
 ):
     """Source data (X, Y, Z, T) in the layout's voxel order (:func:`load_bold` with the
-    layout's ``axcodes``) → ``(bold (D, H, W, T') float32, mask, geometry, stats)``.
+    layout's ``axcodes``) → ``(bold (D, H, W, T') dtype, mask, geometry, stats)``.
+    ``data`` may be the file's own numbers (e.g. int16, :func:`load_scan` with ``raw=True``):
+    every value is taken as its float32 value. ``dtype``: float32, or float16 (what the
+    store keeps; made from the float32 values without a float32 grid).
     ``source_axcodes``: the file's own voxel order when it was reoriented (recorded in the
     geometry so maps go back onto the file's grid). ``confounds``: ``(table, sample_mask)``
     from :func:`swiftlib.data.denoise.load_strategy` to denoise with (needs ``tr``);
     ``cfg.target_tr`` resamples time from ``tr`` (:mod:`swiftlib.data.temporal`). Both act
     on the in-brain voxels after masking and before normalisation; ``stats`` records them
-    (``"denoise"``, ``"temporal"``)."""
+    (``"denoise"``, ``"temporal"``).
+
+    A source on the store lattice with swiftlib's arithmetic and a brain-masked (or given)
+    mask takes the lean path: the mask comes from the source's non-zero voxels, only the
+    in-brain series are gathered and normalised, and the grid is made once in ``dtype`` —
+    the same values as cropping the whole float32 image first, without its copies."""
     import nibabel as nib
 
     grid = cfg.grid
@@ -175,6 +206,17 @@ def prepare_subject(
             f"{name}: the store affine is in {geom.axcodes} voxel order; layout "
             f"{layout.name!r} stores {layout.axcodes}"
         )
+    lean = (
+        geom.offset is not None
+        and layout.arithmetic != "swift_v1"
+        and confounds is None
+        and cfg.target_tr is None
+    )
+    if lean:
+        out = _prepare_on_lattice(data, geom, cfg, store_aff, name, dtype)
+        if out is not None:
+            return out
+    data = np.asarray(data, dtype=np.float32)
     if geom.offset is not None:  # on the lattice: exact integer crop/pad
         vol = crop_or_pad(data, geom.offset, grid)  # (D, H, W, T)
         fov = crop_or_pad(np.ones(data.shape[:3], bool), geom.offset, grid, fill=False)  # (D, H, W)
@@ -198,39 +240,80 @@ def prepare_subject(
             > 0
         )
     if cfg.mask == "auto":
-        nonzero = np.any(vol != 0, axis=3)  # (D, H, W)
-        # skull-stripped (zeros outside brain)
-        if fov.sum() and (~nonzero & fov).sum() >= 0.1 * fov.sum():
+        nonzero = np.any(vol, axis=3)  # (D, H, W); any() is "!= 0" without a 4D temporary
+        if _skull_stripped(nonzero, fov):
             mask = nonzero
         else:
-            from nilearn.masking import compute_epi_mask
-
-            mask = np.asarray(compute_epi_mask(nib.Nifti1Image(vol, store_aff)).dataobj) > 0
+            mask = _epi_mask(vol, store_aff)
     else:
         mask = _mask_on_store(cfg.mask, store_aff, grid)
     mask &= fov
     if geom.offset is not None:
-        lost = int(np.any(data != 0, axis=3).sum()) - int(np.any(vol != 0, axis=3).sum())
-        if lost > 0:
-            log.warning(
-                "%s: %d non-zero voxels fall outside the %s store grid%s",
-                name,
-                lost,
-                grid,
-                " (SwiFT v1 counted them in its z-score statistics; these statistics leave them "
-                "out)"
-                if layout.arithmetic == "swift_v1"
-                else "",
-            )
+        lost = int(np.any(data, axis=3).sum()) - int(np.any(vol, axis=3).sum())
+        _warn_lost(lost, name, grid, layout)
     extra = {}
     if confounds is not None or cfg.target_tr is not None:
         vol, extra = _clean_and_resample(vol, mask, cfg, tr, confounds, name)
     if layout.arithmetic == "swift_v1":
         bold, stats = zscore_swift_v1(vol, mask, name=name)
+        bold = bold.astype(dtype, copy=False)
     else:
-        bold, stats = normalise(vol, mask, cfg.normalisation, name=name)
+        del data
+        brain = vol[mask]  # (N, T)
+        del vol
+        z, stats = normalise_brain(brain, cfg.normalisation, name=name)
+        bold = _on_grid(z, mask, stats["fill_value"], dtype)
     stats.update(extra)
     return bold, mask, geom, stats
+
+
+def _skull_stripped(nonzero: np.ndarray, fov: np.ndarray) -> bool:
+    """Zeros outside the brain: at least 10 % of the field of view is zero in every frame."""
+    return bool(fov.sum() and (~nonzero & fov).sum() >= 0.1 * fov.sum())
+
+
+def _epi_mask(vol: np.ndarray, store_aff) -> np.ndarray:
+    import nibabel as nib
+    from nilearn.masking import compute_epi_mask
+
+    return np.asarray(compute_epi_mask(nib.Nifti1Image(vol, store_aff)).dataobj) > 0
+
+
+def _warn_lost(lost: int, name: str, grid, layout) -> None:
+    if lost > 0:
+        log.warning(
+            "%s: %d non-zero voxels fall outside the %s store grid%s",
+            name,
+            lost,
+            grid,
+            " (SwiFT v1 counted them in its z-score statistics; these statistics leave them out)"
+            if layout.arithmetic == "swift_v1"
+            else "",
+        )
+
+
+def _prepare_on_lattice(data, geom: StoreGeometry, cfg: PreprocessConfig, store_aff, name, dtype):
+    """The lean path of :func:`prepare_subject` (its docstring); None when the image is not
+    brain-masked and ``mask="auto"`` needs nilearn's EPI mask of the whole cropped image."""
+    grid = cfg.grid
+    nonzero_src = np.any(data, axis=3)  # (X, Y, Z): one pass over the file's numbers
+    nonzero = crop_or_pad(nonzero_src, geom.offset, grid, fill=False)  # (D, H, W)
+    fov = crop_or_pad(np.ones(data.shape[:3], bool), geom.offset, grid, fill=False)  # (D, H, W)
+    if cfg.mask == "auto":
+        if not _skull_stripped(nonzero, fov):
+            return None
+        mask = nonzero
+    else:
+        mask = _mask_on_store(cfg.mask, store_aff, grid)
+    mask &= fov
+    _warn_lost(int(nonzero_src.sum()) - int(nonzero.sum()), name, grid, get_layout(cfg.layout))
+    # the store's brain voxels on the source grid: the integer shift keeps C order, so the
+    # (N, T) series come out in the order the cropped grid would give them
+    mask_src = crop_or_pad(mask, tuple(-o for o in geom.offset), data.shape[:3], fill=False)
+    brain = data[mask_src]  # (N, T) in the file's dtype
+    brain = brain.astype(np.float32, copy=False)  # already a copy: no second one
+    z, stats = normalise_brain(brain, cfg.normalisation, name=name)
+    return _on_grid(z, mask, stats["fill_value"], dtype), mask, geom, stats
 
 
 def _clean_and_resample(vol, mask, cfg: PreprocessConfig, tr, confounds, name):
