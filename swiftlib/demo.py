@@ -44,6 +44,7 @@ __all__ = [
     "run_demo",
     "format_summary",
     "verdict",
+    "explain",
 ]
 
 log = logging.getLogger(__name__)
@@ -423,3 +424,108 @@ def format_summary(stages: list[DemoStage]) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.insert(len(lines) - 1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _planted(store_path) -> dict:
+    """``{label: description}`` of the labels planted in a synthetic store; ``{}`` otherwise."""
+    try:
+        from swiftlib.data.store import open_store
+
+        info = open_store(store_path).manifest.get("dataset_info", {}).get("synthetic")
+    except Exception:  # noqa: BLE001 - not a store we can read: no planted truth to cite
+        return {}
+    if not info:
+        return {}
+    from swiftlib.data.synthetic import LABELS
+
+    return {k: v["description"] for k, v in LABELS.items()}
+
+
+def explain(kind: str, metrics: dict, label: str = "", store_path="") -> str:
+    """One or two sentences a newcomer can read at the end of a notebook: what the run's
+    metrics mean against chance and, on the synthetic cohort, against the planted truth —
+    including why a poor result may be poor. ``kind``: ``pretrain``, ``contrastive``,
+    ``finetune``, ``tune``, ``fewshot`` or ``embed``."""
+    planted = _planted(store_path) if store_path else {}
+    truth = planted.get(label, "")
+    m = metrics
+    if kind == "pretrain":
+        r = _num(m, "val/recon_ratio")
+        text = (
+            f"On held-out subjects the model's error on hidden patches is {r:.3f}x that of "
+            "predicting each voxel's mean (1.0 = nothing learned)."
+        )
+        if r > 0.9:
+            text += (
+                " On percent-signal-change input most voxels are noise no model can predict, "
+                "so a ratio near 1 is expected; under SwiFT's global z-score (anatomy visible) "
+                "it falls to about 0.1. It says little about how useful the encoder is: the "
+                "few-shot curves measure that."
+            )
+        return text
+    if kind == "contrastive":
+        top1, ratio = _num(m, "val/top1"), _num(m, "val/distance_ratio")
+        return (
+            f"A held-out window finds its own partner (another window of the same scan) as "
+            f"its nearest neighbour {top1:.0%} of the time; partners are {ratio:.2f}x as far "
+            "apart as other windows (1.0 = the encoder cannot tell scans apart)."
+        )
+    if kind in ("finetune", "tune"):
+        if "test/auroc" in m:
+            a, n = _num(m, "test/auroc"), _num(m, "test/num_subjects")
+            head = f"Test AUROC {a:.2f} on {n:.0f} subjects the model never saw (chance 0.5)"
+            if a >= THRESHOLDS["auroc"]:
+                tail = f": the model found the planted signal ({truth})." if truth else "."
+            elif a >= 0.7:
+                tail = ": a partial signal; more subjects or steps usually help."
+            else:
+                tail = (
+                    ": no reliable signal. With few training subjects or steps the model can "
+                    "memorise subjects instead (train loss near 0, validation at chance); check "
+                    "the normalisation (percent signal change for connectivity effects), window "
+                    "starts at every frame and the number of optimiser steps."
+                )
+                if n < THRESHOLDS["min_test_subjects"]:
+                    tail += f" With {n:.0f} test subjects any AUROC is noisy (SD about 0.15)."
+            return head + tail
+        r2 = _num(m, "test/r2")
+        return f"Test R² {r2:.2f} on unseen subjects (0 = no better than predicting the mean)" + (
+            f"; the planted effect: {truth}." if truth else "."
+        )
+    if kind == "fewshot":
+        found, sentence = _fewshot_verdict(m)
+        return (
+            sentence[0].upper()
+            + sentence[1:]
+            + (
+                ": the pretrained encoder is ahead when labels are few."
+                if found
+                else ": pretraining did not help here. On this cohort SimMIM mostly learns to "
+                "reconstruct voxel noise, and with a handful of subjects and seeds the "
+                "comparison is noisy (see docs/training.md, Few-shot)."
+            )
+        )
+    if kind == "embed":
+        aurocs = {
+            k.split("/", 1)[-1][: -len("_linear_auroc")]: _num(m, k)
+            for k in m
+            if k.endswith("_linear_auroc")
+        }
+        site_key = next((k for k in m if k.endswith("/site_balanced_acc")), "")
+        chance_key = next((k for k in m if k.endswith("/site_chance")), "")
+        site, chance = _num(m, site_key), _num(m, chance_key)
+        text = ""
+        if aurocs:
+            read = ", ".join(f"{name} at AUROC {a:.2f}" for name, a in aurocs.items())
+            text = f"A linear probe reads {read} from the embeddings (chance 0.5; null_label "
+            text += "should stay near it). "
+        text += f"Scanner site is read out at balanced accuracy {site:.2f} (chance {chance:.2f})"
+        text += (
+            ": the embeddings carry site, a confound to rule out before trusting a label effect."
+            if site - chance > 0.1
+            else ": little site leakage."
+        )
+        return text
+    raise ValueError(
+        f"explain(kind={kind!r}): expected pretrain, contrastive, finetune, tune, fewshot or embed"
+    )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 from swiftlib.demo import STAGES, THRESHOLDS, DemoStage, format_summary, verdict
 
 
@@ -79,3 +81,56 @@ def test_summary_says_plainly_which_stages_found_the_signal():
     assert "NO: planted-region voxel AUROC 0.52" in table
     assert "found in 1 of 2 stages" in lines[-1] and "48.0" in lines[-1]
     assert not math.isnan(sum(r.seconds for r in rows))
+
+
+def test_explain_reads_the_metrics_against_chance_and_the_planted_truth(tmp_path):
+    from swiftlib.demo import explain
+
+    good = explain("finetune", {"test/auroc": 0.96, "test/num_subjects": 24.0}, label="sex")
+    assert good.startswith("Test AUROC 0.96 on 24 subjects the model never saw (chance 0.5)")
+    poor = explain("finetune", {"test/auroc": 0.375, "test/num_subjects": 6.0}, label="sex")
+    assert "no reliable signal" in poor and "memorise" in poor and "With 6 test subjects" in poor
+    assert "R² 0.90" in explain("finetune", {"test/r2": 0.903}, label="age")
+    pre = explain("pretrain", {"val/recon_ratio": 0.995})
+    assert "0.995x" in pre and "noise" in pre
+    few = explain(
+        "fewshot",
+        {
+            "fewshot/smallest_n": 10.0,
+            "fewshot/smallest_mean_diff": -0.03,
+            "fewshot/smallest_wilcoxon_p": 1.0,
+            "fewshot/smallest_num_pairs": 3.0,
+        },
+    )
+    assert few.startswith("At 10 training subjects") and "did not help" in few
+    emb = explain(
+        "embed",
+        {
+            "all/sex_linear_auroc": 0.98,
+            "all/null_label_linear_auroc": 0.5,
+            "all/site_balanced_acc": 0.78,
+            "all/site_chance": 0.33,
+        },
+    )
+    assert "sex at AUROC 0.98, null_label at AUROC 0.50" in emb and "carry site" in emb
+    with pytest.raises(ValueError, match="explain\\(kind='attribute'\\)"):
+        explain("attribute", {})
+
+
+def test_explain_names_the_planted_signal_of_a_synthetic_store(synth_store, tmp_path):
+    from swiftlib.demo import explain
+
+    store = synth_store
+    text = explain(
+        "finetune",
+        {"test/auroc": 0.95, "test/num_subjects": 20.0},
+        label="sex",
+        store_path=store.root,
+    )
+    assert "found the planted signal (connectivity between sex_a and sex_b" in text
+    assert "planted" not in explain(
+        "finetune",
+        {"test/auroc": 0.95, "test/num_subjects": 20.0},
+        label="sex",
+        store_path=tmp_path / "missing",
+    )

@@ -34,6 +34,7 @@ import pandas as pd
 import yaml
 
 from swiftlib import notebook as nb
+from swiftlib.demo import explain
 from swiftlib.training import fit
 from swiftlib.viz import training as viz
 
@@ -125,6 +126,14 @@ viz.plot_loss_curves(run_dir, title="SimMIM losses")
 # %%
 examples = viz.load_reconstructions(run_dir)
 viz.plot_reconstructions(examples, index=0, num_frames=4)
+
+# %% [markdown]
+# ## What the result means
+# The validation numbers in a sentence: the masked-patch error against a predictor that knows
+# only each voxel's mean.
+
+# %%
+print(explain("pretrain", result.metrics))
 
 # %%
 nb.save_results(

@@ -31,6 +31,7 @@ import pandas as pd
 import yaml
 
 from swiftlib import notebook as nb
+from swiftlib.demo import explain
 from swiftlib.training import fit
 from swiftlib.viz import training as viz
 
@@ -113,6 +114,13 @@ viz.plot_loss_curves(
 # Fine-tune from this encoder: `03_downstream/01_finetune` with `init_from` set to the best
 # checkpoint below. On the synthetic cohort a few epochs already pull a subject's windows
 # together; on real data pretraining runs for many epochs on thousands of subjects.
+
+# %% [markdown]
+# ## What the result means
+# The validation numbers in a sentence: can the encoder tell one scan's windows from another's?
+
+# %%
+print(explain("contrastive", result.metrics))
 
 # %%
 nb.save_results(

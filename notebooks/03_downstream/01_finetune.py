@@ -32,6 +32,7 @@ import pandas as pd
 import yaml
 
 from swiftlib import notebook as nb
+from swiftlib.demo import explain
 from swiftlib.training import fit
 from swiftlib.viz import training as viz
 
@@ -119,6 +120,14 @@ viz.plot_loss_curves(scalars, tags=tags, title="fine-tuning curves")
 val = pd.read_csv(run_dir / "predictions_val.csv")
 (viz.plot_roc(val, title="validation ROC (per subject)") if task == "classification"
  else viz.plot_pred_vs_true(val))
+
+# %% [markdown]
+# ## What the result means
+# The test numbers in a sentence, against chance and, on the synthetic cohort, against the
+# planted truth; a poor result says what usually causes it.
+
+# %%
+print(explain("finetune", result.metrics, label=label, store_path=store_path))
 
 # %%
 nb.save_results(

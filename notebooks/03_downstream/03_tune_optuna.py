@@ -41,6 +41,7 @@ from pathlib import Path
 import pandas as pd
 
 from swiftlib import notebook as nb
+from swiftlib.demo import explain
 from swiftlib.training.tune import SearchSpace, attach, tune
 from swiftlib.viz import tuning as viz
 
@@ -181,6 +182,14 @@ pd.DataFrame({"validation": {k.split("/", 1)[1]: v for k, v in summary.val_metri
 # `optuna-dashboard` shows the same figures while workers run (`pip install optuna-dashboard`):
 #
 #     make dashboard STUDY=<storage file or URL>      # e.g. papermill_runs/tune/optuna.db
+
+# %% [markdown]
+# ## What the result means
+# The best trial's test numbers in a sentence. A short study on a CPU budget mostly shows the
+# machinery; its best trial is rarely better than the default recipe.
+
+# %%
+print(explain("tune", summary.metrics, label=label, store_path=store_path))
 
 # %%
 nb.save_results(

@@ -34,6 +34,7 @@
 from pathlib import Path
 
 from swiftlib import notebook as nb
+from swiftlib.demo import explain
 from swiftlib.training.fewshot import FewShotGrid, run_fewshot
 from swiftlib.viz import tuning as viz
 
@@ -128,6 +129,14 @@ viz.plot_paired(res.table, res.metric, title="pretrained vs scratch (one point p
 # %%
 paired = res.paired(by="mode")
 paired.round(4)
+
+# %% [markdown]
+# ## What the result means
+# The smallest training size in a sentence: is the pretrained encoder ahead of random
+# initialisation when labels are few, and how sure can we be with this many pairs?
+
+# %%
+print(explain("fewshot", res.metrics))
 
 # %%
 nb.save_results(

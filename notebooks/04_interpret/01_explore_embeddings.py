@@ -1,9 +1,9 @@
 # ---
 # jupyter:
 #   kernelspec:
-#     display_name: Python 3 (ipykernel)
+#     display_name: swiftlib
 #     language: python
-#     name: python3
+#     name: swiftlib
 #   swiftlib:
 #     kind: embed
 # ---
@@ -32,6 +32,7 @@
 # %%
 from swiftlib import notebook as nb
 from swiftlib.data import open_store
+from swiftlib.demo import explain
 from swiftlib.interpret import embeddings as emb
 from swiftlib.viz import embeddings as viz
 
@@ -107,6 +108,13 @@ explorer
 # %%
 html_path = run_dir / "embedding_pca.html"
 viz.plot_embedding(subjects, color=color_by, output_file=html_path)
+
+# %% [markdown]
+# ## What the result means
+# The probes in a sentence: which labels the embeddings carry, and whether scanner site leaks.
+
+# %%
+print(explain("embed", emb.diagnostics_metrics(probes, leak, split=split)))
 
 # %%
 subjects.to_parquet(run_dir / "embeddings_subject.parquet", index=False)
