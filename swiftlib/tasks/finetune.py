@@ -300,6 +300,7 @@ class FinetuneTask(CheckpointMetaMixin, pl.LightningModule):
             "task": self.cfg.task,
             "num_classes": self.cfg.num_classes,
             "template_mismatch": self.cfg.template_mismatch,
+            "mup": bool(self.cfg.optim.mup),
         }
 
 

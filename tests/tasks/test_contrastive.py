@@ -199,7 +199,7 @@ def test_finetune_starts_from_the_contrastive_encoder_and_info_describes_it(trai
         and meta["contract"]["grid"] == [20, 24, 28]
     )
     assert any(k.startswith("projection.") for k in ckpt["state_dict"])
-    info = describe(pre.last_checkpoint)
+    info = describe(pre.last_checkpoint, full=True)
     assert (
         info["swiftlib"]["kind"] == "contrastive" and info["swiftlib"]["model"] == "swift_v2_test"
     )
