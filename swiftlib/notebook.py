@@ -82,15 +82,26 @@ def setup(level: int = logging.INFO, quiet_warnings: bool = True) -> str:
             shell.run_line_magic("matplotlib", "inline")
     except ImportError:  # pragma: no cover - IPython comes with ipykernel
         pass
-    try:
-        import plotly.io as pio
-
-        # the mimetype shows in JupyterLab; "notebook" embeds plotly.js once so the
-        # executed notebook's HTML export shows the figures offline (compute nodes, email)
-        pio.renderers.default = "plotly_mimetype+notebook"
-    except ImportError:  # pragma: no cover - plotly is a core dependency
-        pass
+    _plotly_renderer(PLOTLY_RENDERER)
     return __version__
+
+
+#: The mimetype shows in JupyterLab; "notebook" embeds plotly.js once so the executed
+#: notebook's HTML export shows the figures offline (compute nodes, email).
+PLOTLY_RENDERER = "plotly_mimetype+notebook"
+
+
+def _plotly_renderer(name: str) -> None:
+    """Choose plotly's default renderer without importing ``plotly.io`` now: its renderer
+    module imports nbformat, whose schema validator costs seconds of start-up (jsonschema's
+    optional format checkers). plotly reads ``PLOTLY_RENDERER`` when it first renders, so the
+    cost moves to the first figure of the notebooks that draw one; when ``plotly.io`` is
+    already loaded the renderer is set directly."""
+    renderers = sys.modules.get("plotly.io._renderers")
+    if renderers is not None:
+        renderers.renderers.default = name
+    else:
+        os.environ["PLOTLY_RENDERER"] = name
 
 
 def launched_externally() -> bool:

@@ -1,37 +1,42 @@
 """swiftlib.data: the subject store, dataset registry, windows, splits, mixing and loaders.
 
-Importing this package is cheap: the synthetic cohort, preprocessing, augmentation
-(MONAI) and the Lightning DataModule load on first use.
+Importing this package is cheap: every name loads its module on first use (PEP 562), so a
+data notebook that reads a store or preprocesses images never imports torch (the windows),
+MONAI (augmentation) or Lightning (the DataModule).
 """
 
 from __future__ import annotations
 
 import importlib
 
-from swiftlib.data.geometry import StoreGeometry
-from swiftlib.data.registry import (
-    CustomAdapter,
-    DatasetAdapter,
-    LabelSpec,
-    PhenotypeError,
-    get_dataset,
-    list_datasets,
-    register_dataset,
-)
-from swiftlib.data.splits import (
-    LeakageError,
-    SplitError,
-    Splits,
-    check_leakage,
-    few_shot_subset,
-    load_or_create_splits,
-    make_splits,
-    subjects_of,
-)
-from swiftlib.data.store import StoreError, StoreWriter, SubjectStore, open_store
-from swiftlib.data.windows import Batch, Sample, WindowDataset, collate_samples
-
+# name -> module: everything loads on first use (PEP 562), so ``from swiftlib.data.store
+# import open_store`` or ``swiftlib.data.synthetic`` does not pay for torch (windows), h5py
+# or Lightning it does not use
 _LAZY = {
+    "StoreGeometry": "swiftlib.data.geometry",
+    "CustomAdapter": "swiftlib.data.registry",
+    "DatasetAdapter": "swiftlib.data.registry",
+    "LabelSpec": "swiftlib.data.registry",
+    "PhenotypeError": "swiftlib.data.registry",
+    "get_dataset": "swiftlib.data.registry",
+    "list_datasets": "swiftlib.data.registry",
+    "register_dataset": "swiftlib.data.registry",
+    "LeakageError": "swiftlib.data.splits",
+    "SplitError": "swiftlib.data.splits",
+    "Splits": "swiftlib.data.splits",
+    "check_leakage": "swiftlib.data.splits",
+    "few_shot_subset": "swiftlib.data.splits",
+    "load_or_create_splits": "swiftlib.data.splits",
+    "make_splits": "swiftlib.data.splits",
+    "subjects_of": "swiftlib.data.splits",
+    "StoreError": "swiftlib.data.store",
+    "StoreWriter": "swiftlib.data.store",
+    "SubjectStore": "swiftlib.data.store",
+    "open_store": "swiftlib.data.store",
+    "Batch": "swiftlib.data.windows",
+    "Sample": "swiftlib.data.windows",
+    "WindowDataset": "swiftlib.data.windows",
+    "collate_samples": "swiftlib.data.windows",
     "make_synthetic_cohort": "swiftlib.data.synthetic",
     "preprocess": "swiftlib.data.preprocess",
     "AugmentConfig": "swiftlib.data.augment",
@@ -47,33 +52,7 @@ _LAZY = {
     "list_layouts": "swiftlib.data.layouts",
 }
 
-__all__ = [
-    "open_store",
-    "SubjectStore",
-    "StoreWriter",
-    "StoreError",
-    "StoreGeometry",
-    "LabelSpec",
-    "DatasetAdapter",
-    "CustomAdapter",
-    "PhenotypeError",
-    "get_dataset",
-    "list_datasets",
-    "register_dataset",
-    "Sample",
-    "Batch",
-    "WindowDataset",
-    "collate_samples",
-    "Splits",
-    "SplitError",
-    "LeakageError",
-    "make_splits",
-    "load_or_create_splits",
-    "check_leakage",
-    "few_shot_subset",
-    "subjects_of",
-    *_LAZY,
-]
+__all__ = list(_LAZY)
 
 
 def __getattr__(name: str):

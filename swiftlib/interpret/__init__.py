@@ -4,60 +4,52 @@
 and ``swiftlib.interpret.attributions`` (captum maps → MNI NIfTI, region summaries, sanity
 checks). Both take their settings as a small config (:class:`AttributionConfig`,
 :class:`EmbeddingConfig`) or as its fields by keyword, and start from one helper,
-:func:`load_inference_inputs` (checkpoint + store + subjects → model and windows). Heavy
-libraries (captum, scikit-learn, nilearn) load on first use.
+:func:`load_inference_inputs` (checkpoint + store + subjects → model and windows). Every
+name loads its module on first use; heavy libraries (torch, captum, scikit-learn, nilearn)
+load with the functions that need them.
 """
 
 from __future__ import annotations
 
-from swiftlib.interpret.attributions import (
-    METHODS,
-    AtlasError,
-    Attributions,
-    attribute,
-    ground_truth,
-    randomised_model,
-    recovery_auroc,
-    region_preference,
-    summarise_by_region,
-)
-from swiftlib.interpret.config import AttributionConfig, EmbeddingConfig, InferenceConfig
-from swiftlib.interpret.embeddings import (
-    EmbeddingAdapter,
-    diagnostics_metrics,
-    extract_embeddings,
-    load_embeddings,
-    probe_scores,
-    site_leakage,
-)
-from swiftlib.interpret.inference import (
-    InferenceInputs,
-    InferenceModel,
-    load_inference_inputs,
-    load_inference_model,
-)
+import importlib
 
-__all__ = [
-    "InferenceConfig",
-    "AttributionConfig",
-    "EmbeddingConfig",
-    "InferenceModel",
-    "InferenceInputs",
-    "load_inference_model",
-    "load_inference_inputs",
-    "extract_embeddings",
-    "load_embeddings",
-    "probe_scores",
-    "site_leakage",
-    "diagnostics_metrics",
-    "EmbeddingAdapter",
-    "METHODS",
-    "AtlasError",
-    "Attributions",
-    "attribute",
-    "ground_truth",
-    "randomised_model",
-    "recovery_auroc",
-    "region_preference",
-    "summarise_by_region",
-]
+# name -> module, loaded on first use (PEP 562): ``import swiftlib.interpret`` stays free of
+# torch, captum, scikit-learn and nilearn until a function is called
+_LAZY = {
+    "InferenceConfig": "swiftlib.interpret.config",
+    "AttributionConfig": "swiftlib.interpret.config",
+    "EmbeddingConfig": "swiftlib.interpret.config",
+    "InferenceModel": "swiftlib.interpret.inference",
+    "InferenceInputs": "swiftlib.interpret.inference",
+    "load_inference_model": "swiftlib.interpret.inference",
+    "load_inference_inputs": "swiftlib.interpret.inference",
+    "extract_embeddings": "swiftlib.interpret.embeddings",
+    "load_embeddings": "swiftlib.interpret.embeddings",
+    "probe_scores": "swiftlib.interpret.embeddings",
+    "site_leakage": "swiftlib.interpret.embeddings",
+    "diagnostics_metrics": "swiftlib.interpret.embeddings",
+    "EmbeddingAdapter": "swiftlib.interpret.embeddings",
+    "METHODS": "swiftlib.interpret.attributions",
+    "AtlasError": "swiftlib.interpret.attributions",
+    "Attributions": "swiftlib.interpret.attributions",
+    "attribute": "swiftlib.interpret.attributions",
+    "ground_truth": "swiftlib.interpret.attributions",
+    "randomised_model": "swiftlib.interpret.attributions",
+    "recovery_auroc": "swiftlib.interpret.attributions",
+    "region_preference": "swiftlib.interpret.attributions",
+    "summarise_by_region": "swiftlib.interpret.attributions",
+}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'swiftlib.interpret' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
