@@ -507,19 +507,33 @@ class SubjectStore(StoreIntegrity):
             )
         return slice(start, stop, stride)
 
+    def stored_voxels(self, subject_id: str) -> np.ndarray:
+        """(V,) flat C-order indices of the voxels a subject's file stores (read-only; every
+        voxel for a format-1 file)."""
+        return self._pack(subject_id)[1]
+
     def read_window_packed(
-        self, subject_id: str, start: int, length: int, stride: int = 1
+        self, subject_id: str, start: int, length: int, stride: int = 1, out=None
     ) -> PackedFrames:
         """Frames ``start, start+stride, …`` (``length`` of them) as stored (a copy of one
-        contiguous slice): :class:`PackedFrames` with ``values`` (length, V) float16."""
+        contiguous slice): :class:`PackedFrames` with ``values`` (length, V) float16 —
+        ``out`` when given (a C-contiguous float16 array of that shape, e.g. a shared-memory
+        buffer a DataLoader worker sends on without another copy)."""
         t = self._frames(subject_id, start, length, stride)
         values, voxels, background = self._pack(subject_id)
+        shape = (length, len(voxels))
+        if out is None:
+            out = np.empty(shape, np.float16)
+        elif out.shape != shape or out.dtype != np.float16 or not out.flags.c_contiguous:
+            raise ValueError(
+                f"out: {out.dtype} {out.shape}; expected a C-contiguous float16 array {shape}"
+            )
         with self._reading(subject_id, f"frames [{t.start}, {t.stop}) of the bold data"):
             if values is None:  # format 1: the dense window, every voxel
                 dense = self._file(subject_id)["bold"][:, :, :, t]  # (D, H, W, L)
-                out = np.ascontiguousarray(dense.reshape(-1, length).T)  # (L, N)
+                out[...] = dense.reshape(-1, length).T  # (L, N)
             else:
-                out = np.array(values[t])  # (L, V), one contiguous read
+                out[...] = values[t]  # (L, V), one contiguous read
         return PackedFrames(out, voxels, np.ascontiguousarray(background[t]))
 
     def read_window(self, subject_id: str, start: int, length: int, stride: int = 1) -> np.ndarray:

@@ -135,15 +135,25 @@ def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
     return torch.stack(tensors, 0, out=out)
 
 
+def _empty(shape, dtype: torch.dtype, shared: bool) -> torch.Tensor:
+    """``torch.empty``; with ``shared``, in shared memory (what a DataLoader worker sends)."""
+    if not shared:
+        return torch.empty(shape, dtype=dtype)
+    elem = torch.empty(0, dtype=dtype)
+    storage = elem._typed_storage()._new_shared(int(np.prod(shape)), device="cpu")
+    return elem.new(storage).resize_(shape)
+
+
 def _shared_cat(tensors: list[torch.Tensor], dim: int) -> torch.Tensor:
-    """``torch.cat``; inside a DataLoader worker, straight into shared memory (as ``_stack``)."""
-    out = None
-    if torch.utils.data.get_worker_info() is not None:
-        shape = list(tensors[0].shape)
-        shape[dim] = sum(t.shape[dim] for t in tensors)
-        storage = tensors[0]._typed_storage()._new_shared(int(np.prod(shape)), device="cpu")
-        out = tensors[0].new(storage).resize_(shape)
-    return torch.cat(tensors, dim, out=out)
+    """``torch.cat``; inside a DataLoader worker, straight into shared memory (as ``_stack``),
+    and a single tensor already there is sent as it is."""
+    if torch.utils.data.get_worker_info() is None:
+        return torch.cat(tensors, dim)
+    if len(tensors) == 1 and tensors[0].is_shared():
+        return tensors[0]
+    shape = list(tensors[0].shape)
+    shape[dim] = sum(t.shape[dim] for t in tensors)
+    return torch.cat(tensors, dim, out=_empty(shape, tensors[0].dtype, True))
 
 
 def _collate_packed(windows: list[PackedWindow]) -> PackedBatch:
@@ -468,17 +478,20 @@ class WindowDataset(Dataset):
         return self._sample(si, x, start)
 
     def _read_packed(self, sid: str, start: int) -> PackedWindow:
-        frames = self.store.read_window_packed(
-            sid, start, self.sequence_length, self.stride_within_seq
-        )  # values (L, V) float16
+        """In a DataLoader worker the values are read straight into shared memory and the
+        subject's voxel indices are shared once, so a batch of one window leaves the worker
+        without another copy (:func:`collate_samples`)."""
+        shared = torch.utils.data.get_worker_info() is not None
         voxels = self._voxels.get(sid)
         if voxels is None:  # once per subject (and worker)
-            voxels = self._voxels[sid] = torch.from_numpy(frames.voxels.astype(np.int32))
+            voxels = torch.from_numpy(self.store.stored_voxels(sid).astype(np.int32))  # (V,)
+            self._voxels[sid] = voxels.share_memory_() if shared else voxels
+        values = _empty((self.sequence_length, voxels.numel()), torch.float16, shared)  # (L, V)
+        frames = self.store.read_window_packed(
+            sid, start, self.sequence_length, self.stride_within_seq, out=values.numpy()
+        )
         return PackedWindow(
-            torch.from_numpy(frames.values),
-            voxels,
-            torch.from_numpy(frames.background),
-            tuple(self.store.grid),
+            values, voxels, torch.from_numpy(frames.background), tuple(self.store.grid)
         )
 
     def _sample(self, si: int, x, start: int) -> Sample:

@@ -115,6 +115,12 @@ def test_a_window_is_one_contiguous_slice_of_the_brain_voxels(tmp_path):
     assert np.array_equal(packed.voxels, np.flatnonzero(mask))
     assert np.array_equal(packed.values, bold[mask][:, 3:12:2].T.astype(np.float16))
     assert np.all(packed.background == np.float16(-2.5))
+    buf = np.zeros((5, int(mask.sum())), np.float16)
+    assert store.read_window_packed("sub-00", 3, 5, 2, out=buf).values is buf
+    assert np.array_equal(buf, packed.values)
+    with pytest.raises(ValueError, match=r"out: float32 .*expected a C-contiguous float16"):
+        store.read_window_packed("sub-00", 3, 5, 2, out=buf.astype(np.float32))
+    assert np.array_equal(store.stored_voxels("sub-00"), np.flatnonzero(mask))
     assert np.array_equal(store.read_window("sub-00", 3, 5, 2), bold[..., 3:12:2].astype("f2"))
     assert np.array_equal(store.read_subject("sub-00"), bold.astype(np.float16))
     # the stored bytes are the brain's: 29 % of the grid here
