@@ -134,3 +134,25 @@ def test_explain_names_the_planted_signal_of_a_synthetic_store(synth_store, tmp_
         label="sex",
         store_path=tmp_path / "missing",
     )
+
+
+def test_cpu_demo_preset_is_the_small_cohort_cpu_recipe():
+    """cpu_demo.yaml (= the notebooks' defaults, tests/notebooks) and the Python recipe the
+    science checks train with are one recipe."""
+    from pathlib import Path
+
+    import yaml
+
+    from swiftlib.training.config import RECIPES
+
+    recipe = RECIPES["small_cohort_cpu"]
+    doc = yaml.safe_load((Path(__file__).parents[1] / "notebooks/params/cpu_demo.yaml").read_text())
+    cohort = doc["01_make_synthetic_cohort"]
+    assert {k: cohort[k] for k in recipe["cohort"]} == recipe["cohort"]
+    for stage, kind in (("01_pretrain_simmim", "pretrain"), ("01_finetune", "finetune")):
+        nb = doc[stage]
+        assert (nb["model"], nb["model_overrides"]) == (recipe["model"], recipe["model_overrides"])
+        assert {k: nb[k] for k in recipe["data"]} == recipe["data"], stage
+        assert nb["max_epochs"] == recipe[kind]["max_epochs"], stage
+    for stage in ("03_tune_optuna", "04_fewshot_curves"):
+        assert doc[stage]["model_overrides"] == recipe["model_overrides"], stage
