@@ -171,6 +171,32 @@ def test_sdpa_equals_explicit_path(shift, mask_padding, rope):
     torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("shift", [(0, 0, 0, 0), (1, 1, 1, 2)])
+def test_weight_padded_sdpa_matches_explicit_with_gradients(shift):
+    """On CPU, head_dim 12 is padded to 16 through zero rows of the qkv weight and zero
+    columns of proj (three GEMMs, no pad copies): outputs and every gradient equal the
+    explicit math, and the parameter gradients keep the parameters' shapes."""
+    torch.manual_seed(0)
+    attn = WindowAttention4D(36, 3, (2, 2, 2, 4), shift).train()
+    assert attn._weight_pad(torch.empty(0)) == 4  # 12 -> 16
+    x = torch.randn(2, 4, 6, 8, 7, 36)  # B=2; T=7 padded to 8
+    results = []
+    for fused in (True, False):
+        attn.fused_attn = fused
+        attn.zero_grad(set_to_none=True)
+        xi = x.clone().requires_grad_(True)
+        out = attn(xi)
+        out.pow(2).sum().backward()
+        grads = {n: p.grad.clone() for n, p in attn.named_parameters()}
+        results.append((out.detach(), xi.grad, grads))
+    (out_f, gx_f, gp_f), (out_e, gx_e, gp_e) = results
+    torch.testing.assert_close(out_f, out_e, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gx_f, gx_e, atol=1e-4, rtol=1e-4)
+    for name, p in attn.named_parameters():
+        assert gp_f[name].shape == p.shape
+        torch.testing.assert_close(gp_f[name], gp_e[name], atol=1e-4, rtol=1e-4)
+
+
 def test_attention_validation():
     with pytest.raises(ValueError, match=r"dim \(50\) must be divisible by num_heads \(3\)"):
         WindowAttention4D(50, 3)

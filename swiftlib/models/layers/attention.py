@@ -134,6 +134,28 @@ class WindowAttention4D(nn.Module):
             x = x[:, :D, :H, :W, :T].contiguous()  # (B, D, H, W, T, C)
         return x
 
+    def _align(self, t: torch.Tensor) -> int:
+        """Zero channels that bring head_dim to the fused kernels' fast multiple (16 on CPU,
+        8 for CUDA flash), 0 when padding is off or not needed."""
+        if not (self.fused_attn and self.pad_head_dim):
+            return 0
+        return (-self.head_dim) % (16 if t.device.type == "cpu" else 8)
+
+    def _weight_pad(self, windows: torch.Tensor) -> int | None:
+        """Zero channels per head added through the qkv/proj weights (CPU, no RoPE), or
+        ``None`` where q, k, v come from the ``qkv`` module call.
+
+        RoPE rotates the true head_dim, so it pads q, k, v after the rotation instead; off
+        the CPU the projections stay module calls (DeepSpeed ZeRO-3 gathers a module's
+        parameters in its forward hook, which a bare ``F.linear`` on ``.weight`` bypasses).
+        """
+        if self.rope_axes is not None or windows.device.type != "cpu" or not self.fused_attn:
+            return None
+        return self._align(windows)
+
+    def _copy_pad(self, q: torch.Tensor) -> int:
+        return self._align(q)
+
     def attend(
         self,
         windows: torch.Tensor,
@@ -155,14 +177,39 @@ class WindowAttention4D(nn.Module):
         BnW, N, C = windows.shape
         B, h, hd = batch_size, self.num_heads, self.head_dim
         nW = BnW // B
-        qkv = self.qkv(windows)  # (B*nW, N, 3C)
-        if mask is None:
-            qkv = qkv.view(BnW, N, 3, h, hd).permute(2, 0, 3, 1, 4)  # (3, B*nW, h, N, hd)
+        pad = self._weight_pad(windows)  # None: plain module calls
+        hp = hd + (pad or 0)  # head_dim as attended (zero channels appended per head)
+        if pad is not None:
+            # CPU: q, k, v from three GEMMs whose outputs SDPA reads in place (its gradients
+            # come back in the same layout, so the backward needs no stack + permute copy),
+            # with head_dim zero-padded through zero weight rows (and proj reading the padded
+            # heads through zero columns): no pad copies, no slice copy, the same numbers.
+            w = F.pad(self.qkv.weight.view(3, h, hd, C), (0, 0, 0, pad)).view(3, h * hp, C)
+            b = self.qkv.bias
+            if b is not None:
+                b = F.pad(b.view(3, h, hd), (0, pad)).view(3, h * hp)
+            q, k, v = (
+                F.linear(windows, w[i], None if b is None else b[i]) for i in range(3)
+            )  # each (B*nW, N, h*hp)
+            if mask is None:
+                q, k, v = (
+                    t.view(BnW, N, h, hp).transpose(1, 2) for t in (q, k, v)
+                )  # (B*nW, h, N, hp)
+            else:
+                q, k, v = (
+                    t.view(B, nW, N, h, hp).permute(1, 0, 3, 2, 4).reshape(nW, B * h, N, hp)
+                    for t in (q, k, v)
+                )  # (nW, B*h, N, hp)
+                mask = mask.unsqueeze(1)  # (nW, 1, N, N)
         else:
-            qkv = qkv.view(B, nW, N, 3, h, hd).permute(3, 1, 0, 4, 2, 5)  # (3, nW, B, h, N, hd)
-            qkv = qkv.reshape(3, nW, B * h, N, hd)  # (3, nW, B*h, N, hd)
-            mask = mask.unsqueeze(1)  # (nW, 1, N, N)
-        q, k, v = qkv.unbind(0)
+            qkv = self.qkv(windows)  # (B*nW, N, 3C)
+            if mask is None:
+                qkv = qkv.view(BnW, N, 3, h, hd).permute(2, 0, 3, 1, 4)  # (3, B*nW, h, N, hd)
+            else:
+                qkv = qkv.view(B, nW, N, 3, h, hd).permute(3, 1, 0, 4, 2, 5)
+                qkv = qkv.reshape(3, nW, B * h, N, hd)  # (3, nW, B*h, N, hd)
+                mask = mask.unsqueeze(1)  # (nW, 1, N, N)
+            q, k, v = qkv.unbind(0)
         if self.rope_axes is not None:
             cos, sin = rope_tables(window, hd, self.rope_axes, self.rope_theta, q.device, q.dtype)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -171,10 +218,9 @@ class WindowAttention4D(nn.Module):
                 mask = mask.to(q.dtype)
             # Fused kernels are faster at head_dim multiples of 16 (CPU) / 8 (CUDA flash):
             # zero-padding q, k, v leaves q·k and the first hd output channels unchanged.
-            align = 16 if q.device.type == "cpu" else 8
-            pad = (-hd) % align if self.pad_head_dim else 0
-            if pad:
-                q, k, v = (F.pad(t, (0, pad)) for t in (q, k, v))
+            copy_pad = self._copy_pad(q) if pad is None else 0
+            if copy_pad:
+                q, k, v = (F.pad(t, (0, copy_pad)) for t in (q, k, v))
             out = F.scaled_dot_product_attention(
                 q,
                 k,
@@ -183,7 +229,7 @@ class WindowAttention4D(nn.Module):
                 dropout_p=self.attn_drop_p if self.training else 0.0,
                 scale=self.scale,
             )
-            if pad:
+            if copy_pad:
                 out = out[..., :hd]
         else:
             attn = (q * self.scale) @ k.transpose(-2, -1)  # (..., N, N)
@@ -192,8 +238,11 @@ class WindowAttention4D(nn.Module):
             attn = self.attn_drop(attn.softmax(dim=-1))
             out = attn @ v  # (..., N, hd)
         if mask is None:
-            out = out.transpose(1, 2).reshape(BnW, N, C)  # (B*nW, N, C)
+            out = out.transpose(1, 2).reshape(BnW, N, h * hp)  # (B*nW, N, h*hp)
         else:
-            out = out.view(nW, B, h, N, hd).permute(1, 0, 3, 2, 4)  # (B, nW, N, h, hd)
-            out = out.reshape(BnW, N, C)  # (B*nW, N, C)
+            out = out.view(nW, B, h, N, hp).permute(1, 0, 3, 2, 4)  # (B, nW, N, h, hp)
+            out = out.reshape(BnW, N, h * hp)  # (B*nW, N, h*hp)
+        if pad is not None:
+            w = F.pad(self.proj.weight.view(C, h, hd), (0, pad)).view(C, h * hp)
+            return self.proj_drop(F.linear(out, w, self.proj.bias))  # (B*nW, N, C)
         return self.proj_drop(self.proj(out))
