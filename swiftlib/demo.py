@@ -494,16 +494,20 @@ def explain(kind: str, metrics: dict, label: str = "", store_path="") -> str:
         )
     if kind == "fewshot":
         found, sentence = _fewshot_verdict(m)
-        return (
-            sentence[0].upper()
-            + sentence[1:]
-            + (
-                ": the pretrained encoder is ahead when labels are few."
-                if found
-                else ": pretraining did not help here. On this cohort SimMIM mostly learns to "
-                "reconstruct voxel noise, and with a handful of subjects and seeds the "
-                "comparison is noisy (see docs/training.md, Few-shot)."
+        p, k = _num(m, "fewshot/smallest_wilcoxon_p"), _num(m, "fewshot/smallest_num_pairs")
+        text = sentence[0].upper() + sentence[1:]
+        if found and p < 0.05:
+            return text + ": the pretrained encoder is ahead when labels are few."
+        if found:
+            floor = 2.0 / 2**k if k == k and k > 0 else float("nan")
+            return text + (
+                ": the pretrained encoder is ahead on average, but not significantly - with "
+                f"{k:.0f} pairs the smallest possible p is {floor:.2g}; more seeds decide it."
             )
+        return text + (
+            ": pretraining did not help here. On this cohort SimMIM mostly learns to "
+            "reconstruct voxel noise, and with a handful of subjects and seeds the "
+            "comparison is noisy (see docs/training.md, Few-shot)."
         )
     if kind == "embed":
         aurocs = {

@@ -103,6 +103,17 @@ def test_explain_reads_the_metrics_against_chance_and_the_planted_truth(tmp_path
         },
     )
     assert few.startswith("At 10 training subjects") and "did not help" in few
+    ahead = {
+        "fewshot/smallest_n": 10.0,
+        "fewshot/smallest_mean_diff": 0.19,
+        "fewshot/smallest_wilcoxon_p": 0.25,
+        "fewshot/smallest_num_pairs": 3.0,
+    }
+    assert "not significantly" in explain("fewshot", ahead) and "is 0.25" in explain(
+        "fewshot", ahead
+    )
+    sure = explain("fewshot", {**ahead, "fewshot/smallest_wilcoxon_p": 0.01})
+    assert sure.endswith("the pretrained encoder is ahead when labels are few.")
     emb = explain(
         "embed",
         {

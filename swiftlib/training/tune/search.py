@@ -241,16 +241,30 @@ def tune(
         if _counted(st) >= n_trials:
             st.stop()
 
+    def report(_st, trial):
+        # one rounded line per trial instead of Optuna's coloured INFO record with every
+        # float at full precision (held back below)
+        value = "-" if trial.value is None else f"{trial.value:.3f}"
+        shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in trial.params.items()}
+        log.info(
+            "trial %d %s: %s %s, %s", trial.number, trial.state.name.lower(), monitor, value, shown
+        )
+
     objective = _Objective(base, space, study_name, study_dir, monitor, pruning, liveness)
     if done < n_trials:
-        study.optimize(
-            objective,
-            n_trials=n_trials - done,
-            timeout=timeout,
-            catch=(TrainingError,),
-            callbacks=[enough],
-            gc_after_trial=True,
-        )
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        try:
+            study.optimize(
+                objective,
+                n_trials=n_trials - done,
+                timeout=timeout,
+                catch=(TrainingError,),
+                callbacks=[enough, report],
+                gc_after_trial=True,
+            )
+        finally:
+            optuna.logging.set_verbosity(verbosity)
     else:
         log.info(
             "study %s already has %d finished or running trials; nothing to run", study_name, done
