@@ -131,3 +131,25 @@ def test_a_resampled_source_gets_its_map_resampled_with_nilearn():
     assert np.asarray(img.dataobj)[tuple(ijk)] == pytest.approx(store_x, abs=1e-3)
     with pytest.raises(ValueError, match="interpolation='cubic'"):
         geom.to_nifti(x, space="source", interpolation="cubic")
+
+
+@pytest.mark.parametrize("offset", [(2, -3, 1), (-2, 0, -4), (0, 0, 0), (8, 0, 0), (-5, 1, 2)])
+def test_crop_or_pad_writes_every_voxel_once_and_casts_in_the_copy(offset):
+    """The pad slabs plus the copied box cover the grid exactly (np.empty underneath: a missed
+    voxel would hold garbage), and ``dtype`` casts in the same copy."""
+    rng = np.random.default_rng(1)
+    src = rng.integers(-300, 300, size=(7, 9, 5, 3)).astype(np.int16)
+    grid = (4, 8, 6)
+    expect = np.full(grid + (3,), 7.5, np.float32)  # the old np.full + slice reference
+    for i in range(grid[0]):
+        for j in range(grid[1]):
+            for k in range(grid[2]):
+                s = (i + offset[0], j + offset[1], k + offset[2])
+                if all(0 <= v < n for v, n in zip(s, src.shape[:3])):
+                    expect[i, j, k] = src[s]
+    for _ in range(3):  # fresh np.empty each time: garbage would differ between calls
+        out = crop_or_pad(src, offset, grid, fill=7.5, dtype=np.float32)
+        assert out.dtype == np.float32 and np.array_equal(out, expect)
+    same = crop_or_pad(src, offset, grid, fill=0)
+    assert same.dtype == np.int16
+    assert np.array_equal(same, np.where(expect == 7.5, 0, expect).astype(np.int16))

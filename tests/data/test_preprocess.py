@@ -446,3 +446,39 @@ def test_a_full_disk_is_reported_as_such(tmp_path, synth_cohort, monkeypatch):
     report = preprocess(_first_bold(export), tmp_path / "s", config=_cfg(cfg), progress=False)
     assert report.written == [] and "no space left on the device" in report.failed["sub-0001"]
     assert json.loads((tmp_path / "s" / "preprocess_report.json").read_text())["failed"]
+
+
+def test_load_scan_raw_keeps_the_file_numbers_with_the_same_float32_values(tmp_path):
+    """``raw=True`` (what preprocess uses) hands back int16 for an unscaled int16 file — in
+    any voxel order — whose float32 values are get_fdata's; a scaled file comes back as
+    float32 either way; NaN/Inf in a float file are still counted and refused."""
+    from swiftlib.data.inputs import load_scan
+
+    rng = np.random.default_rng(0)
+    ints = rng.integers(-2000, 30000, size=(5, 6, 7, 4)).astype(np.int16)
+    las = np.diag([-2.0, 2.0, 2.0, 1.0])
+    las[:3, 3] = (8, -10, -6)
+    path = _save(ints, las, tmp_path / "sub-01_bold.nii.gz")
+    for axcodes in ("RAS", "LAS"):
+        raw, aff, _, codes = load_scan(path, axcodes=axcodes, raw=True)
+        ref, ref_aff, _, _ = load_scan(path, axcodes=axcodes)
+        assert codes == "LAS" and raw.dtype == np.int16 and ref.dtype == np.float32
+        assert np.array_equal(raw.astype(np.float32), ref) and np.array_equal(aff, ref_aff)
+    img = nib.Nifti1Image(ints, las)
+    img.header.set_slope_inter(0.5, 10.0)
+    img.header["pixdim"][4] = 1.0
+    img.set_sform(las, code=4)
+    nib.save(img, tmp_path / "sub-02_bold.nii.gz")
+    raw, *_ = load_scan(tmp_path / "sub-02_bold.nii.gz", axcodes="RAS", raw=True)
+    ref, *_ = load_scan(tmp_path / "sub-02_bold.nii.gz", axcodes="RAS")
+    assert raw.dtype == np.float32 and np.array_equal(raw, ref)
+    assert np.array_equal(ref, ints[::-1].astype(np.float32) * 0.5 + 10.0)
+    bad = rng.normal(size=(5, 6, 7, 4)).astype(np.float32)
+    bad[1, 2, 3, 0], bad[0, 0, 0, 3] = np.nan, np.inf
+    _save(bad, las, tmp_path / "sub-03_bold.nii.gz")
+    with pytest.raises(PreprocessError, match="sub-03_bold.nii.gz: 2 NaN/Inf voxel values"):
+        load_scan(tmp_path / "sub-03_bold.nii.gz", raw=True)
+    huge = np.full((5, 6, 7, 4), 1e300)  # finite float64 that overflows float32
+    _save(huge, las, tmp_path / "sub-04_bold.nii.gz")
+    with pytest.raises(PreprocessError, match="NaN/Inf voxel values"):
+        load_scan(tmp_path / "sub-04_bold.nii.gz", raw=True)
