@@ -20,7 +20,9 @@ value), so the fp16 round trip is exact for any input. A window of ``L`` frames 
 contiguous ``(L, V)`` slice — about a quarter of the dense window's bytes at 96³ — that
 :func:`scatter_frames` (or, late, the batch's own scatter: :mod:`swiftlib.data.windows`)
 puts back on the grid. Files of format version 1 (``bold`` (D, H, W, T), chunked, Blosc-LZ4)
-stay readable; every file records its ``format_version``.
+stay readable; every file records its ``format_version``. The packed values have no codec,
+so damage inside them is caught by the checksum on first open
+(:mod:`swiftlib.data.integrity`), a truncated file by the read.
 
 Every file is written to a temporary name and renamed, so a crash never leaves a file
 that looks complete. ``open_store`` validates the manifest and the subjects table and names

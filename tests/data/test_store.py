@@ -425,3 +425,24 @@ def test_a_read_only_store_is_verified_without_a_cache_file(tmp_path, monkeypatc
     monkeypatch.setattr(integrity.os, "access", lambda path, mode: False)
     assert open_store(tmp_path / "s").verify_subjects()["subjects"] == 3
     assert not (tmp_path / "s" / VERIFIED_CACHE).exists()
+
+
+def test_a_truncated_packed_file_is_refused_naming_the_subject(tmp_path):
+    bold, mask = _brain_like()
+    w = _writer(tmp_path / "s")
+    w.write_subject("sub-00", bold, mask, _geom(), tr=1.0, norm_stats={})
+    store = w.finalize(pd.DataFrame({"subject_id": ["sub-00"]}))
+    p = store.path("sub-00")
+    with h5py_file(p) as f:
+        end = f["bold_packed"].id.get_offset() + f["bold_packed"].id.get_storage_size()
+    with open(p, "r+b") as f:  # cut into the packed values and all that follows them
+        f.truncate(end - 100)
+    store = open_store(tmp_path / "s", verify="none", verify_on_read=False)
+    with pytest.raises(StoreReadError, match=rf"subject sub-00: cannot read .* {p}"):
+        store.read_window("sub-00", 0, 4)
+
+
+def h5py_file(path):
+    import h5py
+
+    return h5py.File(path, "r")
