@@ -466,11 +466,16 @@ class SubjectStore(StoreIntegrity):
 
     def _pack(self, subject_id: str) -> tuple:
         """``(values, voxels, background)`` of a subject: ``values`` a read-only memory map
-        (T, V) of a format-2 file, None for a format-1 file (dense ``bold``; every voxel)."""
-        f = self._file(subject_id)  # resets the caches in a forked worker
+        (T, V) of a format-2 file, None for a format-1 file (dense ``bold``; every voxel).
+        A format-2 file's HDF5 handle is closed again once its map is made, if only this
+        opened it: one open file per subject, as before (the map keeps its own descriptor)."""
+        if os.getpid() != self._pid:  # forked into a worker: never share handles or maps
+            self._handles, self._packs, self._pid = {}, {}, os.getpid()
         pack = self._packs.get(subject_id)
         if pack is not None:
             return pack
+        was_open = subject_id in self._handles
+        f = self._file(subject_id)
         T = self.num_frames(subject_id)
         with self._reading(subject_id, "the stored voxels"):
             if "bold_packed" not in f:  # format 1
@@ -497,6 +502,8 @@ class SubjectStore(StoreIntegrity):
                 pack = (values, voxels, background)
         pack[1].flags.writeable = False
         self._packs[subject_id] = pack
+        if pack[0] is not None and not was_open:
+            self._handles.pop(subject_id).close()
         return pack
 
     def _frames(self, subject_id: str, start: int, length: int, stride: int) -> slice:

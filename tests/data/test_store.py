@@ -446,3 +446,20 @@ def h5py_file(path):
     import h5py
 
     return h5py.File(path, "r")
+
+
+def test_window_reads_keep_one_open_file_per_subject(tmp_path):
+    bold, mask = _brain_like()
+    w = _writer(tmp_path / "s")
+    for sid in ("sub-00", "sub-01"):
+        w.write_subject(sid, bold, mask, _geom(), tr=1.0, norm_stats={})
+    store = w.finalize(pd.DataFrame({"subject_id": ["sub-00", "sub-01"]}))
+    fds = len(os.listdir("/proc/self/fd"))
+    for sid in store.subject_ids:
+        for start in range(0, 10, 3):
+            store.read_window_packed(sid, start, 4)
+    assert len(os.listdir("/proc/self/fd")) - fds == 2  # the two maps' descriptors
+    assert store.geometry("sub-00") == _geom()  # the HDF5 file opens again when needed
+    assert np.array_equal(store.read_window("sub-00", 2, 3), bold[..., 2:5].astype(np.float16))
+    store.close()
+    assert len(os.listdir("/proc/self/fd")) == fds
