@@ -531,7 +531,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path("papermill_runs/demo"),
         help="executed notebooks, checkpoints and results.json (default papermill_runs/demo)",
     )
-    s.add_argument("--subjects", type=int, default=40, help="synthetic subjects (default 40)")
+    s.add_argument(
+        "--subjects", type=int, default=None, help="synthetic subjects (default: the preset's, 136)"
+    )
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--stream", action="store_true", help="stream every cell's output to the log")
     s.add_argument(

@@ -34,6 +34,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -274,7 +275,12 @@ def quiet_lightning():
         saved[_MEMBER_LOGGER] = member.level
         member.setLevel(logging.INFO)
     try:
-        yield
+        with warnings.catch_warnings():
+            # outside a SLURM job, on a machine with SLURM installed (a login node, a local
+            # test cluster), Lightning advises "The `srun` command is available on your system
+            # but is not used" in every training cell: swiftlib's SLURM templates use srun
+            warnings.filterwarnings("ignore", message=r"The `srun` command is available")
+            yield
     finally:
         for name, level in saved.items():
             logging.getLogger(name).setLevel(level)

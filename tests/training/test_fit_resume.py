@@ -96,3 +96,19 @@ def test_training_logs_one_line_not_lightnings_banners(train_store, tmp_path):
             assert lightning_logger.level == logging.DEBUG
     finally:
         lightning_logger.setLevel(logging.INFO)
+
+
+def test_the_srun_advice_is_held_back_outside_slurm_and_other_warnings_show():
+    import warnings
+
+    from lightning.fabric.utilities.rank_zero import rank_zero_warn
+
+    from swiftlib.training.fit import quiet_lightning
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet_lightning():
+            rank_zero_warn("The `srun` command is available on your system but is not used.")
+            rank_zero_warn("a warning a researcher must see")
+    messages = [str(w.message) for w in seen]
+    assert messages == ["a warning a researcher must see"], messages
