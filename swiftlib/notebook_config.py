@@ -83,6 +83,7 @@ class _RunParameters:
     accumulate_grad_batches: int = _param()
     enable_progress_bar: bool = _param()
     checkpoint_every_n_steps: int = _param()
+    mup: bool = _param()
 
 
 @dataclass
@@ -103,6 +104,7 @@ class _FinetuneParameters(_RunParameters):
     label_smoothing: float = _param()
     few_shot_n: int = _param()
     layer_decay: float = _param()
+    template_mismatch: str = _param()
 
 
 @dataclass
@@ -160,11 +162,12 @@ DESTINATIONS: dict[str, tuple[tuple[str, ...], ...]] = {
             "temperature",
             "proj_dim",
             "mask_same_subject",
+            "template_mismatch",
         )
     },
     **{
         name: (("task", "optim", name),)
-        for name in ("lr", "weight_decay", "warmup_fraction", "layer_decay")
+        for name in ("lr", "weight_decay", "warmup_fraction", "layer_decay", "mup")
     },
     **{
         name: (("trainer", name),)
@@ -275,6 +278,9 @@ def fit_config(kind: str, run_dir, **parameters):
             for s in sections:
                 node = node[s]
             node[key] = value
+    if values.get("mup"):  # µP needs both switches: the model's init/attention and the LRs
+        overrides = dict(tree["task"].get("model_overrides") or {})
+        tree["task"]["model_overrides"] = {**overrides, "mup": True}
     optim = tree["task"].pop("optim")
     if optim:  # on top of the kind's own optimiser defaults (pretraining has its own learning rate)
         defaults = FitConfig.from_dict({"kind": kind}).task.optim.to_dict()

@@ -56,6 +56,7 @@ eval_stride_between_seq: float = 1.0  # val/test window step in windows; 1 back 
 batch_size: int = 8  # global batch: per device x devices x nodes x accumulation
 lr: float = 1.5e-3  # peak learning rate (warm-up, then cosine decay)
 weight_decay: float = 0.05  # AdamW weight decay
+mup: bool = False  # µP: width-scaled init and learning rates (docs/models.md)
 max_epochs: int = 3  # passes over the training subjects; 3 for the CPU demo
 max_steps: int = -1  # stop after this many optimiser steps; -1 for no limit
 accelerator: str = "cpu"  # cpu, gpu or auto
@@ -87,7 +88,7 @@ config = nb.fit_config(
     sequence_length=sequence_length, stride_within_seq=stride_within_seq,
     stride_between_seq=stride_between_seq, windows_per_subject=windows_per_subject,
     eval_stride_between_seq=eval_stride_between_seq,
-    batch_size=batch_size, lr=lr, weight_decay=weight_decay, max_epochs=max_epochs,
+    batch_size=batch_size, lr=lr, weight_decay=weight_decay, mup=mup, max_epochs=max_epochs,
     max_steps=max_steps, accelerator=accelerator, devices=devices, num_nodes=num_nodes,
     strategy=strategy, precision=precision, accumulate_grad_batches=accumulate_grad_batches,
     num_workers=num_workers, pin_memory=pin_memory,

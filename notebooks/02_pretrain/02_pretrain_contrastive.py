@@ -52,6 +52,7 @@ eval_stride_between_seq: float = 2.0  # val/test window step in windows; 2 skips
 batch_size: int = 8  # global batch of pairs: the other pairs in a batch are the negatives
 lr: float = 1e-3  # peak learning rate (warm-up, then cosine decay)
 weight_decay: float = 0.01  # AdamW weight decay
+mup: bool = False  # µP: width-scaled init and learning rates (docs/models.md)
 max_epochs: int = 2  # passes over the training subjects; 2 for a CPU smoke run
 accelerator: str = "cpu"  # cpu, gpu or auto
 devices: int = 1  # devices per node (Perlmutter: 4)
@@ -79,7 +80,8 @@ config = nb.fit_config(
     mask_same_subject=mask_same_subject, pair_min_separation=pair_min_separation,
     sequence_length=sequence_length, windows_per_subject=windows_per_subject,
     eval_stride_between_seq=eval_stride_between_seq, batch_size=batch_size, lr=lr,
-    weight_decay=weight_decay, max_epochs=max_epochs, accelerator=accelerator, devices=devices,
+    weight_decay=weight_decay, mup=mup, max_epochs=max_epochs, accelerator=accelerator,
+    devices=devices,
     num_nodes=num_nodes, strategy=strategy, precision=precision, num_workers=num_workers,
 )
 print(yaml.safe_dump(config.to_dict(), sort_keys=False))

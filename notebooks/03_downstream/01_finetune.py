@@ -42,11 +42,12 @@ print("swiftlib", nb.setup())
 store_path: str = "data/demo/store_synthetic"  # store with the label
 splits_dir: str = "data/demo/splits"  # split files (as pretraining: test subjects stay unseen)
 label: str = "sex"  # label to predict (the store's label table lists them)
-task: str = "classification"  # classification or regression (must match the label)
+task: str = "auto"  # auto (as the store declares the label), classification or regression
 mode: str = "full"  # full, linear_probe (frozen encoder) or unfreeze (top fraction)
 unfreeze_fraction: float = 0.2  # mode unfreeze: top fraction of block groups that train
 few_shot_n: int = 0  # train on this many training participants; 0 for all
 init_from: str = ""  # encoder checkpoint; "" for random initialisation (the demo)
+template_mismatch: str = "warn"  # init_from trained on another MNI template: warn/error/ignore
 model: str = "swift_v2_5m"  # encoder preset; must match the checkpoint
 model_overrides: dict = {"patch_size": [6, 6, 6, 2], "depths": [1, 1, 1], "num_heads": [2, 4, 8], "embed_dim": 24, "drop_path_rate": 0.0, "layer_scale_init": 0.0}  # as in the checkpoint  # noqa: E501
 head: str = "linear"  # linear or mlp
@@ -59,6 +60,7 @@ batch_size: int = 8  # global batch: per device x devices x nodes x accumulation
 lr: float = 1e-3  # peak learning rate
 layer_decay: float = 1.0  # per-layer learning-rate decay (fine-tuning: often 0.75); 1 for none
 weight_decay: float = 0.05  # AdamW weight decay
+mup: bool = False  # µP: width-scaled init and learning rates (docs/models.md)
 max_epochs: int = 5  # passes over the training subjects
 max_steps: int = -1  # stop after this many optimiser steps; -1 for no limit
 accelerator: str = "cpu"  # cpu, gpu or auto
@@ -81,7 +83,8 @@ config = nb.fit_config(
     "finetune", run_dir, seed=seed, resume_from=resume_from, store_path=store_path,
     splits_dir=splits_dir, label=label, task=task, mode=mode,
     unfreeze_fraction=unfreeze_fraction, few_shot_n=few_shot_n,
-    init_from=init_from, model=model, model_overrides=model_overrides, head=head,
+    init_from=init_from, template_mismatch=template_mismatch, mup=mup, model=model,
+    model_overrides=model_overrides, head=head,
     sequence_length=sequence_length, stride_within_seq=stride_within_seq,
     stride_between_seq=stride_between_seq, windows_per_subject=windows_per_subject,
     eval_stride_between_seq=eval_stride_between_seq, batch_size=batch_size, lr=lr,

@@ -59,7 +59,7 @@ print("swiftlib", nb.setup())
 store_path: str = "data/demo/store_synthetic"  # store with the label
 splits_dir: str = "data/demo/splits"  # split files (as pretraining: test subjects stay unseen)
 label: str = "sex"  # label to predict
-task: str = "classification"  # classification or regression (must match the label)
+task: str = "auto"  # auto (as the store declares the label), classification or regression
 init_from: str = "papermill_runs/demo/pretrain/checkpoints/best.ckpt"  # encoder; "" for scratch
 model: str = "swift_v2_5m"  # encoder preset; must match the checkpoint
 model_overrides: dict = {"patch_size": [6, 6, 6, 2], "depths": [1, 1, 1], "num_heads": [2, 4, 8], "embed_dim": 24, "drop_path_rate": 0.0, "layer_scale_init": 0.0}  # as in the checkpoint  # noqa: E501

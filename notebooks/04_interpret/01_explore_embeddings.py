@@ -82,8 +82,7 @@ subjects.head()
 # %%
 probes = emb.probe_scores(subjects, cv=cv_folds)
 leak = emb.site_leakage(subjects, cv=cv_folds, num_permutations=site_permutations)
-print(f"site: balanced accuracy {leak['balanced_acc']:.2f} vs chance {leak['chance']:.2f} "
-      f"(permutation p = {leak['p_value']})")
+print(emb.describe_site_leakage(leak))
 probes.round(3)
 
 # %%
@@ -107,7 +106,7 @@ explorer
 
 # %%
 html_path = run_dir / "embedding_pca.html"
-viz.plot_embedding(subjects, color=color_by, output_file=html_path)
+viz.plot_embedding(subjects, color=colors, output_file=html_path)  # a colour-by menu
 
 # %% [markdown]
 # ## What the result means

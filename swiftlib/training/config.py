@@ -23,6 +23,7 @@ __all__ = [
     "RECIPES",
     "SMALL_COHORT_CPU",
     "recipe_fit_config",
+    "label_task_type",
 ]
 
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true")
@@ -248,3 +249,21 @@ def recipe_fit_config(
             "trainer": tr,
         }
     )
+
+
+def label_task_type(cfg: FitConfig) -> str:
+    """A fine-tuning config's task type, ``"auto"`` resolved from the label declaration of its
+    (first) store — what the run will monitor (``MONITOR[...]``) before any data is loaded."""
+    task = cfg.task.task
+    if task != "auto":
+        return task
+    from swiftlib.data.store import open_store
+
+    path = cfg.data.store_paths[0]
+    declared = open_store(path).labels
+    if cfg.task.label not in declared:
+        raise KeyError(
+            f"label {cfg.task.label!r} is not declared in store {path}; valid labels: "
+            f"{', '.join(sorted(declared)) or 'none'}"
+        )
+    return declared[cfg.task.label]["task"]

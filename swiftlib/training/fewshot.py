@@ -275,7 +275,7 @@ def run_fewshot(
             monitored metric on the test split, ``test/auroc`` or ``test/r2``).
     """
     from swiftlib.tasks.finetune import MONITOR
-    from swiftlib.training.config import FitConfig
+    from swiftlib.training.config import FitConfig, label_task_type
     from swiftlib.training.fit import TrainingError, fit
 
     grid = (
@@ -291,7 +291,8 @@ def run_fewshot(
             f"base_cfg kind={cfg.kind!r}: few-shot curves fine-tune; use kind='finetune'"
         )
     base = cfg.to_dict()
-    metric = metric or MONITOR[cfg.task.task][0].replace("val/", "test/")
+    base["task"]["task"] = label_task_type(cfg)  # "auto": the type the store declares
+    metric = metric or MONITOR[base["task"]["task"]][0].replace("val/", "test/")
     grid_dir = Path(grid_dir).expanduser().resolve()
     pretrained = str(Path(pretrained).expanduser().resolve()) if pretrained else None
     n_train = _check_inputs(base, grid, pretrained)

@@ -130,8 +130,15 @@ def test_unknown_parameters_are_refused_with_a_suggestion(tmp_path):
 
 
 def test_contrastive_parameters_land_in_the_task_and_the_pairs(tmp_path):
-    cfg = fit_config("contrastive", tmp_path, temperature=0.2, proj_dim=64, mask_same_subject=False,
-                     pair_min_separation=-1, lr=2e-3)
+    cfg = fit_config(
+        "contrastive",
+        tmp_path,
+        temperature=0.2,
+        proj_dim=64,
+        mask_same_subject=False,
+        pair_min_separation=-1,
+        lr=2e-3,
+    )
     assert cfg.kind == "contrastive" and cfg.data.pairs
     assert (cfg.task.temperature, cfg.task.proj_dim, cfg.task.mask_same_subject) == (0.2, 64, False)
     assert cfg.data.pair_min_separation is None  # -1: a window's span, SwiFT v1's rule
@@ -186,3 +193,20 @@ def test_number_or_word(text, expected):
     value = number_or_word(text)
     assert value == expected and type(value) is type(expected)
     assert not (isinstance(value, float) and math.isnan(value))
+
+
+def test_mup_sets_both_switches_and_template_mismatch_reaches_the_task(tmp_path):
+    cfg = fit_config(
+        "finetune",
+        tmp_path,
+        **{**FINETUNE, "task": "auto", "mup": True, "template_mismatch": "error"},
+    )
+    assert cfg.task.optim.mup is True
+    assert cfg.task.model_overrides == {"depths": [1, 1, 1, 1], "mup": True}
+    assert cfg.task.template_mismatch == "error" and cfg.task.task == "auto"
+    plain = fit_config("finetune", tmp_path, **FINETUNE)
+    assert plain.task.optim.mup is False and "mup" not in plain.task.model_overrides
+    with pytest.raises(ConfigError, match="template_mismatch"):
+        fit_config("finetune", tmp_path, **{**FINETUNE, "template_mismatch": "maybe"})
+    with pytest.raises(ConfigError, match="template_mismatch"):
+        fit_config("pretrain", tmp_path, template_mismatch="warn")

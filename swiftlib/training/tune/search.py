@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from swiftlib.results import save_results
 from swiftlib.tasks.finetune import MONITOR
+from swiftlib.training.config import FitConfig, label_task_type
 from swiftlib.training.fit import TrainingError
 from swiftlib.training.tune.errors import TuneError
 from swiftlib.training.tune.liveness import DEFAULT_HEARTBEAT_INTERVAL_S, Heartbeat, Liveness
@@ -196,9 +197,10 @@ def tune(
     _check_limits(n_trials, timeout)
     heartbeat = Heartbeat(heartbeat_interval, grace_period)
     base = base_config(base_cfg)
+    # task "auto": the type the store declares, fixed for every trial (monitor, search space)
+    task_type = base["task"]["task"] = label_task_type(FitConfig.from_dict(base))
     space = as_search_space(space)
     searched = check_space(space, base)
-    task_type = base["task"].get("task", "classification")
     monitor, mode = MONITOR[task_type]
     direction = study_direction(mode)
     study_dir = Path(study_dir or base["run_dir"]).expanduser().resolve()
