@@ -191,6 +191,7 @@ def test_chain_data_stages(chain):
     # the planted sex signal (coupling 0.9 vs -0.9) is visible in the raw time series
     assert m["data/coupling_sex1"] > 0.5 and m["data/coupling_sex0"] < -0.5
     assert m["data/num_sites"] == 3
+    assert m["data/min_coverage"] > 0.9  # the QC table: every scan covers the MNI brain
 
 
 def test_chain_pretrain(chain):
