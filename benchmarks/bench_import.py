@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     ap.add_argument("--top", type=int, default=12)
     args = ap.parse_args(argv)
     paths = (
-        [Path(p) for p in args.notebooks]
+        [Path(p).resolve() for p in args.notebooks]
         if args.notebooks
         else sorted(p for p in (ROOT / "notebooks").glob("0*/*.py") if p.name[:2].isdigit())
     )
