@@ -135,3 +135,18 @@ def test_store_output_is_pinned_for_ras_and_las_inputs(tmp_path, case):
     assert got_ras == PINNED[case], f"RAS input: store digest {got_ras}"
     if on_lattice:  # resampling a mirrored grid is not exact to the last bit
         assert got_las == got_ras, "the LAS copy of the image gave another store"
+
+
+@pytest.mark.parametrize("block", [128, 1000, 1 << 16])
+def test_std64_is_numpys_float64_std_bit_for_bit(monkeypatch, block):
+    """The blocked standard deviation behind the global z-score equals ``np.std(dtype=float64)``
+    exactly for odd and even sizes, across the block boundary and for 2D (N, T) arrays; if a
+    numpy release sums differently, this fails before any store changes."""
+    from swiftlib.data import transform
+
+    monkeypatch.setattr(transform, "STD_BLOCK", block)
+    rng = np.random.default_rng(0)
+    for n, t in [(1000, 1), (4097, 3), (65536, 1), (100003, 7), (300001, 5)]:
+        values = rng.normal(800.0, 50.0, size=(n, t)).astype(np.float32)
+        mean = float(values.mean(dtype=np.float64))
+        assert transform.std64(values, mean) == float(values.std(dtype=np.float64)), (n, t)
