@@ -439,7 +439,9 @@ class SubjectStore(StoreIntegrity):
 
     def contract(self) -> dict:
         """The input contract a model trained on this store expects (saved with checkpoints):
-        grid, voxel size, space, layout, template, normalisation and TR range."""
+        grid, voxel size, space, layout, template, normalisation, TR range and confound
+        denoising (``"none"`` when the scans were not denoised)."""
+        config = (self.manifest.get("dataset_info") or {}).get("config") or {}
         return {
             "grid": list(self.grid),
             "voxel_size": self.voxel_size,
@@ -448,6 +450,7 @@ class SubjectStore(StoreIntegrity):
             "template": self.template,
             "normalisation": self.normalisation,
             "tr_range": list(self.manifest["tr_range"]),
+            "denoise": config.get("denoise") or "none",
         }
 
     # -- data -----------------------------------------------------------------------------

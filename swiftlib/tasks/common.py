@@ -107,6 +107,7 @@ def check_contract(
                 f"tr_range: checkpoint trained on TR {lo:g}–{hi:g} s, {what} has {a_lo:g}–{a_hi:g} "
                 "s"
             )
+            fixes.append(f"--target-tr {round((lo + hi) / 2, 3):g}")
     template_msg = _template_mismatch(expected, actual, what)
     if template_msg and template_mismatch == "error":
         diffs.append(template_msg)
@@ -117,6 +118,15 @@ def check_contract(
             f"{what} breaks the checkpoint's normalisation contract — "
             + "; ".join(diffs)
             + f". Preprocess the data with the checkpoint's settings (swiftlib preprocess {fix})."
+        )
+    denoised = [c.get("denoise") for c in (expected, actual)]
+    if None not in denoised and denoised[0] != denoised[1]:
+        warnings.warn(
+            f"denoise: checkpoint trained on data denoised {denoised[0]!r}, {what} is denoised "
+            f"{denoised[1]!r} (swiftlib preprocess --denoise) — the signal the model learned from "
+            "may differ",
+            UserWarning,
+            stacklevel=2,
         )
     if template_msg and template_mismatch == "warn":
         warnings.warn(

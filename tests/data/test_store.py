@@ -86,6 +86,7 @@ def test_round_trip_is_exact_in_fp16(tmp_path):
         "template": "unknown",
         "normalisation": "zscore_global",
         "tr_range": [0.72, pytest.approx(0.92)],
+        "denoise": "none",
     }
 
 

@@ -164,3 +164,25 @@ def test_swift_v1_lightning_checkpoint_loads_into_swift_v1(tmp_path):
     assert all(
         torch.equal(a, b) for a, b in zip(src.state_dict().values(), dst.state_dict().values())
     )
+
+
+def test_denoising_is_in_the_contract_and_a_difference_is_warned():
+    import warnings
+
+    from swiftlib.tasks.common import check_contract
+
+    base = {"grid": [8, 8, 8], "voxel_size": 2.0, "normalisation": "psc", "tr_range": [0.8, 0.8]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_contract({**base, "denoise": "simple"}, {**base, "denoise": "simple"})
+        check_contract(base, {**base, "denoise": "simple"})  # older checkpoints: not recorded
+    with pytest.warns(UserWarning, match="denoise: checkpoint trained on data denoised 'none'"):
+        check_contract({**base, "denoise": "none"}, {**base, "denoise": "compcor"})
+
+
+def test_a_tr_outside_the_trained_range_names_target_tr_as_the_fix():
+    from swiftlib.tasks.common import ContractError, check_contract
+
+    base = {"grid": [8, 8, 8], "voxel_size": 2.0, "normalisation": "psc"}
+    with pytest.raises(ContractError, match=r"--target-tr 0\.76"):
+        check_contract({**base, "tr_range": [0.72, 0.8]}, {**base, "tr_range": [2.0, 2.0]})
