@@ -292,8 +292,10 @@ def _voxels(img) -> np.ndarray:
 
     obj = img.dataobj
     if isinstance(obj, np.ndarray):  # in memory (a reoriented image): get_fdata casts it
-        keep = obj.dtype.kind in "biu" or obj.dtype == np.float32
-        return obj if keep else obj.astype(np.float32)  # e.g. a scaled file's float64
+        if obj.dtype.kind in "biu" or obj.dtype == np.float32:
+            return obj
+        with np.errstate(over="ignore"):  # overflow becomes ±Inf, refused by the caller
+            return obj.astype(np.float32)  # e.g. a scaled file's float64
     if nib.is_proxy(obj) and getattr(obj, "slope", None) == 1.0 and obj.inter == 0.0:
         return np.asanyarray(obj)  # the stored numbers, no scaling
     return np.asarray(img.get_fdata(dtype=np.float32))
