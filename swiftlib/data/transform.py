@@ -327,6 +327,23 @@ def _warn_lost(lost: int, name: str, grid, layout) -> None:
         )
 
 
+def _gather_brain(data: np.ndarray, mask_src: np.ndarray, block: int = 4096) -> np.ndarray:
+    """``data[mask_src].astype(np.float32)`` — the in-brain series (N, T) in C order — read
+    frame by frame. A NIfTI's frames are contiguous on disk and in nibabel's (Fortran-order)
+    array, so gathering each frame (T, N) and transposing in cache-sized blocks while casting
+    reads memory in order; the direct 4D boolean index strides across every frame for each
+    voxel (2.5× slower here)."""
+    T = data.shape[3]
+    N = int(mask_src.sum())
+    by_frame = np.empty((T, N), dtype=data.dtype)  # (T, N)
+    for t in range(T):
+        by_frame[t] = data[..., t][mask_src]
+    brain = np.empty((N, T), dtype=np.float32)  # (N, T)
+    for start in range(0, N, block):
+        brain[start : start + block] = by_frame[:, start : start + block].T
+    return brain
+
+
 def _prepare_on_lattice(data, geom: StoreGeometry, cfg: PreprocessConfig, store_aff, name, dtype):
     """The lean path of :func:`prepare_subject` (its docstring); None when the image is not
     brain-masked and ``mask="auto"`` needs nilearn's EPI mask of the whole cropped image."""
@@ -345,8 +362,7 @@ def _prepare_on_lattice(data, geom: StoreGeometry, cfg: PreprocessConfig, store_
     # the store's brain voxels on the source grid: the integer shift keeps C order, so the
     # (N, T) series come out in the order the cropped grid would give them
     mask_src = crop_or_pad(mask, tuple(-o for o in geom.offset), data.shape[:3], fill=False)
-    brain = data[mask_src]  # (N, T) in the file's dtype
-    brain = brain.astype(np.float32, copy=False)  # already a copy: no second one
+    brain = _gather_brain(data, mask_src)  # (N, T) float32
     z, stats = normalise_brain(brain, cfg.normalisation, name=name)
     return _on_grid(z, mask, stats["fill_value"], dtype), mask, geom, stats
 

@@ -150,3 +150,18 @@ def test_std64_is_numpys_float64_std_bit_for_bit(monkeypatch, block):
         values = rng.normal(800.0, 50.0, size=(n, t)).astype(np.float32)
         mean = float(values.mean(dtype=np.float64))
         assert transform.std64(values, mean) == float(values.std(dtype=np.float64)), (n, t)
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_the_frame_by_frame_gather_equals_direct_boolean_indexing(order):
+    from swiftlib.data.transform import _gather_brain
+
+    rng = np.random.default_rng(2)
+    data = np.asarray(rng.integers(-500, 500, size=(9, 11, 7, 5)), dtype=np.int16, order=order)
+    mask = rng.random((9, 11, 7)) < 0.4
+    for view in (data, data[::-1], data[:, ::-1, :, :]):
+        got = _gather_brain(view, mask, block=13)  # blocks that do not divide N
+        assert got.dtype == np.float32
+        assert np.array_equal(got, view[mask].astype(np.float32))
+    doubles = rng.normal(size=(9, 11, 7, 5))  # float64 rounds to float32 as astype does
+    assert np.array_equal(_gather_brain(doubles, mask), doubles[mask].astype(np.float32))
