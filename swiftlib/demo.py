@@ -384,6 +384,7 @@ def run_demo(
             params_file=pfile if pfile is not None and pfile.is_file() else None,
             log_output=log_output,
             progress=progress,
+            overwrite=True,  # the demo reruns its own stages (a failed rerun keeps the old run)
         )
         seconds = time.perf_counter() - t0
         metrics = out.results.get("metrics", {})

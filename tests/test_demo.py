@@ -167,3 +167,31 @@ def test_cpu_demo_preset_is_the_small_cohort_cpu_recipe():
         assert nb["max_epochs"] == recipe[kind]["max_epochs"], stage
     for stage in ("03_tune_optuna", "04_fewshot_curves"):
         assert doc[stage]["model_overrides"] == recipe["model_overrides"], stage
+
+
+def test_a_second_demo_reruns_its_finished_stages(monkeypatch, tmp_path):
+    """A finished run directory is kept unless the run says overwrite (swiftlib run's rule);
+    the demo's stages are its own, so a second `make demo` replaces them (staged: a failed
+    rerun keeps the finished run)."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    import swiftlib.runner
+    from swiftlib import demo
+
+    calls = []
+
+    def fake_run_notebook(notebook, run_dir, **kwargs):
+        calls.append(kwargs)
+        return SimpleNamespace(
+            results={"status": "ok", "metrics": {}},
+            status="ok",
+            html=None,
+            executed=Path(run_dir) / "notebook.ipynb",
+            error=None,
+        )
+
+    monkeypatch.setattr(swiftlib.runner, "run_notebook", fake_run_notebook)
+    stage = demo.STAGES[0]
+    demo.run_demo(out_dir=tmp_path / "d", runs_dir=tmp_path / "r", stages=[stage], progress=False)
+    assert calls and all(c.get("overwrite") is True for c in calls)
