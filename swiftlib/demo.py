@@ -172,6 +172,7 @@ STAGES: list[Stage] = [
         {
             "input_path": "{data}/synthetic_bids",
             "out_dir": "{data}/store_from_nifti",
+            "overwrite": True,  # the demo's own store: a new recipe replaces an old one
             "phenotype": "{data}/synthetic_bids/participants.tsv",
             "compare_to_store": "{data}/store_synthetic",
             # the cohort's own settings, so the round trip can reproduce it bit for bit

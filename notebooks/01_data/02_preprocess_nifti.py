@@ -39,11 +39,12 @@ print("swiftlib", nb.setup())
 # %% tags=["parameters"]
 input_path: str = "data/demo/synthetic_bids"  # 4D NIfTI, a folder of them or BIDS derivatives (MNI)
 out_dir: str = "data/demo/store_from_nifti"  # store to write (a rerun resumes)
+overwrite: bool = False  # start the store again when it holds other settings (else refused)
 phenotype: str = "data/demo/synthetic_bids/participants.tsv"  # phenotypes (CSV/TSV); "" for none
 dataset: str = "synthetic"  # dataset adapter: UKB, ABCD, HCP, ABIDE, EMBARC, synthetic, custom
-voxel_size: float = 4.0  # store voxel size in mm (SwiFT: 2)
-grid: list = [48, 48, 48]  # store grid D, H, W (SwiFT: 96, 96, 96)
-normalisation: str = "zscore_global"  # zscore_global (SwiFT), zscore_voxel, psc (% signal) or none
+voxel_size: float = 8.0  # store voxel size in mm (the demo cohort: 8; SwiFT: 2)
+grid: list = [24, 24, 24]  # store grid D, H, W (the demo cohort: 24³; SwiFT: 96, 96, 96)
+normalisation: str = "psc"  # psc (% signal; the demo), zscore_global (SwiFT), zscore_voxel, none
 mask: str = "auto"  # brain mask: auto, mni, or the path of a mask NIfTI
 min_frames: int = 1  # refuse scans shorter than this many frames
 tr: float = 0.0  # TR in seconds; 0 reads it from the sidecar or the header
@@ -79,7 +80,9 @@ config
 # A rerun into the same `out_dir` resumes with the same settings and refuses other ones.
 
 # %%
-report = preprocess(input_path, out_dir, phenotype=phenotype, dataset=dataset, config=config)
+report = preprocess(
+    input_path, out_dir, phenotype=phenotype, dataset=dataset, config=config, overwrite=overwrite
+)
 print(f"written {len(report.written)}, skipped (done before) {len(report.skipped)}, "
       f"failed {len(report.failed)}, warnings {len(report.warnings)}")
 print("\n".join(report.warnings))
