@@ -27,7 +27,11 @@ def _cmd_synth(args) -> int:
         num_sites=args.sites,
     )
     store = make_synthetic_cohort(
-        args.out, config=cfg, export_nifti=args.export_nifti, progress=not args.quiet
+        args.out,
+        config=cfg,
+        export_nifti=args.export_nifti,
+        progress=not args.quiet,
+        overwrite=args.overwrite,
     )
     _print_json(store.summary())
     if args.export_nifti:
@@ -306,6 +310,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sites", type=int, default=3, help="number of sites (default 3)")
     s.add_argument(
         "--export-nifti", type=Path, help="also write raw scans as BIDS-derivatives NIfTI here"
+    )
+    s.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="make the store again when it holds a cohort of other settings (else refused)",
     )
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_synth)

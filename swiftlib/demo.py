@@ -159,6 +159,7 @@ STAGES: list[Stage] = [
         "make_cohort",
         {
             "out_dir": "{data}/store_synthetic",
+            "overwrite": True,  # the demo's own cohort: a new recipe makes it again
             "export_nifti_dir": "{data}/synthetic_bids",
             "num_subjects": "{subjects}",
             "seed": "{seed}",

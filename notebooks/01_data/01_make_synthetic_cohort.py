@@ -39,7 +39,8 @@ print("swiftlib", nb.setup())
 # `voxel_size: 2.0` gives the real SwiFT layout (96³), much larger on disk.
 
 # %% tags=["parameters"]
-out_dir: str = "data/demo/store_synthetic"  # store to create (a rerun resumes)
+out_dir: str = "data/demo/store_synthetic"  # store to create (same settings: a rerun resumes)
+overwrite: bool = False  # make the store again when it holds a cohort of other settings
 num_subjects: int = 136  # subjects (at least 4); 136 leaves 20 for the test split
 num_frames: int = 90  # frames (volumes) per scan
 voxel_size: float = 8.0  # mm; 8 gives a 24³ grid (the CPU demo), 4 a 48³, 2 the real SwiFT 96³
@@ -84,12 +85,12 @@ config
 # | `age` | the fluctuation *amplitude* of the precuneus grows with age |
 # | `null_label` | nothing — a negative control: any model "predicting" it is fooling us |
 #
-# The store holds one compressed HDF5 file per subject (16-bit floats) plus `subjects.csv`,
+# The store holds one HDF5 file per subject (its brain voxels as 16-bit floats), `subjects.csv`,
 # a checksummed `manifest.json`, and `ground_truth/` with the region masks.
 
 # %%
 store = make_synthetic_cohort(out_dir, config=config, export_nifti=export_nifti_dir,
-                              export_subjects=export_subjects)
+                              export_subjects=export_subjects, overwrite=overwrite)
 summary = store.summary()
 summary
 

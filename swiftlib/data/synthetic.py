@@ -24,6 +24,7 @@ Deterministic by seed, bit for bit: subject ``i`` depends only on ``(seed, i)``.
 from __future__ import annotations
 
 import logging
+import shutil
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -295,6 +296,48 @@ def _write_ground_truth(root: Path, mask, affine, maps, cfg: SyntheticConfig) ->
     return info
 
 
+#: The settings a synthetic store was generated with (a resume must match them).
+SETTINGS_FILE = "synthetic_settings.json"
+
+
+def _check_or_clear(root: Path, want: dict, overwrite: bool, export_nifti) -> None:
+    """Refuse to resume a synthetic store generated with other settings (naming each
+    difference), or with ``overwrite`` delete it (and the NIfTI export) to start again."""
+    from swiftlib.data.store_settings import clear_store
+    from swiftlib.utils.io import read_json
+
+    written = (root / "subjects").is_dir() and any((root / "subjects").iterdir())
+    if not written and not (root / "manifest.json").exists():
+        return
+    have = read_json(root / SETTINGS_FILE) if (root / SETTINGS_FILE).exists() else None
+    if have == want:
+        return
+    if not overwrite:
+        if have is None:
+            why = "it was made by another swiftlib version (no synthetic_settings.json)"
+        else:
+            why = "; ".join(
+                f"{k}={have.get(k)!r} there, {want.get(k)!r} now"
+                for k in sorted(set(have) | set(want))
+                if have.get(k) != want.get(k)
+            )
+        raise ValueError(
+            f"{root}: holds a synthetic cohort made with other settings ({why}); pass "
+            "overwrite=True (swiftlib synth --overwrite) to make it again, or choose another "
+            "output folder"
+        )
+    removed = clear_store(root)
+    for name in (SETTINGS_FILE, "ground_truth"):
+        path = root / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    if export_nifti and Path(export_nifti).is_dir():
+        shutil.rmtree(export_nifti)
+    log.warning("%s: overwrite: removed the earlier synthetic cohort (%s)", root, removed)
+
+
 def _cfg_dict(cfg: SyntheticConfig) -> dict:
     d = asdict(cfg)
     return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
@@ -324,6 +367,7 @@ def make_synthetic_cohort(
     export_nifti=None,
     export_subjects: int | None = None,
     progress: bool = True,
+    overwrite: bool = False,
     **overrides,
 ):
     """Generate the cohort into the store ``out_dir``; returns the opened store.
@@ -332,7 +376,10 @@ def make_synthetic_cohort(
     (``sub-XX/func/sub-XX_task-rest_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz``
     + ``participants.tsv``) so ``swiftlib preprocess`` can be exercised on them;
     ``export_subjects`` limits the export to the first N subjects (NIfTI is bulky).
-    Resumable: subjects already in the store are not regenerated.
+    Resumable: subjects already in the store are not regenerated — when the store was made
+    with the same settings (``synthetic_settings.json``). A store made with other settings is
+    refused, naming each difference, unless ``overwrite=True`` (the store and the export are
+    made again): a rerun never leaves subjects of two cohorts in one store.
     """
     from tqdm.auto import tqdm
 
@@ -340,12 +387,14 @@ def make_synthetic_cohort(
     if config is not None and overrides:
         raise TypeError("pass either config= or keyword overrides, not both")
     root = Path(out_dir)
+    _check_or_clear(root, _cfg_dict(cfg), overwrite, export_nifti)
     mask, affine = source_space(cfg.voxel_size)
     maps = region_maps(mask, affine, cfg.region_sigma_mm)
     table = subject_table(cfg)
     pcfg = cfg.preprocess_config()
     store_aff = store_affine(cfg.grid, cfg.voxel_size)
     writer = StoreWriter(root, cfg.grid, cfg.voxel_size, store_aff, cfg.normalisation)
+    atomic_write_json(root / SETTINGS_FILE, _cfg_dict(cfg))
     gt = _write_ground_truth(root, mask, affine, maps, cfg)
     done = writer.completed(verify=False)
     export = Path(export_nifti) if export_nifti else None

@@ -91,3 +91,24 @@ def test_config_validation():
         make_synthetic_cohort("/nonexistent", config=SyntheticConfig(), seed=1)
     assert default_grid(2.0) == (96, 96, 96) and default_grid(4.0) == (48, 48, 48)
     assert default_grid(8.0) == (24, 24, 24)
+
+
+def test_a_store_of_other_settings_is_refused_and_overwrite_makes_it_again(tmp_path):
+    from swiftlib.data import open_store
+    from swiftlib.data.synthetic import SyntheticConfig, make_synthetic_cohort
+
+    small = dict(num_subjects=4, num_frames=12, voxel_size=8.0, seed=0)
+    out, bids = tmp_path / "store", tmp_path / "bids"
+    make_synthetic_cohort(out, config=SyntheticConfig(**small), export_nifti=bids, progress=False)
+    first = open_store(out).read_window("sub-0001", 0, 12).copy()
+    # the same settings resume (nothing regenerated)
+    make_synthetic_cohort(out, config=SyntheticConfig(**small), progress=False)
+    other = SyntheticConfig(**{**small, "num_frames": 16, "seed": 1})
+    with pytest.raises(ValueError, match=r"num_frames=12 there, 16 now.*overwrite=True"):
+        make_synthetic_cohort(out, config=other, progress=False)
+    assert np.array_equal(open_store(out).read_window("sub-0001", 0, 12), first)  # untouched
+    store = make_synthetic_cohort(
+        out, config=other, export_nifti=bids, overwrite=True, progress=False
+    )
+    assert {store.num_frames(s) for s in store.subject_ids} == {16}  # no subject of the old one
+    assert not np.array_equal(store.read_window("sub-0001", 0, 12), first)
