@@ -364,6 +364,10 @@ def run_demo(
     }
     rows: list[DemoStage] = []
     plan = [st for st in (STAGES if stages is None else stages) if st.run not in skip]
+    if any(st.run == "make_cohort" for st in plan):
+        # the cohort is made again (overwrite), so its split is too: a split file of an
+        # earlier recipe's cohort is refused by every later stage (same cohort: same split)
+        shutil.rmtree(Path(out_dir) / "splits", ignore_errors=True)
     for i, st in enumerate(plan, start=1):
         notebook = root / st.notebook
         if not notebook.is_file():

@@ -192,6 +192,11 @@ def test_a_second_demo_reruns_its_finished_stages(monkeypatch, tmp_path):
         )
 
     monkeypatch.setattr(swiftlib.runner, "run_notebook", fake_run_notebook)
+    old_split = tmp_path / "d" / "splits" / "synthetic" / "default.json"
+    old_split.parent.mkdir(parents=True)
+    old_split.write_text("{}")  # an earlier recipe's split: made again with the cohort
     stage = demo.STAGES[0]
     demo.run_demo(out_dir=tmp_path / "d", runs_dir=tmp_path / "r", stages=[stage], progress=False)
     assert calls and all(c.get("overwrite") is True for c in calls)
+    assert calls[0]["parameters"]["overwrite"] is True  # the cohort store itself
+    assert not old_split.exists()
