@@ -7,7 +7,7 @@ MONAI (augmentation) or Lightning (the DataModule).
 
 from __future__ import annotations
 
-import importlib
+from swiftlib.utils.lazy import lazy_exports
 
 # name -> module: everything loads on first use (PEP 562), so ``from swiftlib.data.store
 # import open_store`` or ``swiftlib.data.synthetic`` does not pay for torch (windows), h5py
@@ -55,14 +55,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        module = importlib.import_module(_LAZY[name])
-        value = getattr(module, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'swiftlib.data' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports("swiftlib.data", globals(), _LAZY)

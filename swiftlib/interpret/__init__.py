@@ -11,7 +11,7 @@ load with the functions that need them.
 
 from __future__ import annotations
 
-import importlib
+from swiftlib.utils.lazy import lazy_exports
 
 # name -> module, loaded on first use (PEP 562): ``import swiftlib.interpret`` stays free of
 # torch, captum, scikit-learn and nilearn until a function is called
@@ -43,13 +43,4 @@ _LAZY = {
 __all__ = list(_LAZY)
 
 
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'swiftlib.interpret' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports("swiftlib.interpret", globals(), _LAZY)

@@ -7,36 +7,26 @@ contracts) is what interpretation and evaluation need, and it must not pull in L
 
 from __future__ import annotations
 
-import importlib
+from swiftlib.utils.lazy import lazy_exports
 
 _EXPORTS = {
-    "CheckpointError": "common",
-    "ContractError": "common",
-    "check_contract": "common",
-    "load_encoder_weights": "common",
-    "CONTRASTIVE_MONITOR": "contrastive",
-    "ContrastiveConfig": "contrastive",
-    "ContrastiveTask": "contrastive",
-    "MONITOR": "finetune",
-    "FinetuneConfig": "finetune",
-    "FinetuneTask": "finetune",
-    "OptimConfig": "optim",
-    "PRETRAIN_MONITOR": "pretrain",
-    "PretrainConfig": "pretrain",
-    "SimMIMTask": "pretrain",
+    "CheckpointError": "swiftlib.tasks.common",
+    "ContractError": "swiftlib.tasks.common",
+    "check_contract": "swiftlib.tasks.common",
+    "load_encoder_weights": "swiftlib.tasks.common",
+    "CONTRASTIVE_MONITOR": "swiftlib.tasks.contrastive",
+    "ContrastiveConfig": "swiftlib.tasks.contrastive",
+    "ContrastiveTask": "swiftlib.tasks.contrastive",
+    "MONITOR": "swiftlib.tasks.finetune",
+    "FinetuneConfig": "swiftlib.tasks.finetune",
+    "FinetuneTask": "swiftlib.tasks.finetune",
+    "OptimConfig": "swiftlib.tasks.optim",
+    "PRETRAIN_MONITOR": "swiftlib.tasks.pretrain",
+    "PretrainConfig": "swiftlib.tasks.pretrain",
+    "SimMIMTask": "swiftlib.tasks.pretrain",
 }
 
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'swiftlib.tasks' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"swiftlib.tasks.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports("swiftlib.tasks", globals(), _EXPORTS)
