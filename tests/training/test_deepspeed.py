@@ -197,7 +197,7 @@ def test_deepspeed_pretrain_to_finetune_to_every_downstream_stage(strategy, trai
     )
     assert attr.map("group").shape == (20, 24, 28) and np.abs(attr.map("group")).sum() > 0
     assert fp32.stat().st_mtime_ns == stamp  # converted once, then reused
-    info = describe(ft_best)
+    info = describe(ft_best, full=True)
     assert info["kind"] == "deepspeed_checkpoint" and info["consolidated"] == str(fp32.resolve())
     assert info["swiftlib"]["kind"] == "finetune" and info["num_parameters"] > 0
 

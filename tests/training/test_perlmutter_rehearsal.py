@@ -88,6 +88,7 @@ def test_perlmutter_ukb_preset_chain_runs_unchanged_on_cpu(tmp_path, monkeypatch
         scratch / "swiftlib" / "stores" / "ukb", config=SyntheticConfig(**TRAIN_KW), progress=False
     )
     runs = scratch / "swiftlib" / "runs"
+    runs.mkdir(parents=True)  # the SLURM templates mkdir -p RUN_DIR; -o needs its parent
 
     pre = _run("02_pretrain/01_pretrain_simmim.ipynb", runs / "ukb_pretrain", *CPU, *SIZES)
     assert pre["parameters"]["strategy"] == "deepspeed_stage_2"
