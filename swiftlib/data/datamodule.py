@@ -384,7 +384,12 @@ class FMRIDataModule(LightningDataModule):
         """Packed windows onto the grid, on the batch's device (``DataConfig.dtype``)."""
         from swiftlib.data.windows import unpack_batch
 
-        return unpack_batch(batch, _DTYPES[self.config.dtype])
+        batch = unpack_batch(batch, _DTYPES[self.config.dtype])
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:  # e.g. DeepSpeed bf16: the grid in the weights' dtype, as the
+            # precision plugin would have cast a dense batch (it saw the packed one)
+            batch = trainer.precision_plugin.convert_input(batch)
+        return batch
 
     # -- loaders -----------------------------------------------------------------------------
     def _rank(self) -> tuple[int, int]:
