@@ -392,8 +392,20 @@ def check_preset(
             fixed = max(1, res["eager"].get("largest_batch", 2) // 2) or None
         try:
             ctx = sdpa_fast_only() if device.type == "cuda" else contextlib.nullcontext()
-            measure = functools.partial(_throughput, preset, overrides, grid, device, compiled,
-                                        args, deadline, flops1, peak, matmul_peak, fixed)
+            measure = functools.partial(
+                _throughput,
+                preset,
+                overrides,
+                grid,
+                device,
+                compiled,
+                args,
+                deadline,
+                flops1,
+                peak,
+                matmul_peak,
+                fixed,
+            )
 
             try:
                 with ctx:

@@ -16,13 +16,35 @@ NOTEBOOK = ROOT / "notebooks" / "02_pretrain" / "02_pretrain_contrastive.ipynb"
 def test_contrastive_notebook_runs_and_its_encoder_starts_fine_tuning(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     store = make_synthetic_cohort(
-        tmp_path / "store", progress=False,
-        config=SyntheticConfig(num_subjects=16, seed=11, voxel_size=8.0, grid=(20, 24, 28),
-                               num_frames=40, tr=1.0),
+        tmp_path / "store",
+        progress=False,
+        config=SyntheticConfig(
+            num_subjects=16, seed=11, voxel_size=8.0, grid=(20, 24, 28), num_frames=40, tr=1.0
+        ),
     )
-    tiny = ["-p", "store_path", str(store.root), "-p", "splits_dir", str(tmp_path / "splits"),
-            "-p", "model", "swift_v2_test", "-p", "model_overrides", "{}",
-            "-p", "sequence_length", "8", "-p", "batch_size", "4", "-p", "max_epochs", "1"]
+    tiny = [
+        "-p",
+        "store_path",
+        str(store.root),
+        "-p",
+        "splits_dir",
+        str(tmp_path / "splits"),
+        "-p",
+        "model",
+        "swift_v2_test",
+        "-p",
+        "model_overrides",
+        "{}",
+        "-p",
+        "sequence_length",
+        "8",
+        "-p",
+        "batch_size",
+        "4",
+        "-p",
+        "max_epochs",
+        "1",
+    ]
     run = tmp_path / "run"
     assert main(["run", str(NOTEBOOK), "-o", str(run), "-q", *tiny]) == 0
     doc = json.loads((run / "results.json").read_text())

@@ -258,7 +258,9 @@ def test_finetune_starts_from_the_contrastive_encoder_and_info_describes_it(trai
 def test_killed_mid_epoch_and_resumed_matches_an_uninterrupted_run(train_store, tmp_path):
     # 6 steps per epoch: killed in the middle of epoch 2; weights checked bit-equal inside
     full, resumed = kill_and_resume(
-        train_store, tmp_path, kind="contrastive",
+        train_store,
+        tmp_path,
+        kind="contrastive",
         trainer={"max_epochs": 2, "checkpoint_every_n_steps": 1},
         task={"model_overrides": {"drop_path_rate": 0.2}},
     )
