@@ -20,6 +20,7 @@ import pytest
 
 from swiftlib.data.preprocess import PreprocessConfig, preprocess
 from swiftlib.data.store import open_store
+from tests.data.test_layouts import _ras_copy
 
 T = 6
 GRID = (16, 22, 26)  # mni_ras test grid: a distinct size on every axis
@@ -57,13 +58,8 @@ def _save(data, affine, path):
     return path
 
 
-def _as_las(data, affine):
-    """The same image in LAS voxel order (x flipped, affine adjusted)."""
-    flipped = np.ascontiguousarray(data[::-1])
-    aff = affine.copy()
-    aff[0, 0] = -affine[0, 0]
-    aff[0, 3] = affine[0, 3] + affine[0, 0] * (data.shape[0] - 1)
-    return flipped, aff
+# the same image with x flipped (affine adjusted): RAS <-> LAS, the layouts tests' helper
+_as_las = _ras_copy
 
 
 def _ras_affine(shift_mm: float = 0.0) -> np.ndarray:
